@@ -1,0 +1,16 @@
+// cli/cli.h — what the subcommands of `vicmae` share.
+//
+// Each subcommand lives in cli/cmd_<name>.c as `int cmd_<name>(int argc, char **argv)` (argv[0] is
+// the subcommand name) and returns the process exit status: 0 success, 1 failure, 2 usage or
+// invalid input.  The table of subcommands is in cli/main.c.
+#pragma once
+#include "common/config.h"
+
+// Standard config options, shared by every command that takes a config:
+//   --config FILE   (default configs/demo.ini when present, else the built-in defaults)
+//   --set section.key=value   (repeatable)
+// vm_cli_config consumes them from argv (compacting argv, updating *argc), loads and validates.
+// On error it prints the reason and returns non-zero.
+int vm_cli_config(int *argc, char **argv, vm_config *cfg);
+// Path of the running binary's sibling (e.g. to start `vicmae worker` processes).
+const char *vm_cli_self(void);
