@@ -1,0 +1,104 @@
+// decoder/decoder.h — video decoding with frame-accurate random access (GStreamer).
+//
+//   vm_decoder_options o;  vm_decoder_options_default(&o);  o.size_mode = VM_DEC_SHORT_SIDE; o.short_side = 256;
+//   vm_decoder *d = vm_decoder_open("clip.mp4", &o, &err);      // builds or loads the frame index
+//   const vm_video_info *vi = vm_decoder_info(d);               // vi->frames, vi->pts[i], vi->out_width...
+//   int64_t idx[2] = {17, 42};  uint8_t *dst[2] = {a, b};       // each out_height*out_width*3 bytes
+//   vm_decoder_read_frames(d, idx, 2, dst, NULL, &err);
+//   vm_decoder_close(d);
+//
+// Frame i is the i-th frame in presentation order, i.e. the i-th picture a full decode of the
+// video stream outputs.  Frames are identified by their presentation timestamp matched against the
+// index, never by the nominal frame rate, so variable frame rate, B-frames and open GOPs are exact.
+//
+// The index (frame count, per-frame PTS, keyframes) comes from a parse-only pass (demuxer + parser
+// through parsebin: packets are read, no pixel is decoded) and is cached in a directory keyed by the
+// file's path, size and mtime, so workers do not re-index a dataset every epoch.  When the packets do
+// not carry usable timestamps the index falls back to a decode pass (no colour conversion or scaling).
+// vm_video_info.index_source says which one produced it.
+//
+// Opening is cheap (index only); the decoding pipeline
+//   filesrc|uridecodebin -> decodebin -> videoconvertscale (threads) -> appsink RGB at out size
+// is built on the first read.  Colour conversion and scaling happen once, at the output size.
+//
+// Threads: one vm_decoder per thread; decoders share nothing but gst_init (done once, internally).
+// Every call that can wait on GStreamer is bounded by options.timeout_ms.
+#pragma once
+#include <stdint.h>
+#include "common/error.h"
+
+typedef struct vm_decoder vm_decoder;
+
+typedef enum {
+    VM_DEC_NATIVE = 0,     // output at the stream's display size (width x height below)
+    VM_DEC_EXACT = 1,      // output exactly width x height (aspect ratio not kept)
+    VM_DEC_SHORT_SIDE = 2, // scale so the short side is short_side (up or down); the long side is
+                           // round(long * short_side / short), keeping the display aspect ratio
+} vm_decoder_size_mode;
+
+typedef enum { VM_DEC_HW_AUTO = 0, VM_DEC_HW_OFF = 1 } vm_decoder_hw; // same values as vm_hw_mode
+
+typedef struct vm_decoder_options {
+    int size_mode;           // vm_decoder_size_mode
+    int width, height;       // VM_DEC_EXACT
+    int short_side;          // VM_DEC_SHORT_SIDE
+    int hw;                  // vm_decoder_hw: auto = let decodebin pick hardware decoders by rank;
+                             // off = skip elements whose klass says "Hardware"
+    int timeout_ms;          // longest wait on the pipeline for any event (default 10000)
+    int threads;             // videoconvertscale n-threads (default 1: one decoder per core)
+    const char *index_cache; // cache directory; NULL or "" = $XDG_CACHE_HOME/vicmae or ~/.cache/vicmae;
+                             // "off" = no cache (always index)
+} vm_decoder_options;
+
+// Defaults: native size, hw auto, timeout 10 s, 1 thread, default cache directory.
+void vm_decoder_options_default(vm_decoder_options *opt);
+
+// What the index knows about the video stream.  Owned by the decoder; valid until vm_decoder_close.
+typedef struct vm_video_info {
+    int64_t frames;          // exact number of frames in presentation order
+    const int64_t *pts;      // [frames] presentation timestamps in ns, strictly ascending
+    const uint8_t *keyframe; // [frames] 1 where the frame is a keyframe (decoding may start there)
+    int64_t duration_ns;     // container duration, or last pts + last frame gap when the header has none
+    double avg_fps;          // frames / duration (informational only; never used to find frames)
+    int width, height;       // display size of the stream (pixel aspect ratio applied), before rotation
+    int out_width, out_height; // size of the frames read_frames returns (RGB, rows tightly packed)
+    int rotation;            // degrees clockwise from the image-orientation tag (0/90/180/270);
+                             // reported, not applied
+    char codec[64];          // e.g. "H.264 (High Profile)"
+    char container[64];      // e.g. "Quicktime"
+    const char *index_source; // "parse" (packets, no pixel decode), "decode" (full decode pass),
+                              // "cache:parse" / "cache:decode" (loaded from the index cache)
+} vm_video_info;
+
+// Counters since open (cumulative).  frames_decoded / frames_returned is the cost of random access.
+typedef struct vm_decoder_stats {
+    int64_t frames_decoded;  // decoded pictures pulled from the pipeline (including skipped ones)
+    int64_t frames_returned; // frames copied to the caller
+    int64_t seeks;           // seeks issued (the first read from frame 0 needs none)
+    double index_seconds;    // time spent building or loading the index
+} vm_decoder_stats;
+
+// Open a local path or a URI (anything with "://" goes through uridecodebin) and build or load its
+// index.  Returns NULL and fills err (message names the file and the reason) on failure:
+//   VM_EIO (cannot open), VM_ECORRUPT (empty, truncated, garbage), VM_ENOTFOUND (no video stream,
+//   e.g. audio-only), VM_EUNSUPPORTED (no decoder: the message names the missing plugin/caps),
+//   VM_ETIMEOUT (the pipeline stalled past timeout_ms), VM_EINVAL (bad options).
+vm_decoder *vm_decoder_open(const char *uri_or_path, const vm_decoder_options *opt, vm_error *err);
+
+const vm_video_info *vm_decoder_info(const vm_decoder *d);
+
+// Decode the frames at indices[0..n) (non-decreasing; duplicates allowed) into dst[k], each a caller
+// buffer of out_height * out_width * 3 bytes (RGB, rows packed).  pts_out[k] (may be NULL) gets each
+// frame's PTS in ns.  One seek to the keyframe before the first wanted frame, then decoding forward;
+// a further seek only when the next wanted frame's keyframe lies beyond the current position.
+// An index < 0 or >= frames is VM_ERANGE (nothing is clamped).  Returns 0 or a negative VM_E* code.
+int vm_decoder_read_frames(vm_decoder *d, const int64_t *indices, int n, uint8_t **dst, int64_t *pts_out,
+                           vm_error *err);
+
+// Index of the frame shown at time t_ns (the last frame with pts <= t_ns; 0 before the first frame).
+int64_t vm_decoder_frame_at(const vm_decoder *d, int64_t t_ns);
+
+void vm_decoder_stats_get(const vm_decoder *d, vm_decoder_stats *out);
+
+// Release the pipeline and every buffer.  NULL is a no-op.
+void vm_decoder_close(vm_decoder *d);
