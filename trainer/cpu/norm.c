@@ -1,0 +1,157 @@
+// trainer/cpu/norm.c — LayerNorm (over channels, per token) and BatchNorm1d (over the batch, per
+// channel, training mode).  Statistics are accumulated in double.  Parameter gradients are summed
+// per column chunk in a fixed row order, so results do not depend on the thread count.
+#ifndef VM_GENERIC_PASS
+#define VM_GENERIC_FILE "trainer/cpu/norm.c"
+#include "trainer/cpu/generic.h"
+#else
+
+// out, inp (N, C); mean, rstd (N); weight, bias (C).  Biased variance, as nn.LayerNorm.
+void FN(layernorm_forward)(real *out, real *mean, real *rstd, const real *inp, const real *weight,
+                           const real *bias, int N, int C, real eps) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const real *x = inp + (size_t)n * C;
+        real *y = out + (size_t)n * C;
+        acc_t s = 0;
+        for (int c = 0; c < C; c++) s += x[c];
+        real m = (real)(s / C);
+        acc_t v = 0;
+        for (int c = 0; c < C; c++) {
+            acc_t d = (acc_t)x[c] - m;
+            v += d * d;
+        }
+        real r = (real)(1 / sqrt(v / C + (acc_t)eps));
+        for (int c = 0; c < C; c++) y[c] = (x[c] - m) * r * weight[c] + bias[c];
+        mean[n] = m;
+        rstd[n] = r;
+    }
+}
+
+// dinp (N, C) += ; dweight, dbias (C) +=
+void FN(layernorm_backward)(real *dinp, real *dweight, real *dbias, const real *dout,
+                            const real *inp, const real *weight, const real *mean,
+                            const real *rstd, int N, int C) {
+    // input gradient, row by row: dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dout * weight
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const real *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+        real *dx = dinp + (size_t)n * C;
+        real m = mean[n], r = rstd[n];
+        acc_t sg = 0, sgx = 0;
+        for (int c = 0; c < C; c++) {
+            real g = dy[c] * weight[c];
+            sg += g;
+            sgx += (acc_t)g * ((x[c] - m) * r);
+        }
+        real mg = (real)(sg / C), mgx = (real)(sgx / C);
+        for (int c = 0; c < C; c++) {
+            real xhat = (x[c] - m) * r;
+            dx[c] += (dy[c] * weight[c] - mg - xhat * mgx) * r;
+        }
+    }
+    // parameter gradients, column chunks over all rows
+    enum { CH = 64 };
+    int nch = (C + CH - 1) / CH;
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < nch; ch++) {
+        int lo = ch * CH, w = C - lo < CH ? C - lo : CH;
+        acc_t sw[CH] = {0}, sb[CH] = {0};
+        for (int n = 0; n < N; n++) {
+            const real *x = inp + (size_t)n * C + lo, *dy = dout + (size_t)n * C + lo;
+            real m = mean[n], r = rstd[n];
+            for (int i = 0; i < w; i++) {
+                sw[i] += (acc_t)dy[i] * ((x[i] - m) * r);
+                sb[i] += dy[i];
+            }
+        }
+        for (int i = 0; i < w; i++) {
+            dweight[lo + i] += (real)sw[i];
+            dbias[lo + i] += (real)sb[i];
+        }
+    }
+}
+
+// BatchNorm1d, training mode.  out, inp (N, C); mean, rstd (C): rstd = 1/sqrt(biased var + eps);
+// running_mean/var (C) <- (1 - momentum) * running + momentum * (mean | unbiased var).
+void FN(batchnorm_forward)(real *out, real *mean, real *rstd, real *running_mean,
+                           real *running_var, const real *inp, const real *weight,
+                           const real *bias, int N, int C, real eps, real momentum) {
+    enum { CH = 64 };
+    int nch = (C + CH - 1) / CH;
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < nch; ch++) {
+        int lo = ch * CH, w = C - lo < CH ? C - lo : CH;
+        acc_t s[CH] = {0}, v[CH] = {0};
+        real m[CH], r[CH];
+        for (int n = 0; n < N; n++) {
+            const real *x = inp + (size_t)n * C + lo;
+            for (int i = 0; i < w; i++) s[i] += x[i];
+        }
+        for (int i = 0; i < w; i++) m[i] = (real)(s[i] / N);
+        for (int n = 0; n < N; n++) {
+            const real *x = inp + (size_t)n * C + lo;
+            for (int i = 0; i < w; i++) {
+                acc_t d = (acc_t)x[i] - m[i];
+                v[i] += d * d;
+            }
+        }
+        for (int i = 0; i < w; i++) {
+            int c = lo + i;
+            r[i] = (real)(1 / sqrt(v[i] / N + (acc_t)eps));
+            mean[c] = m[i];
+            rstd[c] = r[i];
+            if (running_mean) running_mean[c] = ((real)1 - momentum) * running_mean[c] + momentum * m[i];
+            if (running_var) {
+                real unbiased = (real)(N > 1 ? v[i] / (N - 1) : v[i]);
+                running_var[c] = ((real)1 - momentum) * running_var[c] + momentum * unbiased;
+            }
+        }
+        for (int n = 0; n < N; n++) {
+            const real *x = inp + (size_t)n * C + lo;
+            real *y = out + (size_t)n * C + lo;
+            for (int i = 0; i < w; i++) {
+                real yh = (x[i] - m[i]) * r[i];
+                y[i] = weight ? yh * weight[lo + i] + (bias ? bias[lo + i] : 0) : yh;
+            }
+        }
+    }
+}
+
+// dinp (N, C) = ; dweight, dbias (C) += (may be NULL)
+void FN(batchnorm_backward)(real *dinp, real *dweight, real *dbias, const real *dout,
+                            const real *inp, const real *weight, const real *mean,
+                            const real *rstd, int N, int C) {
+    enum { CH = 64 };
+    int nch = (C + CH - 1) / CH;
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < nch; ch++) {
+        int lo = ch * CH, w = C - lo < CH ? C - lo : CH;
+        acc_t sdy[CH] = {0}, sdyx[CH] = {0};
+        for (int n = 0; n < N; n++) {
+            const real *x = inp + (size_t)n * C + lo, *dy = dout + (size_t)n * C + lo;
+            for (int i = 0; i < w; i++) {
+                sdy[i] += dy[i];
+                sdyx[i] += (acc_t)dy[i] * ((x[i] - mean[lo + i]) * rstd[lo + i]);
+            }
+        }
+        real a[CH], mg[CH], mgx[CH];  // g = dy * weight: mean(g) and mean(g xhat)
+        for (int i = 0; i < w; i++) {
+            a[i] = weight ? weight[lo + i] : 1;
+            mg[i] = (real)(sdy[i] / N) * a[i];
+            mgx[i] = (real)(sdyx[i] / N) * a[i];
+            if (dweight) dweight[lo + i] += (real)sdyx[i];
+            if (dbias) dbias[lo + i] += (real)sdy[i];
+        }
+        for (int n = 0; n < N; n++) {
+            const real *x = inp + (size_t)n * C + lo, *dy = dout + (size_t)n * C + lo;
+            real *dx = dinp + (size_t)n * C + lo;
+            for (int i = 0; i < w; i++) {
+                real r = rstd[lo + i], xhat = (x[i] - mean[lo + i]) * r;
+                dx[i] = (dy[i] * a[i] - mg[i] - xhat * mgx[i]) * r;
+            }
+        }
+    }
+}
+
+#endif
