@@ -62,7 +62,7 @@ DEBS := build-essential pkg-config
 include $(wildcard */module.mk)
 
 # Libraries of the full `vicmae` binary, in link order, and of the GStreamer-free trainer binary.
-ALL_LIBS     := $(filter eval trainer worker pipeline sampler decoder proto common,$(LIBS))
+ALL_LIBS     := $(foreach l,eval trainer worker pipeline sampler decoder proto common,$(filter $(l),$(LIBS)))
 TRAINER_LIBS := $(filter-out worker sampler decoder,$(ALL_LIBS))
 # CLI commands that the trainer binary carries (cli/cmd_<name>.c); the others need GStreamer.
 TRAINER_CMDS := config inspect train replay debug_step eval export plot
