@@ -76,7 +76,7 @@ typedef struct vm_batch_header {
     uint64_t raw_size;                    // B*V*H*W*C
     uint64_t payload_size;                // bytes of the payload as stored
     uint64_t payload_checksum;            // XXH3-64 of the raw (decoded) pixels
-    uint64_t header_checksum;             // XXH3-64 of header (minus this field) + metadata table
+    uint64_t msg_checksum;                // XXH3-64 of the whole message as stored (minus this field)
 } vm_batch_header;
 
 typedef struct vm_sample_meta {
@@ -113,8 +113,9 @@ int vm_batch_encode(const vm_batch_header *h, const vm_sample_meta *samples, con
                     const uint8_t *pixels, void *out, size_t out_cap, size_t *out_len, vm_error *err);
 
 // Validate a message and describe it in *view (borrowing msg).  Checks magic, version (unknown
-// major: VM_EVERSION with both versions in the message), every size and limit, the header
-// checksum (covers the metadata table) and the LZ4 block structure; does not decompress.
+// major: VM_EVERSION with both versions in the message), every size and limit, the message
+// checksum (every stored byte: header, metadata, compressed payload) and the LZ4 block structure;
+// does not decompress.
 int vm_batch_parse(const void *msg, size_t len, vm_batch_view *view, vm_error *err);
 
 // Metadata of sample b (< B) and of view j (< V) of sample b, from a parsed message.
