@@ -6,9 +6,3 @@ sampler_DEBS :=
 DEBS += $(sampler_DEBS)
 # The resampling loops are the hot path: let the vectoriser at them (a later -O3 wins over -O2).
 $(BUILD)/sampler/image.o: CFLAGS += -O3
-# tools/clip_example: the sampler reused for clip classification, clips written as .npy.
-SAMPLER_EXAMPLE_LIBS := sampler decoder common
-EXTRA_BINS += $(BUILD)/tools/clip_example
-$(BUILD)/tools/clip_example: $(BUILD)/tools/clip_example.o $(foreach l,$(SAMPLER_EXAMPLE_LIBS),$(BUILD)/lib$(l).a)
-	$(CC) $(LDFLAGS) -o $@ $^ $(call ldlibs_of,$(SAMPLER_EXAMPLE_LIBS))
-$(BUILD)/tools/clip_example.o: PKG_CFLAGS = $(shell pkg-config --cflags $(call pkgs_of,$(SAMPLER_EXAMPLE_LIBS)))
