@@ -2,7 +2,7 @@
 # trainer/backend.h: CPU reference backend in trainer/cpu/ (OpenBLAS + OpenMP), CUDA backend in
 # trainer/cuda/ (built only with nvcc).  Model files trainer/*.c join the same library.
 LIBS += trainer
-trainer_SRCS    := $(wildcard trainer/*.c trainer/cpu/*.c)
+trainer_SRCS    := $(wildcard trainer/*.c trainer/cpu/*.c trainer/cuda/*.c)
 trainer_CU_SRCS := $(wildcard trainer/cuda/*.cu)
 trainer_PKGS    := openblas
 trainer_DEBS    := libopenblas-dev

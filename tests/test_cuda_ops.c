@@ -1,0 +1,475 @@
+// tests/test_cuda_ops.c — every op of the CUDA backend against the CPU reference backend.
+//
+// Random inputs (never zeros), the same on both backends; CUDA outputs are poisoned with NaN
+// before each run, so an element the kernel forgets to write fails the comparison.  Outputs that
+// accumulate (+=) start from the same random values on both sides.  Error = ||cuda - cpu|| / ||cpu||:
+// fp32 under 1e-5; bf16 (matrix products on bf16 operands) under 1e-2.
+// Without a GPU (or without CUDA in the build) every test skips with the reason.
+#include <stdlib.h>
+#include <string.h>
+#include "common/rng.h"
+#include "tests/harness.h"
+#include "trainer/backend.h"
+#include "trainer/cuda/cuda_backend.h"
+
+#define TOL32 1e-5
+#define TOL16 1e-2
+
+static const vm_backend_ops *cpu, *cu;
+static vm_rng rng;
+static double tol = TOL32;
+
+// The backends for this test, or SKIP.  Precision fp32 unless bf16.
+static void setup(int bf16, uint64_t seed) {
+    char why[512] = "";
+    cu = vm_backend_cuda(why, sizeof why);
+    if (!cu) SKIP("no GPU: %s", why);
+    cpu = vm_backend_cpu(0);
+    vm_backend_cuda_set_precision(bf16);
+    tol = bf16 ? TOL16 : TOL32;
+    vm_rng_init(&rng, seed, 1);
+}
+
+// ---- host buffers (freed at exit of the process: tests are short) --------------------------------
+static float *hrand(size_t n, float lo, float hi) {
+    float *x = malloc(n * sizeof(float));
+    CHECK(x);
+    for (size_t i = 0; i < n; i++) {
+        float v;
+        do v = lo + (hi - lo) * vm_rng_uniformf(&rng); while (v == 0.0f);
+        x[i] = v;
+    }
+    return x;
+}
+static float *hcopy(const float *x, size_t n) {
+    float *y = malloc(n * sizeof(float));
+    CHECK(y);
+    memcpy(y, x, n * sizeof(float));
+    return y;
+}
+static float *hnan(size_t n) {
+    float *y = malloc(n * sizeof(float));
+    CHECK(y);
+    for (size_t i = 0; i < n; i++) y[i] = NAN;
+    return y;
+}
+// Random permutation of 0..L-1 for each of B rows: (B, L)
+static int32_t *hperm(int B, int L) {
+    int32_t *p = malloc((size_t)B * L * sizeof(int32_t));
+    CHECK(p);
+    for (int b = 0; b < B; b++) {
+        int32_t *r = p + (size_t)b * L;
+        for (int i = 0; i < L; i++) r[i] = i;
+        for (int i = L - 1; i > 0; i--) {
+            int j = (int)vm_rng_int(&rng, 0, i);
+            int32_t t = r[i]; r[i] = r[j]; r[j] = t;
+        }
+    }
+    return p;
+}
+
+// ---- device buffers ------------------------------------------------------------------------------
+static void *dput(const void *h, size_t bytes) {
+    void *d = cu->alloc(bytes);
+    CHECK(d, "cuda alloc of %zu bytes failed", bytes);
+    cu->to_device(d, h, bytes);
+    return d;
+}
+static float *dputf(const float *h, size_t n) { return dput(h, n * sizeof(float)); }
+static float *dpoison(size_t n) {
+    float *h = hnan(n);
+    float *d = dputf(h, n);
+    free(h);
+    return d;
+}
+
+// ||cuda - ref|| / ||ref|| of the device array d against the host reference.
+static double relerr_dev(const float *d, const float *ref, size_t n) {
+    float *h = malloc(n * sizeof(float));
+    CHECK(h);
+    cu->to_host(h, d, n * sizeof(float));
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = (double)h[i] - ref[i];
+        num += e * e;
+        den += (double)ref[i] * ref[i];
+    }
+    free(h);
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+#define CHECK_DEV(name, d, ref, n)                                                                \
+    do {                                                                                          \
+        double e_ = relerr_dev((d), (ref), (n));                                                  \
+        CHECK(e_ < tol, "%s: relative error %.3g (tolerance %.0e)", (name), e_, tol);            \
+    } while (0)
+#define CHECK_SCALAR(name, a, b)                                                                  \
+    do {                                                                                          \
+        double a_ = (a), b_ = (b), e_ = fabs(a_ - b_) / (fabs(b_) > 0 ? fabs(b_) : 1.0);          \
+        CHECK(e_ < tol, "%s: cuda %.9g vs cpu %.9g (relative %.3g)", (name), a_, b_, e_);       \
+    } while (0)
+
+// ---- input ----------------------------------------------------------------------------------------
+TEST(cuda_patchify) {
+    setup(0, 1);
+    const int B = 3, H = 48, W = 32, P = 8, L = (H / P) * (W / P), D = 3 * P * P;
+    size_t nimg = (size_t)B * H * W * 3, n = (size_t)B * L * D;
+    uint8_t *img = malloc(nimg);
+    for (size_t i = 0; i < nimg; i++) img[i] = (uint8_t)vm_rng_int(&rng, 0, 255);
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    uint8_t *dimg = dput(img, nimg);
+    for (int order = 0; order < 2; order++) {
+        float *ref = hnan(n), *out = dpoison(n);
+        cpu->patchify(ref, img, B, H, W, P, order, mean, std);
+        cu->patchify(out, dimg, B, H, W, P, order, mean, std);
+        CHECK_DEV(order ? "patchify conv order" : "patchify mae order", out, ref, n);
+        cu->free(out);
+        free(ref);
+    }
+    cu->free(dimg);
+    free(img);
+}
+
+// ---- dense ------------------------------------------------------------------------------------------
+static void check_matmul(int N, int C, int OC, int with_bias, int with_dinp) {
+    float *x = hrand((size_t)N * C, -1, 1), *w = hrand((size_t)OC * C, -0.5f, 0.5f), *b = hrand(OC, -1, 1);
+    float *g = hrand((size_t)N * OC, -1, 1);
+    float *dw0 = hrand((size_t)OC * C, -1, 1), *db0 = hrand(OC, -1, 1);
+    float *out = hnan((size_t)N * OC), *dx = hnan((size_t)N * C), *dw = hcopy(dw0, (size_t)OC * C),
+          *db = hcopy(db0, OC);
+    cpu->matmul_forward(out, x, w, with_bias ? b : NULL, N, C, OC);
+    cpu->matmul_backward(with_dinp ? dx : NULL, dw, with_bias ? db : NULL, g, x, w, N, C, OC);
+
+    float *d_x = dputf(x, (size_t)N * C), *d_w = dputf(w, (size_t)OC * C), *d_b = dputf(b, OC),
+          *d_g = dputf(g, (size_t)N * OC), *d_dw = dputf(dw0, (size_t)OC * C), *d_db = dputf(db0, OC);
+    float *d_out = dpoison((size_t)N * OC), *d_dx = dpoison((size_t)N * C);
+    cu->matmul_forward(d_out, d_x, d_w, with_bias ? d_b : NULL, N, C, OC);
+    cu->matmul_backward(with_dinp ? d_dx : NULL, d_dw, with_bias ? d_db : NULL, d_g, d_x, d_w, N, C, OC);
+    CHECK_DEV("matmul out", d_out, out, (size_t)N * OC);
+    if (with_dinp) CHECK_DEV("matmul dinp", d_dx, dx, (size_t)N * C);
+    CHECK_DEV("matmul dweight", d_dw, dw, (size_t)OC * C);
+    CHECK_DEV("matmul dbias", d_db, db, OC);
+    float *bufs[] = {d_x, d_w, d_b, d_g, d_dw, d_db, d_out, d_dx};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cu->free(bufs[i]);
+    float *hb[] = {x, w, b, g, dw0, db0, out, dx, dw, db};
+    for (size_t i = 0; i < sizeof hb / sizeof *hb; i++) free(hb[i]);
+}
+
+TEST(cuda_matmul) {
+    setup(0, 2);
+    check_matmul(96, 64, 80, 1, 1);
+    check_matmul(37, 50, 30, 0, 1);     // odd shapes, no bias
+    check_matmul(200, 192, 576, 1, 0);  // no dinp (first layer)
+}
+
+TEST(cuda_matmul_bf16) {
+    setup(1, 3);
+    check_matmul(96, 64, 80, 1, 1);
+    check_matmul(256, 384, 1152, 1, 1);
+    check_matmul(37, 50, 30, 0, 1);
+    vm_backend_cuda_set_precision(0);
+}
+
+// ---- normalisation ------------------------------------------------------------------------------------
+TEST(cuda_layernorm) {
+    setup(0, 4);
+    const int N = 70, C = 96;
+    size_t n = (size_t)N * C;
+    float *x = hrand(n, -2, 3), *w = hrand(C, 0.5f, 1.5f), *b = hrand(C, -1, 1), *g = hrand(n, -1, 1);
+    float *dx0 = hrand(n, -1, 1), *dw0 = hrand(C, -1, 1), *db0 = hrand(C, -1, 1);
+    float *out = hnan(n), *mean = hnan(N), *rstd = hnan(N), *dx = hcopy(dx0, n), *dw = hcopy(dw0, C),
+          *db = hcopy(db0, C);
+    cpu->layernorm_forward(out, mean, rstd, x, w, b, N, C, 1e-6f);
+    cpu->layernorm_backward(dx, dw, db, g, x, w, mean, rstd, N, C);
+    float *d_x = dputf(x, n), *d_w = dputf(w, C), *d_b = dputf(b, C), *d_g = dputf(g, n);
+    float *d_out = dpoison(n), *d_mean = dpoison(N), *d_rstd = dpoison(N);
+    float *d_dx = dputf(dx0, n), *d_dw = dputf(dw0, C), *d_db = dputf(db0, C);
+    cu->layernorm_forward(d_out, d_mean, d_rstd, d_x, d_w, d_b, N, C, 1e-6f);
+    CHECK_DEV("layernorm out", d_out, out, n);
+    CHECK_DEV("layernorm mean", d_mean, mean, N);
+    CHECK_DEV("layernorm rstd", d_rstd, rstd, N);
+    cu->layernorm_backward(d_dx, d_dw, d_db, d_g, d_x, d_w, d_mean, d_rstd, N, C);
+    CHECK_DEV("layernorm dinp", d_dx, dx, n);
+    CHECK_DEV("layernorm dweight", d_dw, dw, C);
+    CHECK_DEV("layernorm dbias", d_db, db, C);
+}
+
+static void check_batchnorm(int N, int C, int affine) {
+    size_t n = (size_t)N * C;
+    float *x = hrand(n, -2, 3), *w = hrand(C, 0.5f, 1.5f), *b = hrand(C, -1, 1), *g = hrand(n, -1, 1);
+    float *rm0 = hrand(C, -0.5f, 0.5f), *rv0 = hrand(C, 0.5f, 1.5f), *dw0 = hrand(C, -1, 1), *db0 = hrand(C, -1, 1);
+    float *out = hnan(n), *mean = hnan(C), *rstd = hnan(C), *rm = hcopy(rm0, C), *rv = hcopy(rv0, C);
+    float *dx = hnan(n), *dw = hcopy(dw0, C), *db = hcopy(db0, C);
+    const float *W = affine ? w : NULL, *Bb = affine ? b : NULL;
+    cpu->batchnorm_forward(out, mean, rstd, rm, rv, x, W, Bb, N, C, 1e-5f, 0.1f);
+    cpu->batchnorm_backward(dx, affine ? dw : NULL, affine ? db : NULL, g, x, W, mean, rstd, N, C);
+    float *d_x = dputf(x, n), *d_w = dputf(w, C), *d_b = dputf(b, C), *d_g = dputf(g, n);
+    float *d_out = dpoison(n), *d_mean = dpoison(C), *d_rstd = dpoison(C), *d_rm = dputf(rm0, C),
+          *d_rv = dputf(rv0, C), *d_dx = dpoison(n), *d_dw = dputf(dw0, C), *d_db = dputf(db0, C);
+    cu->batchnorm_forward(d_out, d_mean, d_rstd, d_rm, d_rv, d_x, affine ? d_w : NULL, affine ? d_b : NULL, N, C,
+                          1e-5f, 0.1f);
+    CHECK_DEV("batchnorm out", d_out, out, n);
+    CHECK_DEV("batchnorm mean", d_mean, mean, C);
+    CHECK_DEV("batchnorm rstd", d_rstd, rstd, C);
+    CHECK_DEV("batchnorm running_mean", d_rm, rm, C);
+    CHECK_DEV("batchnorm running_var", d_rv, rv, C);
+    cu->batchnorm_backward(d_dx, affine ? d_dw : NULL, affine ? d_db : NULL, d_g, d_x, affine ? d_w : NULL,
+                           d_mean, d_rstd, N, C);
+    CHECK_DEV("batchnorm dinp", d_dx, dx, n);
+    if (affine) {
+        CHECK_DEV("batchnorm dweight", d_dw, dw, C);
+        CHECK_DEV("batchnorm dbias", d_db, db, C);
+    }
+}
+
+TEST(cuda_batchnorm) {
+    setup(0, 5);
+    check_batchnorm(24, 100, 1);
+    check_batchnorm(17, 40, 0);  // affine=False (the projector's last BatchNorm)
+}
+
+// ---- attention ---------------------------------------------------------------------------------------
+static void check_attention(int B, int T, int C, int NH) {
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
+    float *qkv = hrand(nq, -1.5f, 1.5f), *g = hrand(no, -1, 1);
+    float *out = hnan(no), *att = hnan(na), *dqkv = hnan(nq), *scr = hnan(na);
+    cpu->attention_forward(out, att, qkv, B, T, C, NH);
+    cpu->attention_backward(dqkv, scr, g, qkv, att, B, T, C, NH);
+    float *d_qkv = dputf(qkv, nq), *d_g = dputf(g, no);
+    float *d_out = dpoison(no), *d_att = dpoison(na), *d_dqkv = dpoison(nq), *d_scr = dpoison(na);
+    cu->attention_forward(d_out, d_att, d_qkv, B, T, C, NH);
+    CHECK_DEV("attention out", d_out, out, no);
+    CHECK_DEV("attention att", d_att, att, na);
+    cu->attention_backward(d_dqkv, d_scr, d_g, d_qkv, d_att, B, T, C, NH);
+    CHECK_DEV("attention dqkv", d_dqkv, dqkv, nq);
+    float *bufs[] = {d_qkv, d_g, d_out, d_att, d_dqkv, d_scr};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cu->free(bufs[i]);
+    float *hb[] = {qkv, g, out, att, dqkv, scr};
+    for (size_t i = 0; i < sizeof hb / sizeof *hb; i++) free(hb[i]);
+}
+
+TEST(cuda_attention) {
+    setup(0, 6);
+    check_attention(2, 13, 32, 4);
+    check_attention(3, 50, 128, 2);  // encoder-like: 1 + 49 visible tokens, hs 64
+    check_attention(1, 197, 64, 1);  // decoder-like length
+}
+
+TEST(cuda_attention_bf16) {
+    setup(1, 7);
+    check_attention(2, 13, 32, 4);
+    check_attention(3, 50, 128, 2);
+    check_attention(1, 197, 64, 1);
+    vm_backend_cuda_set_precision(0);
+}
+
+// ---- pointwise ---------------------------------------------------------------------------------------
+TEST(cuda_pointwise) {
+    setup(0, 8);
+    const size_t n = 10007;
+    float *x = hrand(n, -3, 3), *y = hrand(n, -2, 2), *g = hrand(n, -1, 1);
+    float *d_x = dputf(x, n), *d_y = dputf(y, n), *d_g = dputf(g, n);
+    float *ref = hnan(n), *d_o = dpoison(n);
+    cpu->gelu_forward(ref, x, n); cu->gelu_forward(d_o, d_x, n); CHECK_DEV("gelu_forward", d_o, ref, n);
+    cu->free(d_o); d_o = dpoison(n);
+    cpu->gelu_backward(ref, x, g, n); cu->gelu_backward(d_o, d_x, d_g, n); CHECK_DEV("gelu_backward", d_o, ref, n);
+    cu->free(d_o); d_o = dpoison(n);
+    cpu->relu_forward(ref, x, n); cu->relu_forward(d_o, d_x, n); CHECK_DEV("relu_forward", d_o, ref, n);
+    cu->free(d_o); d_o = dpoison(n);
+    cpu->relu_backward(ref, x, g, n); cu->relu_backward(d_o, d_x, d_g, n); CHECK_DEV("relu_backward", d_o, ref, n);
+    cu->free(d_o); d_o = dpoison(n);
+    cpu->add(ref, x, y, n); cu->add(d_o, d_x, d_y, n); CHECK_DEV("add", d_o, ref, n);
+    // accumulate and scale work in place on a copy of x
+    float *acc = hcopy(x, n), *d_acc = dputf(x, n);
+    cpu->accumulate(acc, y, n); cu->accumulate(d_acc, d_y, n); CHECK_DEV("accumulate", d_acc, acc, n);
+    cpu->scale(acc, -0.37f, n); cu->scale(d_acc, -0.37f, n); CHECK_DEV("scale", d_acc, acc, n);
+
+    const int B = 3, T = 17, C = 24;
+    size_t nt = (size_t)B * T * C;
+    float *inp = hrand(nt, -1, 1), *pos = hrand((size_t)T * C, -1, 1), *dpos0 = hrand((size_t)T * C, -1, 1);
+    float *o = hnan(nt), *dpos = hcopy(dpos0, (size_t)T * C);
+    cpu->add_rows(o, inp, pos, B, T, C);
+    cpu->add_rows_backward(dpos, inp, B, T, C);
+    float *d_inp = dputf(inp, nt), *d_pos = dputf(pos, (size_t)T * C), *d_o2 = dpoison(nt),
+          *d_dpos = dputf(dpos0, (size_t)T * C);
+    cu->add_rows(d_o2, d_inp, d_pos, B, T, C);
+    CHECK_DEV("add_rows", d_o2, o, nt);
+    cu->add_rows(d_inp, d_inp, d_pos, B, T, C);  // in place, as the model uses it
+    CHECK_DEV("add_rows in place", d_inp, o, nt);
+    cu->to_device(d_inp, inp, nt * sizeof(float));
+    cu->add_rows_backward(d_dpos, d_inp, B, T, C);
+    CHECK_DEV("add_rows_backward", d_dpos, dpos, (size_t)T * C);
+}
+
+// ---- token plumbing -------------------------------------------------------------------------------------
+TEST(cuda_tokens) {
+    setup(0, 9);
+    const int B = 3, L = 16, K = 5, C = 40;
+    // ids_keep = the first K of a random permutation (as MAE's argsort of noise), ids_restore its inverse
+    int32_t *perm = hperm(B, L), *keep = malloc((size_t)B * K * 4), *restore = malloc((size_t)B * L * 4);
+    for (int b = 0; b < B; b++) {
+        for (int k = 0; k < K; k++) keep[b * K + k] = perm[b * L + k];
+        for (int i = 0; i < L; i++) restore[b * L + perm[b * L + i]] = i;
+    }
+    int32_t *d_keep = dput(keep, (size_t)B * K * 4), *d_restore = dput(restore, (size_t)B * L * 4);
+    size_t nx = (size_t)B * L * C, ne = (size_t)B * (K + 1) * C, nd = (size_t)B * (L + 1) * C;
+    float *x = hrand(nx, -1, 1), *cls = hrand(C, -1, 1), *mtok = hrand(C, -1, 1);
+    float *d_x = dputf(x, nx), *d_cls = dputf(cls, C), *d_mtok = dputf(mtok, C);
+
+    float *enc = hnan(ne), *d_enc = dpoison(ne);
+    cpu->gather_tokens(enc, x, cls, keep, B, L, K, C);
+    cu->gather_tokens(d_enc, d_x, d_cls, d_keep, B, L, K, C);
+    CHECK_DEV("gather_tokens", d_enc, enc, ne);
+    float *genc = hrand(ne, -1, 1), *dcls0 = hrand(C, -1, 1), *dx = hnan(nx), *dcls = hcopy(dcls0, C);
+    cpu->gather_tokens_backward(dx, dcls, genc, keep, B, L, K, C);
+    float *d_genc = dputf(genc, ne), *d_dx = dpoison(nx), *d_dcls = dputf(dcls0, C);
+    cu->gather_tokens_backward(d_dx, d_dcls, d_genc, d_keep, B, L, K, C);
+    CHECK_DEV("gather_tokens_backward dx", d_dx, dx, nx);
+    CHECK_DEV("gather_tokens_backward dcls", d_dcls, dcls, C);
+
+    float *dec = hnan(nd), *d_dec = dpoison(nd);
+    cpu->unshuffle_tokens(dec, genc, mtok, restore, B, L, K, C);
+    cu->unshuffle_tokens(d_dec, d_genc, d_mtok, d_restore, B, L, K, C);
+    CHECK_DEV("unshuffle_tokens", d_dec, dec, nd);
+    float *gdec = hrand(nd, -1, 1), *dm0 = hrand(C, -1, 1), *dxe = hnan(ne), *dm = hcopy(dm0, C);
+    cpu->unshuffle_tokens_backward(dxe, dm, gdec, restore, B, L, K, C);
+    float *d_gdec = dputf(gdec, nd), *d_dxe = dpoison(ne), *d_dm = dputf(dm0, C);
+    cu->unshuffle_tokens_backward(d_dxe, d_dm, d_gdec, d_restore, B, L, K, C);
+    CHECK_DEV("unshuffle_tokens_backward dx", d_dxe, dxe, ne);
+    CHECK_DEV("unshuffle_tokens_backward dmask_token", d_dm, dm, C);
+
+    // drop_first_token over the decoder tensor (T = L + 1)
+    size_t nl = (size_t)B * L * C;
+    float *dr = hnan(nl), *d_dr = dpoison(nl);
+    cpu->drop_first_token(dr, gdec, B, L + 1, C);
+    cu->drop_first_token(d_dr, d_gdec, B, L + 1, C);
+    CHECK_DEV("drop_first_token", d_dr, dr, nl);
+    float *gd = hrand(nl, -1, 1), *ddr = hnan(nd), *d_gd = dputf(gd, nl), *d_ddr = dpoison(nd);
+    cpu->drop_first_token_backward(ddr, gd, B, L + 1, C);
+    cu->drop_first_token_backward(d_ddr, d_gd, B, L + 1, C);
+    CHECK_DEV("drop_first_token_backward", d_ddr, ddr, nd);
+
+    // pooling over the encoder tensor (T = K + 1), both modes; backward accumulates
+    for (int pc = 0; pc < 2; pc++) {
+        size_t np = (size_t)B * C;
+        float *po = hnan(np), *d_po = dpoison(np);
+        cpu->pool_forward(po, genc, B, K + 1, C, pc);
+        cu->pool_forward(d_po, d_genc, B, K + 1, C, pc);
+        CHECK_DEV(pc ? "pool_forward cls" : "pool_forward mean", d_po, po, np);
+        float *gp = hrand(np, -1, 1), *acc0 = hrand(ne, -1, 1), *acc = hcopy(acc0, ne);
+        cpu->pool_backward(acc, gp, B, K + 1, C, pc);
+        float *d_gp = dputf(gp, np), *d_acc = dputf(acc0, ne);
+        cu->pool_backward(d_acc, d_gp, B, K + 1, C, pc);
+        CHECK_DEV(pc ? "pool_backward cls" : "pool_backward mean", d_acc, acc, ne);
+    }
+}
+
+// ---- losses -------------------------------------------------------------------------------------------------
+TEST(cuda_mae_loss) {
+    setup(0, 10);
+    const int B = 4, L = 49, D = 48;
+    size_t n = (size_t)B * L * D;
+    float *pred = hrand(n, -1, 1), *target = hrand(n, -2, 2), *mask = malloc((size_t)B * L * 4);
+    for (int i = 0; i < B * L; i++) mask[i] = vm_rng_uniformf(&rng) < 0.75f ? 1.0f : 0.0f;
+    float *d_pred = dputf(pred, n), *d_t = dputf(target, n), *d_mask = dputf(mask, (size_t)B * L);
+    for (int np = 0; np < 2; np++) {
+        float loss = NAN, dloss = NAN, *dp = hnan(n), *d_dp = dpoison(n);
+        cpu->mae_loss(&loss, dp, pred, target, mask, B, L, D, np, 0.7f);
+        cu->mae_loss(&dloss, d_dp, d_pred, d_t, d_mask, B, L, D, np, 0.7f);
+        CHECK_SCALAR(np ? "mae loss (norm_pix)" : "mae loss", dloss, loss);
+        CHECK_DEV(np ? "mae dpred (norm_pix)" : "mae dpred", d_dp, dp, n);
+    }
+}
+
+TEST(cuda_infonce_loss) {
+    setup(0, 11);
+    const int N = 24, D = 32;
+    size_t n = (size_t)N * D;
+    float *z1 = hrand(n, -1, 1), *z2 = hrand(n, -1, 1);
+    for (size_t i = 0; i < n; i++) z2[i] = 0.6f * z1[i] + 0.4f * z2[i];  // positives closer
+    float loss = NAN, closs = NAN, *dz1 = hnan(n), *dz2 = hnan(n);
+    cpu->infonce_loss(&loss, dz1, dz2, z1, z2, N, D, 0.1f, 0.9f);
+    float *d_z1 = dputf(z1, n), *d_z2 = dputf(z2, n), *d_dz1 = dpoison(n), *d_dz2 = dpoison(n);
+    cu->infonce_loss(&closs, d_dz1, d_dz2, d_z1, d_z2, N, D, 0.1f, 0.9f);
+    CHECK_SCALAR("infonce loss", closs, loss);
+    CHECK_DEV("infonce dz1", d_dz1, dz1, n);
+    CHECK_DEV("infonce dz2", d_dz2, dz2, n);
+}
+
+TEST(cuda_simsiam_loss) {
+    setup(0, 12);
+    const int N = 20, D = 36;
+    size_t n = (size_t)N * D;
+    float *p1 = hrand(n, -1, 1), *p2 = hrand(n, -1, 1), *z1 = hrand(n, -1, 1), *z2 = hrand(n, -1, 1);
+    float loss = NAN, closs = NAN, *dp1 = hnan(n), *dp2 = hnan(n);
+    cpu->simsiam_loss(&loss, dp1, dp2, p1, p2, z1, z2, N, D, 1.3f);
+    float *d_p1 = dputf(p1, n), *d_p2 = dputf(p2, n), *d_z1 = dputf(z1, n), *d_z2 = dputf(z2, n);
+    float *d_dp1 = dpoison(n), *d_dp2 = dpoison(n);
+    cu->simsiam_loss(&closs, d_dp1, d_dp2, d_p1, d_p2, d_z1, d_z2, N, D, 1.3f);
+    CHECK_SCALAR("simsiam loss", closs, loss);
+    CHECK_DEV("simsiam dp1", d_dp1, dp1, n);
+    CHECK_DEV("simsiam dp2", d_dp2, dp2, n);
+}
+
+TEST(cuda_vicreg_loss) {
+    setup(0, 13);
+    const int N = 32, D = 24;
+    size_t n = (size_t)N * D;
+    // scales around 1 so that some columns have std < 1 (hinge active) and some not
+    float *z1 = hrand(n, -1.5f, 1.5f), *z2 = hrand(n, -2.5f, 2.5f);
+    float loss = NAN, closs = NAN, terms[3] = {NAN, NAN, NAN}, cterms[3] = {NAN, NAN, NAN};
+    float *dz1 = hnan(n), *dz2 = hnan(n);
+    cpu->vicreg_loss(&loss, terms, dz1, dz2, z1, z2, N, D, 25.0f, 25.0f, 1.0f, 0.5f);
+    float *d_z1 = dputf(z1, n), *d_z2 = dputf(z2, n), *d_dz1 = dpoison(n), *d_dz2 = dpoison(n);
+    cu->vicreg_loss(&closs, cterms, d_dz1, d_dz2, d_z1, d_z2, N, D, 25.0f, 25.0f, 1.0f, 0.5f);
+    CHECK(terms[1] > 0, "test data should activate the variance hinge (%g)", terms[1]);
+    CHECK_SCALAR("vicreg loss", closs, loss);
+    CHECK_SCALAR("vicreg invariance", cterms[0], terms[0]);
+    CHECK_SCALAR("vicreg variance", cterms[1], terms[1]);
+    CHECK_SCALAR("vicreg covariance", cterms[2], terms[2]);
+    CHECK_DEV("vicreg dz1", d_dz1, dz1, n);
+    CHECK_DEV("vicreg dz2", d_dz2, dz2, n);
+}
+
+// ---- optimiser ----------------------------------------------------------------------------------------------
+TEST(cuda_optimizer) {
+    setup(0, 14);
+    const size_t n = 100003;
+    float *x = hrand(n, -1, 1);
+    float *d_x = dputf(x, n);
+    float s = NAN, cs = NAN;
+    cpu->sumsq(&s, x, n);
+    cu->sumsq(&cs, d_x, n);
+    CHECK_SCALAR("sumsq", cs, s);
+    float *p = hrand(n, -1, 1), *g = hrand(n, -0.1f, 0.1f), *m = hrand(n, -0.01f, 0.01f), *v = hrand(n, 1e-6f, 1e-4f);
+    float *d_p = dputf(p, n), *d_g = dputf(g, n), *d_m = dputf(m, n), *d_v = dputf(v, n);
+    for (int t = 1; t <= 3; t++) {  // three steps: bias correction changes with t
+        cpu->adamw(p, g, m, v, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.05f, t, 0.8f);
+        cu->adamw(d_p, d_g, d_m, d_v, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.05f, t, 0.8f);
+    }
+    CHECK_DEV("adamw param", d_p, p, n);
+    CHECK_DEV("adamw m", d_m, m, n);
+    CHECK_DEV("adamw v", d_v, v, n);
+}
+
+// ---- memory entries ---------------------------------------------------------------------------------------
+TEST(cuda_memory) {
+    setup(0, 15);
+    const size_t n = 4099;
+    float *x = hrand(n, -1, 1), *back = hnan(n);
+    float *a = cu->alloc(n * sizeof(float)), *b = cu->alloc(n * sizeof(float));
+    CHECK(a && b);
+    cu->to_host(back, a, n * sizeof(float));
+    for (size_t i = 0; i < n; i++) CHECK(back[i] == 0.0f, "alloc must zero-fill: [%zu] = %g", i, back[i]);
+    cu->to_device(a, x, n * sizeof(float));
+    cu->copy(b, a, n * sizeof(float));
+    cu->sync();
+    cu->to_host(back, b, n * sizeof(float));
+    CHECK(memcmp(back, x, n * sizeof(float)) == 0, "to_device/copy/to_host round trip differs");
+    cu->zero(b, 16 * sizeof(float));
+    cu->to_host(back, b, n * sizeof(float));
+    CHECK(back[0] == 0.0f && back[15] == 0.0f && back[16] == x[16], "zero wrote the wrong range");
+    cu->free(a);
+    cu->free(b);
+    char name[256];
+    CHECK(vm_backend_cuda_device_name(name, sizeof name) == 0 && name[0], "device name");
+}

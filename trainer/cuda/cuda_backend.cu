@@ -1,0 +1,487 @@
+// trainer/cuda/cuda_backend.cu — the CUDA backend: device set-up, memory, the private workspace,
+// the op table, and the matrix products (linear layers and attention) through cuBLAS.
+//
+// Layout note.  Tensors are row-major; cuBLAS is column-major.  A row-major (R, K) matrix is the
+// column-major (K, R) matrix with leading dimension K, so every product below is written for the
+// transposed problem: out (N, OC) = inp (N, C) @ W (OC, C)^T becomes, column-major,
+// out^T (OC x N) = W^T... i.e. gemm(T, N, m=OC, n=N, k=C, A=W lda=C, B=inp ldb=C, C=out ldc=OC).
+#include "trainer/cuda/cuda_internal.cuh"
+#include "trainer/cuda/cuda_backend.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct vm_cuda_state g_cu;
+
+#define CUBLAS_WS_BYTES (32u << 20)  // cuBLAS workspace: enough for its split-K / Hopper kernels
+
+// ---- errors ----------------------------------------------------------------------------------
+void cuda_fatal(const char *op, const char *what, const char *reason) {
+    fprintf(stderr, "cuda backend: %s: %s: %s\n", op, what, reason);
+    fflush(stderr);
+    abort();
+}
+
+const char *cublas_status_name(cublasStatus_t s) {
+    switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "success";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "cuBLAS not initialised";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "cuBLAS allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE: return "cuBLAS invalid value (unsupported shape or type)";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "cuBLAS architecture mismatch";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "cuBLAS mapping error";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "cuBLAS kernel failed to execute";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "cuBLAS internal error";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "cuBLAS: not supported";
+    case CUBLAS_STATUS_LICENSE_ERROR: return "cuBLAS license error";
+    default: return "cuBLAS unknown status";
+    }
+}
+
+// ---- workspace ---------------------------------------------------------------------------------
+// Grow-only.  Growing does not free the old buffer at once: kernels already queued (possibly of
+// the same op) may still use carvings from it.  Old buffers are retired and freed at the next
+// stream synchronisation (sync, to_host, free).
+#define MAX_RETIRED 32
+static void *retired[MAX_RETIRED];
+static int nretired;
+
+static void free_retired(void) {
+    if (!nretired) return;
+    CUDA_CHECK("workspace", cudaStreamSynchronize(g_cu.stream));
+    for (int i = 0; i < nretired; i++) CUDA_CHECK("workspace", cudaFree(retired[i]));
+    nretired = 0;
+}
+
+void *cuda_ws_reserve(size_t bytes, const char *op) {
+    if (bytes <= g_cu.ws_bytes) return g_cu.ws;
+    size_t want = bytes + bytes / 4;  // headroom: shapes of the next layers are often a bit larger
+    if (nretired == MAX_RETIRED) free_retired();
+    if (g_cu.ws) retired[nretired++] = g_cu.ws;
+    g_cu.ws = NULL;
+    g_cu.ws_bytes = 0;
+    cudaError_t e = cudaMalloc(&g_cu.ws, want);
+    if (e != cudaSuccess) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s (workspace of %.1f MiB)", cudaGetErrorString(e), want / 1048576.0);
+        cuda_fatal(op, "cudaMalloc", msg);
+    }
+    g_cu.ws_bytes = want;
+    return g_cu.ws;
+}
+
+void *cuda_ws(size_t *off, size_t bytes, const char *op) {
+    size_t start = (*off + 255) & ~(size_t)255;
+    size_t end = start + ((bytes + 255) & ~(size_t)255);
+    char *base = (char *)cuda_ws_reserve(end, op);
+    *off = end;
+    return base + start;
+}
+
+extern "C" size_t vm_backend_cuda_workspace_bytes(void) { return g_cu.ws_bytes; }
+
+// ---- memory ------------------------------------------------------------------------------------
+static void *cu_alloc(size_t bytes) {
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) {
+        (void)cudaGetLastError();  // clear the sticky-free allocation error; the caller sees NULL
+        return NULL;
+    }
+    CUDA_CHECK("alloc", cudaMemsetAsync(p, 0, bytes, g_cu.stream));
+    CUDA_CHECK("alloc", cudaStreamSynchronize(g_cu.stream));
+    return p;
+}
+
+static void cu_free(void *p) {
+    if (!p) return;
+    free_retired();
+    CUDA_CHECK("free", cudaStreamSynchronize(g_cu.stream));
+    CUDA_CHECK("free", cudaFree(p));
+}
+
+static void cu_to_device(void *dst, const void *src, size_t bytes) {
+    if (!bytes) return;
+    // From pageable memory the copy is staged before this returns; from pinned memory it is truly
+    // asynchronous, so wait: the caller may reuse its buffer when we return.  (The input ring
+    // uses its own copy stream and events instead of this entry.)
+    cudaPointerAttributes attr;
+    int pinned = cudaPointerGetAttributes(&attr, src) == cudaSuccess && attr.type == cudaMemoryTypeHost;
+    (void)cudaGetLastError();
+    CUDA_CHECK("to_device", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, g_cu.stream));
+    if (pinned) CUDA_CHECK("to_device", cudaStreamSynchronize(g_cu.stream));
+}
+
+static void cu_to_host(void *dst, const void *src, size_t bytes) {
+    if (!bytes) return;
+    CUDA_CHECK("to_host", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g_cu.stream));
+    CUDA_CHECK("to_host", cudaStreamSynchronize(g_cu.stream));
+}
+
+static void cu_copy(void *dst, const void *src, size_t bytes) {
+    if (!bytes || dst == src) return;
+    CUDA_CHECK("copy", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, g_cu.stream));
+}
+
+static void cu_zero(void *p, size_t bytes) {
+    if (!bytes) return;
+    CUDA_CHECK("zero", cudaMemsetAsync(p, 0, bytes, g_cu.stream));
+}
+
+static void cu_sync(void) {
+    CUDA_CHECK("sync", cudaStreamSynchronize(g_cu.stream));
+    free_retired();
+}
+
+float cuda_read_scalar(const float *dev, const char *op) {
+    CUDA_CHECK(op, cudaMemcpyAsync(g_cu.host_scalar, dev, sizeof(float), cudaMemcpyDeviceToHost, g_cu.stream));
+    CUDA_CHECK(op, cudaStreamSynchronize(g_cu.stream));
+    return g_cu.host_scalar[0];
+}
+
+// ---- bf16 conversion ---------------------------------------------------------------------------
+__global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
+    // 4 elements per thread when aligned (the common case: tensors start at cudaMalloc'd offsets
+    // that are multiples of 16 bytes); a scalar tail otherwise.
+    size_t n4 = ((uintptr_t)src % 16 == 0 && (uintptr_t)dst % 8 == 0) ? n / 4 : 0;
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += stride) {
+        float4 v = ((const float4 *)src)[i];
+        __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+        ((__nv_bfloat162 *)dst)[2 * i] = a;
+        ((__nv_bfloat162 *)dst)[2 * i + 1] = b;
+    }
+    for (size_t i = n4 * 4 + (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+void cuda_to_bf16(__nv_bfloat16 *dst, const float *src, size_t n, const char *op) {
+    if (!n) return;
+    to_bf16_kernel<<<grid_for((n + 3) / 4, 256), 256, 0, g_cu.stream>>>(dst, src, n);
+    LAUNCH_CHECK(op);
+}
+
+// ---- GEMM helpers ------------------------------------------------------------------------------
+void cuda_sgemm(const char *op, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                float alpha, const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                int ldc) {
+    CUBLAS_CHECK(op, cublasSgemm(g_cu.blas, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc));
+}
+
+// Column-major C (m x n, fp32) = alpha op(A) op(B) + beta C, with A, B fp32 or bf16 (type t).
+static void gemm_ex(const char *op, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                    float alpha, const void *A, int lda, const void *B, int ldb, float beta, float *C,
+                    int ldc, cudaDataType_t t) {
+    CUBLAS_CHECK(op, cublasGemmEx(g_cu.blas, ta, tb, m, n, k, &alpha, A, t, lda, B, t, ldb, &beta, C,
+                                  CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// ---- matmul ------------------------------------------------------------------------------------
+// out (N, OC) row-major, bias (OC): out[n, o] += bias[o].
+__global__ void matmul_forward_bias_kernel(float *out, const float *bias, size_t total, int OC) {
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride)
+        out[i] += bias[i % OC];
+}
+
+void cu_matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
+                       int C, int OC) {
+    const char *op = "matmul_forward";
+    if (g_cu.bf16) {
+        size_t off = 0;
+        __nv_bfloat16 *w16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)OC * C * 2, op);
+        __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)N * C * 2, op);
+        cuda_to_bf16(w16, weight, (size_t)OC * C, op);
+        cuda_to_bf16(x16, inp, (size_t)N * C, op);
+        gemm_ex(op, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, w16, C, x16, C, 0.0f, out, OC, CUDA_R_16BF);
+    } else {
+        cuda_sgemm(op, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, weight, C, inp, C, 0.0f, out, OC);
+    }
+    if (bias) {
+        size_t total = (size_t)N * OC;
+        matmul_forward_bias_kernel<<<grid_for(total, 256), 256, 0, g_cu.stream>>>(out, bias, total, OC);
+        LAUNCH_CHECK(op);
+    }
+}
+
+struct ColOf {  // f(r, c) = x[r * ld + c]
+    const float *x;
+    int ld;
+    __device__ float operator()(int r, int c) const { return x[(size_t)r * ld + c]; }
+};
+
+void cu_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, int N, int C, int OC) {
+    const char *op = "matmul_backward";
+    size_t off = 0;
+    if (g_cu.bf16) {
+        __nv_bfloat16 *g16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)N * OC * 2, op);
+        __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)N * C * 2, op);
+        __nv_bfloat16 *w16 = dinp ? (__nv_bfloat16 *)cuda_ws(&off, (size_t)OC * C * 2, op) : NULL;
+        cuda_to_bf16(g16, dout, (size_t)N * OC, op);
+        cuda_to_bf16(x16, inp, (size_t)N * C, op);
+        if (dinp) {
+            cuda_to_bf16(w16, weight, (size_t)OC * C, op);
+            // dinp^T (C x N) = W^T (C x OC, lda C) @ dout^T (OC x N, ldb OC)
+            gemm_ex(op, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, w16, C, g16, OC, 0.0f, dinp, C, CUDA_R_16BF);
+        }
+        // dweight^T (C x OC) += inp^T (C x N) @ dout (N x OC)
+        gemm_ex(op, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, 1.0f, x16, C, g16, OC, 1.0f, dweight, C, CUDA_R_16BF);
+    } else {
+        if (dinp) cuda_sgemm(op, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, weight, C, dout, OC, 0.0f, dinp, C);
+        cuda_sgemm(op, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dweight, C);
+    }
+    if (dbias) cuda_colsum(dbias, 1, N, OC, ColOf{dout, OC}, &off, op);
+}
+
+// ---- attention ---------------------------------------------------------------------------------
+// The per-(batch, head) matrices are strided views into qkv (B, T, 3C): q of head h of sample b
+// starts at qkv + b*T*3C + h*hs with row stride 3C (k at +C, v at +2C).  One batched GEMM covers
+// all B*NH heads through tables of pointers, so nothing is permuted or copied (in bf16 mode the
+// operands are first rounded into bf16 copies with the same layout).
+
+// Pointer tables for one batched product: table[i] = base + (i / NH) * bstride + (i % NH) * hstride
+// (elements of `esize` bytes).
+__global__ void attention_ptrs_kernel(const void **table, const char *base, int count, int NH,
+                                      size_t bstride, size_t hstride, int esize) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) table[i] = base + ((size_t)(i / NH) * bstride + (size_t)(i % NH) * hstride) * esize;
+}
+
+static const void **make_ptrs(size_t *off, const void *base, int B, int NH, size_t bstride,
+                              size_t hstride, int esize, const char *op) {
+    int count = B * NH;
+    const void **t = (const void **)cuda_ws(off, (size_t)count * sizeof(void *), op);
+    attention_ptrs_kernel<<<ceil_div(count, 256), 256, 0, g_cu.stream>>>(t, (const char *)base, count,
+                                                                          NH, bstride, hstride, esize);
+    LAUNCH_CHECK(op);
+    return t;
+}
+
+static void gemm_batched(const char *op, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                         int k, float alpha, const void **A, int lda, const void **B, int ldb,
+                         float beta, const void **C, int ldc, int count, cudaDataType_t ab) {
+    CUBLAS_CHECK(op, cublasGemmBatchedEx(g_cu.blas, ta, tb, m, n, k, &alpha, A, ab, lda, B, ab, ldb,
+                                         &beta, (void *const *)C, CUDA_R_32F, ldc, count,
+                                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// Row softmax in place over rows of length T (rows = B*NH*T).  One warp per row; fp32 statistics.
+__global__ void attention_softmax_kernel(float *att, size_t rows, int T) {
+    size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    float *x = att + row * T;
+    float mx = -INFINITY;
+    for (int j = lane; j < T; j += 32) mx = fmaxf(mx, x[j]);
+    mx = warp_max(mx);
+    float s = 0.0f;
+    for (int j = lane; j < T; j += 32) s += expf(x[j] - mx);
+    s = warp_sum(s);
+    float inv = 1.0f / s;
+    for (int j = lane; j < T; j += 32) x[j] = expf(x[j] - mx) * inv;
+}
+
+// dpre = att * (datt - sum_j att * datt) * scale, in place over datt (rows of length T).
+__global__ void attention_softmax_backward_kernel(float *datt, const float *att, size_t rows, int T,
+                                                  float scale) {
+    size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    float *d = datt + row * T;
+    const float *a = att + row * T;
+    float s = 0.0f;
+    for (int j = lane; j < T; j += 32) s += a[j] * d[j];
+    s = warp_sum(s);
+    for (int j = lane; j < T; j += 32) d[j] = a[j] * (d[j] - s) * scale;
+}
+
+void cu_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
+    const char *op = "attention_forward";
+    int hs = C / NH, count = B * NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t off = 0;
+    int bf = g_cu.bf16, es = bf ? 2 : 4;
+    cudaDataType_t ab = bf ? CUDA_R_16BF : CUDA_R_32F;
+    const void *src = qkv;
+    __nv_bfloat16 *att16 = NULL;
+    if (bf) {
+        __nv_bfloat16 *qkv16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)B * T * 3 * C * 2, op);
+        att16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)count * T * T * 2, op);
+        cuda_to_bf16(qkv16, qkv, (size_t)B * T * 3 * C, op);
+        src = qkv16;
+    }
+    size_t bq = (size_t)T * 3 * C;
+    const void **q = make_ptrs(&off, src, B, NH, bq, hs, es, op);
+    const void **k = make_ptrs(&off, (const char *)src + (size_t)C * es, B, NH, bq, hs, es, op);
+    const void **v = make_ptrs(&off, (const char *)src + (size_t)2 * C * es, B, NH, bq, hs, es, op);
+    const void **a = make_ptrs(&off, att, B, NH, (size_t)NH * T * T, (size_t)T * T, 4, op);
+    const void **o = make_ptrs(&off, out, B, NH, (size_t)T * C, hs, 4, op);
+    // att^T (T x T, col-major) = K (as hs x T, ld 3C)^T @ Q (hs x T, ld 3C), times scale
+    gemm_batched(op, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, scale, k, 3 * C, q, 3 * C, 0.0f, a, T, count, ab);
+    size_t rows = (size_t)count * T;
+    attention_softmax_kernel<<<ceil_div(rows, 8), 256, 0, g_cu.stream>>>(att, rows, T);
+    LAUNCH_CHECK(op);
+    const void **a_in = a;
+    if (bf) {
+        cuda_to_bf16(att16, att, (size_t)count * T * T, op);
+        a_in = make_ptrs(&off, att16, B, NH, (size_t)NH * T * T, (size_t)T * T, 2, op);
+    }
+    // out^T (hs x T, ld C) = V (hs x T, ld 3C) @ att^T (T x T, ld T)
+    gemm_batched(op, CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, 1.0f, v, 3 * C, a_in, T, 0.0f, o, C, count, ab);
+}
+
+void cu_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                           const float *att, int B, int T, int C, int NH) {
+    const char *op = "attention_backward";
+    int hs = C / NH, count = B * NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t off = 0;
+    int bf = g_cu.bf16, es = bf ? 2 : 4;
+    cudaDataType_t ab = bf ? CUDA_R_16BF : CUDA_R_32F;
+    const void *src = qkv, *g = dout, *attp = att;
+    __nv_bfloat16 *dpre16 = NULL;
+    if (bf) {
+        __nv_bfloat16 *qkv16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)B * T * 3 * C * 2, op);
+        __nv_bfloat16 *g16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)B * T * C * 2, op);
+        __nv_bfloat16 *att16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)count * T * T * 2, op);
+        dpre16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)count * T * T * 2, op);
+        cuda_to_bf16(qkv16, qkv, (size_t)B * T * 3 * C, op);
+        cuda_to_bf16(g16, dout, (size_t)B * T * C, op);
+        cuda_to_bf16(att16, att, (size_t)count * T * T, op);
+        src = qkv16, g = g16, attp = att16;
+    }
+    size_t bq = (size_t)T * 3 * C, batt = (size_t)NH * T * T;
+    const void **q = make_ptrs(&off, src, B, NH, bq, hs, es, op);
+    const void **k = make_ptrs(&off, (const char *)src + (size_t)C * es, B, NH, bq, hs, es, op);
+    const void **v = make_ptrs(&off, (const char *)src + (size_t)2 * C * es, B, NH, bq, hs, es, op);
+    const void **dO = make_ptrs(&off, g, B, NH, (size_t)T * C, hs, es, op);
+    const void **a = make_ptrs(&off, attp, B, NH, batt, (size_t)T * T, es, op);
+    const void **ds = make_ptrs(&off, scratch, B, NH, batt, (size_t)T * T, 4, op);
+    const void **dq = make_ptrs(&off, dqkv, B, NH, bq, hs, 4, op);
+    const void **dk = make_ptrs(&off, dqkv + C, B, NH, bq, hs, 4, op);
+    const void **dv = make_ptrs(&off, dqkv + 2 * C, B, NH, bq, hs, 4, op);
+    // datt[i][j] = dO_i . V_j:   datt^T (T x T) = V (hs x T)^T @ dO (hs x T)
+    gemm_batched(op, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, 1.0f, v, 3 * C, dO, C, 0.0f, ds, T, count, ab);
+    // dV[j] = sum_i att[i][j] dO_i:   dV (hs x T) = dO (hs x T) @ att^T(T x T)^T
+    gemm_batched(op, CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, 1.0f, dO, C, a, T, 0.0f, dv, 3 * C, count, ab);
+    size_t rows = (size_t)count * T;
+    attention_softmax_backward_kernel<<<ceil_div(rows, 8), 256, 0, g_cu.stream>>>(scratch, att, rows, T, scale);
+    LAUNCH_CHECK(op);
+    const void **dp = ds;
+    if (bf) {
+        cuda_to_bf16(dpre16, scratch, (size_t)count * T * T, op);
+        dp = make_ptrs(&off, dpre16, B, NH, batt, (size_t)T * T, 2, op);
+    }
+    // dQ_i = sum_j dpre[i][j] K_j:   dQ (hs x T) = K (hs x T) @ dpre^T (T x T)
+    gemm_batched(op, CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, 1.0f, k, 3 * C, dp, T, 0.0f, dq, 3 * C, count, ab);
+    // dK_j = sum_i dpre[i][j] Q_i:   dK (hs x T) = Q (hs x T) @ (dpre^T)^T
+    gemm_batched(op, CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, 1.0f, q, 3 * C, dp, T, 0.0f, dk, 3 * C, count, ab);
+}
+
+// ---- set-up and the table --------------------------------------------------------------------------
+static vm_backend_ops cuda_ops;
+
+extern "C" void vm_backend_cuda_set_precision(int bf16) { g_cu.bf16 = bf16 ? 1 : 0; }
+extern "C" int vm_backend_cuda_precision(void) { return g_cu.bf16; }
+extern "C" int vm_backend_cuda_device_name(char *buf, size_t cap) {
+    if (!g_cu.ready) {
+        if (buf && cap) snprintf(buf, cap, "none (CUDA backend not initialised)");
+        return -1;
+    }
+    if (buf && cap) snprintf(buf, cap, "%s", g_cu.device_name);
+    return 0;
+}
+
+__global__ void probe_kernel(int *x) { *x = 42; }
+
+// One-time set-up; returns 0 or -1 with a reason.
+static int cuda_init(char *why, size_t cap) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        snprintf(why, cap, "no usable CUDA device (no GPU, or no NVIDIA driver): %s", cudaGetErrorString(e));
+        (void)cudaGetLastError();
+        return -1;
+    }
+    if (n == 0) { snprintf(why, cap, "no CUDA device"); return -1; }
+    int dev = 0;
+    if (const char *s = getenv("VICMAE_CUDA_DEVICE")) dev = atoi(s);
+    if (dev < 0 || dev >= n) { snprintf(why, cap, "VICMAE_CUDA_DEVICE=%d: only %d device(s)", dev, n); return -1; }
+    cudaDeviceProp p;
+    if ((e = cudaGetDeviceProperties(&p, dev)) != cudaSuccess || (e = cudaSetDevice(dev)) != cudaSuccess) {
+        snprintf(why, cap, "device %d: %s", dev, cudaGetErrorString(e));
+        return -1;
+    }
+    if (p.major < 8) {
+        snprintf(why, cap, "%s is sm_%d%d: bf16 and this build need sm_80 or newer", p.name, p.major, p.minor);
+        return -1;
+    }
+    g_cu.device = dev;
+    g_cu.num_sms = p.multiProcessorCount;
+    snprintf(g_cu.device_name, sizeof g_cu.device_name, "%.180s, sm_%d%d, %d SMs, %.0f GiB", p.name, p.major,
+             p.minor, p.multiProcessorCount, p.totalGlobalMem / 1073741824.0);
+    if ((e = cudaStreamCreateWithFlags(&g_cu.stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        snprintf(why, cap, "cudaStreamCreate: %s", cudaGetErrorString(e));
+        return -1;
+    }
+    // The kernels are compiled for one architecture (GPU_ARCH) plus its PTX: an older device
+    // fails here, with the reason, rather than in the first op.
+    int *probe = NULL, host = 0;
+    if ((e = cudaMalloc(&probe, sizeof(int))) == cudaSuccess) {
+        probe_kernel<<<1, 1, 0, g_cu.stream>>>(probe);
+        e = cudaGetLastError();
+        if (e == cudaSuccess) e = cudaMemcpyAsync(&host, probe, sizeof(int), cudaMemcpyDeviceToHost, g_cu.stream);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(g_cu.stream);
+        cudaFree(probe);
+    }
+    if (e != cudaSuccess || host != 42) {
+        snprintf(why, cap, "%s: test kernel failed: %s (built for GPU_ARCH of the Makefile)", p.name,
+                 cudaGetErrorString(e));
+        return -1;
+    }
+    cublasStatus_t s = cublasCreate(&g_cu.blas);
+    if (s != CUBLAS_STATUS_SUCCESS) { snprintf(why, cap, "cublasCreate: %s", cublas_status_name(s)); return -1; }
+    // Default math: no TF32, so fp32 products are true fp32 (the parity tests rely on it).
+    if ((s = cublasSetMathMode(g_cu.blas, CUBLAS_DEFAULT_MATH)) != CUBLAS_STATUS_SUCCESS ||
+        (s = cublasSetStream(g_cu.blas, g_cu.stream)) != CUBLAS_STATUS_SUCCESS) {
+        snprintf(why, cap, "cuBLAS set-up: %s", cublas_status_name(s));
+        return -1;
+    }
+    if ((e = cudaMalloc(&g_cu.blas_ws, CUBLAS_WS_BYTES)) != cudaSuccess) {
+        snprintf(why, cap, "cuBLAS workspace: %s", cudaGetErrorString(e));
+        return -1;
+    }
+    if ((s = cublasSetWorkspace(g_cu.blas, g_cu.blas_ws, CUBLAS_WS_BYTES)) != CUBLAS_STATUS_SUCCESS) {
+        snprintf(why, cap, "cublasSetWorkspace: %s", cublas_status_name(s));
+        return -1;
+    }
+    if ((e = cudaMallocHost((void **)&g_cu.host_scalar, 64)) != cudaSuccess) {
+        snprintf(why, cap, "cudaMallocHost: %s", cudaGetErrorString(e));
+        return -1;
+    }
+    cuda_ops.name = "cuda";
+    cuda_ops.alloc = cu_alloc;
+    cuda_ops.free = cu_free;
+    cuda_ops.to_device = cu_to_device;
+    cuda_ops.to_host = cu_to_host;
+    cuda_ops.copy = cu_copy;
+    cuda_ops.zero = cu_zero;
+    cuda_ops.sync = cu_sync;
+#define SET(name) cuda_ops.name = cu_##name;
+    VM_CU_OPS(SET)
+#undef SET
+    g_cu.ready = 1;
+    return 0;
+}
+
+extern "C" const vm_backend_ops *vm_backend_cuda(char *why, size_t why_cap) {
+    static int tried;
+    static char reason[512];
+    if (!tried) {
+        tried = 1;
+        if (cuda_init(reason, sizeof reason) != 0) g_cu.ready = 0;
+    }
+    if (g_cu.ready) return &cuda_ops;
+    if (why && why_cap) snprintf(why, why_cap, "%s", reason);
+    return NULL;
+}

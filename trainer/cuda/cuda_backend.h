@@ -1,0 +1,33 @@
+// trainer/cuda/cuda_backend.h — what the CUDA backend offers beyond the op table of
+// trainer/backend.h (vm_backend_cuda() itself is declared there).
+//
+// Precision.  fp32 (default): every op in float32, cuBLAS SGEMM without TF32, so results match the
+// CPU reference to ~1e-6.  bf16: the operands of every matrix product (linear layers and the two
+// attention products) are rounded to bfloat16 on the GPU right before the product, which
+// accumulates in fp32 (cublasGemmEx, CUBLAS_COMPUTE_32F) into float32 outputs; weights, optimiser
+// state, norms, softmax statistics and losses stay fp32.  The tensors the model holds are float32
+// in both modes, so checkpoints and debug-step files are the same.
+#pragma once
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Select the precision of the matrix products (0 = fp32, 1 = bf16).  Takes effect for ops issued
+// afterwards; may be called before or after vm_backend_cuda().
+void vm_backend_cuda_set_precision(int bf16);
+int vm_backend_cuda_precision(void);
+
+// Name of the device in use ("NVIDIA H100 80GB HBM3, sm_90, 79 GiB") into buf; 0 on success,
+// -1 when the backend is not initialised (or built without CUDA).
+int vm_backend_cuda_device_name(char *buf, size_t cap);
+
+// Bytes of the backend's private device workspace (bf16 operand copies, attention pointer
+// tables, loss scratch).  It grows on demand the first time a larger shape is seen and never
+// shrinks, so after the first training step the ops no longer allocate.
+size_t vm_backend_cuda_workspace_bytes(void);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,202 @@
+// trainer/cuda/cuda_internal.cuh — shared by the backend's .cu files: the backend state, error
+// checks, the private workspace and small device helpers.  Not a public header.
+//
+// Why a process-wide state: the op table of trainer/backend.h has no context argument, so the
+// stream, the cuBLAS handles and the workspace live in one struct (g_cu) set up once by
+// vm_backend_cuda().  Ops are issued from one host thread (the trainer's), in order, on g_cu.stream.
+//
+// Errors: the op contract says ops never fail (shapes are validated by the model), so a CUDA or
+// cuBLAS error inside an op is a bug or a dead device; it is reported as one line naming the op,
+// the call and the reason, and the process aborts (there is no caller to return it to).
+#pragma once
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cublas_v2.h>
+#include <stddef.h>
+#include <stdint.h>
+extern "C" {  // backend.h is a C header without C++ guards
+#include "trainer/backend.h"
+}
+
+struct vm_cuda_state {
+    int ready;
+    int device;
+    int bf16;                  // precision of the matrix products (vm_backend_cuda_set_precision)
+    int num_sms;
+    cudaStream_t stream;       // every op runs here, in issue order
+    cublasHandle_t blas;
+    void *blas_ws;             // cuBLAS workspace (set once so that cuBLAS never allocates)
+    void *ws;                  // private workspace, grow-only (see cuda_ws)
+    size_t ws_bytes;
+    float *host_scalar;        // pinned: scalars read back by the losses and sumsq
+    char device_name[256];
+};
+extern struct vm_cuda_state g_cu;
+
+// Abort with "cuda backend: <op>: <what>: <reason>" (see the note on errors above).
+__attribute__((noreturn)) void cuda_fatal(const char *op, const char *what, const char *reason);
+const char *cublas_status_name(cublasStatus_t s);
+
+#define CUDA_CHECK(op, call)                                                                 \
+    do { cudaError_t e_ = (call); if (e_ != cudaSuccess) cuda_fatal(op, #call, cudaGetErrorString(e_)); } while (0)
+#define CUBLAS_CHECK(op, call)                                                               \
+    do { cublasStatus_t s_ = (call); if (s_ != CUBLAS_STATUS_SUCCESS) cuda_fatal(op, #call, cublas_status_name(s_)); } while (0)
+// After each kernel launch: launch errors (bad configuration, no kernel image) surface here;
+// asynchronous faults surface at the next synchronising call.
+#define LAUNCH_CHECK(op) CUDA_CHECK(op, cudaGetLastError())
+
+// Carve `bytes` (rounded to 256) out of the private workspace at offset *off, growing the
+// workspace first if needed.  All carvings of one op must be requested before the op launches
+// anything that uses them (growing frees the old buffer after a device sync).
+void *cuda_ws(size_t *off, size_t bytes, const char *op);
+// Ensure the workspace holds `bytes`; returns its base.
+void *cuda_ws_reserve(size_t bytes, const char *op);
+
+static inline unsigned int ceil_div(size_t a, size_t b) { return (unsigned int)((a + b - 1) / b); }
+static inline unsigned int grid_for(size_t n, int block) {
+    size_t g = (n + block - 1) / block;
+    if (g > 65535u * 32u) g = 65535u * 32u;  // grid-stride loops cover the rest
+    return (unsigned int)(g ? g : 1);
+}
+
+// ---- device helpers -------------------------------------------------------------------------
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ double warp_sum_d(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+// Sum over a block of up to 1024 threads (all threads must call; result valid in every thread).
+__device__ __forceinline__ double block_sum_d(double v) {
+    __shared__ double part[32];
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = (blockDim.x + 31) / 32;
+    v = warp_sum_d(v);
+    __syncthreads();  // part[] may still be read by a previous call
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    v = lane < nw ? part[lane] : 0.0;
+    return warp_sum_d(v);
+}
+
+// ---- shared between files ----------------------------------------------------------------------
+// Float -> bf16 copy (n elements) on the stream.
+void cuda_to_bf16(__nv_bfloat16 *dst, const float *src, size_t n, const char *op);
+// Deterministic sum of n doubles-in-float (two passes, fixed order) into dev_out[0] (device).
+void cuda_reduce_sum(float *dev_out, const float *x, size_t n, int squares, float scale, const char *op);
+// Copy one device float to the host (synchronises the stream).
+float cuda_read_scalar(const float *dev, const char *op);
+// C (m x n, col-major, ldc) = alpha * op(A) op(B) + beta * C in fp32 with fp32 operands (always fp32:
+// the losses use it).
+void cuda_sgemm(const char *op, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                float alpha, const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                int ldc);
+
+// Op entry points defined in the other files, collected into the table by cuda_backend.cu.
+#define VM_CU_OPS(X)                                                                               \
+    X(patchify) X(matmul_forward) X(matmul_backward) X(layernorm_forward) X(layernorm_backward)    \
+    X(batchnorm_forward) X(batchnorm_backward) X(attention_forward) X(attention_backward)          \
+    X(gelu_forward) X(gelu_backward) X(relu_forward) X(relu_backward) X(add) X(accumulate) X(scale) \
+    X(add_rows) X(add_rows_backward) X(gather_tokens) X(gather_tokens_backward) X(unshuffle_tokens) \
+    X(unshuffle_tokens_backward) X(drop_first_token) X(drop_first_token_backward) X(pool_forward)  \
+    X(pool_backward) X(mae_loss) X(infonce_loss) X(simsiam_loss) X(vicreg_loss) X(sumsq) X(adamw)
+
+void cu_patchify(float *out, const uint8_t *img, int B, int H, int W, int P, int conv_order,
+                 const float mean[3], const float std[3]);
+void cu_matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
+                       int C, int OC);
+void cu_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, int N, int C, int OC);
+void cu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *weight, const float *bias, int N, int C, float eps);
+void cu_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, const float *mean,
+                           const float *rstd, int N, int C);
+void cu_batchnorm_forward(float *out, float *mean, float *rstd, float *running_mean,
+                          float *running_var, const float *inp, const float *weight,
+                          const float *bias, int N, int C, float eps, float momentum);
+void cu_batchnorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, const float *mean,
+                           const float *rstd, int N, int C);
+void cu_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
+void cu_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                           const float *att, int B, int T, int C, int NH);
+void cu_gelu_forward(float *out, const float *inp, size_t N);
+void cu_gelu_backward(float *dinp, const float *inp, const float *dout, size_t N);
+void cu_relu_forward(float *out, const float *inp, size_t N);
+void cu_relu_backward(float *dinp, const float *inp, const float *dout, size_t N);
+void cu_add(float *out, const float *a, const float *b, size_t N);
+void cu_accumulate(float *dst, const float *src, size_t N);
+void cu_scale(float *x, float s, size_t N);
+void cu_add_rows(float *out, const float *inp, const float *pos, int B, int T, int C);
+void cu_add_rows_backward(float *dpos, const float *dout, int B, int T, int C);
+void cu_gather_tokens(float *out, const float *x, const float *cls, const int32_t *ids_keep, int B,
+                      int L, int K, int C);
+void cu_gather_tokens_backward(float *dx, float *dcls, const float *dout, const int32_t *ids_keep,
+                               int B, int L, int K, int C);
+void cu_unshuffle_tokens(float *out, const float *x, const float *mask_token,
+                         const int32_t *ids_restore, int B, int L, int K, int C);
+void cu_unshuffle_tokens_backward(float *dx, float *dmask_token, const float *dout,
+                                  const int32_t *ids_restore, int B, int L, int K, int C);
+void cu_drop_first_token(float *out, const float *inp, int B, int T, int C);
+void cu_drop_first_token_backward(float *dinp, const float *dout, int B, int T, int C);
+void cu_pool_forward(float *out, const float *inp, int B, int T, int C, int pool_cls);
+void cu_pool_backward(float *dinp, const float *dout, int B, int T, int C, int pool_cls);
+void cu_mae_loss(float *loss, float *dpred, const float *pred, const float *target,
+                 const float *mask, int B, int L, int D, int norm_pix, float dloss);
+void cu_infonce_loss(float *loss, float *dz1, float *dz2, const float *z1, const float *z2, int N,
+                     int D, float temperature, float dloss);
+void cu_simsiam_loss(float *loss, float *dp1, float *dp2, const float *p1, const float *p2,
+                     const float *z1, const float *z2, int N, int D, float dloss);
+void cu_vicreg_loss(float *loss, float *terms, float *dz1, float *dz2, const float *z1,
+                    const float *z2, int N, int D, float w_sim, float w_var, float w_cov,
+                    float dloss);
+void cu_sumsq(float *out, const float *x, size_t N);
+void cu_adamw(float *param, const float *grad, float *m, float *v, size_t N, float lr, float beta1,
+              float beta2, float eps, float weight_decay, int t, float grad_scale);
+
+// Column sums in a fixed order (deterministic, double accumulation):
+//   dst[c] = (accumulate ? dst[c] : 0) + sum over r < rows of f(r, c)      (c < cols)
+// f is a device functor (float operator()(int r, int c) const).  Reads are coalesced when f reads
+// row-major data at [r * cols + c].  Rows are split into chunks whose partial sums go to the
+// workspace at *off, then one pass adds the chunks in order.
+template <typename F>
+__global__ void colsum_partial_kernel(double *partial, int rows, int cols, int rows_per_chunk, F f) {
+    __shared__ double sh[8][33];
+    int c = blockIdx.x * 32 + threadIdx.x;
+    int r0 = blockIdx.y * rows_per_chunk;
+    int r1 = min(rows, r0 + rows_per_chunk);
+    double acc = 0.0;
+    if (c < cols)
+        for (int r = r0 + threadIdx.y; r < r1; r += 8) acc += (double)f(r, c);
+    sh[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < cols) {
+        double s = 0.0;
+        for (int i = 0; i < 8; i++) s += sh[i][threadIdx.x];
+        partial[(size_t)blockIdx.y * cols + c] = s;
+    }
+}
+__global__ void colsum_finish_kernel(float *dst, const double *partial, int chunks, int cols, int accumulate);
+
+template <typename F>
+void cuda_colsum(float *dst, int accumulate, int rows, int cols, F f, size_t *off, const char *op) {
+    if (cols <= 0) return;
+    int col_blocks = (int)ceil_div(cols, 32);
+    int chunks = (4 * g_cu.num_sms + col_blocks - 1) / col_blocks;
+    int max_chunks = (int)ceil_div(rows > 0 ? rows : 1, 32);  // at least 32 rows per chunk
+    if (chunks > max_chunks) chunks = max_chunks;
+    if (chunks > 256) chunks = 256;
+    if (chunks < 1) chunks = 1;
+    int per = (int)ceil_div(rows > 0 ? rows : 1, chunks);
+    double *partial = (double *)cuda_ws(off, (size_t)chunks * cols * sizeof(double), op);
+    colsum_partial_kernel<<<dim3(col_blocks, chunks), dim3(32, 8), 0, g_cu.stream>>>(partial, rows, cols, per, f);
+    LAUNCH_CHECK(op);
+    colsum_finish_kernel<<<ceil_div(cols, 256), 256, 0, g_cu.stream>>>(dst, partial, chunks, cols, accumulate);
+    LAUNCH_CHECK(op);
+}
