@@ -310,6 +310,10 @@ int vm_batch_parse(const void *msg, size_t len, vm_batch_view *view, vm_error *e
                 return BAD("lz4 block %llu: %s length %u for %llu raw bytes", (unsigned long long)i,
                            w & BLOCK_STORED ? "stored" : "compressed", n, (unsigned long long)rb);
             if ((uint64_t)(end - p) < n) return BAD("lz4 block %llu truncated: %u bytes, %zu left", (unsigned long long)i, n, (size_t)(end - p));
+            // LZ4 expands at most ~255x (a match length grows by 255 per byte); a block claiming
+            // more is hostile, and the bound keeps raw_size (what a receiver allocates) <= ~256 x len.
+            if (!(w & BLOCK_STORED) && rb > 256 * (uint64_t)n + 64)
+                return BAD("lz4 block %llu: %u bytes cannot expand to %llu", (unsigned long long)i, n, (unsigned long long)rb);
             p += n;
         }
         if (p != end) return BAD("%zu trailing bytes after the last lz4 block", (size_t)(end - p));

@@ -261,24 +261,33 @@ TEST(proto_hostile_headers_rejected) {
     msg = tp_encode(&t, &len, &err);
     CHECK(msg != NULL, "%s", err.msg);
     size_t off = 128 + 16 + 40;
-    char small[100];
-    memset(small, 'a', sizeof small);
-    char comp[200];
-    int c = LZ4_compress_default(small, comp, sizeof small, sizeof comp);
-    CHECK(c > 0 && (size_t)c + 4 <= len - off);
-    size_t len2 = off + 4 + (size_t)c;
-    uint8_t *m2 = malloc(len2);
-    memcpy(m2, msg, off);
-    tp_put32(m2 + off, (uint32_t)c);
-    memcpy(m2 + off + 4, comp, (size_t)c);
-    tp_put64(m2 + 96, 4 + (uint64_t)c);
-    tp_reseal(m2, len2);
-    CHECK_OK(vm_batch_parse(m2, len2, &v, &err), err);
-    uint8_t *px = malloc(v.h.raw_size);
-    CHECK(vm_batch_decode_pixels(&v, px, v.h.raw_size, &err) == VM_ECORRUPT);
-    CHECK(strstr(err.msg, "does not decode"), "%s", err.msg);
-    free(px);
-    free(m2);
+    // kind 0: 4000 bytes (3000 noisy, then flat) decoding short of the 4800 declared;
+    // kind 1: 100 flat bytes (11 compressed) claiming 4800 (past LZ4's maximum expansion).
+    for (int kind = 0; kind < 2; kind++) {
+        char src[4000], comp[5000];
+        int n = kind ? 100 : 4000;
+        for (int i = 0; i < n; i++) src[i] = kind || i >= 3000 ? 'a' : (char)tp_hash32((uint64_t)i);
+        int c = LZ4_compress_default(src, comp, n, sizeof comp);
+        CHECK(c > 0 && c < 4800);
+        size_t len2 = off + 4 + (size_t)c;
+        uint8_t *m2 = malloc(len2);
+        memcpy(m2, msg, off);
+        tp_put32(m2 + off, (uint32_t)c);
+        memcpy(m2 + off + 4, comp, (size_t)c);
+        tp_put64(m2 + 96, 4 + (uint64_t)c);
+        tp_reseal(m2, len2);
+        if (kind == 0) {
+            CHECK_OK(vm_batch_parse(m2, len2, &v, &err), err);
+            uint8_t *px = malloc(v.h.raw_size);
+            CHECK(vm_batch_decode_pixels(&v, px, v.h.raw_size, &err) == VM_ECORRUPT);
+            CHECK(strstr(err.msg, "does not decode"), "%s", err.msg);
+            free(px);
+        } else {
+            CHECK_EQ_INT(vm_batch_parse(m2, len2, &v, &err), VM_ECORRUPT);
+            CHECK(strstr(err.msg, "cannot expand to 4800"), "%s", err.msg);
+        }
+        free(m2);
+    }
     free(msg);
     tp_batch_free(&t);
 }
@@ -499,4 +508,27 @@ TEST(proto_every_byte_corruption_resealed_stays_in_bounds) {
     CHECK(rejected > 0 && accepted > 0, "rejected %d accepted %d", rejected, accepted);
     free(msg);
     tp_batch_free(&t);
+}
+
+// Flat frames reach LZ4's maximum ratio (~255x; ~130x in 4 KiB blocks): the parser's expansion bound must accept them.
+TEST(proto_flat_frames_at_max_ratio_round_trip) {
+    const uint32_t blocks[] = {VM_BATCH_MIN_BLOCK, 0, VM_BATCH_MAX_BLOCK};
+    for (int i = 0; i < 3; i++) {
+        tp_batch t;
+        tp_batch_init(&t, 1, 1, i == 2 ? 4096 : 512, i == 2 ? 2048 : 512, VM_BATCH_CODEC_LZ4, 0, 0);
+        memset(t.pixels, i == 1 ? 0xff : 0, t.raw);
+        t.h.block_size = blocks[i];
+        vm_error err = {0};
+        size_t len;
+        uint8_t *msg = tp_encode(&t, &len, &err);
+        CHECK(msg != NULL, "%s", err.msg);
+        CHECK(len * 100 < t.raw, "flat frames compress >100x: %zu of %zu", len, t.raw);
+        vm_batch_view v;
+        uint8_t *px;
+        CHECK_OK(receive(msg, len, &v, &px, &err), err);
+        CHECK(memcmp(px, t.pixels, t.raw) == 0);
+        free(px);
+        free(msg);
+        tp_batch_free(&t);
+    }
 }

@@ -52,6 +52,7 @@ static char *write_batch(const char *name, tp_batch *t, uint32_t codec) {
 }
 
 TEST(inspect_valid_file_prints_header_and_metadata) {
+    vicmae_bin();  // skip before allocating
     static char out[1 << 16], errs[1 << 12];
     for (uint32_t codec = 0; codec <= 1; codec++) {
         tp_batch t;
@@ -70,6 +71,7 @@ TEST(inspect_valid_file_prints_header_and_metadata) {
 }
 
 TEST(inspect_invalid_file_exits_2_with_reason) {
+    vicmae_bin();  // skip before allocating
     static char out[1 << 16], errs[1 << 12];
     tp_batch t;
     char *path = write_batch("bad.vmb", &t, VM_BATCH_CODEC_LZ4);
@@ -98,6 +100,7 @@ TEST(inspect_invalid_file_exits_2_with_reason) {
 }
 
 TEST(inspect_dump_views_writes_pngs) {
+    vicmae_bin();  // skip before allocating
     static char out[1 << 16], errs[1 << 12];
     tp_batch t;
     char *path = write_batch("dump.vmb", &t, VM_BATCH_CODEC_LZ4);
