@@ -7,3 +7,6 @@ trainer_CU_SRCS := $(wildcard trainer/cuda/*.cu)
 trainer_PKGS    := openblas
 trainer_DEBS    := libopenblas-dev
 DEBS += $(trainer_DEBS)
+# safetensors checkpoints (trainer/safetensors.c) parse their JSON header with cJSON.
+trainer_PKGS += libcjson
+DEBS += libcjson-dev
