@@ -1,0 +1,827 @@
+// pipeline/receiver.c — coordinator thread, validation, credits and batch assembly (see receiver.h).
+#include "pipeline/receiver.h"
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+#include "common/io.h"
+#include "common/log.h"
+#include "pipeline/cfgtext.h"
+#include "pipeline/dataset.h"
+#include "pipeline/wire.h"
+
+enum { Q_CHUNK, Q_EPOCH_END, Q_RUN_END };
+
+// A queued item.  Entries are allocated when a worker joins (credits of them) and recycled through
+// a free list, so the hot path allocates nothing; they never move (a zmq_msg_t must not be copied).
+typedef struct qent {
+    struct qent *next;
+    int kind;
+    zmq_msg_t msg;         // the DATA body, still compressed (Q_CHUNK)
+    vm_batch_view v;       // parsed, borrowing msg's data
+    int wid;
+    uint64_t session;
+    uint32_t epoch;
+    uint32_t used;         // samples already taken by next_batch
+} qent;
+
+typedef struct wrec {
+    uint8_t id[256];       // ROUTER identity of the worker's connection
+    size_t idlen;
+    uint64_t session;
+    int alive;
+    int64_t outstanding;   // DATA messages received and not yet credited back
+    char host[64];
+    int pid;
+    // latest totals from the worker's heartbeat
+    int64_t samples;
+    double decode_s, render_s, encode_s, credit_wait_s;
+} wrec;
+
+struct vm_receiver {
+    vm_config cfg;
+    vm_receiver_opts o;
+    vm_dataset ds;
+    int V, S, spu, chunk;  // views, view side, samples per unit, largest chunk
+    size_t sample_bytes, max_msg;
+    void *zctx, *router;
+    int efd;               // next_batch -> IO thread: credits to return
+    char endpoint[256];
+    pthread_t th;
+    int th_started;
+    atomic_int stop;
+    vm_coord *coord;
+    uint64_t nonce;
+    char *cfg_text;
+    size_t cfg_len;
+    uint8_t *fail_logged;  // per unit: its failure was logged once
+    double t0, last_stats, last_expire;
+    int stop_sent;
+    // IO thread only
+    wrec *w;
+    int nw, capw;
+    // shared, under mu
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    qent *qhead, *qtail, *freelist;
+    int qlen;
+    int64_t *ret;          // per worker: credits to return
+    int retcap;
+    vm_receiver_stats st;
+    int io_dead;
+    char io_err[256];
+    // consumer only
+    qent *cur;
+    int staged;
+    uint8_t *staging;      // one chunk's pixels, for a chunk split across batches
+    int ended;
+};
+
+void vm_receiver_opts_default(vm_receiver_opts *o) {
+    *o = (vm_receiver_opts){.epochs = 0, .drop_last = 1, .stats_every_s = 10, .quiet = 0};
+}
+
+int vm_pipeline_views(const vm_config *cfg) {
+    switch (cfg->sampler.policy) {
+    case VM_POLICY_CLIP: return cfg->sampler.clip_len;
+    case VM_POLICY_MULTIVIEW: return cfg->sampler.num_clips * cfg->sampler.num_crops * cfg->sampler.clip_len;
+    default: return 2;
+    }
+}
+
+int vm_pipeline_samples_per_unit(const vm_config *cfg) { return cfg->sampler.pairs_per_video; }
+
+#define INFO(r, ...) do { if (!(r)->o.quiet) vm_info(__VA_ARGS__); } while (0)
+
+// ---- sending --------------------------------------------------------------------------------
+
+static int send_to(vm_receiver *r, const uint8_t *id, size_t idlen, const vm_wire_msg *m, const void *body,
+                   size_t blen) {
+    uint8_t hdr[VM_WIRE_HDR_SIZE];
+    vm_wire_encode(m, hdr);
+    // DONTWAIT: a peer that went away must not block the coordinator (ROUTER drops silently).
+    if (zmq_send(r->router, id, idlen, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -1;
+    if (zmq_send(r->router, hdr, sizeof hdr, (body ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0) return -1;
+    if (body && zmq_send(r->router, body, blen, ZMQ_DONTWAIT) < 0) return -1;
+    return 0;
+}
+
+static void reject(vm_receiver *r, const uint8_t *id, size_t idlen, int reason, const char *why) {
+    vm_wire_msg m = {.type = VM_MSG_REJECT, .arg = (uint32_t)reason};
+    send_to(r, id, idlen, &m, why, strlen(why));
+    pthread_mutex_lock(&r->mu);
+    r->st.rejected++;
+    if (reason == VM_WIRE_R_MALFORMED) r->st.rejected_malformed++;
+    else if (reason == VM_WIRE_R_VERSION) r->st.rejected_version++;
+    else if (reason == VM_WIRE_R_SESSION) r->st.rejected_session++;
+    else r->st.rejected_baddata++;
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void send_credit(vm_receiver *r, int wid, int64_t n) {
+    wrec *w = &r->w[wid];
+    w->outstanding -= n;
+    if (!w->alive) return;
+    vm_wire_msg m = {.type = VM_MSG_CREDIT, .count = (uint32_t)n, .session = w->session};
+    send_to(r, w->id, w->idlen, &m, NULL, 0);
+}
+
+// ---- the consumer queue ------------------------------------------------------------------------
+
+static void q_push_locked(vm_receiver *r, qent *e) {
+    e->next = NULL;
+    if (r->qtail) r->qtail->next = e;
+    else r->qhead = e;
+    r->qtail = e;
+    r->qlen++;
+    pthread_cond_signal(&r->cv);
+}
+
+static qent *q_new_locked(vm_receiver *r) {
+    qent *e = r->freelist;
+    if (e) { r->freelist = e->next; return e; }
+    e = calloc(1, sizeof *e);  // only when markers outnumber the per-worker entries (rare)
+    return e;
+}
+
+static void q_marker(vm_receiver *r, int kind, uint32_t epoch) {
+    pthread_mutex_lock(&r->mu);
+    qent *e = q_new_locked(r);
+    if (e) {
+        e->kind = kind;
+        e->epoch = epoch;
+        q_push_locked(r, e);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+// ---- epoch events --------------------------------------------------------------------------------
+
+static void drain_summaries(vm_receiver *r) {
+    vm_epoch_summary s;
+    while (vm_coord_next_summary(r->coord, &s)) {
+        char reasons[512] = "";
+        size_t n = 0;
+        for (int k = 0; k < VM_COORD_MAX_CODES; k++)
+            if (s.failed_by_code[k])
+                n += snprintf(reasons + n, sizeof reasons - n, "%s%s %" PRId64, n ? ", " : "",
+                              k ? vm_strerror(-k) : "other", s.failed_by_code[k]);
+        INFO(r, "epoch %u: %" PRId64 " videos delivered, %" PRId64 " failed%s%s%s, %" PRId64
+                " duplicates dropped, %" PRId64 " re-issued, %" PRId64 " samples, %.1f MB in %.1f s",
+             s.epoch, s.delivered, s.failed, n ? " (" : "", reasons, n ? ")" : "", s.duplicates, s.reissued,
+             s.samples, s.bytes / 1e6, s.seconds);
+        pthread_mutex_lock(&r->mu);
+        r->st.epochs_done++;
+        pthread_mutex_unlock(&r->mu);
+        q_marker(r, Q_EPOCH_END, s.epoch);
+    }
+    if (vm_coord_finished(r->coord) && !r->stop_sent) {
+        r->stop_sent = 1;
+        q_marker(r, Q_RUN_END, vm_coord_epoch(r->coord));
+        for (int i = 0; i < r->nw; i++)
+            if (r->w[i].alive) {
+                vm_wire_msg m = {.type = VM_MSG_STOP, .session = r->w[i].session};
+                send_to(r, r->w[i].id, r->w[i].idlen, &m, NULL, 0);
+            }
+    }
+}
+
+// ---- handling one message -------------------------------------------------------------------------
+
+static int add_worker(vm_receiver *r, const uint8_t *id, size_t idlen, const char *hello, double now) {
+    int wid = vm_coord_add_worker(r->coord, now);
+    if (wid < 0 || wid >= (1 << 24)) return -1;
+    if (wid >= r->capw) {
+        int nc = r->capw ? r->capw * 2 : 16;
+        wrec *w = realloc(r->w, (size_t)nc * sizeof *w);
+        if (!w) return -1;
+        r->w = w;
+        r->capw = nc;
+    }
+    // Queue entries for this worker's credits (the only allocation the data path ever needs).
+    pthread_mutex_lock(&r->mu);
+    if (wid >= r->retcap) {
+        int nc = r->retcap ? r->retcap * 2 : 16;
+        int64_t *ret = realloc(r->ret, (size_t)nc * sizeof *ret);
+        if (!ret) { pthread_mutex_unlock(&r->mu); return -1; }
+        memset(ret + r->retcap, 0, (size_t)(nc - r->retcap) * sizeof *ret);
+        r->ret = ret;
+        r->retcap = nc;
+    }
+    for (int i = 0; i < r->cfg.pipeline.credits + 1; i++) {
+        qent *e = calloc(1, sizeof *e);
+        if (!e) break;
+        e->next = r->freelist;
+        r->freelist = e;
+    }
+    r->st.workers_joined++;
+    pthread_mutex_unlock(&r->mu);
+    r->nw = wid + 1;
+    wrec *w = &r->w[wid];
+    memset(w, 0, sizeof *w);
+    memcpy(w->id, id, idlen);
+    w->idlen = idlen;
+    w->session = r->nonce << 24 | (uint64_t)wid;
+    w->alive = 1;
+    sscanf(hello, "host=%63s pid=%d", w->host, &w->pid);
+    return wid;
+}
+
+static void worker_gone(vm_receiver *r, int wid, const char *why) {
+    wrec *w = &r->w[wid];
+    if (!w->alive) return;
+    w->alive = 0;
+    INFO(r, "worker %d (%s pid %d) %s", wid, w->host, w->pid, why);
+}
+
+// The worker of a message: its session must be one we issued and still alive.
+static int lookup(vm_receiver *r, const vm_wire_msg *m) {
+    uint64_t wid = m->session & 0xffffff;
+    if (m->session >> 24 != (r->nonce & 0xffffffffffull) || wid >= (uint64_t)r->nw) return -1;
+    wrec *w = &r->w[wid];
+    return w->alive && w->session == m->session && vm_coord_worker_alive(r->coord, (int)wid) ? (int)wid : -1;
+}
+
+static void handle_data(vm_receiver *r, int wid, const vm_wire_msg *m, zmq_msg_t *body, const uint8_t *id,
+                        size_t idlen) {
+    wrec *w = &r->w[wid];
+    w->outstanding++;
+    if (w->outstanding > r->cfg.pipeline.credits) {
+        pthread_mutex_lock(&r->mu);
+        r->st.credit_violations++;
+        pthread_mutex_unlock(&r->mu);
+    }
+    vm_batch_view v;
+    vm_error e = {0};
+    char why[1200];
+    int bad = 0;
+    if (vm_batch_parse(zmq_msg_data(body), zmq_msg_size(body), &v, &e)) {
+        snprintf(why, sizeof why, "DATA epoch %u unit %" PRIu64 " seq %u: %s", m->epoch, m->unit, m->seq, e.msg);
+        bad = 1;
+    } else if (v.h.views != (uint32_t)r->V || v.h.height != (uint32_t)r->S || v.h.width != (uint32_t)r->S ||
+               v.h.batch != m->count || v.h.batch == 0 || v.h.batch > (uint32_t)r->chunk || v.h.epoch != m->epoch ||
+               v.h.work_unit != m->unit) {
+        snprintf(why, sizeof why,
+                 "DATA epoch %u unit %" PRIu64 " seq %u: batch %ux%ux%ux%u epoch %u unit %" PRIu64
+                 " does not match the run (%dx%dx%d, <= %d samples) or the control header",
+                 m->epoch, m->unit, m->seq, v.h.batch, v.h.views, v.h.height, v.h.width, v.h.epoch, v.h.work_unit,
+                 r->V, r->S, r->S, r->chunk);
+        bad = 1;
+    }
+    if (bad) {
+        vm_warn("rejected from worker %d (%s pid %d): %s", wid, w->host, w->pid, why);
+        reject(r, id, idlen, VM_WIRE_R_BADDATA, why);
+        send_credit(r, wid, 1);
+        return;
+    }
+    int verdict = vm_coord_chunk(r->coord, wid, m->epoch, m->unit, m->seq, (m->flags & VM_WIRE_F_LAST) != 0,
+                                 v.h.batch, (int64_t)zmq_msg_size(body));
+    if (verdict != VM_CHUNK_ACCEPT) {
+        if (verdict == VM_CHUNK_INVALID) {
+            snprintf(why, sizeof why, "DATA epoch %u unit %" PRIu64 " seq %u was never leased", m->epoch, m->unit, m->seq);
+            vm_warn("rejected from worker %d (%s pid %d): %s", wid, w->host, w->pid, why);
+            reject(r, id, idlen, VM_WIRE_R_BADDATA, why);
+        } else {
+            pthread_mutex_lock(&r->mu);
+            r->st.duplicates++;
+            pthread_mutex_unlock(&r->mu);
+        }
+        send_credit(r, wid, 1);
+        return;
+    }
+    pthread_mutex_lock(&r->mu);
+    qent *q = q_new_locked(r);
+    if (!q) {
+        pthread_mutex_unlock(&r->mu);
+        r->io_dead = 1;
+        snprintf(r->io_err, sizeof r->io_err, "receiver: out of memory");
+        return;
+    }
+    q->kind = Q_CHUNK;
+    zmq_msg_init(&q->msg);
+    zmq_msg_move(&q->msg, body);
+    vm_batch_parse(zmq_msg_data(&q->msg), zmq_msg_size(&q->msg), &q->v, NULL);  // re-borrow after the move
+    q->wid = wid;
+    q->session = m->session;
+    q->epoch = m->epoch;
+    q->used = 0;
+    r->st.chunks++;
+    r->st.samples += v.h.batch;
+    r->st.bytes_wire += v.h.payload_size;
+    r->st.bytes_raw += v.h.raw_size;
+    q_push_locked(r, q);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void handle_request(vm_receiver *r, int wid, const vm_wire_msg *m, double now) {
+    wrec *w = &r->w[wid];
+    int want = m->count ? (int)m->count : 1, given = 0;
+    if (want > 16) want = 16;
+    for (; given < want; given++) {
+        vm_lease l;
+        int rc = vm_coord_lease(r->coord, wid, now, &l);
+        if (rc < 0) {
+            vm_wire_msg s = {.type = VM_MSG_STOP, .session = w->session};
+            send_to(r, w->id, w->idlen, &s, NULL, 0);
+            return;
+        }
+        if (rc == 0) break;
+        const char *path = r->ds.videos[l.unit].path;
+        vm_wire_msg o = {.type = VM_MSG_LEASE, .epoch = l.epoch, .unit = l.unit, .seq = l.first_seq,
+                         .count = (uint32_t)r->spu, .session = w->session};
+        send_to(r, w->id, w->idlen, &o, path, strlen(path));
+    }
+    if (given == 0) {
+        vm_wire_msg o = {.type = VM_MSG_WAIT, .session = w->session};
+        send_to(r, w->id, w->idlen, &o, NULL, 0);
+    }
+}
+
+static void handle_fail(vm_receiver *r, int wid, const vm_wire_msg *m, const char *reason) {
+    int code = -(int)m->arg;
+    if (!vm_coord_fail(r->coord, wid, m->epoch, m->unit, code)) return;
+    pthread_mutex_lock(&r->mu);
+    r->st.units_failed++;
+    int k = -code;
+    r->st.failed_by_code[k > 0 && k < VM_COORD_MAX_CODES ? k : 0]++;
+    pthread_mutex_unlock(&r->mu);
+    if (m->unit < (uint64_t)r->ds.n && !r->fail_logged[m->unit]) {
+        r->fail_logged[m->unit] = 1;  // once per run: the same video fails again every epoch
+        vm_warn("video failed (%s): %s", vm_strerror(code), reason);
+    }
+}
+
+static void handle_heartbeat(vm_receiver *r, int wid, const char *body) {
+    wrec *w = &r->w[wid];
+    long long samples = 0;
+    double dec = 0, ren = 0, enc = 0, cw = 0;
+    if (sscanf(body, "samples=%lld decode_s=%lf render_s=%lf encode_s=%lf credit_wait_s=%lf", &samples, &dec,
+               &ren, &enc, &cw) == 5) {
+        w->samples = samples;
+        w->decode_s = dec;
+        w->render_s = ren;
+        w->encode_s = enc;
+        w->credit_wait_s = cw;
+    }
+    // Answer, so that a worker blocked on credits still knows the coordinator is alive.
+    vm_wire_msg o = {.type = VM_MSG_HEARTBEAT, .session = w->session};
+    send_to(r, w->id, w->idlen, &o, NULL, 0);
+}
+
+// Receive one multipart message (non-blocking).  Returns 1 when one was handled, 0 when none waits.
+static int recv_one(vm_receiver *r, double now) {
+    uint8_t id[256], hdr[VM_WIRE_HDR_SIZE + 1];
+    int idlen = zmq_recv(r->router, id, sizeof id, ZMQ_DONTWAIT);
+    if (idlen < 0) return 0;
+    int more = 0;
+    size_t ml = sizeof more;
+    zmq_getsockopt(r->router, ZMQ_RCVMORE, &more, &ml);
+    int hlen = -1, nframes = 0;
+    zmq_msg_t body;
+    zmq_msg_init(&body);
+    int have_body = 0;
+    if (more) {
+        hlen = zmq_recv(r->router, hdr, sizeof hdr, 0);
+        nframes++;
+        zmq_getsockopt(r->router, ZMQ_RCVMORE, &more, &ml);
+        if (more) {
+            zmq_msg_recv(&body, r->router, 0);
+            have_body = 1;
+            nframes++;
+            zmq_getsockopt(r->router, ZMQ_RCVMORE, &more, &ml);
+        }
+        while (more) {  // frames beyond the protocol: drain, then reject
+            zmq_msg_t extra;
+            zmq_msg_init(&extra);
+            zmq_msg_recv(&extra, r->router, 0);
+            zmq_msg_close(&extra);
+            nframes++;
+            zmq_getsockopt(r->router, ZMQ_RCVMORE, &more, &ml);
+        }
+    }
+    vm_wire_msg m;
+    vm_error e = {0};
+    int rc = hlen < 0 ? vm_fail(&e, VM_ECORRUPT, "no control header frame")
+             : nframes > 2 ? vm_fail(&e, VM_ECORRUPT, "%d frames (at most 2)", nframes)
+                           : vm_wire_decode(hdr, hlen > VM_WIRE_HDR_SIZE ? VM_WIRE_HDR_SIZE + 1 : (size_t)hlen, &m, &e);
+    if (rc) {
+        int reason = rc == VM_EVERSION ? VM_WIRE_R_VERSION : VM_WIRE_R_MALFORMED;
+        vm_warn("rejected a message: %s", e.msg);
+        reject(r, id, idlen, reason, e.msg);
+        zmq_msg_close(&body);
+        return 1;
+    }
+    // Control bodies are short text; give handlers a NUL-terminated copy.
+    char text[VM_PATH_MAX + 512] = "";
+    if (have_body && m.type != VM_MSG_DATA) {
+        size_t n = zmq_msg_size(&body);
+        if (n >= sizeof text) n = sizeof text - 1;
+        memcpy(text, zmq_msg_data(&body), n);
+        text[n] = 0;
+    }
+    if (m.type == VM_MSG_HELLO) {
+        int wid = add_worker(r, id, idlen, text, now);
+        if (wid < 0) {
+            reject(r, id, idlen, VM_WIRE_R_MALFORMED, "coordinator: cannot take more workers");
+        } else {
+            INFO(r, "worker %d joined: %s", wid, text);
+            vm_wire_msg o = {.type = VM_MSG_WELCOME, .session = r->w[wid].session,
+                             .count = (uint32_t)r->cfg.pipeline.credits};
+            send_to(r, id, idlen, &o, r->cfg_text, r->cfg_len);
+            if (vm_coord_finished(r->coord)) {
+                vm_wire_msg s = {.type = VM_MSG_STOP, .session = r->w[wid].session};
+                send_to(r, id, idlen, &s, NULL, 0);
+            }
+        }
+        zmq_msg_close(&body);
+        return 1;
+    }
+    int wid = lookup(r, &m);
+    if (wid < 0) {
+        char why[128];
+        snprintf(why, sizeof why, "%s from an unknown session %016" PRIx64 ": say HELLO", vm_wire_type_name(m.type),
+                 m.session);
+        reject(r, id, idlen, VM_WIRE_R_SESSION, why);
+        zmq_msg_close(&body);
+        return 1;
+    }
+    wrec *w = &r->w[wid];
+    vm_coord_touch(r->coord, wid, now);
+    if ((size_t)idlen != w->idlen || memcmp(id, w->id, idlen)) {  // reconnected under a new identity
+        memcpy(w->id, id, idlen);
+        w->idlen = idlen;
+    }
+    switch (m.type) {
+    case VM_MSG_REQUEST: handle_request(r, wid, &m, now); break;
+    case VM_MSG_DATA:
+        if (!have_body) {
+            reject(r, id, idlen, VM_WIRE_R_MALFORMED, "DATA without a body");
+            break;
+        }
+        handle_data(r, wid, &m, &body, id, idlen);
+        break;
+    case VM_MSG_FAIL: handle_fail(r, wid, &m, text); break;
+    case VM_MSG_HEARTBEAT: handle_heartbeat(r, wid, text); break;
+    case VM_MSG_BYE: {
+        int n = vm_coord_remove_worker(r->coord, wid);
+        worker_gone(r, wid, n ? "left; its units were re-issued" : "left");
+        break;
+    }
+    default: {
+        char why[96];
+        snprintf(why, sizeof why, "unexpected %s from a worker", vm_wire_type_name(m.type));
+        reject(r, id, idlen, VM_WIRE_R_MALFORMED, why);
+    }
+    }
+    zmq_msg_close(&body);
+    drain_summaries(r);
+    return 1;
+}
+
+// ---- the IO thread -------------------------------------------------------------------------------
+
+static void return_credits(vm_receiver *r) {
+    uint64_t x;
+    if (read(r->efd, &x, sizeof x) < 0 && errno != EAGAIN) return;
+    for (int i = 0; i < r->nw; i++) {
+        pthread_mutex_lock(&r->mu);
+        int64_t n = r->ret[i];
+        r->ret[i] = 0;
+        pthread_mutex_unlock(&r->mu);
+        if (n) send_credit(r, i, n);
+    }
+}
+
+static void fill_worker_stats_locked(vm_receiver *r) {
+    int alive = 0;
+    int64_t out = 0, samples = 0;
+    double dec = 0, ren = 0, enc = 0, cw = 0;
+    for (int i = 0; i < r->nw; i++) {
+        alive += r->w[i].alive;
+        out += r->w[i].alive ? r->w[i].outstanding : 0;
+        samples += r->w[i].samples;
+        dec += r->w[i].decode_s;
+        ren += r->w[i].render_s;
+        enc += r->w[i].encode_s;
+        cw += r->w[i].credit_wait_s;
+    }
+    r->st.workers_alive = alive;
+    r->st.credits_outstanding = out;
+    r->st.worker_samples = samples;
+    r->st.worker_decode_s = dec;
+    r->st.worker_render_s = ren;
+    r->st.worker_encode_s = enc;
+    r->st.worker_credit_wait_s = cw;
+    r->st.epoch = vm_coord_epoch(r->coord);
+}
+
+static void *io_main(void *arg) {
+    vm_receiver *r = arg;
+    zmq_pollitem_t items[2] = {{r->router, 0, ZMQ_POLLIN, 0}, {NULL, r->efd, ZMQ_POLLIN, 0}};
+    int tick_ms = r->cfg.pipeline.heartbeat_ms < 100 ? r->cfg.pipeline.heartbeat_ms : 100;
+    while (!atomic_load(&r->stop)) {
+        if (zmq_poll(items, 2, tick_ms) < 0 && zmq_errno() != EINTR) {
+            pthread_mutex_lock(&r->mu);
+            r->io_dead = 1;
+            snprintf(r->io_err, sizeof r->io_err, "receiver: zmq_poll: %s", zmq_strerror(zmq_errno()));
+            pthread_cond_broadcast(&r->cv);
+            pthread_mutex_unlock(&r->mu);
+            break;
+        }
+        double now = vm_now();
+        if (items[1].revents & ZMQ_POLLIN) return_credits(r);
+        // Bounded burst so credit returns and expiry are never starved by a flood.
+        for (int i = 0; i < 256 && recv_one(r, now); i++) {}
+        if (now - r->last_expire >= tick_ms / 1000.0) {
+            r->last_expire = now;
+            int lost[64];
+            int n = vm_coord_expire(r->coord, now, lost, 64);
+            for (int i = 0; i < n; i++) {
+                char why[96];
+                snprintf(why, sizeof why, "lost: no message for %.1f s; its units are re-issued",
+                         r->cfg.pipeline.lease_timeout_ms / 1000.0);
+                if (r->w[lost[i]].alive) vm_warn("worker %d (%s pid %d) %s", lost[i], r->w[lost[i]].host, r->w[lost[i]].pid, why);
+                r->w[lost[i]].alive = 0;
+                pthread_mutex_lock(&r->mu);
+                r->st.workers_lost++;
+                pthread_mutex_unlock(&r->mu);
+            }
+            if (n) drain_summaries(r);
+        }
+        pthread_mutex_lock(&r->mu);
+        fill_worker_stats_locked(r);
+        pthread_mutex_unlock(&r->mu);
+        if (r->o.stats_every_s > 0 && now - r->last_stats >= r->o.stats_every_s) {
+            r->last_stats = now;
+            vm_receiver_stats s;
+            vm_receiver_get_stats(r, &s);
+            char line[1024];
+            vm_receiver_format_stats(&s, now - r->t0, line, sizeof line);
+            INFO(r, "%s", line);
+        }
+    }
+    // Tell every worker the run is over (best effort: the socket closes right after).
+    for (int i = 0; i < r->nw; i++)
+        if (r->w[i].alive) {
+            vm_wire_msg m = {.type = VM_MSG_STOP, .session = r->w[i].session};
+            send_to(r, r->w[i].id, r->w[i].idlen, &m, NULL, 0);
+        }
+    return NULL;
+}
+
+// ---- public API ------------------------------------------------------------------------------------
+
+static uint64_t make_nonce(void) {
+    uint64_t x = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (!f || fread(&x, sizeof x, 1, f) != 1) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        x = (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 20 ^ (uint64_t)getpid() << 40;
+    }
+    if (f) fclose(f);
+    return (x & 0xffffffffffull) | 1;  // 40 bits; never 0 (session 0 = "not joined")
+}
+
+int vm_receiver_start(vm_receiver **out, const vm_config *cfg, const vm_receiver_opts *opts, vm_error *err) {
+    *out = NULL;
+    vm_receiver *r = calloc(1, sizeof *r);
+    if (!r) return vm_fail(err, VM_ENOMEM, "receiver: out of memory");
+    r->cfg = *cfg;
+    if (opts) r->o = *opts;
+    else vm_receiver_opts_default(&r->o);
+    r->efd = -1;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    int rc = vm_dataset_open_config(&r->ds, cfg, err);
+    if (rc) { vm_error_prefix(err, "dataset: "); goto fail; }
+    r->V = vm_pipeline_views(cfg);
+    r->S = cfg->model.img_size;
+    r->spu = vm_pipeline_samples_per_unit(cfg);
+    r->sample_bytes = (size_t)r->V * r->S * r->S * 3;
+    vm_batch_header h = {.batch = (uint32_t)(cfg->pipeline.chunk_samples < r->spu ? cfg->pipeline.chunk_samples : r->spu),
+                         .views = (uint32_t)r->V, .height = (uint32_t)r->S, .width = (uint32_t)r->S,
+                         .codec = cfg->pipeline.codec == VM_CODEC_LZ4 ? VM_BATCH_CODEC_LZ4 : VM_BATCH_CODEC_NONE};
+    r->chunk = (int)h.batch;
+    r->max_msg = vm_batch_max_size(&h);
+    if (!r->max_msg) { rc = vm_fail(err, VM_EINVAL, "receiver: chunk shape %ux%ux%ux%u is not valid", h.batch, h.views, h.height, h.width); goto fail; }
+    r->staging = malloc((size_t)h.batch * r->sample_bytes);
+    r->fail_logged = calloc(r->ds.n, 1);
+    if (!r->staging || !r->fail_logged) { rc = vm_fail(err, VM_ENOMEM, "receiver: out of memory"); goto fail; }
+    int epochs = r->o.epochs ? r->o.epochs : cfg->pipeline.epochs ? cfg->pipeline.epochs : cfg->optim.epochs;
+    vm_coord_opts co = {.n_units = r->ds.n, .epochs = epochs, .seed = (uint64_t)cfg->run.seed,
+                        .lease_timeout = cfg->pipeline.lease_timeout_ms / 1000.0, .max_attempts = 3};
+    r->t0 = r->last_stats = vm_now();
+    r->coord = vm_coord_new(&co, r->t0);
+    if (!r->coord) { rc = vm_fail(err, VM_ENOMEM, "receiver: out of memory"); goto fail; }
+    if ((rc = vm_config_to_text(cfg, &r->cfg_text, &r->cfg_len, err))) goto fail;
+    r->nonce = make_nonce();
+    r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    r->zctx = zmq_ctx_new();
+    r->router = r->zctx ? zmq_socket(r->zctx, ZMQ_ROUTER) : NULL;
+    if (r->efd < 0 || !r->router) { rc = vm_fail(err, VM_EIO, "receiver: cannot create sockets: %s", strerror(errno)); goto fail; }
+    int linger = 0, hwm = 100000;
+    int64_t maxmsg = (int64_t)r->max_msg + 65536;  // a hostile peer cannot make us buffer more
+    zmq_setsockopt(r->router, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(r->router, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(r->router, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(r->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (zmq_bind(r->router, cfg->pipeline.endpoint) != 0) {
+        rc = vm_fail(err, VM_EIO, "receiver: cannot bind %s: %s", cfg->pipeline.endpoint, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    size_t el = sizeof r->endpoint;
+    if (zmq_getsockopt(r->router, ZMQ_LAST_ENDPOINT, r->endpoint, &el) != 0)
+        snprintf(r->endpoint, sizeof r->endpoint, "%s", cfg->pipeline.endpoint);
+    if (pthread_create(&r->th, NULL, io_main, r) != 0) { rc = vm_fail(err, VM_ENOMEM, "receiver: cannot start its thread"); goto fail; }
+    r->th_started = 1;
+    INFO(r, "receiver: %d videos from %s, %d epoch%s, %d x %d x %d x 3 per sample, listening on %s", r->ds.n,
+         r->ds.source, epochs, epochs == 1 ? "" : "s", r->V, r->S, r->S, r->endpoint);
+    *out = r;
+    return 0;
+fail:
+    vm_receiver_stop(r);
+    return rc;
+}
+
+static void release_chunk(vm_receiver *r, qent *e) {
+    zmq_msg_close(&e->msg);
+    pthread_mutex_lock(&r->mu);
+    if (e->wid < r->retcap) r->ret[e->wid]++;
+    e->next = r->freelist;
+    r->freelist = e;
+    pthread_mutex_unlock(&r->mu);
+    uint64_t one = 1;
+    if (write(r->efd, &one, sizeof one) < 0) {}  // counter saturation is harmless: the thread reads all
+}
+
+static void recycle(vm_receiver *r, qent *e) {
+    pthread_mutex_lock(&r->mu);
+    e->next = r->freelist;
+    r->freelist = e;
+    pthread_mutex_unlock(&r->mu);
+}
+
+int vm_receiver_next_batch_ex(vm_receiver *r, uint8_t *views, vm_sample_meta *meta, vm_view_meta *view_meta,
+                              int batch_size, uint32_t *epoch, double *wait_seconds, vm_error *err) {
+    if (wait_seconds) *wait_seconds = 0;
+    if (batch_size <= 0) return vm_fail(err, VM_EINVAL, "next_batch: batch size %d", batch_size);
+    if (r->ended) return 0;
+    int filled = 0;
+    double waited = 0;
+    while (filled < batch_size) {
+        if (!r->cur) {
+            pthread_mutex_lock(&r->mu);
+            double t = vm_now();
+            while (!r->qhead && !r->io_dead) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += 100 * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+                pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+            }
+            double dt = vm_now() - t;
+            waited += dt;
+            r->st.wait_s += dt;
+            if (!r->qhead) {
+                int rc = vm_fail(err, VM_EIO, "%s", r->io_err);
+                pthread_mutex_unlock(&r->mu);
+                return rc;
+            }
+            qent *e = r->qhead;
+            r->qhead = e->next;
+            if (!r->qhead) r->qtail = NULL;
+            r->qlen--;
+            pthread_mutex_unlock(&r->mu);
+            if (e->kind != Q_CHUNK) {
+                int kind = e->kind;
+                recycle(r, e);
+                if (kind == Q_RUN_END) r->ended = 1;
+                if (filled && !r->o.drop_last) break;  // short last batch
+                if (filled) {
+                    pthread_mutex_lock(&r->mu);
+                    r->st.dropped_tail += filled;
+                    pthread_mutex_unlock(&r->mu);
+                    filled = 0;
+                }
+                if (kind == Q_RUN_END) break;
+                continue;
+            }
+            r->cur = e;
+            r->staged = 0;
+        }
+        qent *c = r->cur;
+        uint32_t n = c->v.h.batch, k = n - c->used;
+        if (k > (uint32_t)(batch_size - filled)) k = batch_size - filled;
+        uint8_t *dst = views + (size_t)filled * r->sample_bytes;
+        vm_error e = {0};
+        int rc = 0;
+        if (c->used == 0 && k == n) {
+            rc = vm_batch_decode_pixels(&c->v, dst, (size_t)k * r->sample_bytes, &e);
+        } else {
+            if (!r->staged) {
+                rc = vm_batch_decode_pixels(&c->v, r->staging, (size_t)n * r->sample_bytes, &e);
+                r->staged = 1;
+            }
+            if (!rc) memcpy(dst, r->staging + (size_t)c->used * r->sample_bytes, (size_t)k * r->sample_bytes);
+        }
+        if (rc) {  // checksum mismatch after parse: corrupted in memory or on the wire; skip the chunk
+            vm_warn("dropping a chunk of unit %" PRIu64 ": %s", c->v.h.work_unit, e.msg);
+            pthread_mutex_lock(&r->mu);
+            r->st.rejected++;
+            r->st.rejected_baddata++;
+            pthread_mutex_unlock(&r->mu);
+            r->cur = NULL;
+            release_chunk(r, c);
+            continue;
+        }
+        for (uint32_t i = 0; i < k; i++) {
+            if (meta) vm_batch_get_sample(&c->v, c->used + i, &meta[filled + i]);
+            if (view_meta)
+                for (int j = 0; j < r->V; j++)
+                    vm_batch_get_view(&c->v, c->used + i, j, &view_meta[(size_t)(filled + i) * r->V + j]);
+        }
+        if (epoch) *epoch = c->epoch;
+        c->used += k;
+        filled += k;
+        if (c->used == n) {
+            r->cur = NULL;
+            release_chunk(r, c);
+        }
+    }
+    if (wait_seconds) *wait_seconds = waited;
+    return filled;
+}
+
+int vm_receiver_next_batch(vm_receiver *r, uint8_t *views, vm_sample_meta *meta, int batch_size,
+                           double *wait_seconds, vm_error *err) {
+    return vm_receiver_next_batch_ex(r, views, meta, NULL, batch_size, NULL, wait_seconds, err);
+}
+
+int vm_receiver_views(const vm_receiver *r) { return r->V; }
+int vm_receiver_size(const vm_receiver *r) { return r->S; }
+int vm_receiver_dataset_size(const vm_receiver *r) { return r->ds.n; }
+const char *vm_receiver_endpoint(const vm_receiver *r) { return r->endpoint; }
+
+int vm_receiver_label(const vm_receiver *r, uint64_t video_id) {
+    return video_id < (uint64_t)r->ds.n ? r->ds.videos[video_id].label : -1;
+}
+
+void vm_receiver_get_stats(vm_receiver *r, vm_receiver_stats *out) {
+    pthread_mutex_lock(&r->mu);
+    *out = r->st;
+    out->queued = r->qlen;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void vm_receiver_format_stats(const vm_receiver_stats *s, double el, char *buf, size_t cap) {
+    double t = el > 0 ? el : 1;
+    double dec = s->worker_samples ? s->worker_decode_s / s->worker_samples * 1e3 : 0;
+    double ren = s->worker_samples ? s->worker_render_s / s->worker_samples * 1e3 : 0;
+    snprintf(buf, cap,
+             "pipeline: epoch %u, %.1f samples/s, %.2f MB/s wire, compression %.2fx, decode %.2f ms + sample %.2f ms "
+             "per sample (workers), %d workers, %" PRId64 " credits out, %d queued, data-wait %.1f s, %" PRId64
+             " duplicates, %" PRId64 " rejected, %" PRId64 " videos failed, %" PRId64 " workers lost",
+             s->epoch, s->samples / t, s->bytes_wire / t / 1e6,
+             s->bytes_wire ? (double)s->bytes_raw / s->bytes_wire : 0.0, dec, ren, s->workers_alive,
+             s->credits_outstanding, s->queued, s->wait_s, s->duplicates, s->rejected, s->units_failed,
+             s->workers_lost);
+}
+
+void vm_receiver_stop(vm_receiver *r) {
+    if (!r) return;
+    if (r->th_started) {
+        atomic_store(&r->stop, 1);
+        pthread_join(r->th, NULL);
+    }
+    if (r->cur) zmq_msg_close(&r->cur->msg), free(r->cur);
+    for (qent *e = r->qhead, *n; e; e = n) {
+        n = e->next;
+        if (e->kind == Q_CHUNK) zmq_msg_close(&e->msg);
+        free(e);
+    }
+    for (qent *e = r->freelist, *n; e; e = n) {
+        n = e->next;
+        free(e);
+    }
+    if (r->router) zmq_close(r->router);
+    if (r->zctx) zmq_ctx_term(r->zctx);
+    if (r->efd >= 0) close(r->efd);
+    vm_coord_free(r->coord);
+    vm_dataset_free(&r->ds);
+    free(r->cfg_text);
+    free(r->fail_logged);
+    free(r->staging);
+    free(r->w);
+    free(r->ret);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r);
+}

@@ -1,0 +1,108 @@
+// pipeline/receiver.h — the trainer's side of the pipeline: coordinator + receiver, no GStreamer.
+//
+//   vm_receiver *r;
+//   vm_receiver_opts o;  vm_receiver_opts_default(&o);            // epochs from cfg, drop_last ...
+//   if (vm_receiver_start(&r, cfg, &o, &err)) ...                  // binds cfg->pipeline.endpoint
+//   int V = vm_receiver_views(r), S = vm_receiver_size(r);         // sample = V views of S x S x 3
+//   uint8_t *px = pinned_alloc((size_t)B * V * S * S * 3);         // (B, V, S, S, 3), proto layout
+//   vm_sample_meta meta[B];
+//   for (;;) {
+//       double wait;                                               // seconds blocked on the network
+//       int n = vm_receiver_next_batch(r, px, meta, B, &wait, &err);
+//       if (n == 0) break;                                         // every epoch delivered
+//       if (n < 0) fail(err.msg);
+//       train_step(px, n);                                         // n == B unless drop_last = 0
+//   }
+//   vm_receiver_stop(r);
+//
+// One background thread owns the ZeroMQ ROUTER socket and the coordinator (pipeline/coordinator.h):
+// it answers workers (HELLO, REQUEST, heartbeats), validates every DATA message (control header,
+// then vm_batch_parse: shape, checksums, block structure), drops duplicates, and queues accepted
+// chunks still compressed, zero-copy (the ZeroMQ message itself).  next_batch, on the caller's
+// thread, takes chunks from any worker in arrival order and LZ4-decodes them straight into the
+// caller's buffer (a chunk split across two batches goes through one staging buffer).
+//
+// Flow control: each worker holds at most `[pipeline] credits` un-consumed messages: a credit
+// returns to the worker when next_batch has consumed its chunk, so the queue here is bounded by
+// credits x workers chunks and a slow trainer slows the workers down instead of growing queues.
+//
+// Epochs: chunks of epoch e+1 are produced only after epoch e is complete, so a batch never mixes
+// epochs.  At the end of each epoch the receiver logs one summary line; with drop_last the samples
+// that do not fill a last batch are dropped (counted), otherwise a short batch is returned.
+//
+// Threads: next_batch/stats/stop are called from one thread (the trainer's).
+#pragma once
+#include <stdint.h>
+#include "common/config.h"
+#include "common/error.h"
+#include "pipeline/coordinator.h"
+#include "proto/proto.h"
+
+typedef struct vm_receiver vm_receiver;
+
+typedef struct vm_receiver_opts {
+    int epochs;            // stop after this many epochs; 0 = [pipeline] epochs, else [optim] epochs;
+                           // < 0 = unlimited
+    int drop_last;         // 1 (default): batches are always full; 0: the last batch of an epoch may be short
+    double stats_every_s;  // period of the statistics log line (0 = never; default 10)
+    int quiet;             // 1: no info lines (tests); warnings still go out
+} vm_receiver_opts;
+
+void vm_receiver_opts_default(vm_receiver_opts *o);
+
+// Open the dataset of cfg ([data]), bind cfg->pipeline.endpoint (tcp://HOST:* picks a free port;
+// see vm_receiver_endpoint) and start the thread.
+int vm_receiver_start(vm_receiver **out, const vm_config *cfg, const vm_receiver_opts *opts, vm_error *err);
+
+// Fill views (batch_size, V, S, S, 3) and meta[batch_size] with the next samples.  Returns the
+// number of samples written (batch_size; fewer only for an epoch's last batch with drop_last = 0),
+// 0 when every epoch has been delivered, or a negative VM_E* code.  *wait_seconds (may be NULL) =
+// time spent waiting for workers in this call (the trainer's "data-wait").
+int vm_receiver_next_batch(vm_receiver *r, uint8_t *views, vm_sample_meta *meta, int batch_size,
+                           double *wait_seconds, vm_error *err);
+// The same, also writing the per-view records view_meta[batch_size * V] (may be NULL) and the epoch
+// the batch belongs to (may be NULL).
+int vm_receiver_next_batch_ex(vm_receiver *r, uint8_t *views, vm_sample_meta *meta, vm_view_meta *view_meta,
+                              int batch_size, uint32_t *epoch, double *wait_seconds, vm_error *err);
+
+int vm_receiver_views(const vm_receiver *r);         // V
+int vm_receiver_size(const vm_receiver *r);          // S (= [model] img_size)
+int vm_receiver_dataset_size(const vm_receiver *r);  // videos per epoch
+// Label of a video (meta.video_id is its dataset index); -1 when unlabeled or out of range.
+int vm_receiver_label(const vm_receiver *r, uint64_t video_id);
+const char *vm_receiver_endpoint(const vm_receiver *r);  // the bound endpoint (port resolved)
+
+typedef struct vm_receiver_stats {
+    int64_t samples, chunks;             // accepted
+    int64_t bytes_wire, bytes_raw;       // payload bytes as received / decoded
+    int64_t duplicates;                  // chunks dropped as already delivered
+    int64_t dropped_tail;                // samples dropped by drop_last
+    int64_t rejected;                    // messages rejected (any reason), by reason below
+    int64_t rejected_malformed, rejected_version, rejected_session, rejected_baddata;
+    int64_t credit_violations;           // DATA beyond a worker's credit (accepted, counted)
+    int64_t units_failed;
+    int64_t failed_by_code[VM_COORD_MAX_CODES];  // index -code
+    int64_t workers_joined, workers_lost;
+    int workers_alive;
+    int64_t credits_outstanding;         // granted and not yet returned, all workers
+    int queued;                          // chunks waiting for next_batch
+    double wait_s;                       // total time next_batch waited for data
+    uint32_t epoch;                      // current epoch (coordinator)
+    int epochs_done;
+    // from the workers' heartbeats (their latest totals, summed)
+    int64_t worker_samples;
+    double worker_decode_s, worker_render_s, worker_encode_s, worker_credit_wait_s;
+} vm_receiver_stats;
+
+void vm_receiver_get_stats(vm_receiver *r, vm_receiver_stats *out);
+// One line of the statistics (the line the periodic log writes).
+void vm_receiver_format_stats(const vm_receiver_stats *s, double elapsed_s, char *buf, size_t cap);
+
+// Tell the workers to stop (STOP), join the thread, free everything.  NULL is a no-op.
+void vm_receiver_stop(vm_receiver *r);
+
+// Views per sample the configured sampler produces: pair 2, clip clip_len,
+// multiview num_clips * num_crops * clip_len (the same rule as sampler/sampler.h).
+int vm_pipeline_views(const vm_config *cfg);
+// Samples one work unit (a video) yields: [sampler] pairs_per_video.
+int vm_pipeline_samples_per_unit(const vm_config *cfg);
