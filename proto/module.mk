@@ -25,3 +25,8 @@ fuzz-proto:
 	$(BUILD)/fuzz/fuzz_proto -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
 	    -print_final_stats=1 $(BUILD)/fuzz/corpus-proto tests/corpus/proto
 fuzz: fuzz-proto
+
+# Benchmark program of bench/bench_proto.sh (throughput and ratio on real frames).
+EXTRA_BINS += $(BUILD)/bench/proto_bench
+$(BUILD)/bench/proto_bench: $(BUILD)/bench/proto_bench.o $(BUILD)/libproto.a $(BUILD)/libcommon.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(call ldlibs_of,proto common)
