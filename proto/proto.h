@@ -41,7 +41,7 @@
 #define VM_BATCH_MAX_VIEWS 256
 #define VM_BATCH_MAX_DIM 16384            // height, width
 #define VM_BATCH_MAX_RAW (1ull << 36)     // 64 GiB of pixels in one message
-#define VM_BATCH_DEFAULT_BLOCK (1u << 20) // LZ4 block of raw bytes (independent blocks)
+#define VM_BATCH_DEFAULT_BLOCK (1u << 18) // LZ4 block of raw bytes (256 KiB: stays in L2 while hashed)
 #define VM_BATCH_MIN_BLOCK 4096
 #define VM_BATCH_MAX_BLOCK (64u << 20)
 
