@@ -202,7 +202,9 @@ static float loss_at(vm_model *m, const uint8_t *views, const float *theta) {
 // tight one is the PyTorch comparison).
 static void directional_check(const char *contrastive) {
     vm_config cfg = tiny(contrastive);
-    cfg.loss.w_con = 0.5;  // make the contrastive branch weigh in
+    // InfoNCE's loss is O(1): a large weight makes its branch weigh in.  VICReg's is O(10) (weights
+    // 25/25/1): its default weight keeps float32 rounding of the loss below the difference step.
+    if (!strcmp(contrastive, "infonce")) cfg.loss.w_con = 0.5;
     vm_model *m = make(&cfg, 5);
     uint8_t *views = make_views(cfg.model.img_size, 9);
     vm_error err = {0};
@@ -232,7 +234,7 @@ static void directional_check(const char *contrastive) {
         for (size_t k = 0; k < n; k++) tp[k] = theta[k] - (float)eps * d[k];
         double fm = loss_at(m, views, tp);
         double fd = (fp - fm) / (2 * eps);
-        CHECK(fabs(fd - gd) <= 2e-2 * fabs(gd) + 2e-4, "%s trial %d: finite difference %.6g vs gradient %.6g", contrastive,
+        CHECK(fabs(fd - gd) <= 2e-2 * fabs(gd) + 1e-3, "%s trial %d: finite difference %.6g vs gradient %.6g", contrastive,
               trial, fd, gd);
     }
     free(theta), free(g), free(d), free(tp), free(views);
@@ -508,4 +510,26 @@ TEST(debug_step_reads_proto_batches) {
     vm_st_close(f);
     free(g), free(msg), free(views);
     vm_model_free(m);
+}
+
+// Unmasked features: independent of how the images are chunked, and of the other images.
+TEST(features_without_masking) {
+    vm_config cfg = tiny("infonce");
+    uint8_t *views = make_views(cfg.model.img_size, 12);  // 2B images of (S, S, 3)
+    int N = 2 * B, D = cfg.model.embed_dim;
+    vm_model *m = make(&cfg, 50);
+    vm_model *one = NULL;
+    vm_error err = {0};
+    CHECK_OK(vm_model_create(&one, &cfg, vm_backend_cpu(1), 1, &err), err);
+    vm_model_init(one, 50);
+    float *fa = malloc((size_t)N * D * sizeof(float)), *fb = malloc((size_t)N * D * sizeof(float));
+    CHECK_OK(vm_model_features(m, views, N, fa, &err), err);
+    size_t img = (size_t)cfg.model.img_size * cfg.model.img_size * 3;
+    for (int i = 0; i < N; i++) CHECK_OK(vm_model_features(one, views + i * img, 1, fb + (size_t)i * D, &err), err);
+    double diff = 0, norm = 0;
+    for (int i = 0; i < N * D; i++) diff = fmax(diff, fabs(fa[i] - fb[i])), norm = fmax(norm, fabs(fa[i]));
+    CHECK(norm > 1e-3 && diff <= 1e-5 * norm, "features differ by %g (max %g)", diff, norm);
+    CHECK(memcmp(fa, fa + D, D * sizeof(float)) != 0, "two images gave the same feature");
+    free(fa), free(fb), free(views);
+    vm_model_free(m), vm_model_free(one);
 }

@@ -47,6 +47,7 @@ struct vm_model {
     int Dd, ddepth, DNH, HDd;
     int ph, po, qh;           // projector hidden/out, predictor hidden
     int con, pool_cls, norm_pix;
+    size_t enc_rows, enc_att, keep_cap;  // planned capacities: encoder token rows, attention, ids_keep
     long total_steps;
     int64_t bn_batches;
 
@@ -237,12 +238,12 @@ static void *carve(planner *p, size_t n, size_t es) {
 }
 #define FL(n) ((float *)carve(pl, (size_t)(n), sizeof(float)))
 
-static void plan_block(planner *pl, blk_a *a, size_t N, int NB, int T, int C, int NH, int HD) {
+static void plan_block(planner *pl, blk_a *a, size_t N, size_t natt, int C, int HD) {
     a->ln1 = FL(N * C);
     a->ln1_mean = FL(N);
     a->ln1_rstd = FL(N);
     a->qkv = FL(N * 3 * C);
-    a->att = FL((size_t)NB * NH * T * T);
+    a->att = FL(natt);
     a->atty = FL(N * C);
     a->res1 = FL(N * C);
     a->ln2 = FL(N * C);
@@ -257,22 +258,25 @@ static size_t maxz(size_t a, size_t b) { return a > b ? a : b; }
 
 static void plan(vm_model *m, planner *pl) {
     int NB = 2 * m->max_batch, Te = 1 + m->K, Td = 1 + m->L;
-    size_t Ne = (size_t)NB * Te, Nd = (size_t)NB * Td;
+    // The encoder also takes one unmasked image at least (vm_model_features): 1 + L tokens.
+    size_t Ne = maxz((size_t)NB * Te, (size_t)Td), Nd = (size_t)NB * Td;
+    size_t Ae = maxz((size_t)NB * m->NH * Te * Te, (size_t)m->NH * Td * Td);
+    m->enc_rows = Ne, m->enc_att = Ae, m->keep_cap = maxz((size_t)NB * m->K, (size_t)m->L);
     m->img_u8 = carve(pl, (size_t)NB * m->img * m->img * 3, 1);
-    m->ids_keep = carve(pl, (size_t)NB * m->K, sizeof(int32_t));
+    m->ids_keep = carve(pl, m->keep_cap, sizeof(int32_t));
     m->ids_restore = carve(pl, (size_t)NB * m->L, sizeof(int32_t));
     m->mask = FL((size_t)NB * m->L);
     m->patches = FL((size_t)NB * m->L * m->PD);
     m->target = FL((size_t)NB * m->L * m->PD);
     m->pe = FL((size_t)NB * m->L * m->D);
     m->x0 = FL(Ne * m->D);
-    for (int i = 0; i < m->depth; i++) plan_block(pl, &m->ea[i], Ne, NB, Te, m->D, m->NH, m->HD);
+    for (int i = 0; i < m->depth; i++) plan_block(pl, &m->ea[i], Ne, Ae, m->D, m->HD);
     m->enc_out = FL(Ne * m->D);
     m->enc_mean = FL(Ne);
     m->enc_rstd = FL(Ne);
     m->dec_emb = FL(Ne * m->Dd);
     m->dec_x0 = FL(Nd * m->Dd);
-    for (int i = 0; i < m->ddepth; i++) plan_block(pl, &m->da[i], Nd, NB, Td, m->Dd, m->DNH, m->HDd);
+    for (int i = 0; i < m->ddepth; i++) plan_block(pl, &m->da[i], Nd, (size_t)NB * m->DNH * Td * Td, m->Dd, m->HDd);
     m->dec_out = FL(Nd * m->Dd);
     m->dec_mean = FL(Nd);
     m->dec_rstd = FL(Nd);
@@ -313,7 +317,7 @@ static void plan(vm_model *m, planner *pl) {
     size_t nh = maxz(Ne * m->HD, Nd * m->HDd);
     m->dh1 = FL(nh);
     m->dh2 = FL(nh);
-    m->datt = FL(maxz((size_t)NB * m->NH * Te * Te, (size_t)NB * m->DNH * Td * Td));
+    m->datt = FL(maxz(Ae, (size_t)NB * m->DNH * Td * Td));
 }
 
 // ---- create / free --------------------------------------------------------------------------------
@@ -723,6 +727,45 @@ int vm_model_forward_backward(vm_model *m, const uint8_t *views, int B, long ste
     if (out) *out = ls;
     if (!isfinite(ls.total))
         return vm_fail(err, VM_ERANGE, "model: step %ld: loss is not finite (rec %g, con %g)", step, ls.rec, ls.con);
+    return 0;
+}
+
+// ---- features (no masking) ---------------------------------------------------------------------------
+
+// The encoder over all L patches (mask ratio 0, as MAE's features for linear probing and kNN) in
+// chunks that fit the activations planned for 2*max_batch masked views: a chunk of n images needs
+// n*(1+L) token rows and n*NH*(1+L)^2 attention entries.
+int vm_model_features(vm_model *m, const uint8_t *imgs, int N, float *out, vm_error *err) {
+    const vm_backend_ops *be = m->be;
+    int NB = 2 * m->max_batch, L = m->L, T = 1 + L, D = m->D, S = m->img;
+    size_t n = m->enc_rows / T;
+    if (n * m->NH * T * T > m->enc_att) n = m->enc_att / ((size_t)m->NH * T * T);
+    if (n * L > m->keep_cap) n = m->keep_cap / L;
+    if (n > (size_t)NB) n = NB;  // image and patch buffers
+    if (N < 0) return vm_fail(err, VM_EINVAL, "model: %d images", N);
+    size_t img_bytes = (size_t)S * S * 3;
+    int32_t *ids = malloc(n * L * sizeof *ids);
+    if (!ids) return vm_fail(err, VM_ENOMEM, "model: out of memory");
+    for (size_t i = 0; i < n * L; i++) ids[i] = (int32_t)(i % L);
+    be->to_device(m->ids_keep, ids, n * L * sizeof(int32_t));
+    free(ids);
+    for (int at = 0; at < N; at += (int)n) {
+        int c = N - at < (int)n ? N - at : (int)n;
+        be->to_device(m->img_u8, imgs + (size_t)at * img_bytes, (size_t)c * img_bytes);
+        be->patchify(m->patches, m->img_u8, c, S, S, m->P, 1, IMNET_MEAN, IMNET_STD);
+        be->matmul_forward(m->pe, m->patches, PW(m->pe_w), PW(m->pe_b), c * L, m->PD, D);
+        be->add_rows(m->pe, m->pe, PW(m->pos) + D, c, L, D);
+        be->gather_tokens(m->x0, m->pe, PW(m->cls), m->ids_keep, c, L, L, D);
+        const float *x = m->x0;
+        for (int i = 0; i < m->depth; i++) {
+            block_forward(m, &m->enc[i], &m->ea[i], x, c, T, D, m->NH, m->HD);
+            x = m->ea[i].res2;
+        }
+        be->layernorm_forward(m->enc_out, m->enc_mean, m->enc_rstd, x, PW(m->norm_w), PW(m->norm_b), c * T, D, LN_EPS);
+        be->pool_forward(m->pooled, m->enc_out, c, T, D, m->pool_cls);
+        be->to_host(out + (size_t)at * D, m->pooled, (size_t)c * D * sizeof(float));
+    }
+    be->sync();
     return 0;
 }
 

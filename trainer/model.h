@@ -82,6 +82,11 @@ int vm_model_forward_backward(vm_model *m, const uint8_t *views, int B, long ste
 // by global norm when it is > 0.  *lr gets the lr used, *grad_norm the norm before clipping.
 void vm_model_optimizer_step(vm_model *m, long step, float *lr, float *grad_norm);
 
+// Global features of N single images (N, H, W, 3) uint8 without masking (the encoder over all
+// patches, then the configured pool: mean of patch tokens or the class token) -> out (N, D) host
+// floats.  Runs in chunks that fit the planned activations; overwrites the saved activations.
+int vm_model_features(vm_model *m, const uint8_t *imgs, int N, float *out, vm_error *err);
+
 // Schedules (pure functions of the config and step).
 // lr = base_lr * batch_size / 256; linear warmup from 0 over warmup_steps, then a half-cycle
 // cosine down to min_lr at total_steps (MAE's adjust_learning_rate, per step instead of per
