@@ -1,0 +1,1074 @@
+// decoder/decoder.c — see decoder.h.
+//
+// Two kinds of pipeline:
+//   index:  source -> parsebin -> appsink (video packets: PTS, keyframe flag; no pixel decoded)
+//           source -> decodebin -> appsink (decoded pictures at native size: the first one, to
+//                                          find where decoding really starts, or all of them when
+//                                          the packets carry no usable timestamps)
+//   decode: uridecodebin -> [want probe] videoconvertscale -> capsfilter RGB WxH -> appsink
+// Every wait is bounded: samples are pulled with a short timeout while the bus is polled for errors,
+// and no progress for timeout_ms is VM_ETIMEOUT.
+#include "decoder/decoder.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <gst/app/gstappsink.h>
+#include <gst/gst.h>
+#include <gst/pbutils/pbutils.h>
+#include <gst/video/video.h>
+#include <xxhash.h>
+
+#include "common/io.h"
+#include "common/log.h"
+
+#define POLL_NS (20 * GST_MSECOND)
+// A seek costs a flush, a demuxer index lookup and decoder restart: about this many decoded frames.
+#define SEEK_COST_FRAMES 4
+#define INDEX_MAGIC "VMIDX003"
+
+// ---- gst_init once --------------------------------------------------------------------------
+static pthread_once_t gst_once = PTHREAD_ONCE_INIT;
+static int gst_ok;
+static void gst_init_once(void) {
+    GError *e = NULL;
+    gst_ok = gst_init_check(NULL, NULL, &e);
+    if (e) g_error_free(e);
+    if (gst_ok) gst_pb_utils_init();
+}
+
+void vm_decoder_options_default(vm_decoder_options *o) {
+    memset(o, 0, sizeof *o);
+    o->size_mode = VM_DEC_NATIVE;
+    o->hw = VM_DEC_HW_AUTO;
+    o->timeout_ms = 10000;
+    o->threads = 1;
+}
+
+struct vm_decoder {
+    char *uri;                // file:// or any URI
+    char *path;               // local path when a file (cache key), else NULL
+    char name[256];           // for messages: the path or URI as the caller gave it
+    vm_decoder_options opt;
+    char cache_dir[1024];
+    vm_video_info info;
+    int64_t *pts;             // [frames] owned
+    uint8_t *key;             // [frames] owned
+    int64_t *from;            // [frames] owned: frame to seek to so that frame i decodes (a keyframe,
+                              // the one before when i is a leading picture of an open GOP)
+    char source[16];
+    int64_t tol;              // half the smallest gap between frames: PTS matching tolerance
+    int64_t off;              // buffer timestamp - stream time (edit lists): the index and seeks use
+                              // stream time, the first frame of an MP4 at 0 as ffprobe shows it
+
+    // decode pipeline (built on the first read)
+    GstElement *pipe, *conv, *sink;
+    GstBus *bus;
+    int playing;
+    int64_t pos;              // index after the last frame pulled; -1 unknown (after a seek)
+    gint64 want_pts;          // the probe drops decoded pictures before this (atomic)
+    gint64 decoded;           // packets into the video decoder (atomic)
+    GstCaps *cur_caps;
+    GstVideoInfo vinfo;
+    vm_decoder_stats st;
+};
+
+// ---- shared pipeline helpers ------------------------------------------------------------------
+static int is_video_caps(const GstCaps *caps) {
+    if (!caps || gst_caps_is_empty(caps) || gst_caps_is_any(caps)) return 0;
+    const char *n = gst_structure_get_name(gst_caps_get_structure(caps, 0));
+    return g_str_has_prefix(n, "video/") || g_str_has_prefix(n, "image/");
+}
+
+// Map a GStreamer error message to a vm_error naming the file and the reason.
+static int fail_gst_error(vm_error *err, const char *name, GstMessage *msg, const char *missing) {
+    GError *ge = NULL;
+    gchar *dbg = NULL;
+    gst_message_parse_error(msg, &ge, &dbg);
+    int code = VM_EIO;
+    if (ge->domain == GST_RESOURCE_ERROR) {
+        code = (ge->code == GST_RESOURCE_ERROR_NOT_FOUND || ge->code == GST_RESOURCE_ERROR_OPEN_READ) ? VM_EIO : VM_EIO;
+    } else if (ge->domain == GST_STREAM_ERROR) {
+        if (ge->code == GST_STREAM_ERROR_CODEC_NOT_FOUND || ge->code == GST_STREAM_ERROR_WRONG_TYPE)
+            code = VM_EUNSUPPORTED;
+        else
+            code = VM_ECORRUPT; // TYPE_NOT_FOUND (garbage, empty), DEMUX, DECODE, FORMAT, FAILED
+    } else if (ge->domain == GST_CORE_ERROR && ge->code == GST_CORE_ERROR_MISSING_PLUGIN) {
+        code = VM_EUNSUPPORTED;
+    }
+    const char *src = GST_MESSAGE_SRC(msg) ? GST_OBJECT_NAME(GST_MESSAGE_SRC(msg)) : "?";
+    if (missing && missing[0])
+        vm_fail(err, code, "%s: %s (missing plugin: %s) [%s]", name, ge->message, missing, src);
+    else
+        vm_fail(err, code, "%s: %s [%s]", name, ge->message, src);
+    g_error_free(ge);
+    g_free(dbg);
+    return code;
+}
+
+// Collect what the bus says besides errors: missing plugins and tags.
+typedef struct {
+    char missing[256];
+    char container[64];
+    char vcodec[64];
+    int rotation;
+} bus_notes;
+
+static void note_message(bus_notes *n, GstMessage *msg) {
+    if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ELEMENT && gst_is_missing_plugin_message(msg)) {
+        gchar *desc = gst_missing_plugin_message_get_description(msg);
+        if (desc && !n->missing[0]) snprintf(n->missing, sizeof n->missing, "%s", desc);
+        g_free(desc);
+    } else if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_TAG) {
+        GstTagList *tags = NULL;
+        gst_message_parse_tag(msg, &tags);
+        gchar *s = NULL;
+        if (!n->container[0] && gst_tag_list_get_string(tags, GST_TAG_CONTAINER_FORMAT, &s))
+            snprintf(n->container, sizeof n->container, "%s", s);
+        g_free(s);
+        s = NULL;
+        if (!n->vcodec[0] && gst_tag_list_get_string(tags, GST_TAG_VIDEO_CODEC, &s))
+            snprintf(n->vcodec, sizeof n->vcodec, "%s", s);
+        g_free(s);
+        s = NULL;
+        if (gst_tag_list_get_string(tags, GST_TAG_IMAGE_ORIENTATION, &s)) {
+            if (!strcmp(s, "rotate-90")) n->rotation = 90;
+            else if (!strcmp(s, "rotate-180")) n->rotation = 180;
+            else if (!strcmp(s, "rotate-270")) n->rotation = 270;
+        }
+        g_free(s);
+        gst_tag_list_unref(tags);
+    }
+}
+
+// decodebin's autoplug-select: never decode audio (we ignore it), and skip hardware decoders
+// when hw = off.  Values are GstAutoplugSelectResult (0 try, 1 expose, 2 skip).
+static gint autoplug_select(GstElement *bin, GstPad *pad, GstCaps *caps, GstElementFactory *f, gpointer hw_off) {
+    const char *klass = gst_element_factory_get_metadata(f, GST_ELEMENT_METADATA_KLASS);
+    if (klass && strstr(klass, "Decoder") && strstr(klass, "Audio")) return 2;
+    if (GPOINTER_TO_INT(hw_off) && klass && strstr(klass, "Hardware")) return 2;
+    return 0;
+}
+
+// ---- index pass -------------------------------------------------------------------------------
+typedef struct {
+    GstElement *pipe, *sink;
+    gint linked;              // atomic: appsink linked to the video pad
+    gint npads;               // atomic
+    char other[128];          // names of non-video streams (for "no video stream" messages)
+    GMutex lock;
+} ix_ctx;
+
+static void ix_pad_added(GstElement *el, GstPad *pad, gpointer data) {
+    ix_ctx *c = data;
+    GstCaps *caps = gst_pad_get_current_caps(pad);
+    if (!caps) caps = gst_pad_query_caps(pad, NULL);
+    g_atomic_int_inc(&c->npads);
+    if (is_video_caps(caps) && g_atomic_int_compare_and_exchange(&c->linked, 0, 1)) {
+        gst_bin_add(GST_BIN(c->pipe), c->sink);
+        gst_element_sync_state_with_parent(c->sink);
+        GstPad *sp = gst_element_get_static_pad(c->sink, "sink");
+        gst_pad_link(pad, sp);
+        gst_object_unref(sp);
+    } else {
+        // Other streams go to a fakesink so that the demuxer never sees not-linked.
+        g_mutex_lock(&c->lock);
+        if (caps && !gst_caps_is_empty(caps) && strlen(c->other) < sizeof c->other - 40) {
+            if (c->other[0]) strcat(c->other, ", ");
+            strncat(c->other, gst_structure_get_name(gst_caps_get_structure(caps, 0)), 32);
+        }
+        g_mutex_unlock(&c->lock);
+        GstElement *fs = gst_element_factory_make("fakesink", NULL);
+        g_object_set(fs, "sync", FALSE, "async", FALSE, NULL);
+        gst_bin_add(GST_BIN(c->pipe), fs);
+        gst_element_sync_state_with_parent(fs);
+        GstPad *sp = gst_element_get_static_pad(fs, "sink");
+        gst_pad_link(pad, sp);
+        gst_object_unref(sp);
+    }
+    if (caps) gst_caps_unref(caps);
+}
+
+typedef struct {
+    int64_t *pts, *dts;
+    uint8_t *key;
+    int64_t n, cap;
+    GstCaps *caps;            // caps of the first sample (ref)
+    GstSegment seg;           // segment of the first sample
+    int have_seg;
+    int64_t duration;         // container duration or -1
+    bus_notes notes;
+} ix_result;
+
+static void ix_result_free(ix_result *r) {
+    free(r->pts);
+    free(r->dts);
+    free(r->key);
+    if (r->caps) gst_caps_unref(r->caps);
+    memset(r, 0, sizeof *r);
+}
+
+// Run source -> (parsebin | decodebin) -> appsink; record up to max_samples samples (0 = all).
+static int ix_run(vm_decoder *d, int decode, int64_t max_samples, ix_result *r, vm_error *err) {
+    memset(r, 0, sizeof *r);
+    r->duration = -1;
+    ix_ctx c = {0};
+    g_mutex_init(&c.lock);
+    GError *ge = NULL;
+    GstElement *src = gst_element_make_from_uri(GST_URI_SRC, d->uri, NULL, &ge);
+    if (!src) {
+        int rc = vm_fail(err, VM_EUNSUPPORTED, "%s: no source element for this URI (%s)", d->name,
+                         ge ? ge->message : "unknown protocol");
+        if (ge) g_error_free(ge);
+        g_mutex_clear(&c.lock);
+        return rc;
+    }
+    GstElement *bin = gst_element_factory_make(decode ? "decodebin" : "parsebin", NULL);
+    c.sink = gst_element_factory_make("appsink", NULL);
+    c.pipe = gst_pipeline_new("vm-index");
+    if (!bin || !c.sink) {
+        if (bin) gst_object_unref(bin);
+        if (c.sink) gst_object_unref(c.sink);
+        gst_object_unref(src);
+        gst_object_unref(c.pipe);
+        g_mutex_clear(&c.lock);
+        return vm_fail(err, VM_EUNSUPPORTED, "%s: GStreamer element %s or appsink missing", d->name,
+                       decode ? "decodebin" : "parsebin");
+    }
+    gst_object_ref_sink(c.sink); // we keep a ref: it may never be added to the pipeline
+    g_object_set(c.sink, "sync", FALSE, "async", FALSE, "max-buffers", 64, "enable-last-sample", FALSE, NULL);
+    gst_bin_add_many(GST_BIN(c.pipe), src, bin, NULL);
+    gst_element_link(src, bin);
+    g_signal_connect(bin, "pad-added", G_CALLBACK(ix_pad_added), &c);
+    if (decode)
+        g_signal_connect(bin, "autoplug-select", G_CALLBACK(autoplug_select),
+                         GINT_TO_POINTER(d->opt.hw == VM_DEC_HW_OFF));
+    GstBus *bus = gst_element_get_bus(c.pipe);
+    int rc = 0;
+    int64_t timeout = (int64_t)d->opt.timeout_ms * GST_MSECOND;
+    if (gst_element_set_state(c.pipe, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
+        // The error itself is on the bus (e.g. file not found); fall into the loop to read it.
+    }
+    gint64 last = g_get_monotonic_time();
+    int eos_on_bus = 0;
+    for (;;) {
+        int progressed = 0;
+        if (g_atomic_int_get(&c.linked)) {
+            GstSample *s = gst_app_sink_try_pull_sample(GST_APP_SINK(c.sink), POLL_NS);
+            if (s) {
+                GstBuffer *b = gst_sample_get_buffer(s);
+                if (!r->caps) {
+                    GstCaps *cp = gst_sample_get_caps(s);
+                    if (cp) r->caps = gst_caps_ref(cp);
+                    const GstSegment *sg = gst_sample_get_segment(s);
+                    if (sg) { r->seg = *sg; r->have_seg = 1; }
+                }
+                // Zero-size packets are "dropped frame" placeholders (AVI): nothing is shown.
+                if (b && (decode || gst_buffer_get_size(b) > 0)) {
+                    if (r->n == r->cap) {
+                        r->cap = r->cap ? r->cap * 2 : 1024;
+                        r->pts = realloc(r->pts, r->cap * sizeof *r->pts);
+                        r->dts = realloc(r->dts, r->cap * sizeof *r->dts);
+                        r->key = realloc(r->key, r->cap);
+                        if (!r->pts || !r->dts || !r->key) {
+                            gst_sample_unref(s);
+                            rc = vm_fail(err, VM_ENOMEM, "%s: index of %lld frames", d->name, (long long)r->n);
+                            break;
+                        }
+                    }
+                    r->pts[r->n] = GST_BUFFER_PTS_IS_VALID(b) ? (int64_t)GST_BUFFER_PTS(b) : -1;
+                    r->dts[r->n] = GST_BUFFER_DTS_IS_VALID(b) ? (int64_t)GST_BUFFER_DTS(b) : -1;
+                    r->key[r->n] = !GST_BUFFER_FLAG_IS_SET(b, GST_BUFFER_FLAG_DELTA_UNIT);
+                    r->n++;
+                }
+                gst_sample_unref(s);
+                last = g_get_monotonic_time();
+                if (max_samples && r->n >= max_samples) break;
+                progressed = 1;
+            } else if (gst_app_sink_is_eos(GST_APP_SINK(c.sink))) {
+                break;
+            }
+        }
+        GstMessage *msg = gst_bus_timed_pop_filtered(
+            bus, (progressed || g_atomic_int_get(&c.linked)) ? 0 : POLL_NS,
+            GST_MESSAGE_ERROR | GST_MESSAGE_EOS | GST_MESSAGE_TAG | GST_MESSAGE_ELEMENT);
+        if (msg) {
+            if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) {
+                rc = fail_gst_error(err, d->name, msg, r->notes.missing);
+                gst_message_unref(msg);
+                break;
+            }
+            if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS) eos_on_bus = 1;
+            note_message(&r->notes, msg);
+            gst_message_unref(msg);
+            last = g_get_monotonic_time();
+        }
+        if (eos_on_bus && !g_atomic_int_get(&c.linked)) {
+            g_mutex_lock(&c.lock);
+            if (c.other[0])
+                rc = vm_fail(err, VM_ENOTFOUND, "%s: no video stream (streams: %s)", d->name, c.other);
+            else
+                rc = vm_fail(err, VM_ECORRUPT, "%s: no stream found (empty or unreadable container)", d->name);
+            g_mutex_unlock(&c.lock);
+            break;
+        }
+        if ((g_get_monotonic_time() - last) * 1000 > timeout && d->path && !g_atomic_int_get(&c.npads)) {
+            // A local file cannot stall; no stream after this long means the demuxer gave up.  (Its
+            // error can be lost: parsebin/decodebin drop errors of an element they are still
+            // autoplugging, e.g. qtdemux on an MP4 cut before its moov.)
+            rc = vm_fail(err, VM_ECORRUPT, "%s: no playable stream found within %d ms (truncated or unreadable container)",
+                         d->name, d->opt.timeout_ms);
+            break;
+        }
+        if ((g_get_monotonic_time() - last) * 1000 > timeout) {
+            rc = vm_fail(err, VM_ETIMEOUT, "%s: stalled: no data from the %s pipeline for %d ms", d->name,
+                         decode ? "decoding" : "indexing", d->opt.timeout_ms);
+            break;
+        }
+    }
+    if (rc == 0 && !g_atomic_int_get(&c.linked))
+        rc = vm_fail(err, VM_ENOTFOUND, "%s: no video stream", d->name);
+    if (rc == 0) {
+        gint64 dur = -1;
+        if (gst_element_query_duration(c.pipe, GST_FORMAT_TIME, &dur) && dur > 0) r->duration = dur;
+        // Tags posted while we were breaking out.
+        GstMessage *msg;
+        while ((msg = gst_bus_pop_filtered(bus, GST_MESSAGE_TAG | GST_MESSAGE_ELEMENT))) {
+            note_message(&r->notes, msg);
+            gst_message_unref(msg);
+        }
+    }
+    gst_element_set_state(c.pipe, GST_STATE_NULL);
+    gst_object_unref(bus);
+    gst_object_unref(c.pipe);
+    gst_object_unref(c.sink);
+    g_mutex_clear(&c.lock);
+    if (rc) ix_result_free(r);
+    return rc;
+}
+
+typedef struct { int64_t pts, from; uint8_t key; } pts_key;
+static int cmp_pk(const void *a, const void *b) {
+    const pts_key *x = a, *y = b;
+    return (x->pts > y->pts) - (x->pts < y->pts);
+}
+
+static int64_t seg_offset(const ix_result *r) {
+    if (!r->have_seg || r->seg.format != GST_FORMAT_TIME) return 0;
+    return (int64_t)r->seg.start - (int64_t)r->seg.time;
+}
+
+// Codecs that never reorder frames: their decode order is presentation order, so a packet without
+// a PTS shows at its DTS.
+static int never_reorders(GstCaps *caps) {
+    static const char *const names[] = {"video/x-msmpeg", "video/x-cinepak", "image/jpeg", "video/x-raw",
+                                        "video/x-dv", "video/x-huffyuv", "video/x-theora", "image/png",
+                                        "video/x-h263", "video/x-vp8", "video/x-vp9", "video/x-indeo"};
+    if (!caps || gst_caps_is_empty(caps)) return 0;
+    const char *n = gst_structure_get_name(gst_caps_get_structure(caps, 0));
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(n, names[i])) return 1;
+    return 0;
+}
+
+// Sort packets into presentation order, drop duplicates and packets outside the segment (edit
+// lists), and store them as the index.  Returns 0, or 1 when the timestamps are unusable.
+static int index_from_packets(vm_decoder *d, const ix_result *r) {
+    if (r->n == 0) return 1;
+    // AVI stamps only keyframes with a PTS.  For a codec that may reorder (MPEG-4 ASP, H.264 in AVI)
+    // the decoder invents the missing times, so only a decode pass knows them.
+    if (!never_reorders(r->caps))
+        for (int64_t i = 0; i < r->n; i++)
+            if (r->pts[i] < 0) return 1;
+    pts_key *pk = malloc(r->n * sizeof *pk);
+    if (!pk) return 1;
+    int64_t n = 0, kcur = -1, kprev = -1; // times of the last two keyframes in decode order
+    for (int64_t i = 0; i < r->n; i++) {
+        int64_t t = r->pts[i] >= 0 ? r->pts[i] : r->dts[i];
+        if (t < 0) { free(pk); return 1; } // no timestamp at all: only a decode can tell
+        pk[n].pts = t;
+        pk[n].key = r->key[i];
+        if (r->key[i]) { kprev = kcur; kcur = t; }
+        // Decoding starts at the last keyframe in decode order, unless this picture shows before
+        // that keyframe (a leading picture of an open GOP): it references the previous GOP.
+        pk[n].from = kcur < 0 ? t : (t < kcur && kprev >= 0) ? kprev : kcur;
+        n++;
+    }
+    qsort(pk, n, sizeof *pk, cmp_pk);
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (m && pk[i].pts == pk[m - 1].pts) { free(pk); return 1; } // two packets, one time: ambiguous
+        pk[m++] = pk[i];
+    }
+    // Clip to the segment as the decoder does: a frame shows if [pts, next pts) meets [start, stop).
+    int64_t lo = 0, hi = m;
+    if (r->have_seg && r->seg.format == GST_FORMAT_TIME) {
+        while (lo < hi) {
+            int64_t end = lo + 1 < m ? pk[lo + 1].pts : INT64_MAX;
+            if (end <= (int64_t)r->seg.start) lo++;
+            else break;
+        }
+        if (GST_CLOCK_TIME_IS_VALID(r->seg.stop))
+            while (hi > lo && pk[hi - 1].pts >= (int64_t)r->seg.stop) hi--;
+    }
+    d->info.frames = hi - lo;
+    d->pts = malloc((hi - lo + 1) * sizeof *d->pts);
+    d->key = malloc(hi - lo + 1);
+    d->from = malloc((hi - lo + 1) * sizeof *d->from);
+    if (!d->pts || !d->key || !d->from) { free(pk); return 1; }
+    for (int64_t i = lo; i < hi; i++) {
+        d->pts[i - lo] = pk[i].pts;
+        d->key[i - lo] = pk[i].key;
+    }
+    d->off = seg_offset(r);
+    for (int64_t i = lo; i < hi; i++) { // times -> indices (clipped ones -> the first frame)
+        int64_t a = 0, b = hi - lo;
+        while (a < b) {
+            int64_t mid = (a + b) / 2;
+            if (d->pts[mid] < pk[i].from) a = mid + 1;
+            else b = mid;
+        }
+        d->from[i - lo] = a < i - lo ? a : i - lo;
+    }
+    for (int64_t i = 0; i < hi - lo; i++) d->pts[i] -= d->off;
+    free(pk);
+    return d->info.frames > 0 ? 0 : 1;
+}
+
+static int index_from_decode(vm_decoder *d, const ix_result *r) {
+    if (r->n == 0) return 1;
+    d->pts = malloc(r->n * sizeof *d->pts);
+    d->key = malloc(r->n);
+    d->from = malloc(r->n * sizeof *d->from);
+    if (!d->pts || !d->key || !d->from) return 1;
+    int64_t m = 0;
+    for (int64_t i = 0; i < r->n; i++) {
+        if (r->pts[i] < 0) return 1;
+        if (m && r->pts[i] - seg_offset(r) <= d->pts[m - 1]) return 1; // decoders output in order
+        d->pts[m] = r->pts[i] - seg_offset(r);
+        d->key[m] = r->key[i];
+        m++;
+    }
+    d->key[0] = 1;
+    d->info.frames = m;
+    d->off = seg_offset(r);
+    for (int64_t i = 0, k = 0; i < m; i++) {
+        if (d->key[i]) k = i;
+        d->from[i] = k;
+    }
+    return 0;
+}
+
+static void set_tolerance(vm_decoder *d) {
+    int64_t gap = INT64_MAX;
+    for (int64_t i = 1; i < d->info.frames; i++)
+        if (d->pts[i] - d->pts[i - 1] < gap) gap = d->pts[i] - d->pts[i - 1];
+    if (gap == INT64_MAX) gap = 40 * GST_MSECOND;
+    d->tol = gap / 2 > 0 ? gap / 2 : 1;
+}
+
+// Index of the frame whose PTS is within tol of t, or -1.
+static int64_t match_pts(const vm_decoder *d, int64_t t) {
+    int64_t lo = 0, hi = d->info.frames; // first pts >= t - tol
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (d->pts[mid] < t - d->tol) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo < d->info.frames && llabs(d->pts[lo] - t) <= d->tol) return lo;
+    return -1;
+}
+
+// ---- index cache ------------------------------------------------------------------------------
+// File: header | path bytes | pts[frames] int64 | from[frames] int64 | key[frames] uint8.  Native byte order
+// (a cache is local to a machine).  Keyed by path, size and mtime through the file name and the
+// header; anything that does not match is rebuilt.
+typedef struct {
+    char magic[8];
+    int64_t size, mtime_ns, frames, duration_ns, off;
+    int32_t width, height, rotation, path_len;
+    char codec[64], container[64], source[16];
+} cache_header;
+
+static void cache_file(const vm_decoder *d, const struct stat *st, char *out, size_t cap) {
+    XXH64_state_t *h = XXH64_createState();
+    XXH64_reset(h, 0);
+    XXH64_update(h, d->path, strlen(d->path));
+    int64_t k[2] = {st->st_size, (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec};
+    XXH64_update(h, k, sizeof k);
+    unsigned long long x = XXH64_digest(h);
+    XXH64_freeState(h);
+    const char *base = strrchr(d->path, '/');
+    base = base ? base + 1 : d->path;
+    snprintf(out, cap, "%s/%.40s.%016llx.idx", d->cache_dir, base, x);
+}
+
+static int cache_load(vm_decoder *d) {
+    struct stat st;
+    if (!d->path || !d->cache_dir[0] || stat(d->path, &st)) return 1;
+    char fn[2048];
+    cache_file(d, &st, fn, sizeof fn);
+    FILE *fp = fopen(fn, "rb");
+    if (!fp) return 1;
+    cache_header h;
+    int ok = fread(&h, sizeof h, 1, fp) == 1 && !memcmp(h.magic, INDEX_MAGIC, 8) && h.size == st.st_size &&
+             h.mtime_ns == (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec && h.frames > 0 &&
+             h.frames < (1LL << 32) && h.path_len == (int32_t)strlen(d->path);
+    if (ok) {
+        char *p = malloc(h.path_len + 1);
+        ok = p && fread(p, 1, h.path_len, fp) == (size_t)h.path_len && !memcmp(p, d->path, h.path_len);
+        free(p);
+    }
+    if (ok) {
+        d->pts = malloc(h.frames * sizeof *d->pts);
+        d->key = malloc(h.frames);
+        d->from = malloc(h.frames * sizeof *d->from);
+        ok = d->pts && d->key && d->from && fread(d->pts, sizeof *d->pts, h.frames, fp) == (size_t)h.frames &&
+             fread(d->from, sizeof *d->from, h.frames, fp) == (size_t)h.frames &&
+             fread(d->key, 1, h.frames, fp) == (size_t)h.frames;
+        for (int64_t i = 1; ok && i < h.frames; i++) ok = d->pts[i] > d->pts[i - 1];
+        for (int64_t i = 0; ok && i < h.frames; i++) ok = d->from[i] >= 0 && d->from[i] <= i;
+    }
+    fclose(fp);
+    if (!ok) {
+        free(d->pts);
+        free(d->key);
+        free(d->from);
+        d->pts = NULL;
+        d->key = NULL;
+        d->from = NULL;
+        return 1;
+    }
+    h.codec[63] = h.container[63] = h.source[15] = 0;
+    d->info.frames = h.frames;
+    d->off = h.off;
+    d->info.duration_ns = h.duration_ns;
+    d->info.width = h.width;
+    d->info.height = h.height;
+    d->info.rotation = h.rotation;
+    snprintf(d->info.codec, sizeof d->info.codec, "%s", h.codec);
+    snprintf(d->info.container, sizeof d->info.container, "%s", h.container);
+    snprintf(d->source, sizeof d->source, "cache:%s", h.source);
+    return 0;
+}
+
+// Best effort: a cache that cannot be written only costs time.
+static void cache_store(const vm_decoder *d) {
+    struct stat st;
+    if (!d->path || !d->cache_dir[0] || stat(d->path, &st)) return;
+    if (vm_mkdirs(d->cache_dir, NULL)) return;
+    char fn[2048];
+    cache_file(d, &st, fn, sizeof fn);
+    cache_header h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, INDEX_MAGIC, 8);
+    h.size = st.st_size;
+    h.mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    h.frames = d->info.frames;
+    h.off = d->off;
+    h.duration_ns = d->info.duration_ns;
+    h.width = d->info.width;
+    h.height = d->info.height;
+    h.rotation = d->info.rotation;
+    h.path_len = strlen(d->path);
+    snprintf(h.codec, sizeof h.codec, "%s", d->info.codec);
+    snprintf(h.container, sizeof h.container, "%s", d->info.container);
+    snprintf(h.source, sizeof h.source, "%s", d->source);
+    size_t size = sizeof h + h.path_len + h.frames * 17;
+    char *buf = malloc(size);
+    if (!buf) return;
+    char *p = buf;
+    memcpy(p, &h, sizeof h), p += sizeof h;
+    memcpy(p, d->path, h.path_len), p += h.path_len;
+    memcpy(p, d->pts, h.frames * 8), p += h.frames * 8;
+    memcpy(p, d->from, h.frames * 8), p += h.frames * 8;
+    memcpy(p, d->key, h.frames);
+    vm_write_file_atomic(fn, buf, size, NULL);
+    free(buf);
+}
+
+// ---- open -------------------------------------------------------------------------------------
+static void display_size(GstCaps *caps, int *w, int *h) {
+    GstVideoInfo vi;
+    *w = *h = 0;
+    if (!caps || !gst_video_info_from_caps(&vi, caps)) return;
+    *w = vi.width;
+    *h = vi.height;
+    if (vi.par_n > 0 && vi.par_d > 0 && vi.par_n != vi.par_d)
+        *w = (int)((double)vi.width * vi.par_n / vi.par_d + 0.5);
+}
+
+// Is there a decoder for these (parsed) caps, respecting hw = off?  Otherwise name what is missing.
+static int check_decoder(vm_decoder *d, GstCaps *caps, vm_error *err) {
+    const GstStructure *s = gst_caps_get_structure(caps, 0);
+    if (!strcmp(gst_structure_get_name(s), "video/x-raw")) return 0;
+    GList *all = gst_element_factory_list_get_elements(GST_ELEMENT_FACTORY_TYPE_DECODER, GST_RANK_MARGINAL);
+    GList *ok = gst_element_factory_list_filter(all, caps, GST_PAD_SINK, FALSE);
+    int found = 0;
+    for (GList *l = ok; l; l = l->next) {
+        const char *klass = gst_element_factory_get_metadata(l->data, GST_ELEMENT_METADATA_KLASS);
+        if (d->opt.hw == VM_DEC_HW_OFF && klass && strstr(klass, "Hardware")) continue;
+        found = 1;
+    }
+    gst_plugin_feature_list_free(ok);
+    gst_plugin_feature_list_free(all);
+    if (found) return 0;
+    gchar *desc = gst_pb_utils_get_decoder_description(caps);
+    gchar *cs = gst_caps_to_string(caps);
+    int rc = vm_fail(err, VM_EUNSUPPORTED, "%s: no decoder installed for this stream (missing plugin: %s; caps %.200s)",
+                     d->name, desc ? desc : "?", cs);
+    g_free(desc);
+    g_free(cs);
+    return rc;
+}
+
+static int build_index(vm_decoder *d, vm_error *err) {
+    ix_result pr, dr;
+    int rc = ix_run(d, 0, 0, &pr, err);
+    if (rc) return rc;
+    GstCaps *pcaps = pr.caps;
+    if ((rc = check_decoder(d, pcaps, err))) { ix_result_free(&pr); return rc; }
+    gchar *codec = gst_pb_utils_get_codec_description(pcaps);
+    snprintf(d->info.codec, sizeof d->info.codec, "%s", codec ? codec : (pr.notes.vcodec[0] ? pr.notes.vcodec : "?"));
+    g_free(codec);
+    snprintf(d->info.container, sizeof d->info.container, "%s", pr.notes.container);
+    d->info.rotation = pr.notes.rotation;
+    d->info.duration_ns = pr.duration;
+
+    // Decode the head: where does decoding really start (a damaged first keyframe yields nothing),
+    // and the display size of the decoded pictures.
+    int usable = index_from_packets(d, &pr) == 0;
+    rc = ix_run(d, 1, usable ? 1 : 0, &dr, err);
+    if (rc) { ix_result_free(&pr); return rc; }
+    if (dr.n == 0) {
+        ix_result_free(&pr);
+        ix_result_free(&dr);
+        return vm_fail(err, VM_ECORRUPT, "%s: the decoder produced no picture", d->name);
+    }
+    display_size(dr.caps, &d->info.width, &d->info.height);
+    if (!d->info.rotation) d->info.rotation = dr.notes.rotation;
+    if (usable) {
+        set_tolerance(d);
+        int64_t first = match_pts(d, dr.pts[0] - seg_offset(&dr));
+        if (first < 0) {
+            usable = 0;
+        } else if (first > 0) { // pictures before the first decodable one are never shown
+            memmove(d->pts, d->pts + first, (d->info.frames - first) * sizeof *d->pts);
+            memmove(d->key, d->key + first, d->info.frames - first);
+            memmove(d->from, d->from + first, (d->info.frames - first) * sizeof *d->from);
+            d->info.frames -= first;
+            d->key[0] = 1;
+            for (int64_t i = 0; i < d->info.frames; i++) d->from[i] = d->from[i] > first ? d->from[i] - first : 0;
+        }
+    }
+    if (usable) {
+        snprintf(d->source, sizeof d->source, "parse");
+    } else { // full decode pass: exact by construction, costs a decode
+        free(d->pts);
+        free(d->key);
+        free(d->from);
+        d->pts = NULL;
+        d->key = NULL;
+        d->from = NULL;
+        ix_result_free(&dr);
+        if ((rc = ix_run(d, 1, 0, &dr, err))) { ix_result_free(&pr); return rc; }
+        if (index_from_decode(d, &dr)) {
+            ix_result_free(&pr);
+            ix_result_free(&dr);
+            return vm_fail(err, VM_EUNSUPPORTED, "%s: decoded pictures carry no usable timestamps (missing or "
+                           "repeated, as GStreamer gives for B-frames in AVI): frame-accurate access impossible", d->name);
+        }
+        snprintf(d->source, sizeof d->source, "decode");
+    }
+    if (d->info.duration_ns <= 0) {
+        int64_t n = d->info.frames;
+        int64_t gap = n > 1 ? d->pts[n - 1] - d->pts[n - 2] : 0;
+        d->info.duration_ns = d->pts[n - 1] + gap - d->pts[0];
+    }
+    ix_result_free(&pr);
+    ix_result_free(&dr);
+    return 0;
+}
+
+static void default_cache_dir(char *out, size_t cap, const char *opt) {
+    out[0] = 0;
+    if (opt && !strcmp(opt, "off")) return;
+    if (opt && opt[0]) { snprintf(out, cap, "%s", opt); return; }
+    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (x && x[0]) snprintf(out, cap, "%s/vicmae/index", x);
+    else if (home && home[0]) snprintf(out, cap, "%s/.cache/vicmae/index", home);
+}
+
+vm_decoder *vm_decoder_open(const char *uri_or_path, const vm_decoder_options *opt, vm_error *err) {
+    vm_decoder_options o;
+    if (opt) o = *opt;
+    else vm_decoder_options_default(&o);
+    if (o.timeout_ms <= 0) o.timeout_ms = 10000;
+    if (o.threads <= 0) o.threads = 1;
+    if (!uri_or_path || !uri_or_path[0]) { vm_fail(err, VM_EINVAL, "decoder: empty path"); return NULL; }
+    if ((o.size_mode == VM_DEC_EXACT && (o.width <= 0 || o.height <= 0 || o.width > 16384 || o.height > 16384)) ||
+        (o.size_mode == VM_DEC_SHORT_SIDE && (o.short_side <= 0 || o.short_side > 16384)) ||
+        o.size_mode < 0 || o.size_mode > 2) {
+        vm_fail(err, VM_EINVAL, "%s: bad output size (mode %d, %dx%d, short side %d)", uri_or_path, o.size_mode,
+                o.width, o.height, o.short_side);
+        return NULL;
+    }
+    pthread_once(&gst_once, gst_init_once);
+    if (!gst_ok) { vm_fail(err, VM_EUNSUPPORTED, "%s: GStreamer failed to initialise", uri_or_path); return NULL; }
+
+    vm_decoder *d = calloc(1, sizeof *d);
+    if (!d) { vm_fail(err, VM_ENOMEM, "%s: decoder", uri_or_path); return NULL; }
+    d->opt = o;
+    d->opt.index_cache = NULL; // the string is the caller's; we keep our copy in cache_dir
+    d->pos = -1;
+    snprintf(d->name, sizeof d->name, "%s", uri_or_path);
+    default_cache_dir(d->cache_dir, sizeof d->cache_dir, o.index_cache);
+    int rc;
+    if (strstr(uri_or_path, "://") && strncmp(uri_or_path, "file://", 7)) {
+        d->uri = g_strdup(uri_or_path);
+    } else {
+        char *local = strncmp(uri_or_path, "file://", 7) ? g_strdup(uri_or_path) : g_filename_from_uri(uri_or_path, NULL, NULL);
+        struct stat st;
+        if (!local || stat(local, &st)) {
+            rc = vm_fail(err, errno == ENOENT ? VM_ENOTFOUND : VM_EIO, "%s: %s", uri_or_path, strerror(errno));
+            g_free(local);
+            goto fail;
+        }
+        if (!S_ISREG(st.st_mode)) { g_free(local); rc = vm_fail(err, VM_EIO, "%s: not a regular file", uri_or_path); goto fail; }
+        if (st.st_size == 0) { g_free(local); rc = vm_fail(err, VM_ECORRUPT, "%s: empty file", uri_or_path); goto fail; }
+        d->path = realpath(local, NULL);
+        g_free(local);
+        if (!d->path) { rc = vm_fail(err, VM_EIO, "%s: %s", uri_or_path, strerror(errno)); goto fail; }
+        d->uri = gst_filename_to_uri(d->path, NULL);
+    }
+    double t0 = vm_now();
+    if (cache_load(d) != 0) {
+        if ((rc = build_index(d, err))) goto fail;
+        cache_store(d);
+    }
+    d->st.index_seconds = vm_now() - t0;
+    set_tolerance(d);
+
+    vm_video_info *vi = &d->info;
+    vi->pts = d->pts;
+    vi->keyframe = d->key;
+    vi->index_source = d->source;
+    vi->avg_fps = vi->duration_ns > 0 ? vi->frames / (vi->duration_ns / 1e9) : 0;
+    if (o.size_mode == VM_DEC_EXACT) {
+        vi->out_width = o.width;
+        vi->out_height = o.height;
+    } else if (o.size_mode == VM_DEC_SHORT_SIDE) {
+        int w = vi->width, h = vi->height, n = o.short_side;
+        if (w <= h) { vi->out_width = n; vi->out_height = (int)((double)h * n / w + 0.5); }
+        else { vi->out_height = n; vi->out_width = (int)((double)w * n / h + 0.5); }
+    } else {
+        vi->out_width = vi->width;
+        vi->out_height = vi->height;
+    }
+    return d;
+fail:
+    vm_decoder_close(d);
+    return NULL;
+}
+
+const vm_video_info *vm_decoder_info(const vm_decoder *d) { return &d->info; }
+
+void vm_decoder_stats_get(const vm_decoder *d, vm_decoder_stats *out) {
+    *out = d->st;
+    out->frames_decoded = __atomic_load_n(&d->decoded, __ATOMIC_RELAXED);
+}
+
+int64_t vm_decoder_frame_at(const vm_decoder *d, int64_t t) {
+    int64_t lo = 0, hi = d->info.frames; // first pts > t
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (d->pts[mid] <= t) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo > 0 ? lo - 1 : 0;
+}
+
+// ---- decode pipeline --------------------------------------------------------------------------
+// Drop decoded pictures before the next wanted one before they reach the converter: skipped
+// frames cost their decode only, never a colour conversion or scale.
+static GstPadProbeReturn want_probe(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
+    vm_decoder *d = data;
+    GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER(info);
+    int64_t want = __atomic_load_n(&d->want_pts, __ATOMIC_RELAXED);
+    if (b && GST_BUFFER_PTS_IS_VALID(b) && (int64_t)GST_BUFFER_PTS(b) - d->off + d->tol < want)
+        return GST_PAD_PROBE_DROP;
+    return GST_PAD_PROBE_OK;
+}
+
+static GstPadProbeReturn count_probe(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
+    vm_decoder *d = data;
+    __atomic_add_fetch(&d->decoded, 1, __ATOMIC_RELAXED);
+    return GST_PAD_PROBE_OK;
+}
+
+// Every element decodebin creates: count packets into the video decoder, and give software
+// decoders the configured thread count (one decoder per core by default).
+static void deep_element_added(GstBin *bin, GstBin *sub, GstElement *el, gpointer data) {
+    vm_decoder *d = data;
+    GstElementFactory *f = gst_element_get_factory(el);
+    if (!f) return;
+    const char *klass = gst_element_factory_get_metadata(f, GST_ELEMENT_METADATA_KLASS);
+    if (!klass || !strstr(klass, "Decoder") || !(strstr(klass, "Video") || strstr(klass, "Image"))) return;
+    GstPad *sp = gst_element_get_static_pad(el, "sink");
+    if (sp) {
+        gst_pad_add_probe(sp, GST_PAD_PROBE_TYPE_BUFFER, count_probe, d, NULL);
+        gst_object_unref(sp);
+    }
+    // libav decoders would output a picture decoded from missing references (grey blocks after a
+    // seek to an I-frame that is not a clean entry point); dropped instead, the frame is "not
+    // produced" and read_one restarts one keyframe earlier.
+    if (g_object_class_find_property(G_OBJECT_GET_CLASS(el), "output-corrupt"))
+        g_object_set(el, "output-corrupt", FALSE, NULL);
+    if (g_object_class_find_property(G_OBJECT_GET_CLASS(el), "max-threads"))
+        g_object_set(el, "max-threads", d->opt.threads, NULL);
+    else if (g_object_class_find_property(G_OBJECT_GET_CLASS(el), "threads"))
+        g_object_set(el, "threads", d->opt.threads, NULL);
+}
+
+static void dec_pad_added(GstElement *el, GstPad *pad, gpointer data) {
+    vm_decoder *d = data;
+    GstCaps *caps = gst_pad_get_current_caps(pad);
+    if (!caps) caps = gst_pad_query_caps(pad, NULL);
+    if (is_video_caps(caps)) {
+        GstPad *sp = gst_element_get_static_pad(d->conv, "sink");
+        if (!gst_pad_is_linked(sp)) gst_pad_link(pad, sp);
+        gst_object_unref(sp);
+    }
+    if (caps) gst_caps_unref(caps);
+}
+
+// Wait for the pipeline to reach its state (ASYNC_DONE) or fail, bounded by the timeout.
+static int wait_async(vm_decoder *d, vm_error *err) {
+    GstMessage *msg = gst_bus_timed_pop_filtered(d->bus, (GstClockTime)d->opt.timeout_ms * GST_MSECOND,
+                                                 GST_MESSAGE_ASYNC_DONE | GST_MESSAGE_ERROR);
+    if (!msg) return vm_fail(err, VM_ETIMEOUT, "%s: decoder did not preroll within %d ms", d->name, d->opt.timeout_ms);
+    int rc = 0;
+    if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) rc = fail_gst_error(err, d->name, msg, NULL);
+    gst_message_unref(msg);
+    return rc;
+}
+
+static int build_pipeline(vm_decoder *d, vm_error *err) {
+    d->pipe = gst_pipeline_new("vm-decode");
+    GstElement *dec = gst_element_factory_make("uridecodebin", NULL);
+    d->conv = gst_element_factory_make("videoconvertscale", NULL);
+    GstElement *cf = gst_element_factory_make("capsfilter", NULL);
+    d->sink = gst_element_factory_make("appsink", NULL);
+    if (!dec || !d->conv || !cf || !d->sink) {
+        if (dec) gst_object_unref(dec);
+        if (cf) gst_object_unref(cf);
+        if (d->conv) gst_object_unref(d->conv);
+        if (d->sink) gst_object_unref(d->sink);
+        d->conv = d->sink = NULL;
+        return vm_fail(err, VM_EUNSUPPORTED, "%s: GStreamer elements uridecodebin/videoconvertscale/appsink missing",
+                       d->name);
+    }
+    g_object_set(dec, "uri", d->uri, NULL);
+    // add-borders=false: an exact WxH stretches instead of letterboxing.
+    g_object_set(d->conv, "add-borders", FALSE, "n-threads", d->opt.threads, NULL);
+    GstCaps *caps = gst_caps_new_simple("video/x-raw", "format", G_TYPE_STRING, "RGB", "width", G_TYPE_INT,
+                                        d->info.out_width, "height", G_TYPE_INT, d->info.out_height,
+                                        "pixel-aspect-ratio", GST_TYPE_FRACTION, 1, 1, NULL);
+    g_object_set(cf, "caps", caps, NULL);
+    gst_caps_unref(caps);
+    g_object_set(d->sink, "sync", FALSE, "max-buffers", 2, "enable-last-sample", FALSE, NULL);
+    gst_bin_add_many(GST_BIN(d->pipe), dec, d->conv, cf, d->sink, NULL);
+    if (!gst_element_link_many(d->conv, cf, d->sink, NULL))
+        return vm_fail(err, VM_EUNSUPPORTED, "%s: cannot link videoconvertscale to RGB %dx%d", d->name,
+                       d->info.out_width, d->info.out_height);
+    g_signal_connect(dec, "pad-added", G_CALLBACK(dec_pad_added), d);
+    g_signal_connect(dec, "autoplug-select", G_CALLBACK(autoplug_select), GINT_TO_POINTER(d->opt.hw == VM_DEC_HW_OFF));
+    g_signal_connect(d->pipe, "deep-element-added", G_CALLBACK(deep_element_added), d);
+    GstPad *sp = gst_element_get_static_pad(d->conv, "sink");
+    gst_pad_add_probe(sp, GST_PAD_PROBE_TYPE_BUFFER, want_probe, d, NULL);
+    gst_object_unref(sp);
+    d->bus = gst_element_get_bus(d->pipe);
+    __atomic_store_n(&d->want_pts, d->pts[0], __ATOMIC_RELAXED);
+    gst_element_set_state(d->pipe, GST_STATE_PAUSED);
+    int rc = wait_async(d, err);
+    if (rc) return rc;
+    d->pos = 0;
+    return 0;
+}
+
+static int do_seek(vm_decoder *d, int64_t t, vm_error *err) {
+    // ACCURATE: the demuxer starts at the keyframe before t and the decoder clips what precedes t.
+    if (!gst_element_seek(d->pipe, 1.0, GST_FORMAT_TIME, GST_SEEK_FLAG_FLUSH | GST_SEEK_FLAG_ACCURATE,
+                          GST_SEEK_TYPE_SET, t > 0 ? t : 0, GST_SEEK_TYPE_NONE, GST_CLOCK_TIME_NONE))
+        return vm_fail(err, VM_EUNSUPPORTED, "%s: seek to %.3f s refused (stream not seekable)", d->name, t / 1e9);
+    d->st.seeks++;
+    vm_debug("%s: seek to %.3f s", d->name, t / 1e9);
+    d->pos = -1;
+    if (!d->playing) {
+        int rc = wait_async(d, err);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+// Pull the next picture, watching the bus.  Returns 1 with *out, 0 at end of stream, or an error.
+static int pull(vm_decoder *d, GstSample **out, vm_error *err) {
+    gint64 start = g_get_monotonic_time();
+    for (;;) {
+        GstSample *s = gst_app_sink_try_pull_sample(GST_APP_SINK(d->sink), POLL_NS);
+        if (s) { *out = s; return 1; }
+        GstMessage *msg = gst_bus_pop_filtered(d->bus, GST_MESSAGE_ERROR);
+        if (msg) {
+            int rc = fail_gst_error(err, d->name, msg, NULL);
+            gst_message_unref(msg);
+            return rc;
+        }
+        if (gst_app_sink_is_eos(GST_APP_SINK(d->sink))) return 0;
+        if ((g_get_monotonic_time() - start) / 1000 > d->opt.timeout_ms)
+            return vm_fail(err, VM_ETIMEOUT, "%s: stalled: no decoded picture for %d ms", d->name, d->opt.timeout_ms);
+    }
+}
+
+static int copy_sample(vm_decoder *d, GstSample *s, uint8_t *dst, vm_error *err) {
+    GstCaps *caps = gst_sample_get_caps(s);
+    if (caps != d->cur_caps) {
+        if (!caps || !gst_video_info_from_caps(&d->vinfo, caps))
+            return vm_fail(err, VM_ECORRUPT, "%s: decoded picture without video caps", d->name);
+        gst_caps_replace(&d->cur_caps, caps);
+    }
+    int w = d->info.out_width, h = d->info.out_height;
+    if (GST_VIDEO_INFO_WIDTH(&d->vinfo) != w || GST_VIDEO_INFO_HEIGHT(&d->vinfo) != h)
+        return vm_fail(err, VM_ECORRUPT, "%s: picture is %dx%d, expected %dx%d", d->name,
+                       GST_VIDEO_INFO_WIDTH(&d->vinfo), GST_VIDEO_INFO_HEIGHT(&d->vinfo), w, h);
+    GstVideoFrame f;
+    if (!gst_video_frame_map(&f, &d->vinfo, gst_sample_get_buffer(s), GST_MAP_READ))
+        return vm_fail(err, VM_EIO, "%s: cannot map a decoded picture", d->name);
+    const uint8_t *src = GST_VIDEO_FRAME_PLANE_DATA(&f, 0);
+    int stride = GST_VIDEO_FRAME_PLANE_STRIDE(&f, 0);
+    for (int y = 0; y < h; y++) memcpy(dst + (size_t)y * w * 3, src + (size_t)y * stride, (size_t)w * 3);
+    gst_video_frame_unmap(&f);
+    return 0;
+}
+
+// Index of the keyframe before frame i (for retries: one GOP further back).
+static int64_t key_before(const vm_decoder *d, int64_t i) {
+    if (i > 0) i--;
+    while (i > 0 && !d->key[i]) i--;
+    return i;
+}
+
+static int read_one(vm_decoder *d, int64_t i, uint8_t *dst, int64_t *pts_out, vm_error *err) {
+    int retries = 0;
+    __atomic_store_n(&d->want_pts, d->pts[i], __ATOMIC_RELAXED);
+    int rc;
+    int64_t from = d->from[i];
+    // Decoding forward costs i - pos pictures, a seek about i - from + SEEK_COST_FRAMES.
+    if (d->pos < 0 || i < d->pos || from > d->pos + SEEK_COST_FRAMES)
+        if ((rc = do_seek(d, d->pts[from], err))) return rc;
+    if (!d->playing) {
+        gst_element_set_state(d->pipe, GST_STATE_PLAYING);
+        d->playing = 1;
+    }
+    int64_t unmatched = 0;
+    for (;;) {
+        GstSample *s = NULL;
+        rc = pull(d, &s, err);
+        if (rc < 0) return rc;
+        int64_t j = -1;
+        if (rc == 1) {
+            GstBuffer *b = gst_sample_get_buffer(s);
+            const GstSegment *sg = gst_sample_get_segment(s);
+            int64_t t = -1;
+            if (b && GST_BUFFER_PTS_IS_VALID(b)) {
+                t = (int64_t)GST_BUFFER_PTS(b) - d->off;
+                if (sg && sg->format == GST_FORMAT_TIME) t = (int64_t)GST_BUFFER_PTS(b) - ((int64_t)sg->start - (int64_t)sg->time);
+            }
+            j = t >= 0 || (b && GST_BUFFER_PTS_IS_VALID(b)) ? match_pts(d, t) : -1;
+            if (j < 0) {
+                gst_sample_unref(s);
+                if (++unmatched > 1000)
+                    return vm_fail(err, VM_ECORRUPT, "%s: decoded pictures do not match the frame index", d->name);
+                continue;
+            }
+            vm_debug("%s: want frame %lld, got %lld (%.3f s), %lld decoded", d->name, (long long)i, (long long)j,
+                     t / 1e9, (long long)__atomic_load_n(&d->decoded, __ATOMIC_RELAXED));
+            d->pos = j + 1;
+            if (j < i) { gst_sample_unref(s); continue; }
+            if (j == i) {
+                rc = copy_sample(d, s, dst, err);
+                if (pts_out) *pts_out = d->pts[i];
+                gst_sample_unref(s);
+                if (rc == 0) d->st.frames_returned++;
+                return rc;
+            }
+            gst_sample_unref(s);
+        }
+        // Frame i was not produced (end of stream, or decoding started too late for it, e.g. an
+        // open GOP the index did not see): start one keyframe earlier, twice, then from the start.
+        if (retries == 3 || (from == 0 && retries))
+            return vm_fail(err, VM_ECORRUPT, "%s: frame %lld (pts %.3f s) was not produced by the decoder (%s)", d->name,
+                           (long long)i, d->pts[i] / 1e9, j < 0 ? "stream ended" : "skipped");
+        int64_t bad = from;
+        from = ++retries == 3 ? 0 : key_before(d, from);
+        // Remember: that keyframe is no clean entry point (an I-frame whose followers reference
+        // frames before it).  Later reads of its GOP start further back at once.
+        if (j >= 0 && bad > 0) {
+            d->key[bad] = 0;
+            for (int64_t q = bad; q < d->info.frames && d->from[q] >= bad; q++)
+                if (d->from[q] == bad) d->from[q] = from;
+        }
+        if ((rc = do_seek(d, d->pts[from], err))) return rc;
+    }
+}
+
+int vm_decoder_read_frames(vm_decoder *d, const int64_t *idx, int n, uint8_t **dst, int64_t *pts_out, vm_error *err) {
+    if (n < 0 || (n > 0 && (!idx || !dst))) return vm_fail(err, VM_EINVAL, "%s: read_frames: bad arguments", d->name);
+    for (int k = 0; k < n; k++) {
+        if (idx[k] < 0 || idx[k] >= d->info.frames)
+            return vm_fail(err, VM_ERANGE, "%s: frame %lld out of range (the video has %lld frames)", d->name,
+                           (long long)idx[k], (long long)d->info.frames);
+        if (k && idx[k] < idx[k - 1])
+            return vm_fail(err, VM_EINVAL, "%s: frame indices must be sorted (%lld after %lld)", d->name,
+                           (long long)idx[k], (long long)idx[k - 1]);
+        if (!dst[k]) return vm_fail(err, VM_EINVAL, "%s: read_frames: NULL destination %d", d->name, k);
+    }
+    int rc;
+    if (!d->pipe && n > 0 && (rc = build_pipeline(d, err))) {
+        // Leave no half-built pipeline behind: the next call starts over.
+        gst_element_set_state(d->pipe, GST_STATE_NULL);
+        if (d->bus) gst_object_unref(d->bus);
+        gst_object_unref(d->pipe);
+        d->pipe = d->conv = d->sink = NULL;
+        d->bus = NULL;
+        return rc;
+    }
+    for (int k = 0; k < n; k++) {
+        if (k && idx[k] == idx[k - 1]) {
+            memcpy(dst[k], dst[k - 1], (size_t)d->info.out_width * d->info.out_height * 3);
+            if (pts_out) pts_out[k] = pts_out[k - 1];
+            d->st.frames_returned++;
+            continue;
+        }
+        if ((rc = read_one(d, idx[k], dst[k], pts_out ? &pts_out[k] : NULL, err))) return rc;
+    }
+    return 0;
+}
+
+void vm_decoder_close(vm_decoder *d) {
+    if (!d) return;
+    if (d->pipe) {
+        gst_element_set_state(d->pipe, GST_STATE_NULL);
+        gst_object_unref(d->pipe);
+    }
+    if (d->bus) gst_object_unref(d->bus);
+    if (d->cur_caps) gst_caps_unref(d->cur_caps);
+    g_free(d->uri);
+    free(d->path);
+    free(d->pts);
+    free(d->key);
+    free(d->from);
+    free(d);
+}

@@ -1,0 +1,430 @@
+// Tests of decoder/ on videos generated here: every frame shows its own number as a 4x3 grid of big
+// black/white blocks (12 bits), pushed through appsrc -> encoder -> muxer, so a decoded frame says
+// which frame it is.  Codecs and containers: H.264 in MP4 and Matroska with B-frames and GOP 1/30/250,
+// VP8 and VP9 in WebM (the VP9 one streamable: no duration in the header), MJPEG and MPEG-4 part 2
+// with B-frames in AVI, and variable frame rate H.264.  Then the error cases.
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <gst/gst.h>
+#include <gst/app/gstappsrc.h>
+#include "common/rng.h"
+#include "decoder/decoder.h"
+#include "tests/harness.h"
+
+#define W 160
+#define H 120
+#define BITS 12 // 4 columns x 3 rows of 40x40 blocks
+
+static void draw_frame(uint8_t *rgb, int n) {
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            int bit = (y / 40) * 4 + x / 40;
+            uint8_t v = (n >> bit) & 1 ? 255 : 0;
+            uint8_t *p = rgb + (y * W + x) * 3;
+            p[0] = p[1] = p[2] = v;
+        }
+}
+
+// Read the number back from a decoded frame of any size (block centres, luma threshold).
+static int read_number(const uint8_t *rgb, int w, int h) {
+    int n = 0;
+    for (int bit = 0; bit < BITS; bit++) {
+        int bx = bit % 4, by = bit / 4;
+        int cx = (2 * bx + 1) * w / 8, cy = (2 * by + 1) * h / 6;
+        int sum = 0, cnt = 0;
+        for (int y = cy - h / 24; y <= cy + h / 24; y++)
+            for (int x = cx - w / 32; x <= cx + w / 32; x++) {
+                const uint8_t *p = rgb + ((size_t)y * w + x) * 3;
+                sum += p[0] + p[1] + p[2];
+                cnt += 3;
+            }
+        if (sum / cnt > 128) n |= 1 << bit;
+    }
+    return n;
+}
+
+// Frame n's timestamp: constant 25 fps, or a variable rate cycling through uneven durations.
+static int64_t frame_time(int n, int vfr) {
+    if (!vfr) return (int64_t)n * GST_SECOND / 25;
+    static const int64_t ms[5] = {20, 40, 100, 33, 67};
+    int64_t t = 0;
+    for (int i = 0; i < n; i++) t += ms[i % 5] * GST_MSECOND;
+    return t;
+}
+
+// Encode `frames` numbered frames through "appsrc ! videoconvert ! <chain> ! filesink".
+static const char *gen_video(const char *name, const char *chain, int frames, int vfr) {
+    static char path[8][1024];
+    static int slot;
+    char *out = path[slot++ % 8];
+    gst_init(NULL, NULL); // idempotent; the decoder does its own
+    snprintf(out, 1024, "%s/%s", vt_tmpdir(), name);
+    struct stat st;
+    if (stat(out, &st) == 0 && st.st_size > 0) return out; // made by an earlier test in this run
+    char desc[2048];
+    snprintf(desc, sizeof desc,
+             "appsrc name=src format=time caps=video/x-raw,format=RGB,width=%d,height=%d,framerate=%s "
+             "! videoconvert ! %s ! filesink location=%s",
+             W, H, vfr ? "0/1" : "25/1", chain, out);
+    GError *ge = NULL;
+    GstElement *p = gst_parse_launch(desc, &ge);
+    CHECK(p && !ge, "gst_parse_launch(%s): %s", desc, ge ? ge->message : "?");
+    GstElement *src = gst_bin_get_by_name(GST_BIN(p), "src");
+    gst_element_set_state(p, GST_STATE_PLAYING);
+    for (int n = 0; n < frames; n++) {
+        GstBuffer *b = gst_buffer_new_allocate(NULL, W * H * 3, NULL);
+        GstMapInfo m;
+        gst_buffer_map(b, &m, GST_MAP_WRITE);
+        draw_frame(m.data, n);
+        gst_buffer_unmap(b, &m);
+        GST_BUFFER_PTS(b) = frame_time(n, vfr);
+        GST_BUFFER_DURATION(b) = frame_time(n + 1, vfr) - frame_time(n, vfr);
+        CHECK(gst_app_src_push_buffer(GST_APP_SRC(src), b) == GST_FLOW_OK, "%s: push frame %d", name, n);
+    }
+    gst_app_src_end_of_stream(GST_APP_SRC(src));
+    GstBus *bus = gst_element_get_bus(p);
+    GstMessage *msg = gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+    int ok = msg && GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS;
+    char why[512] = "timeout";
+    if (msg && !ok) {
+        GError *e = NULL;
+        gst_message_parse_error(msg, &e, NULL);
+        snprintf(why, sizeof why, "%s", e->message);
+        g_error_free(e);
+    }
+    if (msg) gst_message_unref(msg);
+    gst_object_unref(bus);
+    gst_element_set_state(p, GST_STATE_NULL);
+    gst_object_unref(src);
+    gst_object_unref(p);
+    CHECK(ok, "encoding %s: %s", name, why);
+    return out;
+}
+
+static vm_decoder_options opts(int mode, int a, int b) {
+    vm_decoder_options o;
+    vm_decoder_options_default(&o);
+    o.size_mode = mode;
+    if (mode == VM_DEC_EXACT) { o.width = a; o.height = b; }
+    if (mode == VM_DEC_SHORT_SIDE) o.short_side = a;
+    static char cache[1100];
+    snprintf(cache, sizeof cache, "%s/index-cache", vt_tmpdir());
+    o.index_cache = cache;
+    return o;
+}
+
+// Open, check the frame count and timestamps, then read random sorted sets and one full pass.
+static void check_video(const char *path, int frames, int vfr, int mode, int a, int b, int ow, int oh) {
+    vm_decoder_options o = opts(mode, a, b);
+    vm_error err = {0};
+    vm_decoder *d = vm_decoder_open(path, &o, &err);
+    CHECK(d, "%s", err.msg);
+    const vm_video_info *vi = vm_decoder_info(d);
+    CHECK_EQ_INT(vi->frames, frames);
+    CHECK_EQ_INT(vi->out_width, ow);
+    CHECK_EQ_INT(vi->out_height, oh);
+    CHECK_EQ_INT(vi->width, W);
+    CHECK_EQ_INT(vi->height, H);
+    for (int i = 0; i < frames; i++)
+        CHECK(llabs(vi->pts[i] - vi->pts[0] - frame_time(i, vfr)) <= GST_MSECOND, "%s: pts[%d] = %lld", path, i,
+              (long long)vi->pts[i]);
+    size_t fsz = (size_t)ow * oh * 3;
+    enum { K = 6 };
+    uint8_t *buf = malloc(fsz * frames);
+    uint8_t *dst[K];
+    int64_t idx[K], pts[K];
+    vm_rng rng;
+    vm_rng_init(&rng, 1234, (uint64_t)strlen(path));
+    for (int round = 0; round < 6; round++) {
+        for (int k = 0; k < K; k++) idx[k] = vm_rng_u32(&rng) % frames;
+        if (round == 0) idx[0] = frames - 1; // the last frame
+        if (round == 1) idx[1] = idx[0];     // a duplicate
+        for (int k = 1; k < K; k++) // insertion sort
+            for (int j = k; j > 0 && idx[j] < idx[j - 1]; j--) { int64_t t = idx[j]; idx[j] = idx[j - 1]; idx[j - 1] = t; }
+        for (int k = 0; k < K; k++) dst[k] = buf + fsz * k;
+        CHECK_OK(vm_decoder_read_frames(d, idx, K, dst, pts, &err), err);
+        for (int k = 0; k < K; k++) {
+            CHECK_EQ_INT(read_number(dst[k], ow, oh), idx[k]);
+            CHECK_EQ_INT(pts[k], vi->pts[idx[k]]);
+        }
+    }
+    // Backwards one at a time: every call seeks.
+    for (int64_t i = frames - 1; i >= 0; i -= frames / 5 + 1) {
+        int64_t one = i;
+        CHECK_OK(vm_decoder_read_frames(d, &one, 1, dst, NULL, &err), err);
+        CHECK_EQ_INT(read_number(dst[0], ow, oh), i);
+    }
+    // Every frame in one call: one seek, then straight decoding.
+    int64_t *all = malloc(frames * sizeof *all);
+    uint8_t **alld = malloc(frames * sizeof *alld);
+    for (int i = 0; i < frames; i++) { all[i] = i; alld[i] = buf + fsz * i; }
+    vm_decoder_stats s0, s1;
+    vm_decoder_stats_get(d, &s0);
+    CHECK_OK(vm_decoder_read_frames(d, all, frames, alld, NULL, &err), err);
+    vm_decoder_stats_get(d, &s1);
+    for (int i = 0; i < frames; i++) CHECK_EQ_INT(read_number(alld[i], ow, oh), i);
+    CHECK(s1.seeks - s0.seeks <= 1, "%lld seeks for a sequential read", (long long)(s1.seeks - s0.seeks));
+    CHECK(s1.frames_decoded - s0.frames_decoded >= frames, "decoded %lld", (long long)(s1.frames_decoded - s0.frames_decoded));
+    CHECK(s1.frames_decoded - s0.frames_decoded <= frames + 16, "decoded %lld for %d frames",
+          (long long)(s1.frames_decoded - s0.frames_decoded), frames);
+    CHECK_EQ_INT(s1.frames_returned - s0.frames_returned, frames);
+    // Past the end is an error, not a clamp; nothing is read.
+    int64_t bad = frames;
+    CHECK_EQ_INT(vm_decoder_read_frames(d, &bad, 1, dst, NULL, &err), VM_ERANGE);
+    CHECK(strstr(err.msg, "out of range") && strstr(err.msg, path), "%s", err.msg);
+    bad = -1;
+    CHECK_EQ_INT(vm_decoder_read_frames(d, &bad, 1, dst, NULL, &err), VM_ERANGE);
+    free(all);
+    free(alld);
+    free(buf);
+    vm_decoder_close(d);
+}
+
+#define X264(gop) "x264enc speed-preset=veryfast bframes=2 b-adapt=false key-int-max=" #gop " ! h264parse"
+
+TEST(h264_mp4_gop30_bframes) {
+    const char *p = gen_video("h264_gop30.mp4", X264(30) " ! mp4mux", 120, 0);
+    check_video(p, 120, 0, VM_DEC_NATIVE, 0, 0, W, H);
+}
+
+TEST(h264_mp4_gop1_exact_size) {
+    const char *p = gen_video("h264_gop1.mp4", X264(1) " ! mp4mux", 60, 0);
+    check_video(p, 60, 0, VM_DEC_EXACT, 96, 64, 96, 64);
+}
+
+TEST(h264_mkv_gop250_short_side) {
+    const char *p = gen_video("h264_gop250.mkv", X264(250) " ! matroskamux", 300, 0);
+    check_video(p, 300, 0, VM_DEC_SHORT_SIDE, 90, 0, 120, 90);
+}
+
+TEST(h264_mkv_gop30) {
+    const char *p = gen_video("h264_gop30.mkv", X264(30) " ! matroskamux", 90, 0);
+    check_video(p, 90, 0, VM_DEC_NATIVE, 0, 0, W, H);
+}
+
+TEST(vp8_webm) {
+    const char *p = gen_video("vp8.webm", "vp8enc deadline=1 keyframe-max-dist=30 ! webmmux", 90, 0);
+    check_video(p, 90, 0, VM_DEC_NATIVE, 0, 0, W, H);
+}
+
+TEST(vp9_webm_streamable_no_duration) {
+    const char *p = gen_video("vp9.webm", "vp9enc deadline=1 keyframe-max-dist=40 ! webmmux streamable=true", 90, 0);
+    check_video(p, 90, 0, VM_DEC_NATIVE, 0, 0, W, H);
+}
+
+TEST(mjpeg_avi) {
+    const char *p = gen_video("mjpeg.avi", "jpegenc ! avimux", 60, 0);
+    check_video(p, 60, 0, VM_DEC_NATIVE, 0, 0, W, H);
+}
+
+TEST(mpeg4_part2_avi) {
+    const char *p = gen_video("mpeg4.avi", "avenc_mpeg4 gop-size=30 bitrate=800000 ! avimux", 90, 0);
+    check_video(p, 90, 0, VM_DEC_NATIVE, 0, 0, W, H);
+}
+
+// AVI carries no PTS for B-frames and GStreamer's decoder then repeats and drops timestamps: a
+// clear refusal, not wrong frames.
+TEST(error_mpeg4_bframes_avi_refused) {
+    const char *p = gen_video("mpeg4_b.avi", "avenc_mpeg4 max-bframes=2 gop-size=30 bitrate=800000 ! avimux", 90, 0);
+    vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
+    vm_error err = {0};
+    vm_decoder *d = vm_decoder_open(p, &o, &err);
+    if (d) vm_decoder_close(d);
+    CHECK(!d && err.code == VM_EUNSUPPORTED, "code %d: %s", err.code, err.msg);
+    CHECK(strstr(err.msg, p) && strstr(err.msg, "timestamps"), "%s", err.msg);
+}
+
+TEST(vfr_h264_mkv) {
+    const char *p = gen_video("vfr.mkv", X264(30) " ! matroskamux", 100, 1);
+    check_video(p, 100, 1, VM_DEC_NATIVE, 0, 0, W, H);
+    // frame_at follows the timestamps, not a nominal rate.
+    vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
+    vm_error err = {0};
+    vm_decoder *d = vm_decoder_open(p, &o, &err);
+    CHECK(d, "%s", err.msg);
+    const vm_video_info *vi = vm_decoder_info(d);
+    for (int i = 0; i < 100; i += 7) {
+        CHECK_EQ_INT(vm_decoder_frame_at(d, vi->pts[i]), i);
+        CHECK_EQ_INT(vm_decoder_frame_at(d, vi->pts[i] + GST_MSECOND), i);
+    }
+    vm_decoder_close(d);
+}
+
+TEST(index_cache_reused) {
+    const char *p = gen_video("h264_gop30.mp4", X264(30) " ! mp4mux", 120, 0);
+    vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/cache-test", vt_tmpdir());
+    o.index_cache = dir;
+    vm_error err = {0};
+    vm_decoder *a = vm_decoder_open(p, &o, &err);
+    CHECK(a, "%s", err.msg);
+    vm_decoder *b = vm_decoder_open(p, &o, &err);
+    CHECK(b, "%s", err.msg);
+    const vm_video_info *ia = vm_decoder_info(a), *ib = vm_decoder_info(b);
+    CHECK(!strcmp(ia->index_source, "parse"), "%s", ia->index_source);
+    CHECK(!strcmp(ib->index_source, "cache:parse"), "%s", ib->index_source);
+    CHECK_EQ_INT(ia->frames, ib->frames);
+    CHECK(!memcmp(ia->pts, ib->pts, ia->frames * sizeof *ia->pts));
+    CHECK(!memcmp(ia->keyframe, ib->keyframe, ia->frames));
+    CHECK_EQ_INT(ia->width, ib->width);
+    CHECK(!strcmp(ia->codec, ib->codec), "%s vs %s", ia->codec, ib->codec);
+    vm_decoder_close(a);
+    vm_decoder_close(b);
+    // "off": always indexed.
+    o.index_cache = "off";
+    a = vm_decoder_open(p, &o, &err);
+    CHECK(a, "%s", err.msg);
+    CHECK(!strcmp(vm_decoder_info(a)->index_source, "parse"));
+    vm_decoder_close(a);
+}
+
+TEST(hw_off_same_frames) {
+    const char *p = gen_video("h264_gop30.mkv", X264(30) " ! matroskamux", 90, 0);
+    vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
+    o.hw = VM_DEC_HW_OFF;
+    vm_error err = {0};
+    vm_decoder *d = vm_decoder_open(p, &o, &err);
+    CHECK(d, "%s", err.msg);
+    uint8_t *f = malloc(W * H * 3);
+    int64_t i = 47;
+    CHECK_OK(vm_decoder_read_frames(d, &i, 1, &f, NULL, &err), err);
+    CHECK_EQ_INT(read_number(f, W, H), 47);
+    free(f);
+    vm_decoder_close(d);
+}
+
+// ---- errors -----------------------------------------------------------------------------------
+static const char *write_bytes(const char *name, const void *data, size_t n) {
+    static char path[4][1024];
+    static int slot;
+    char *out = path[slot++ % 4];
+    snprintf(out, 1024, "%s/%s", vt_tmpdir(), name);
+    FILE *fp = fopen(out, "wb");
+    CHECK(fp);
+    if (n) CHECK(fwrite(data, 1, n, fp) == n);
+    fclose(fp);
+    return out;
+}
+
+static void expect_open_error(const char *path, int code, const char *reason) {
+    vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
+    o.timeout_ms = 5000;
+    vm_error err = {0};
+    vm_decoder *d = vm_decoder_open(path, &o, &err);
+    if (d) vm_decoder_close(d);
+    CHECK(!d, "%s opened", path);
+    CHECK(err.code == code, "%s: code %d (%s), wanted %d: %s", path, err.code, vm_strerror(err.code), code, err.msg);
+    CHECK(strstr(err.msg, path), "message does not name the file: %s", err.msg);
+    CHECK(strcasestr(err.msg, reason), "message '%s' lacks '%s'", err.msg, reason);
+}
+
+TEST(error_missing_file) {
+    char p[1100];
+    snprintf(p, sizeof p, "%s/no-such-file.mp4", vt_tmpdir());
+    expect_open_error(p, VM_ENOTFOUND, "No such file");
+}
+
+TEST(error_empty_file) {
+    expect_open_error(write_bytes("empty.mp4", "", 0), VM_ECORRUPT, "empty");
+}
+
+TEST(error_garbage_file) {
+    uint8_t junk[65536];
+    vm_rng rng;
+    vm_rng_init(&rng, 7, 0);
+    for (size_t i = 0; i < sizeof junk; i++) junk[i] = vm_rng_u32(&rng);
+    expect_open_error(write_bytes("garbage.mp4", junk, sizeof junk), VM_ECORRUPT, "type");
+}
+
+TEST(error_truncated_mp4) {
+    // mp4mux writes the moov (the sample table) at the end: cut it off.
+    const char *p = gen_video("h264_gop30.mp4", X264(30) " ! mp4mux", 120, 0);
+    FILE *fp = fopen(p, "rb");
+    CHECK(fp);
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *data = malloc(n);
+    CHECK(fread(data, 1, n, fp) == (size_t)n);
+    fclose(fp);
+    const char *t = write_bytes("truncated.mp4", data, n / 2);
+    free(data);
+    vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
+    o.timeout_ms = 3000;
+    vm_error err = {0};
+    vm_decoder *d = vm_decoder_open(t, &o, &err);
+    if (d) vm_decoder_close(d);
+    CHECK(!d && err.code == VM_ECORRUPT, "code %d: %s", err.code, err.msg);
+    // qtdemux says "no playable streams"; when parsebin swallows that (a GStreamer race), we say
+    // "no playable stream found within".
+    CHECK(strstr(err.msg, t) && strcasestr(err.msg, "playable stream"), "%s", err.msg);
+}
+
+TEST(error_audio_only) {
+    char p[1100];
+    snprintf(p, sizeof p, "%s/audio.ogg", vt_tmpdir());
+    char desc[1400];
+    gst_init(NULL, NULL);
+    snprintf(desc, sizeof desc, "audiotestsrc num-buffers=20 ! audioconvert ! vorbisenc ! oggmux ! filesink location=%s", p);
+    GError *ge = NULL;
+    GstElement *pl = gst_parse_launch(desc, &ge);
+    CHECK(pl && !ge);
+    gst_element_set_state(pl, GST_STATE_PLAYING);
+    GstBus *bus = gst_element_get_bus(pl);
+    GstMessage *m = gst_bus_timed_pop_filtered(bus, 30 * GST_SECOND, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+    CHECK(m && GST_MESSAGE_TYPE(m) == GST_MESSAGE_EOS);
+    gst_message_unref(m);
+    gst_object_unref(bus);
+    gst_element_set_state(pl, GST_STATE_NULL);
+    gst_object_unref(pl);
+    expect_open_error(p, VM_ENOTFOUND, "no video stream");
+}
+
+// Take every VP8 decoder out of autoplugging (rank NONE), as on a machine without the plugin.
+static void set_vp8_decoders_rank(int rank, int *saved) {
+    const char *names[] = {"vp8dec", "avdec_vp8"};
+    for (int i = 0; i < 2; i++) {
+        GstPluginFeature *f = gst_registry_lookup_feature(gst_registry_get(), names[i]);
+        if (!f) continue;
+        if (rank < 0) gst_plugin_feature_set_rank(f, saved[i]);
+        else { saved[i] = gst_plugin_feature_get_rank(f); gst_plugin_feature_set_rank(f, rank); }
+        gst_object_unref(f);
+    }
+}
+
+TEST(error_missing_plugin) {
+    const char *p = gen_video("vp8.webm", "vp8enc deadline=1 keyframe-max-dist=30 ! webmmux", 90, 0);
+    int saved[2] = {0, 0};
+    set_vp8_decoders_rank(GST_RANK_NONE, saved);
+    vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
+    o.index_cache = "off";
+    vm_error err = {0};
+    vm_decoder *d = vm_decoder_open(p, &o, &err);
+    set_vp8_decoders_rank(-1, saved);
+    if (d) vm_decoder_close(d);
+    CHECK(!d && err.code == VM_EUNSUPPORTED, "code %d: %s", err.code, err.msg);
+    CHECK(strstr(err.msg, p) && strstr(err.msg, "missing plugin") && strstr(err.msg, "VP8"), "%s", err.msg);
+}
+
+TEST(error_bad_arguments) {
+    const char *p = gen_video("h264_gop30.mkv", X264(30) " ! matroskamux", 90, 0);
+    vm_decoder_options o = opts(VM_DEC_EXACT, 0, 10);
+    vm_error err = {0};
+    CHECK(!vm_decoder_open(p, &o, &err) && err.code == VM_EINVAL, "%s", err.msg);
+    o = opts(VM_DEC_NATIVE, 0, 0);
+    vm_decoder *d = vm_decoder_open(p, &o, &err);
+    CHECK(d, "%s", err.msg);
+    uint8_t *f = malloc(W * H * 3);
+    uint8_t *two[2] = {f, f};
+    int64_t unsorted[2] = {5, 3};
+    CHECK_EQ_INT(vm_decoder_read_frames(d, unsorted, 2, two, NULL, &err), VM_EINVAL);
+    CHECK(strstr(err.msg, "sorted"), "%s", err.msg);
+    int64_t past[2] = {3, 90};
+    CHECK_EQ_INT(vm_decoder_read_frames(d, past, 2, two, NULL, &err), VM_ERANGE);
+    CHECK(strstr(err.msg, "90") && strstr(err.msg, "90 frames"), "%s", err.msg);
+    free(f);
+    vm_decoder_close(d);
+}
