@@ -567,12 +567,14 @@ static void *io_main(void *arg) {
             INFO(r, "%s", line);
         }
     }
-    // Tell every worker the run is over (best effort: the socket closes right after).
+    // Tell every worker the run is over; a short linger lets these last messages leave.
     for (int i = 0; i < r->nw; i++)
         if (r->w[i].alive) {
             vm_wire_msg m = {.type = VM_MSG_STOP, .session = r->w[i].session};
             send_to(r, r->w[i].id, r->w[i].idlen, &m, NULL, 0);
         }
+    int linger = 300;
+    zmq_setsockopt(r->router, ZMQ_LINGER, &linger, sizeof linger);
     return NULL;
 }
 
