@@ -87,6 +87,21 @@ static double *minus_f(const float *a, const double *b, size_t n) {
     return y;
 }
 
+// The float ops are called through a backend table, once per instruction set this CPU runs.
+static const vm_backend_ops *FB;
+#define OPS_TEST(name)                                                                     \
+    static void name##_body(void);                                                         \
+    TEST(name##_baseline) {                                                                \
+        FB = vm_cpu_backend_isa("baseline");                                               \
+        name##_body();                                                                     \
+    }                                                                                      \
+    TEST(name##_avx2) {                                                                    \
+        FB = vm_cpu_backend_isa("avx2");                                                   \
+        if (!FB) SKIP("this CPU has no AVX2 + FMA");                                        \
+        name##_body();                                                                     \
+    }                                                                                      \
+    static void name##_body(void)
+
 #define FD_TOL 1e-6   // backward vs finite differences, double
 #define FP_TOL 1e-5   // float instantiation vs double
 #define REF_TOL 1e-12 // double op vs double reference code
@@ -147,7 +162,7 @@ static double obj_matmul(void) {
     return objective();
 }
 
-TEST(matmul_forward_and_backward) {
+OPS_TEST(matmul_forward_and_backward) {
     const int N = 7, C = 9, OC = 6;
     double *inp = vec(N * C, -1, 1), *w = vec(OC * C, -1, 1), *b = vec(OC, -1, 1);
     double *out = zeros(N * OC), *R = vec(N * OC, -1, 1);
@@ -169,8 +184,8 @@ TEST(matmul_forward_and_backward) {
 
     float *fo = tof(out, N * OC), *fdi = tof(dinp, N * C), *fdw = tof(dw0, OC * C), *fdb = tof(db0, OC);
     for (size_t i = 0; i < (size_t)N * C; i++) fdi[i] = 1e3f;
-    vm_cpu_matmul_forward_f(fo, tof(inp, N * C), tof(w, OC * C), tof(b, OC), N, C, OC);
-    vm_cpu_matmul_backward_f(fdi, fdw, fdb, tof(R, N * OC), tof(inp, N * C), tof(w, OC * C), N, C, OC);
+    FB->matmul_forward(fo, tof(inp, N * C), tof(w, OC * C), tof(b, OC), N, C, OC);
+    FB->matmul_backward(fdi, fdw, fdb, tof(R, N * OC), tof(inp, N * C), tof(w, OC * C), N, C, OC);
     obj_matmul();
     fp_check("matmul out", fo, out, N * OC);
     fp_check("matmul dinp", fdi, dinp, N * C);
@@ -196,7 +211,7 @@ static double obj_layernorm(void) {
     return objective();
 }
 
-TEST(layernorm_forward_and_backward) {
+OPS_TEST(layernorm_forward_and_backward) {
     const int N = 6, C = 10;
     double *inp = vec(N * C, -2, 3), *w = vec(C, 0.5, 1.5), *b = vec(C, -1, 1);
     double *out = zeros(N * C), *mean = zeros(N), *rstd = zeros(N), *R = vec(N * C, -1, 1);
@@ -221,8 +236,8 @@ TEST(layernorm_forward_and_backward) {
     float *fo = tof(out, N * C), *fm = tof(mean, N), *fr = tof(rstd, N);
     float *fdx = tof(dx0, N * C), *fdw = tof(dw0, C), *fdb = tof(db0, C);
     float *fin = tof(inp, N * C), *fw = tof(w, C);
-    vm_cpu_layernorm_forward_f(fo, fm, fr, fin, fw, tof(b, C), N, C, 1e-6f);
-    vm_cpu_layernorm_backward_f(fdx, fdw, fdb, tof(R, N * C), fin, fw, fm, fr, N, C);
+    FB->layernorm_forward(fo, fm, fr, fin, fw, tof(b, C), N, C, 1e-6f);
+    FB->layernorm_backward(fdx, fdw, fdb, tof(R, N * C), fin, fw, fm, fr, N, C);
     fp_check("layernorm out", fo, out, N * C);
     fp_check("layernorm rstd", fr, rstd, N);
     fp_check_acc("layernorm dinp", fdx, dx0, dx, dx0, N * C);
@@ -273,8 +288,8 @@ static void batchnorm_case(int affine) {
     float *fo = tof(out, N * C), *fm = tof(mean, C), *fr = tof(rstd, C), *frm = tof(rm0, C), *frv = tof(rv0, C);
     float *fdx = tof(dx, N * C), *fdw = tof(dw0, C), *fdb = tof(db0, C), *fin = tof(inp, N * C);
     float *fw = affine ? tof(w, C) : NULL, *fb = affine ? tof(b, C) : NULL;
-    vm_cpu_batchnorm_forward_f(fo, fm, fr, frm, frv, fin, fw, fb, N, C, 1e-5f, 0.1f);
-    vm_cpu_batchnorm_backward_f(fdx, affine ? fdw : NULL, affine ? fdb : NULL, tof(R, N * C), fin, fw, fm, fr, N, C);
+    FB->batchnorm_forward(fo, fm, fr, frm, frv, fin, fw, fb, N, C, 1e-5f, 0.1f);
+    FB->batchnorm_backward(fdx, affine ? fdw : NULL, affine ? fdb : NULL, tof(R, N * C), fin, fw, fm, fr, N, C);
     fp_check("batchnorm out", fo, out, N * C);
     fp_check("batchnorm running_mean", frm, rm, C);
     fp_check("batchnorm running_var", frv, rv, C);
@@ -285,8 +300,8 @@ static void batchnorm_case(int affine) {
     }
     arena_reset();
 }
-TEST(batchnorm_forward_and_backward) { batchnorm_case(1); }
-TEST(batchnorm_without_affine) { batchnorm_case(0); }
+OPS_TEST(batchnorm_forward_and_backward) { batchnorm_case(1); }
+OPS_TEST(batchnorm_without_affine) { batchnorm_case(0); }
 
 // ---- attention ---------------------------------------------------------------------------------
 static double obj_attention(void) {
@@ -294,7 +309,7 @@ static double obj_attention(void) {
     return objective();
 }
 
-TEST(attention_forward_and_backward) {
+OPS_TEST(attention_forward_and_backward) {
     const int B = 2, T = 5, C = 12, NH = 3, hs = C / NH;
     double *qkv = vec(B * T * 3 * C, -1.5, 1.5), *out = zeros(B * T * C);
     double *att = zeros(B * NH * T * T), *R = vec(B * T * C, -1, 1);
@@ -327,8 +342,8 @@ TEST(attention_forward_and_backward) {
     float *fo = tof(out, B * T * C), *fatt = tof(att, B * NH * T * T), *fq = tof(qkv, B * T * 3 * C);
     float *fdq = tof(dqkv, B * T * 3 * C), *fs = tof(scratch, B * NH * T * T);
     for (size_t i = 0; i < (size_t)B * T * 3 * C; i++) fdq[i] = 1e3f;
-    vm_cpu_attention_forward_f(fo, fatt, fq, B, T, C, NH);
-    vm_cpu_attention_backward_f(fdq, fs, tof(R, B * T * C), fq, fatt, B, T, C, NH);
+    FB->attention_forward(fo, fatt, fq, B, T, C, NH);
+    FB->attention_backward(fdq, fs, tof(R, B * T * C), fq, fatt, B, T, C, NH);
     fp_check("attention out", fo, out, B * T * C);
     fp_check("attention att", fatt, att, B * NH * T * T);
     fp_check("attention dqkv", fdq, dqkv, B * T * 3 * C);
@@ -345,7 +360,7 @@ static double obj_relu(void) {
     return objective();
 }
 
-TEST(gelu_and_relu) {
+OPS_TEST(gelu_and_relu) {
     const size_t n = 300;
     double *x = vec(n, -4, 4), *out = zeros(n), *R = vec(n, -1, 1), *dx = vec(n, 1e3, 2e3);
     S = (typeof(S)){.in = {x}, .out = out, .R = R, .n_out = n};
@@ -354,8 +369,8 @@ TEST(gelu_and_relu) {
     vm_cpu_gelu_backward_d(dx, x, R, n);
     fd_check("gelu dinp", obj_gelu, x, dx, n);
     float *fo = tof(out, n), *fdx = tof(dx, n), *fx = tof(x, n);
-    vm_cpu_gelu_forward_f(fo, fx, n);
-    vm_cpu_gelu_backward_f(fdx, fx, tof(R, n), n);
+    FB->gelu_forward(fo, fx, n);
+    FB->gelu_backward(fdx, fx, tof(R, n), n);
     fp_check("gelu out", fo, out, n);
     fp_check("gelu dinp", fdx, dx, n);
 
@@ -363,12 +378,12 @@ TEST(gelu_and_relu) {
     for (size_t i = 0; i < n; i++) CHECK_NEAR(out[i], x[i] > 0 ? x[i] : 0, 0);
     vm_cpu_relu_backward_d(dx, x, R, n);
     fd_check("relu dinp", obj_relu, x, dx, n);
-    vm_cpu_relu_backward_f(fdx, fx, tof(R, n), n);
+    FB->relu_backward(fdx, fx, tof(R, n), n);
     fp_check("relu dinp", fdx, dx, n);
     arena_reset();
 }
 
-TEST(add_accumulate_scale) {
+OPS_TEST(add_accumulate_scale) {
     const size_t n = 1000;
     double *a = vec(n, -1, 1), *b = vec(n, -1, 1), *o = vec(n, 5, 6);
     vm_cpu_add_d(o, a, b, n);
@@ -378,7 +393,7 @@ TEST(add_accumulate_scale) {
     vm_cpu_scale_d(o, 0.25, n);
     for (size_t i = 0; i < n; i++) CHECK_NEAR(o[i], 0.25 * (2 * a[i] + b[i]), 0);
     float *fo = tof(a, n);
-    vm_cpu_add_f(fo, fo, tof(b, n), n);  // in place
+    FB->add(fo, fo, tof(b, n), n);  // in place
     for (size_t i = 0; i < n; i++) CHECK_NEAR(fo[i], (float)a[i] + (float)b[i], 0);
     arena_reset();
 }
@@ -388,7 +403,7 @@ static double obj_add_rows(void) {
     return objective();
 }
 
-TEST(add_rows_forward_and_backward) {
+OPS_TEST(add_rows_forward_and_backward) {
     const int B = 3, T = 7, C = 20;  // T*C > 64: several column chunks
     double *x = vec(B * T * C, -1, 1), *pos = vec(T * C, -1, 1), *out = zeros(B * T * C);
     double *R = vec(B * T * C, -1, 1);
@@ -399,16 +414,16 @@ TEST(add_rows_forward_and_backward) {
     vm_cpu_add_rows_backward_d(dp, R, B, T, C);
     fd_check("add_rows dpos", obj_add_rows, pos, minus(dp, dp0, T * C), T * C);
     float *fdp = tof(dp0, T * C);
-    vm_cpu_add_rows_backward_f(fdp, tof(R, B * T * C), B, T, C);
+    FB->add_rows_backward(fdp, tof(R, B * T * C), B, T, C);
     fp_check_acc("add_rows dpos", fdp, dp0, dp, dp0, T * C);
     float *fx = tof(x, B * T * C);
-    vm_cpu_add_rows_f(fx, fx, tof(pos, T * C), B, T, C);  // in place
+    FB->add_rows(fx, fx, tof(pos, T * C), B, T, C);  // in place
     fp_check("add_rows in place", fx, out, B * T * C);
     arena_reset();
 }
 
 // ---- input and token plumbing ----------------------------------------------------------------
-TEST(patchify_both_orders) {
+OPS_TEST(patchify_both_orders) {
     const int B = 2, H = 8, W = 12, P = 4, L = (H / P) * (W / P), D = 3 * P * P;
     uint8_t *img = arena_alloc((size_t)B * H * W * 3);
     for (int i = 0; i < B * H * W * 3; i++) img[i] = (uint8_t)(urand() * 256);
@@ -418,7 +433,7 @@ TEST(patchify_both_orders) {
         double *out = zeros(B * L * D);
         float *fo = arena_alloc(sizeof(float) * B * L * D);
         vm_cpu_patchify_d(out, img, B, H, W, P, conv, mean, std);
-        vm_cpu_patchify_f(fo, img, B, H, W, P, conv, fmean, fstd);
+        FB->patchify(fo, img, B, H, W, P, conv, fmean, fstd);
         for (int b = 0; b < B; b++)
             for (int y = 0; y < H; y++)
                 for (int x = 0; x < W; x++)
@@ -460,7 +475,7 @@ static double obj_unshuffle(void) {
     return objective();
 }
 
-TEST(gather_and_unshuffle_tokens) {
+OPS_TEST(gather_and_unshuffle_tokens) {
     const int B = 3, L = 12, K = 4, C = 70;
     int32_t *keep = arena_alloc(sizeof(int32_t) * B * K), *restore = arena_alloc(sizeof(int32_t) * B * L);
     random_masking(keep, restore, B, L, K);
@@ -482,7 +497,7 @@ TEST(gather_and_unshuffle_tokens) {
     fd_check("gather_tokens dcls", obj_gather, cls, minus(dcls, dcls0, C), C);
     float *fdx = tof(dx, B * L * C), *fdc = tof(dcls0, C);
     for (int i = 0; i < B * L * C; i++) fdx[i] = 1e3f;
-    vm_cpu_gather_tokens_backward_f(fdx, fdc, tof(R, B * (1 + K) * C), keep, B, L, K, C);
+    FB->gather_tokens_backward(fdx, fdc, tof(R, B * (1 + K) * C), keep, B, L, K, C);
     fp_check("gather_tokens dx", fdx, dx, B * L * C);
     fp_check_acc("gather_tokens dcls", fdc, dcls0, dcls, dcls0, C);
 
@@ -506,7 +521,7 @@ TEST(gather_and_unshuffle_tokens) {
     fd_check("unshuffle_tokens dmask_token", obj_unshuffle, mt, minus(dmt, dmt0, C), C);
     float *fde = tof(denc, B * (1 + K) * C), *fdm = tof(dmt0, C);
     for (int i = 0; i < B * (1 + K) * C; i++) fde[i] = 1e3f;
-    vm_cpu_unshuffle_tokens_backward_f(fde, fdm, tof(R2, B * (1 + L) * C), restore, B, L, K, C);
+    FB->unshuffle_tokens_backward(fde, fdm, tof(R2, B * (1 + L) * C), restore, B, L, K, C);
     fp_check("unshuffle_tokens dx", fde, denc, B * (1 + K) * C);
     fp_check_acc("unshuffle_tokens dmask_token", fdm, dmt0, dmt, dmt0, C);
     arena_reset();
@@ -521,7 +536,7 @@ static double obj_pool(void) {
     return objective();
 }
 
-TEST(drop_first_token_and_pool) {
+OPS_TEST(drop_first_token_and_pool) {
     const int B = 3, T = 6, C = 9;
     double *x = vec(B * T * C, -1, 1), *out = zeros(B * (T - 1) * C), *R = vec(B * (T - 1) * C, -1, 1);
     S = (typeof(S)){.B = B, .T = T, .C = C, .in = {x}, .out = out, .R = R, .n_out = B * (T - 1) * C};
@@ -546,8 +561,8 @@ TEST(drop_first_token_and_pool) {
         vm_cpu_pool_backward_d(d, Rp, B, T, C, cls);
         fd_check(cls ? "pool(cls) dinp" : "pool(mean) dinp", obj_pool, x, minus(d, d0, B * T * C), B * T * C);
         float *fp = tof(p, B * C), *fd = tof(d0, B * T * C);
-        vm_cpu_pool_forward_f(fp, tof(x, B * T * C), B, T, C, cls);
-        vm_cpu_pool_backward_f(fd, tof(Rp, B * C), B, T, C, cls);
+        FB->pool_forward(fp, tof(x, B * T * C), B, T, C, cls);
+        FB->pool_backward(fd, tof(Rp, B * C), B, T, C, cls);
         fp_check("pool out", fp, p, B * C);
         fp_check_acc("pool dinp", fd, d0, d, d0, B * T * C);
     }
@@ -584,7 +599,7 @@ static double ref_mae(const double *pred, const double *target, const double *ma
     return num / den;
 }
 
-TEST(mae_loss_value_and_gradient) {
+OPS_TEST(mae_loss_value_and_gradient) {
     const int B = 2, L = 6, D = 12;
     for (int norm_pix = 0; norm_pix <= 1; norm_pix++) {
         double *pred = vec(B * L * D, -2, 2), *target = vec(B * L * D, -1, 3), *mask = zeros(B * L);
@@ -600,7 +615,7 @@ TEST(mae_loss_value_and_gradient) {
             if (!mask[r])
                 for (int d = 0; d < D; d++) CHECK(dp[r * D + d] == 0, "gradient on a visible patch");
         float floss, *fdp = tof(dp, B * L * D);
-        vm_cpu_mae_loss_f(&floss, fdp, tof(pred, B * L * D), tof(target, B * L * D), tof(mask, B * L), B, L, D,
+        FB->mae_loss(&floss, fdp, tof(pred, B * L * D), tof(target, B * L * D), tof(mask, B * L), B, L, D,
                           norm_pix, (float)DLOSS);
         CHECK(fabs(floss - loss) <= FP_TOL * fabs(loss), "float mae loss %.9g vs %.9g", floss, loss);
         fp_check("mae dpred", fdp, dp, B * L * D);
@@ -633,7 +648,7 @@ static double ref_infonce(const double *z1, const double *z2, int N, int D, doub
     return total / M;
 }
 
-TEST(infonce_loss_value_and_gradient) {
+OPS_TEST(infonce_loss_value_and_gradient) {
     const int N = 5, D = 7;
     double *z1 = vec(N * D, -1, 1), *z2 = vec(N * D, -1, 1);
     S = (typeof(S)){.N = N, .D = D, .temp = 0.1, .in = {z1, z2}, .aux = {zeros(N * D), zeros(N * D)}};
@@ -644,7 +659,7 @@ TEST(infonce_loss_value_and_gradient) {
     fd_check("infonce dz1", obj_infonce, z1, d1, N * D);
     fd_check("infonce dz2", obj_infonce, z2, d2, N * D);
     float floss, *f1 = tof(d1, N * D), *f2 = tof(d2, N * D);
-    vm_cpu_infonce_loss_f(&floss, f1, f2, tof(z1, N * D), tof(z2, N * D), N, D, 0.1f, (float)DLOSS);
+    FB->infonce_loss(&floss, f1, f2, tof(z1, N * D), tof(z2, N * D), N, D, 0.1f, (float)DLOSS);
     CHECK(fabs(floss - loss) <= FP_TOL * fabs(loss), "float infonce %.9g vs %.9g", floss, loss);
     fp_check("infonce dz1", f1, d1, N * D);
     fp_check("infonce dz2", f2, d2, N * D);
@@ -657,7 +672,7 @@ static double obj_simsiam(void) {
     return DLOSS * loss;
 }
 
-TEST(simsiam_loss_value_and_gradient) {
+OPS_TEST(simsiam_loss_value_and_gradient) {
     const int N = 6, D = 9;
     double *p1 = vec(N * D, -1, 1), *p2 = vec(N * D, -1, 1), *z1 = vec(N * D, -1, 1), *z2 = vec(N * D, -1, 1);
     S = (typeof(S)){.N = N, .D = D, .in = {p1, p2, z1, z2}, .aux = {zeros(N * D), zeros(N * D)}};
@@ -672,7 +687,7 @@ TEST(simsiam_loss_value_and_gradient) {
     fd_check("simsiam dp1", obj_simsiam, p1, d1, N * D);
     fd_check("simsiam dp2", obj_simsiam, p2, d2, N * D);
     float floss, *f1 = tof(d1, N * D), *f2 = tof(d2, N * D);
-    vm_cpu_simsiam_loss_f(&floss, f1, f2, tof(p1, N * D), tof(p2, N * D), tof(z1, N * D), tof(z2, N * D), N, D,
+    FB->simsiam_loss(&floss, f1, f2, tof(p1, N * D), tof(p2, N * D), tof(z1, N * D), tof(z2, N * D), N, D,
                           (float)DLOSS);
     CHECK(fabs(floss - loss) <= FP_TOL * fabs(loss), "float simsiam %.9g vs %.9g", floss, loss);
     fp_check("simsiam dp1", f1, d1, N * D);
@@ -717,7 +732,7 @@ static void ref_vicreg(double terms[3], const double *x, const double *y, int N,
     terms[0] = repr, terms[1] = stdl, terms[2] = covl;
 }
 
-TEST(vicreg_loss_value_and_gradient) {
+OPS_TEST(vicreg_loss_value_and_gradient) {
     const int N = 7, D = 6;
     double *z1 = vec(N * D, -1, 1), *z2 = vec(N * D, -1, 1);
     for (int n = 0; n < N; n++)  // spread the features so that some std are below 1, some above
@@ -735,7 +750,7 @@ TEST(vicreg_loss_value_and_gradient) {
     fd_check("vicreg dz1", obj_vicreg, z1, d1, N * D);
     fd_check("vicreg dz2", obj_vicreg, z2, d2, N * D);
     float floss, fterms[3], *f1 = tof(d1, N * D), *f2 = tof(d2, N * D);
-    vm_cpu_vicreg_loss_f(&floss, fterms, f1, f2, tof(z1, N * D), tof(z2, N * D), N, D, 25, 25, 1, (float)DLOSS);
+    FB->vicreg_loss(&floss, fterms, f1, f2, tof(z1, N * D), tof(z2, N * D), N, D, 25, 25, 1, (float)DLOSS);
     CHECK(fabs(floss - loss) <= FP_TOL * fabs(loss), "float vicreg %.9g vs %.9g", floss, loss);
     fp_check("vicreg terms", fterms, terms, 3);
     fp_check("vicreg dz1", f1, d1, N * D);
@@ -744,13 +759,13 @@ TEST(vicreg_loss_value_and_gradient) {
 }
 
 // ---- optimiser ----------------------------------------------------------------------------------
-TEST(sumsq_and_adamw_match_pytorch_steps) {
+OPS_TEST(sumsq_and_adamw_match_pytorch_steps) {
     const size_t n = 1000;
     double *x = vec(n, -1, 1), ss;
     vm_cpu_sumsq_d(&ss, x, n);
     CHECK_NEAR(ss, dot(x, x, n), 1e-12);
     float fss;
-    vm_cpu_sumsq_f(&fss, tof(x, n), n);
+    FB->sumsq(&fss, tof(x, n), n);
     CHECK_NEAR(fss, ss, 1e-6 * ss);
 
     // 5 steps of torch.optim.AdamW(lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.05), written out
@@ -761,7 +776,7 @@ TEST(sumsq_and_adamw_match_pytorch_steps) {
     for (int t = 1; t <= 5; t++) {
         double *g = vec(n, -1, 1);
         vm_cpu_adamw_d(p, g, m, v, n, lr, b1, b2, eps, wd, t, scale);
-        vm_cpu_adamw_f(fp, tof(g, n), fm, fv, n, (float)lr, (float)b1, (float)b2, (float)eps, (float)wd, t,
+        FB->adamw(fp, tof(g, n), fm, fv, n, (float)lr, (float)b1, (float)b2, (float)eps, (float)wd, t,
                        (float)scale);
         for (size_t i = 0; i < n; i++) {
             double gi = g[i] * scale;

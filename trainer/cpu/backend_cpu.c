@@ -1,5 +1,6 @@
 // trainer/cpu/backend_cpu.c — the CPU reference backend: the float ops of trainer/cpu/ in the op
-// table of trainer/backend.h, host memory, OpenBLAS and OpenMP thread counts.
+// table of trainer/backend.h, host memory, OpenBLAS and OpenMP thread counts, and the choice
+// between the baseline x86-64 build of the ops and the AVX2 + FMA one.
 #include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -18,48 +19,42 @@ static void cpu_copy(void *dst, const void *src, size_t bytes) { memmove(dst, sr
 static void cpu_zero(void *ptr, size_t bytes) { memset(ptr, 0, bytes); }
 static void cpu_sync(void) {}
 
-static const vm_backend_ops cpu_backend = {
-    .name = "cpu",
-    .alloc = cpu_alloc,
-    .free = cpu_free,
-    .to_device = cpu_copy,
-    .to_host = cpu_copy,
-    .copy = cpu_copy,
-    .zero = cpu_zero,
-    .sync = cpu_sync,
-    .patchify = vm_cpu_patchify_f,
-    .matmul_forward = vm_cpu_matmul_forward_f,
-    .matmul_backward = vm_cpu_matmul_backward_f,
-    .layernorm_forward = vm_cpu_layernorm_forward_f,
-    .layernorm_backward = vm_cpu_layernorm_backward_f,
-    .batchnorm_forward = vm_cpu_batchnorm_forward_f,
-    .batchnorm_backward = vm_cpu_batchnorm_backward_f,
-    .attention_forward = vm_cpu_attention_forward_f,
-    .attention_backward = vm_cpu_attention_backward_f,
-    .gelu_forward = vm_cpu_gelu_forward_f,
-    .gelu_backward = vm_cpu_gelu_backward_f,
-    .relu_forward = vm_cpu_relu_forward_f,
-    .relu_backward = vm_cpu_relu_backward_f,
-    .add = vm_cpu_add_f,
-    .accumulate = vm_cpu_accumulate_f,
-    .scale = vm_cpu_scale_f,
-    .add_rows = vm_cpu_add_rows_f,
-    .add_rows_backward = vm_cpu_add_rows_backward_f,
-    .gather_tokens = vm_cpu_gather_tokens_f,
-    .gather_tokens_backward = vm_cpu_gather_tokens_backward_f,
-    .unshuffle_tokens = vm_cpu_unshuffle_tokens_f,
-    .unshuffle_tokens_backward = vm_cpu_unshuffle_tokens_backward_f,
-    .drop_first_token = vm_cpu_drop_first_token_f,
-    .drop_first_token_backward = vm_cpu_drop_first_token_backward_f,
-    .pool_forward = vm_cpu_pool_forward_f,
-    .pool_backward = vm_cpu_pool_backward_f,
-    .mae_loss = vm_cpu_mae_loss_f,
-    .infonce_loss = vm_cpu_infonce_loss_f,
-    .simsiam_loss = vm_cpu_simsiam_loss_f,
-    .vicreg_loss = vm_cpu_vicreg_loss_f,
-    .sumsq = vm_cpu_sumsq_f,
-    .adamw = vm_cpu_adamw_f,
-};
+int vm_cpu_blas_serial_begin(void) {
+    int prev = openblas_get_num_threads();
+    if (prev != 1) openblas_set_num_threads(1);
+    return prev;
+}
+void vm_cpu_blas_serial_end(int prev_threads) {
+    if (prev_threads != 1) openblas_set_num_threads(prev_threads);
+}
+
+// Every op of the table, X(name): one list for both tables.
+#define VM_CPU_OPS(X)                                                                           \
+    X(patchify) X(matmul_forward) X(matmul_backward) X(layernorm_forward) X(layernorm_backward) \
+    X(batchnorm_forward) X(batchnorm_backward) X(attention_forward) X(attention_backward)        \
+    X(gelu_forward) X(gelu_backward) X(relu_forward) X(relu_backward) X(add) X(accumulate)       \
+    X(scale) X(add_rows) X(add_rows_backward) X(gather_tokens) X(gather_tokens_backward)         \
+    X(unshuffle_tokens) X(unshuffle_tokens_backward) X(drop_first_token)                         \
+    X(drop_first_token_backward) X(pool_forward) X(pool_backward) X(mae_loss) X(infonce_loss)     \
+    X(simsiam_loss) X(vicreg_loss) X(sumsq) X(adamw)
+
+#define MEMORY_OPS                                                                              \
+    .alloc = cpu_alloc, .free = cpu_free, .to_device = cpu_copy, .to_host = cpu_copy,            \
+    .copy = cpu_copy, .zero = cpu_zero, .sync = cpu_sync
+
+#define BASELINE_OP(name) .name = vm_cpu_##name##_f,
+#define AVX2_OP(name) .name = vm_cpu_##name##_f_avx2,
+static const vm_backend_ops cpu_baseline = {.name = "cpu", MEMORY_OPS, VM_CPU_OPS(BASELINE_OP)};
+static const vm_backend_ops cpu_avx2 = {.name = "cpu", MEMORY_OPS, VM_CPU_OPS(AVX2_OP)};
+
+const vm_backend_ops *vm_cpu_backend_isa(const char *isa) {
+    if (strcmp(isa, "baseline") == 0) return &cpu_baseline;
+    if (strcmp(isa, "avx2") == 0) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &cpu_avx2 : NULL;
+    }
+    return NULL;
+}
 
 // The thread count is process-wide state of OpenMP and OpenBLAS; set it for both so that GEMMs
 // and our loops use the same cores.
@@ -68,5 +63,8 @@ const vm_backend_ops *vm_backend_cpu(int threads) {
         omp_set_num_threads(threads);
         openblas_set_num_threads(threads);
     }
-    return &cpu_backend;
+    const char *want = getenv("VICMAE_CPU_ISA");
+    const vm_backend_ops *be = want && *want ? vm_cpu_backend_isa(want) : NULL;
+    if (!be) be = vm_cpu_backend_isa("avx2");
+    return be ? be : &cpu_baseline;
 }

@@ -1,6 +1,7 @@
-// trainer/cpu/cpu_ops.h — the CPU backend's ops, declared for float (vm_cpu_<op>_f, the functions
-// in the backend table) and double (vm_cpu_<op>_d, for the finite-difference tests).  The
-// semantics of each op are those of the same-named entry of trainer/backend.h.
+// trainer/cpu/cpu_ops.h — the CPU backend's ops, declared for float (vm_cpu_<op>_f for baseline
+// x86-64, vm_cpu_<op>_f_avx2 compiled for AVX2 + FMA: the two backend tables) and double
+// (vm_cpu_<op>_d, for the finite-difference tests).  The semantics of each op are those of the
+// same-named entry of trainer/backend.h.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -11,8 +12,26 @@
 #undef real
 #undef FN
 
+#define real float
+#define FN(name) vm_cpu_##name##_f_avx2
+#include "trainer/cpu/ops_proto.h"
+#undef real
+#undef FN
+
 #define real double
 #define FN(name) vm_cpu_##name##_d
 #include "trainer/cpu/ops_proto.h"
 #undef real
 #undef FN
+
+// OpenBLAS (the pthreads build Debian ships) runs its own thread pool; GEMMs issued from inside
+// an OpenMP parallel region must run single-threaded.  begin() switches OpenBLAS to one thread
+// and returns the previous count, end() restores it.
+int vm_cpu_blas_serial_begin(void);
+void vm_cpu_blas_serial_end(int prev_threads);
+
+// The CPU backend table of one instruction set: "baseline" (x86-64) or "avx2" (AVX2 + FMA);
+// NULL if this CPU cannot run it or the name is unknown.  vm_backend_cpu() picks the best, unless
+// the environment variable VICMAE_CPU_ISA names one.
+typedef struct vm_backend vm_backend_ops;
+const vm_backend_ops *vm_cpu_backend_isa(const char *isa);

@@ -12,32 +12,70 @@
 //   ... ops written with real, FN(name), GEMM ...
 //   #endif
 //
-// Inside: `real` is the element type, FN(op) names the op for this type, GEMM is cblas_sgemm or
+// Inside: `real` is the element type (REAL_IS_FLOAT says which), FN(op) names the op for this type, GEMM is cblas_sgemm or
 // cblas_dgemm, and acc_t (double) is the accumulator of sums (so that float and double agree
-// closely and results do not depend on the thread count).  <tgmath.h> makes sqrt/exp/erf/log
+// closely and results do not depend on the thread count).  VEXP and VERF are exp and erf that
+// vectorise in float (trainer/cpu/fastmath.h) and libm's in double.  <tgmath.h> makes sqrt/exp/erf/log
 // follow the argument type; write constants as (real)x to keep float arithmetic in float.
+// Floating-point exceptions are never inspected here; without this, GCC refuses to turn the float
+// selects of clamps and max into vector blends, and the exp/erf loops stay scalar; and -O2's
+// "very cheap" vectoriser model rejects nearly every loop here (they need an epilogue).
+#pragma GCC optimize("no-trapping-math", "tree-vectorize", "vect-cost-model=dynamic", "simd-cost-model=unlimited")
+
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <tgmath.h>
 #include "trainer/cpu/cpu_ops.h"
+#include "trainer/cpu/fastmath.h"
 
 #define VM_GENERIC_PASS 1
 typedef double acc_t;
 
 #define real float
+#define REAL_IS_FLOAT 1
+#define VEXP vm_fast_expf
+#define VERF vm_fast_erff
 #define FN(name) vm_cpu_##name##_f
 #define GEMM cblas_sgemm
 #include VM_GENERIC_FILE
 #undef real
+#undef REAL_IS_FLOAT
+#undef VEXP
+#undef VERF
 #undef FN
 #undef GEMM
 
+// float again, for CPUs with AVX2 and FMA (chosen at run time by vm_backend_cpu): 8-wide vectors
+// and fused multiply-adds make the exp/erf/normalisation loops 2-3x faster than baseline x86-64.
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define real float
+#define REAL_IS_FLOAT 1
+#define VEXP vm_fast_expf
+#define VERF vm_fast_erff
+#define FN(name) vm_cpu_##name##_f_avx2
+#define GEMM cblas_sgemm
+#include VM_GENERIC_FILE
+#undef real
+#undef REAL_IS_FLOAT
+#undef VEXP
+#undef VERF
+#undef FN
+#undef GEMM
+#pragma GCC pop_options
+
 #define real double
+#define REAL_IS_FLOAT 0
+#define VEXP exp
+#define VERF erf
 #define FN(name) vm_cpu_##name##_d
 #define GEMM cblas_dgemm
 #include VM_GENERIC_FILE
 #undef real
+#undef REAL_IS_FLOAT
+#undef VEXP
+#undef VERF
 #undef FN
 #undef GEMM

@@ -9,10 +9,10 @@
 // exact GELU: 0.5 x (1 + erf(x / sqrt 2)), as nn.GELU() (approximate='none')
 void FN(gelu_forward)(real *out, const real *inp, size_t N) {
     const real inv_sqrt2 = (real)0.70710678118654752440;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < N; i++) {
         real x = inp[i];
-        out[i] = (real)0.5 * x * ((real)1 + erf(x * inv_sqrt2));
+        out[i] = (real)0.5 * x * ((real)1 + VERF(x * inv_sqrt2));
     }
 }
 
@@ -20,11 +20,11 @@ void FN(gelu_forward)(real *out, const real *inp, size_t N) {
 void FN(gelu_backward)(real *dinp, const real *inp, const real *dout, size_t N) {
     const real inv_sqrt2 = (real)0.70710678118654752440;
     const real inv_sqrt2pi = (real)0.39894228040143267794;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < N; i++) {
         real x = inp[i];
-        real cdf = (real)0.5 * ((real)1 + erf(x * inv_sqrt2));
-        real pdf = exp((real)-0.5 * x * x) * inv_sqrt2pi;
+        real cdf = (real)0.5 * ((real)1 + VERF(x * inv_sqrt2));
+        real pdf = VEXP((real)-0.5 * x * x) * inv_sqrt2pi;
         dinp[i] = dout[i] * (cdf + x * pdf);
     }
 }
