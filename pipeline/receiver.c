@@ -75,7 +75,7 @@ struct vm_receiver {
     int64_t *ret;          // per worker: credits to return
     int retcap;
     vm_receiver_stats st;
-    int io_dead;
+    int io_dead, cancelled;
     char io_err[256];
     // consumer only
     qent *cur;
@@ -682,7 +682,7 @@ int vm_receiver_next_batch_ex(vm_receiver *r, uint8_t *views, vm_sample_meta *me
         if (!r->cur) {
             pthread_mutex_lock(&r->mu);
             double t = vm_now();
-            while (!r->qhead && !r->io_dead) {
+            while (!r->qhead && !r->io_dead && !r->cancelled) {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
                 ts.tv_nsec += 100 * 1000000L;
@@ -692,8 +692,8 @@ int vm_receiver_next_batch_ex(vm_receiver *r, uint8_t *views, vm_sample_meta *me
             double dt = vm_now() - t;
             waited += dt;
             r->st.wait_s += dt;
-            if (!r->qhead) {
-                int rc = vm_fail(err, VM_EIO, "%s", r->io_err);
+            if (!r->qhead || r->cancelled) {
+                int rc = vm_fail(err, r->cancelled ? VM_EAGAIN : VM_EIO, "%s", r->io_err);
                 pthread_mutex_unlock(&r->mu);
                 return rc;
             }
@@ -795,6 +795,14 @@ void vm_receiver_format_stats(const vm_receiver_stats *s, double el, char *buf, 
              s->bytes_wire ? (double)s->bytes_raw / s->bytes_wire : 0.0, dec, ren, s->workers_alive,
              s->credits_outstanding, s->queued, s->wait_s, s->duplicates, s->rejected, s->units_failed,
              s->workers_lost);
+}
+
+void vm_receiver_cancel(vm_receiver *r, const char *why) {
+    pthread_mutex_lock(&r->mu);
+    if (!r->io_dead) snprintf(r->io_err, sizeof r->io_err, "%s", why);
+    r->cancelled = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
 }
 
 void vm_receiver_stop(vm_receiver *r) {

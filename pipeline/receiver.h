@@ -98,6 +98,10 @@ void vm_receiver_get_stats(vm_receiver *r, vm_receiver_stats *out);
 // One line of the statistics (the line the periodic log writes).
 void vm_receiver_format_stats(const vm_receiver_stats *s, double elapsed_s, char *buf, size_t cap);
 
+// Make a waiting or later next_batch return VM_EAGAIN with `why` (Ctrl-C, all workers died).
+// Safe from any thread.
+void vm_receiver_cancel(vm_receiver *r, const char *why);
+
 // Tell the workers to stop (STOP), join the thread, free everything.  NULL is a no-op.
 void vm_receiver_stop(vm_receiver *r);
 

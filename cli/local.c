@@ -1,0 +1,212 @@
+// cli/local.c — local worker processes and the sink (see local.h).
+#include "cli/local.h"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "cli/cli.h"
+#include "common/io.h"
+#include "common/log.h"
+#include "proto/proto.h"
+
+pid_t vm_local_spawn(char *const argv[], int quiet) {
+    fflush(NULL);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    // Own process group: the terminal's Ctrl-C reaches only `vicmae run`, which forwards it.
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(1);  // the parent died before prctl
+    if (quiet) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) dup2(fd, 2), dup2(fd, 1), close(fd);
+    }
+    const char *self = vm_cli_self();
+    char *args[64];
+    int n = 0;
+    args[n++] = (char *)self;
+    for (int i = 0; argv[i] && n < 63; i++) args[n++] = argv[i];
+    args[n] = NULL;
+    execv(self, args);
+    fprintf(stderr, "vicmae: cannot start %s: %s\n", self, strerror(errno));
+    _exit(127);
+}
+
+pid_t vm_local_spawn_worker(const char *endpoint, int index, int quiet) {
+    char name[32];
+    snprintf(name, sizeof name, "worker-%d", index);
+    char *argv[] = {"worker", "--connect", (char *)endpoint, "--name", name, "--idle-exit", "120", NULL};
+    return vm_local_spawn(argv, quiet);
+}
+
+int vm_local_default_workers(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 2 ? (int)n - 1 : 1;
+}
+
+int vm_local_resolve_endpoint(const char *in, char *out, size_t cap, vm_error *err) {
+    size_t len = strlen(in);
+    if (strncmp(in, "tcp://", 6) || len < 2 || strcmp(in + len - 2, ":*")) {
+        snprintf(out, cap, "%s", in);
+        return 0;
+    }
+    char host[256];
+    snprintf(host, sizeof host, "%.*s", (int)(len - 8), in + 6);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    if (inet_pton(AF_INET, host, &a.sin_addr) != 1)
+        return vm_fail(err, VM_EINVAL, "%s: '*' needs a numeric IPv4 host to pick a port", in);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    socklen_t al = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &al)) {
+        if (fd >= 0) close(fd);
+        return vm_fail(err, VM_EIO, "%s: no free port: %s", in, strerror(errno));
+    }
+    close(fd);
+    snprintf(out, cap, "tcp://%s:%d", host, ntohs(a.sin_port));
+    return 0;
+}
+
+// ---- the sink ---------------------------------------------------------------------------------
+
+static volatile sig_atomic_t got_signal;
+static void on_signal(int sig) { got_signal = sig; }
+
+typedef struct {
+    vm_receiver *r;
+    pid_t *pids;
+    int n, alive, died;
+    volatile int done;
+} monitor;
+
+// Watch for Ctrl-C and for local workers that die; cancel the receiver when the run cannot go on.
+static void *monitor_main(void *arg) {
+    monitor *m = arg;
+    while (!m->done) {
+        if (got_signal) {
+            vm_warn("run: %s: stopping", strsignal(got_signal));
+            vm_receiver_cancel(m->r, "interrupted");
+            break;
+        }
+        for (int i = 0; i < m->n; i++) {
+            int st;
+            if (m->pids[i] <= 0 || waitpid(m->pids[i], &st, WNOHANG) != m->pids[i]) continue;
+            m->pids[i] = 0;
+            m->alive--;
+            if (WIFEXITED(st) && WEXITSTATUS(st) == 0) continue;  // stopped by the coordinator
+            m->died++;
+            if (WIFSIGNALED(st)) vm_error_log("run: worker-%d died: %s", i, strsignal(WTERMSIG(st)));
+            else vm_error_log("run: worker-%d exited with status %d", i, WEXITSTATUS(st));
+            if (m->alive == 0) {
+                vm_receiver_cancel(m->r, "every local worker died");
+                return NULL;
+            }
+        }
+        usleep(50000);
+    }
+    return NULL;
+}
+
+static void stop_children(pid_t *pids, int n) {
+    double t0 = vm_now();
+    int left;
+    do {
+        left = 0;
+        for (int i = 0; i < n; i++) {
+            if (pids[i] <= 0) continue;
+            int st;
+            if (waitpid(pids[i], &st, WNOHANG) == pids[i]) pids[i] = 0;
+            else left++;
+        }
+        if (left) usleep(20000);
+    } while (left && vm_now() - t0 < 3);  // they got STOP: give them a moment, then insist
+    for (int i = 0; i < n; i++)
+        if (pids[i] > 0) {
+            kill(pids[i], SIGTERM);
+            waitpid(pids[i], NULL, 0);
+        }
+}
+
+int vm_sink_run(const vm_sink_opts *o, vm_sink_result *res, vm_error *err) {
+    memset(res, 0, sizeof *res);
+    vm_receiver_opts ro;
+    vm_receiver_opts_default(&ro);
+    ro.drop_last = 0;  // a sink counts everything
+    ro.epochs = o->epochs;
+    if (o->quiet) ro.stats_every_s = 0;
+    vm_receiver *r;
+    int rc = vm_receiver_start(&r, o->cfg, &ro, err);
+    if (rc) return rc;
+    int B = o->batch > 0 ? o->batch : o->cfg->optim.batch_size;
+    int V = vm_receiver_views(r), S = vm_receiver_size(r);
+    size_t sb = (size_t)V * S * S * 3;
+    uint8_t *px = malloc((size_t)B * sb);
+    vm_sample_meta *meta = calloc(B, sizeof *meta);
+    vm_view_meta *vmeta = calloc((size_t)B * V, sizeof *vmeta);
+    vm_batch_header h = {.batch = (uint32_t)B, .views = (uint32_t)V, .height = (uint32_t)S, .width = (uint32_t)S,
+                         .codec = o->cfg->pipeline.codec == VM_CODEC_LZ4 ? VM_BATCH_CODEC_LZ4 : VM_BATCH_CODEC_NONE};
+    size_t cap = o->save_dir ? vm_batch_max_size(&h) : 0;
+    uint8_t *msg = cap ? malloc(cap) : NULL;
+    pid_t *pids = calloc(o->workers > 0 ? o->workers : 1, sizeof *pids);
+    if (!px || !meta || !vmeta || !pids || (o->save_dir && !msg)) {
+        rc = vm_fail(err, VM_ENOMEM, "sink: out of memory for a batch of %d", B);
+        goto done;
+    }
+    if (o->save_dir && (rc = vm_mkdirs(o->save_dir, err))) goto done;
+    got_signal = 0;
+    struct sigaction sa = {.sa_handler = on_signal}, old_int, old_term;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    for (int i = 0; i < o->workers; i++) pids[i] = vm_local_spawn_worker(vm_receiver_endpoint(r), i, 0);
+    monitor mon = {.r = r, .pids = pids, .n = o->workers, .alive = o->workers};
+    pthread_t mt;
+    int have_mt = pthread_create(&mt, NULL, monitor_main, &mon) == 0;
+    double t_first = 0;
+    for (;;) {
+        uint32_t epoch = 0;
+        double wait;
+        int n = vm_receiver_next_batch_ex(r, px, meta, vmeta, B, &epoch, &wait, err);
+        if (n < 0) { rc = n; break; }
+        if (n == 0) break;
+        if (!t_first) t_first = vm_now();
+        if (o->save_dir) {
+            h.batch = (uint32_t)n;
+            h.epoch = epoch;
+            h.sequence = (uint64_t)res->batches;
+            size_t len;
+            char path[VM_PATH_MAX + 64];
+            snprintf(path, sizeof path, "%s/batch-%06" PRId64 ".vmb", o->save_dir, res->batches);
+            if ((rc = vm_batch_encode(&h, meta, vmeta, px, msg, cap, &len, err)) ||
+                (rc = vm_batch_file_write(path, msg, len, err)))
+                break;
+        }
+        res->batches++;
+        res->samples += n;
+    }
+    res->seconds = t_first ? vm_now() - t_first : 0;
+    mon.done = 1;
+    if (have_mt) pthread_join(mt, NULL);
+    res->workers_died = mon.died;
+    vm_receiver_get_stats(r, &res->st);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+done:
+    vm_receiver_stop(r);  // sends STOP: local workers exit by themselves
+    if (pids) stop_children(pids, o->workers);
+    free(px);
+    free(meta);
+    free(vmeta);
+    free(msg);
+    free(pids);
+    return rc;
+}

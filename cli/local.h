@@ -1,0 +1,39 @@
+// cli/local.h — what `vicmae run` and `vicmae bench pipeline` share: local worker processes and
+// the sink (receive, validate, optionally store batches; no training).
+#pragma once
+#include <stdint.h>
+#include <sys/types.h>
+#include "common/config.h"
+#include "common/error.h"
+#include "pipeline/receiver.h"
+
+// Start `vicmae worker --connect endpoint --name worker-i` (this binary).  The child dies with us
+// (PR_SET_PDEATHSIG).  Returns its pid or -1.
+pid_t vm_local_spawn_worker(const char *endpoint, int index, int quiet);
+// Start this binary with argv (argv[0] = subcommand).  Returns the pid or -1.
+pid_t vm_local_spawn(char *const argv[], int quiet);
+// Default local worker count: cores - 1, at least 1.
+int vm_local_default_workers(void);
+// Resolve "tcp://HOST:*" to a free port on HOST (for a trainer we start as a child process).
+int vm_local_resolve_endpoint(const char *in, char *out, size_t cap, vm_error *err);
+
+typedef struct vm_sink_opts {
+    const vm_config *cfg;
+    int workers;            // local worker processes to start (0 = none: external workers connect)
+    int epochs;             // 0 = from cfg
+    int batch;              // samples per batch (0 = [optim] batch_size)
+    const char *save_dir;   // NULL = do not store; else DIR/batch-NNNNNN.vmb, one proto message each
+    int quiet;              // no periodic statistics lines
+} vm_sink_opts;
+
+typedef struct vm_sink_result {
+    double seconds;         // from the first batch to the last (start-up excluded)
+    int64_t batches, samples;
+    vm_receiver_stats st;
+    int workers_died;
+} vm_sink_result;
+
+// Run the pipeline into the sink until every epoch is delivered.  SIGINT/SIGTERM stop it cleanly
+// (VM_EAGAIN "interrupted").  Local workers that die are reported (and the epoch goes on without
+// them); when all have died the run fails.
+int vm_sink_run(const vm_sink_opts *o, vm_sink_result *res, vm_error *err);
