@@ -19,7 +19,9 @@ those are compared absolutely against the size of the whole gradient, and after 
 turn any noise into a full +-lr step) they are only required to move at most lr per step, and
 the BatchNorm running means that follow them are compared loosely (1e-2).
 """
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,7 +43,11 @@ GRAD_RTOL = 1e-4
 B = 4
 # VICMAE_DEBUG_BACKEND=cuda checks the CUDA backend against the same reference (on a GPU node).
 BACKEND = os.environ.get("VICMAE_DEBUG_BACKEND", "cpu")
+# VICMAE_DEBUG_DIR=DIR checks DIR/<test>.safetensors made elsewhere by the commands that VICMAE_PRINT_COMMANDS=1 prints.
+PRE_DIR = os.environ.get("VICMAE_DEBUG_DIR")
+PRINT_ONLY = os.environ.get("VICMAE_PRINT_COMMANDS") == "1"
 TMP = tempfile.mkdtemp(prefix="vicmae_torch_")
+atexit.register(shutil.rmtree, TMP, True)
 
 
 def binary():
@@ -68,12 +74,21 @@ def batch_file():
 def debug_step(name, sets, steps=1):
     if torch is None:
         skip(f"python3-torch missing: {_import_error}")
+    if PRE_DIR:  # files written elsewhere (a GPU node without torch) by the same commands
+        path = os.path.join(PRE_DIR, name + ".safetensors")
+        if not os.path.exists(path):
+            skip(f"{path} absent")
+        return path
     out = os.path.join(TMP, name + ".safetensors")
     cmd = [binary(), "debug-step", "--config", os.path.join(repo_root(), "configs", "tiny.ini"),
            "--batch", batch_file(), "--out", out, "--backend", BACKEND, "--steps", str(steps),
            "--set", f"optim.batch_size={B}", "--set", "run.seed=7"]
     for s in sets:
         cmd += ["--set", s]
+    if PRINT_ONLY:  # a shell script that writes the files into $OUT (for VICMAE_DEBUG_DIR)
+        line = " ".join(cmd[1:]).replace(out, f"$OUT/{name}.safetensors")
+        print(f'"$BIN" {line}'.replace(batch_file(), "$OUT/batch.npy").replace(repo_root() + "/", ""))
+        skip("printed")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"debug-step failed ({r.returncode}): {r.stderr.strip()}"
     return out

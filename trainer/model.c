@@ -37,6 +37,7 @@ typedef struct {
 } blk_a;
 
 typedef struct { size_t off, n; int decay; } opt_run;  // a run of trainable floats with one decay
+struct noise_idx { float noise; int32_t idx; };
 
 struct vm_model {
     vm_config cfg;
@@ -109,7 +110,8 @@ struct vm_model {
     uint8_t *h_img;                 // (NB, H, W, 3) view-major
     int32_t *h_keep, *h_restore;    // (NB, K), (NB, L)
     float *h_mask;                  // (NB, L)
-    float *h_noise;                 // (L)
+    struct noise_idx *h_sort;       // (L) argsort of the masking noise
+    float *h_tensor;                // (largest tensor) initialisation staging
     int last_B;
 };
 
@@ -371,13 +373,20 @@ int vm_model_create(vm_model **out, const vm_config *cfg, const vm_backend_ops *
     m->h_keep = malloc((size_t)NB * m->K * sizeof(int32_t));
     m->h_restore = malloc((size_t)NB * m->L * sizeof(int32_t));
     m->h_mask = malloc((size_t)NB * m->L * sizeof(float));
-    m->h_noise = malloc((size_t)m->L * sizeof(float));
+    m->h_sort = malloc((size_t)m->L * sizeof *m->h_sort);
     if (!m->tab || !m->enc || !m->dec || !m->ea || !m->da || !m->h_img || !m->h_keep || !m->h_restore || !m->h_mask ||
-        !m->h_noise) {
+        !m->h_sort) {
         vm_model_free(m);
         return vm_fail(err, VM_ENOMEM, "model: out of host memory");
     }
     build_table(m);
+    size_t biggest = 1;
+    for (int i = 0; i < m->ntab; i++) biggest = maxz(biggest, m->tab[i].numel);
+    m->h_tensor = malloc(biggest * sizeof(float));
+    if (!m->h_tensor) {
+        vm_model_free(m);
+        return vm_fail(err, VM_ENOMEM, "model: out of host memory");
+    }
     size_t pbytes = m->nfloats * sizeof(float);
     m->params = be->alloc(pbytes);
     m->grads = be->alloc(pbytes);
@@ -417,7 +426,8 @@ void vm_model_free(vm_model *m) {
     free(m->h_keep);
     free(m->h_restore);
     free(m->h_mask);
-    free(m->h_noise);
+    free(m->h_sort);
+    free(m->h_tensor);
     free(m);
 }
 
@@ -448,14 +458,15 @@ static void sincos_2d(float *out, int C, int G) {
 }
 
 void vm_model_init(vm_model *m, uint64_t seed) {
-    float *h = calloc(m->nfloats, sizeof(float));
-    if (!h) abort();  // nfloats floats were allocated on the backend already; host OOM here is fatal
+    size_t bytes = m->nfloats * sizeof(float);
+    m->be->zero(m->params, bytes);  // alignment gaps stay zero
     for (int i = 0; i < m->ntab; i++) {
         const vm_tensor_info *t = &m->tab[i];
-        float *w = h + t->offset;
+        float *w = m->h_tensor;
         vm_rng r;
         vm_rng_init(&r, seed, vm_rng_stream(VM_RNG_INIT, (uint64_t)i, 0, 0));
         if (t->kind == VM_TENSOR_COUNTER) continue;
+        memset(w, 0, t->numel * sizeof(float));
         if (t->kind == VM_TENSOR_FIXED) {
             sincos_2d(w, (int)t->shape[2], m->G);
         } else if (t->kind == VM_TENSOR_RUNNING) {
@@ -473,14 +484,14 @@ void vm_model_init(vm_model *m, uint64_t seed) {
             double a = sqrt(6.0 / (fan_in + fan_out));
             for (size_t k = 0; k < t->numel; k++) w[k] = (float)(a * (2.0 * vm_rng_uniform(&r) - 1.0));
         }
+        m->be->to_device(m->params + t->offset, w, t->numel * sizeof(float));
     }
-    size_t bytes = m->nfloats * sizeof(float);
-    m->be->to_device(m->params, h, bytes);
     m->be->zero(m->grads, bytes);
     m->be->zero(m->m, bytes);
     m->be->zero(m->v, bytes);
+    m->be->sync();  // w is reused per tensor: an asynchronous upload must have read it (CUDA copies
+                    // from pageable memory are synchronous, but do not rely on it)
     m->bn_batches = 0;
-    free(h);
 }
 
 // ---- schedules ------------------------------------------------------------------------------------
@@ -509,38 +520,31 @@ void vm_model_set_total_steps(vm_model *m, long total_steps) {
 
 // ---- masking (host) -------------------------------------------------------------------------------
 
-static const float *g_noise;  // argsort key; qsort has no context argument (single-threaded use)
 static int cmp_noise(const void *a, const void *b) {
-    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
-    float x = g_noise[i], y = g_noise[j];
-    return x < y ? -1 : x > y ? 1 : (i > j) - (i < j);  // ties by index: a stable argsort
+    const struct noise_idx *x = a, *y = b;
+    if (x->noise != y->noise) return x->noise < y->noise ? -1 : 1;
+    return (x->idx > y->idx) - (x->idx < y->idx);  // ties by index: a stable argsort
 }
 
 // MAE's random_masking for every (view, pair): argsort uniform noise, keep the K smallest.
 static void draw_masks(vm_model *m, int B, long step) {
     int L = m->L, K = m->K;
-    int32_t *shuffle = malloc((size_t)L * sizeof *shuffle);
-    if (!shuffle) abort();
+    struct noise_idx *shuffle = m->h_sort;
     for (int v = 0; v < 2; v++)
         for (int b = 0; b < B; b++) {
             int s = v * B + b;
             vm_rng r;
             vm_rng_init(&r, (uint64_t)m->cfg.run.seed, vm_rng_stream(VM_RNG_MASK, (uint64_t)step, (uint64_t)b, (uint64_t)v));
-            for (int l = 0; l < L; l++) {
-                m->h_noise[l] = vm_rng_uniformf(&r);
-                shuffle[l] = l;
-            }
-            g_noise = m->h_noise;
+            for (int l = 0; l < L; l++) shuffle[l] = (struct noise_idx){vm_rng_uniformf(&r), l};
             qsort(shuffle, (size_t)L, sizeof *shuffle, cmp_noise);
             int32_t *keep = m->h_keep + (size_t)s * K, *restore = m->h_restore + (size_t)s * L;
             float *mask = m->h_mask + (size_t)s * L;
             for (int k = 0; k < L; k++) {
-                if (k < K) keep[k] = shuffle[k];
-                restore[shuffle[k]] = k;
+                if (k < K) keep[k] = shuffle[k].idx;
+                restore[shuffle[k].idx] = k;
             }
             for (int l = 0; l < L; l++) mask[l] = restore[l] >= K ? 1.0f : 0.0f;
         }
-    free(shuffle);
 }
 
 // ---- transformer block ----------------------------------------------------------------------------
