@@ -1,27 +1,27 @@
 // trainer/cpu/norm.c — LayerNorm (over channels, per token) and BatchNorm1d (over the batch, per
-// channel, training mode).  Statistics are accumulated in double.  Parameter gradients are summed
-// per column chunk in a fixed row order, so results do not depend on the thread count.
+// channel, training mode).  Sums over the batch are accumulated in double, per column chunk in a
+// fixed row order, so results do not depend on the thread count.
 #ifndef VM_GENERIC_PASS
 #define VM_GENERIC_FILE "trainer/cpu/norm.c"
 #include "trainer/cpu/generic.h"
 #else
 
-// out, inp (N, C); mean, rstd (N); weight, bias (C).  Biased variance, as nn.LayerNorm.
+// out, inp (N, C); mean, rstd (N); weight, bias (C).  Biased variance, as nn.LayerNorm.  Row
+// sums are vectorised reductions in real (C is a few hundred), two passes for the variance.
 void FN(layernorm_forward)(real *out, real *mean, real *rstd, const real *inp, const real *weight,
                            const real *bias, int N, int C, real eps) {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const real *x = inp + (size_t)n * C;
         real *y = out + (size_t)n * C;
-        acc_t s = 0;
+        real s = 0, v = 0;
+#pragma omp simd reduction(+ : s)
         for (int c = 0; c < C; c++) s += x[c];
-        real m = (real)(s / C);
-        acc_t v = 0;
-        for (int c = 0; c < C; c++) {
-            acc_t d = (acc_t)x[c] - m;
-            v += d * d;
-        }
-        real r = (real)(1 / sqrt(v / C + (acc_t)eps));
+        const real m = s / (real)C;
+#pragma omp simd reduction(+ : v)
+        for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+        const real r = (real)1 / sqrt(v / (real)C + eps);
+#pragma omp simd
         for (int c = 0; c < C; c++) y[c] = (x[c] - m) * r * weight[c] + bias[c];
         mean[n] = m;
         rstd[n] = r;
@@ -37,18 +37,17 @@ void FN(layernorm_backward)(real *dinp, real *dweight, real *dbias, const real *
     for (int n = 0; n < N; n++) {
         const real *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
         real *dx = dinp + (size_t)n * C;
-        real m = mean[n], r = rstd[n];
-        acc_t sg = 0, sgx = 0;
+        const real m = mean[n], r = rstd[n];
+        real sg = 0, sgx = 0;
+#pragma omp simd reduction(+ : sg, sgx)
         for (int c = 0; c < C; c++) {
             real g = dy[c] * weight[c];
             sg += g;
-            sgx += (acc_t)g * ((x[c] - m) * r);
+            sgx += g * ((x[c] - m) * r);
         }
-        real mg = (real)(sg / C), mgx = (real)(sgx / C);
-        for (int c = 0; c < C; c++) {
-            real xhat = (x[c] - m) * r;
-            dx[c] += (dy[c] * weight[c] - mg - xhat * mgx) * r;
-        }
+        const real mg = sg / (real)C, mgx = sgx / (real)C;
+#pragma omp simd
+        for (int c = 0; c < C; c++) dx[c] += (dy[c] * weight[c] - mg - (x[c] - m) * r * mgx) * r;
     }
     // parameter gradients, column chunks over all rows
     enum { CH = 64 };
@@ -60,6 +59,7 @@ void FN(layernorm_backward)(real *dinp, real *dweight, real *dbias, const real *
         for (int n = 0; n < N; n++) {
             const real *x = inp + (size_t)n * C + lo, *dy = dout + (size_t)n * C + lo;
             real m = mean[n], r = rstd[n];
+#pragma omp simd
             for (int i = 0; i < w; i++) {
                 sw[i] += (acc_t)dy[i] * ((x[i] - m) * r);
                 sb[i] += dy[i];
