@@ -392,6 +392,47 @@ extern "C" int vm_backend_cuda_device_name(char *buf, size_t cap) {
     return 0;
 }
 
+extern "C" double vm_backend_cuda_gemm_tflops(int bf16, int n, int iters) {
+    if (!g_cu.ready || n <= 0 || iters <= 0) return -1;
+    const char *op = "gemm_tflops";
+    size_t es = bf16 ? 2 : 4, nn = (size_t)n * n;
+    void *a = NULL, *b = NULL;
+    float *c = NULL;
+    cudaEvent_t e0, e1;
+    if (cudaMalloc(&a, nn * es) != cudaSuccess || cudaMalloc(&b, nn * es) != cudaSuccess ||
+        cudaMalloc((void **)&c, nn * 4) != cudaSuccess) {
+        cudaFree(a), cudaFree(b), cudaFree(c);
+        (void)cudaGetLastError();
+        return -1;
+    }
+    // Values do not change the speed of a GEMM much, but keep them finite and non-zero.
+    if (bf16) {
+        float *tmp = NULL;
+        CUDA_CHECK(op, cudaMalloc((void **)&tmp, nn * 4));
+        CUDA_CHECK(op, cudaMemsetAsync(tmp, 0x3c, nn * 4, g_cu.stream));  // 0x3c3c3c3c ~ 0.0115
+        cuda_to_bf16((__nv_bfloat16 *)a, tmp, nn, op);
+        cuda_to_bf16((__nv_bfloat16 *)b, tmp, nn, op);
+        CUDA_CHECK(op, cudaStreamSynchronize(g_cu.stream));
+        CUDA_CHECK(op, cudaFree(tmp));
+    } else {
+        CUDA_CHECK(op, cudaMemsetAsync(a, 0x3c, nn * 4, g_cu.stream));
+        CUDA_CHECK(op, cudaMemsetAsync(b, 0x3c, nn * 4, g_cu.stream));
+    }
+    cudaDataType_t t = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    CUDA_CHECK(op, cudaEventCreate(&e0));
+    CUDA_CHECK(op, cudaEventCreate(&e1));
+    for (int i = 0; i < 3; i++) gemm_ex(op, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n, t);
+    CUDA_CHECK(op, cudaEventRecord(e0, g_cu.stream));
+    for (int i = 0; i < iters; i++) gemm_ex(op, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n, t);
+    CUDA_CHECK(op, cudaEventRecord(e1, g_cu.stream));
+    CUDA_CHECK(op, cudaEventSynchronize(e1));
+    float ms = 0;
+    CUDA_CHECK(op, cudaEventElapsedTime(&ms, e0, e1));
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    cudaFree(a), cudaFree(b), cudaFree(c);
+    return ms > 0 ? 2.0 * n * (double)n * n * iters / (ms * 1e-3) / 1e12 : -1;
+}
+
 __global__ void probe_kernel(int *x) { *x = 42; }
 
 // One-time set-up; returns 0 or -1 with a reason.

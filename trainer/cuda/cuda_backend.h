@@ -28,6 +28,11 @@ int vm_backend_cuda_device_name(char *buf, size_t cap);
 // shrinks, so after the first training step the ops no longer allocate.
 size_t vm_backend_cuda_workspace_bytes(void);
 
+// Measured throughput of one square cuBLAS product (n x n x n) in TFLOP/s: bf16 operands with fp32
+// accumulation (bf16 = 1, the rate MFU is quoted against) or fp32.  Allocates and frees its own
+// buffers; returns a negative value when the backend is not initialised or the run failed.
+double vm_backend_cuda_gemm_tflops(int bf16, int n, int iters);
+
 #ifdef __cplusplus
 }
 #endif

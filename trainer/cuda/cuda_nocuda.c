@@ -17,6 +17,7 @@ int vm_backend_cuda_device_name(char *buf, size_t cap) {
     return -1;
 }
 size_t vm_backend_cuda_workspace_bytes(void) { return 0; }
+double vm_backend_cuda_gemm_tflops(int bf16, int n, int iters) { (void)bf16, (void)n, (void)iters; return -1; }
 #else
 // Built with CUDA: the real definitions are in trainer/cuda/*.cu.
 typedef int vm_cuda_nocuda_unused;

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# bench/gpu.sh — `make bench-gpu` (also step 3 of tools/gpu-check.sh): ViT-B/16 ViC-MAE training
+# steps at 224, mask 0.75, InfoNCE, on this machine's GPU:
+#   ours     bench/gpu_bench (CUDA backend, bf16 products; pair batches 64 and 128; a profiled run
+#            that says where the time goes; fp32 at 64 when time allows)
+#   baseline bench/torch_vitb_step.py with the GPU node's PyTorch (plain `python3`), bf16 autocast:
+#            eager (timm 0.3.2 attention, as MAE), eager + SDPA, and torch.compile when time allows
+# all in the same run on the same GPU, and prints a summary table with ratios against PyTorch eager
+# at the same batch, and MFU against the cuBLAS bf16 GEMM rate measured on the device.
+# Knobs: GPU_BENCH (binary; default $BUILD/bench/gpu_bench), PYTHON (default python3),
+#        BENCH_BUDGET_S (seconds for the whole script; default 420), STEPS (timed steps, default 10).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+T0=$SECONDS
+BUDGET=${BENCH_BUDGET_S:-420}
+BENCH=${GPU_BENCH:-${BUILD:-build}/bench/gpu_bench}
+PY=${PYTHON:-python3}
+STEPS=${STEPS:-10}
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+left() { echo $((BUDGET - (SECONDS - T0))); }
+
+echo "machine: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)," \
+     "$(nproc) cores, $(date -u +%F)"
+[ -x "$BENCH" ] || { echo "bench/gpu.sh: no $BENCH (make, or tools/gpu-dist.sh)"; exit 1; }
+
+run() {  # min_seconds_left timeout label command...
+  local need=$1 to=$2 label=$3; shift 3
+  if (( $(left) < need )); then echo "-- $label: skipped, $(left) s left of the budget"; return 0; fi
+  (( to > $(left) - 5 )) && to=$(( $(left) - 5 ))
+  echo "-- $label"
+  local out rc
+  out=$(timeout "$to" "$@" 2>&1); rc=$?
+  echo "$out" | grep -v '^result '
+  if [ $rc -ne 0 ]; then echo "   ($label: exit $rc$( ((rc == 124)) && echo ", timed out after $to s"))"; return 1; fi
+  echo "$out" | grep '^result ' >>"$results"
+}
+
+rc=0
+run 60 120 "vicmae bf16, 64 pairs"  "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 || rc=1
+run 60 150 "torch eager, 64 pairs"  "$PY" bench/torch_vitb_step.py --mode eager --batch 64 --steps "$STEPS" || rc=1
+run 60 150 "torch sdpa, 64 pairs"   "$PY" bench/torch_vitb_step.py --mode sdpa --batch 64 --steps "$STEPS" || rc=1
+run 60 120 "vicmae bf16, 128 pairs" "$BENCH" --batch 128 --steps "$STEPS" --warmup 3 --precision bf16 || rc=1
+run 60 150 "torch eager, 128 pairs" "$PY" bench/torch_vitb_step.py --mode eager --batch 128 --steps "$STEPS" || rc=1
+run 45 90 "vicmae bf16, 64 pairs, profiled (where the time goes)" \
+    "$BENCH" --batch 64 --steps 3 --warmup 2 --precision bf16 --profile || rc=1
+run 60 120 "vicmae fp32, 64 pairs"  "$BENCH" --batch 64 --steps 3 --warmup 1 --precision fp32 || rc=1
+# torch.compile takes minutes to compile; it runs last, with what is left, and may not finish.
+run 90 300 "torch compile, 64 pairs" "$PY" bench/torch_vitb_step.py --mode compile --batch 64 --steps "$STEPS" || true
+
+echo "== summary: ViT-B/16 224, mask 0.75, InfoNCE, one training step (fwd+bwd+AdamW), $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+awk '
+  { delete kv; for (i = 2; i <= NF; i++) { split($i, p, "="); kv[p[1]] = p[2] }
+    if (kv["profiled"] == 1) next
+    n++; impl[n] = kv["impl"] " " kv["precision"]; b[n] = kv["batch"]; ms[n] = kv["step_ms"]; ps[n] = kv["pairs_per_s"]
+    mfu[n] = kv["mfu"] != "" ? sprintf("%.1f%%", 100 * kv["mfu"]) : "-"
+    if (kv["impl"] == "torch-eager") base[kv["batch"]] = kv["pairs_per_s"] }
+  END {
+    printf "%-26s %5s %9s %9s %14s %6s\n", "implementation", "pairs", "step ms", "pairs/s", "vs torch eager", "MFU"
+    for (i = 1; i <= n; i++)
+      printf "%-26s %5d %9.1f %9.1f %14s %6s\n", impl[i], b[i], ms[i], ps[i],
+             (b[i] in base) ? sprintf("%.2fx", ps[i] / base[b[i]]) : "-", mfu[i]
+  }' "$results"
+exit $rc

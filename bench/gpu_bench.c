@@ -1,0 +1,227 @@
+// bench/gpu_bench.c — training-step throughput of the model on the CUDA backend (bench/gpu.sh).
+//
+//   gpu_bench [--config configs/vit_b16.ini] [--batch 64] [--steps 10] [--warmup 3]
+//             [--precision bf16|fp32] [--profile] [--peak-n 8192]
+//
+// Synthetic in-memory batches (random uint8 views, uploaded every step as the trainer does),
+// full steps (forward + backward + AdamW).  Prints the measured bf16 GEMM rate of the device
+// (cuBLAS, 8192^3), the step time, pairs/s, model TFLOP/s (matrix products counted analytically,
+// training = 3x forward) and MFU against that GEMM rate.  --profile adds a second pass that
+// synchronises around every heavy op and reports where the time goes (sync overhead included,
+// so its total is a little above the plain step time).  The last line is one machine-readable
+// "result ..." line that bench/gpu.sh collects.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "common/config.h"
+#include "common/rng.h"
+#include "trainer/backend.h"
+#include "trainer/cuda/cuda_backend.h"
+#include "trainer/model.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// ---- profiling wrappers: sync, time the op, sync ----------------------------------------------------
+static const vm_backend_ops *real_be;
+enum { P_MATMUL_F, P_MATMUL_B, P_ATT_F, P_ATT_B, P_LN_F, P_LN_B, P_GELU_F, P_GELU_B, P_RESID, P_ADAMW,
+       P_UPLOAD, P_LOSSES, P_TOKENS, P_NORMSQ, P_N };
+static const char *pname[P_N] = {"matmul fwd", "matmul bwd", "attention fwd", "attention bwd", "layernorm fwd",
+                                 "layernorm bwd", "gelu fwd", "gelu bwd", "add/accumulate", "adamw",
+                                 "upload (to_device)", "losses", "patchify+tokens", "sumsq"};
+static double ptime[P_N];
+static long pcalls[P_N];
+
+#define WRAP(slot, name, params, args)                                      \
+    static void w_##name params {                                            \
+        real_be->sync();                                                     \
+        double t0 = now();                                                   \
+        real_be->name args;                                                  \
+        real_be->sync();                                                     \
+        ptime[slot] += now() - t0;                                           \
+        pcalls[slot]++;                                                      \
+    }
+WRAP(P_MATMUL_F, matmul_forward, (float *o, const float *i, const float *w, const float *b, int N, int C, int OC),
+     (o, i, w, b, N, C, OC))
+WRAP(P_MATMUL_B, matmul_backward, (float *di, float *dw, float *db, const float *g, const float *i, const float *w,
+     int N, int C, int OC), (di, dw, db, g, i, w, N, C, OC))
+WRAP(P_ATT_F, attention_forward, (float *o, float *a, const float *q, int B, int T, int C, int NH), (o, a, q, B, T, C, NH))
+WRAP(P_ATT_B, attention_backward, (float *dq, float *s, const float *g, const float *q, const float *a, int B, int T,
+     int C, int NH), (dq, s, g, q, a, B, T, C, NH))
+WRAP(P_LN_F, layernorm_forward, (float *o, float *m, float *r, const float *i, const float *w, const float *b, int N,
+     int C, float eps), (o, m, r, i, w, b, N, C, eps))
+WRAP(P_LN_B, layernorm_backward, (float *di, float *dw, float *db, const float *g, const float *i, const float *w,
+     const float *m, const float *r, int N, int C), (di, dw, db, g, i, w, m, r, N, C))
+WRAP(P_GELU_F, gelu_forward, (float *o, const float *i, size_t n), (o, i, n))
+WRAP(P_GELU_B, gelu_backward, (float *d, const float *i, const float *g, size_t n), (d, i, g, n))
+WRAP(P_RESID, add, (float *o, const float *a, const float *b, size_t n), (o, a, b, n))
+WRAP(P_RESID, accumulate, (float *d, const float *s, size_t n), (d, s, n))
+WRAP(P_ADAMW, adamw, (float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps,
+     float wd, int t, float gs), (p, g, m, v, n, lr, b1, b2, eps, wd, t, gs))
+WRAP(P_UPLOAD, to_device, (void *d, const void *s, size_t n), (d, s, n))
+WRAP(P_LOSSES, mae_loss, (float *l, float *dp, const float *p, const float *t, const float *m, int B, int L, int D,
+     int np, float dl), (l, dp, p, t, m, B, L, D, np, dl))
+WRAP(P_LOSSES, infonce_loss, (float *l, float *d1, float *d2, const float *z1, const float *z2, int N, int D, float t,
+     float dl), (l, d1, d2, z1, z2, N, D, t, dl))
+WRAP(P_TOKENS, patchify, (float *o, const uint8_t *img, int B, int H, int W, int P, int co, const float m[3],
+     const float s[3]), (o, img, B, H, W, P, co, m, s))
+WRAP(P_TOKENS, gather_tokens, (float *o, const float *x, const float *c, const int32_t *k, int B, int L, int K, int C),
+     (o, x, c, k, B, L, K, C))
+WRAP(P_TOKENS, unshuffle_tokens, (float *o, const float *x, const float *mt, const int32_t *r, int B, int L, int K,
+     int C), (o, x, mt, r, B, L, K, C))
+WRAP(P_NORMSQ, sumsq, (float *o, const float *x, size_t n), (o, x, n))
+
+static vm_backend_ops profiled(const vm_backend_ops *be) {
+    vm_backend_ops p = *be;
+    real_be = be;
+    p.matmul_forward = w_matmul_forward;
+    p.matmul_backward = w_matmul_backward;
+    p.attention_forward = w_attention_forward;
+    p.attention_backward = w_attention_backward;
+    p.layernorm_forward = w_layernorm_forward;
+    p.layernorm_backward = w_layernorm_backward;
+    p.gelu_forward = w_gelu_forward;
+    p.gelu_backward = w_gelu_backward;
+    p.add = w_add;
+    p.accumulate = w_accumulate;
+    p.adamw = w_adamw;
+    p.to_device = w_to_device;
+    p.mae_loss = w_mae_loss;
+    p.infonce_loss = w_infonce_loss;
+    p.patchify = w_patchify;
+    p.gather_tokens = w_gather_tokens;
+    p.unshuffle_tokens = w_unshuffle_tokens;
+    p.sumsq = w_sumsq;
+    return p;
+}
+
+// ---- FLOPs -----------------------------------------------------------------------------------------
+// Forward matrix-product FLOPs of one image (2 per multiply-add): patch embedding on all L patches,
+// encoder on 1+K tokens, decoder on 1+L tokens, attention's two products, projector.
+static double forward_flops_per_image(const vm_config *cfg, int K) {
+    const typeof(cfg->model) *m = &cfg->model;
+    double P = m->patch_size, L = (double)(m->img_size / m->patch_size) * (m->img_size / m->patch_size);
+    double D = m->embed_dim, Dd = m->decoder_embed_dim, Te = 1 + K, Td = 1 + L;
+    double H = (int)(D * m->mlp_ratio), Hd = (int)(Dd * m->mlp_ratio);
+    double f = 2 * L * 3 * P * P * D;
+    f += m->depth * (2 * Te * (3 * D * D + D * D + 2 * D * H) + 4 * Te * Te * D);
+    f += 2 * Te * D * Dd;
+    f += m->decoder_depth * (2 * Td * (3 * Dd * Dd + Dd * Dd + 2 * Dd * Hd) + 4 * Td * Td * Dd);
+    f += 2 * Td * Dd * 3 * P * P;
+    if (cfg->loss.contrastive != VM_CON_NONE) {
+        double h = m->proj_hidden_dim, o = m->proj_out_dim;
+        f += 2 * (D * h + h * h + h * o);
+    }
+    return f;
+}
+
+static int usage(void) {
+    fprintf(stderr, "usage: gpu_bench [--config INI] [--batch PAIRS] [--steps N] [--warmup N] "
+                    "[--precision bf16|fp32] [--profile] [--peak-n N (0: skip the GEMM rate)] [--set section.key=value]...\n");
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    const char *config = "configs/vit_b16.ini", *precision = "bf16";
+    int B = 64, steps = 10, warmup = 3, profile = 0, peak_n = 8192;
+    vm_config cfg;
+    vm_error err = {0};
+    vm_config_defaults(&cfg);
+    const char *sets[32];
+    int nsets = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--profile")) { profile = 1; continue; }
+        if (!v) return usage();
+        if (!strcmp(a, "--config")) config = v;
+        else if (!strcmp(a, "--batch")) B = atoi(v);
+        else if (!strcmp(a, "--steps")) steps = atoi(v);
+        else if (!strcmp(a, "--warmup")) warmup = atoi(v);
+        else if (!strcmp(a, "--precision")) precision = v;
+        else if (!strcmp(a, "--peak-n")) peak_n = atoi(v);
+        else if (!strcmp(a, "--set") && nsets < 32) sets[nsets++] = v;
+        else return usage();
+        i++;
+    }
+    if (B < 2 || steps < 1 || warmup < 0) return usage();
+    if (vm_config_load(&cfg, config, &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 1; }
+    for (int i = 0; i < nsets; i++)
+        if (vm_config_override(&cfg, sets[i], &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 1; }
+    cfg.optim.warmup_steps = 0;  // a real lr from the first step (speed does not depend on it)
+    int bf16 = !strcmp(precision, "bf16");
+    if (!bf16 && strcmp(precision, "fp32")) return usage();
+
+    char why[512];
+    const vm_backend_ops *be = vm_backend_cuda(why, sizeof why);
+    if (!be) { fprintf(stderr, "gpu_bench: no CUDA backend: %s\n", why); return 3; }
+    vm_backend_cuda_set_precision(bf16);
+    char dev[256];
+    vm_backend_cuda_device_name(dev, sizeof dev);
+    double peak = peak_n > 0 ? vm_backend_cuda_gemm_tflops(1, peak_n, 20) : -1;
+    printf("device: %s\n", dev);
+    printf("cuBLAS bf16 GEMM %d^3 (fp32 accumulate): %.1f TFLOP/s\n", peak_n, peak);
+
+    vm_backend_ops prof;
+    if (profile) prof = profiled(be);
+    vm_model *m;
+    if (vm_model_create(&m, &cfg, profile ? &prof : be, B, &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 1; }
+    vm_model_init(m, 1);
+    vm_model_set_total_steps(m, 1000000);
+    int S = cfg.model.img_size;
+    size_t nv = (size_t)B * 2 * S * S * 3;
+    uint8_t *views = malloc(nv);
+    if (!views) return 1;
+    vm_rng r;
+    vm_rng_init(&r, 3, 1);
+    for (size_t i = 0; i < nv; i += 4) {
+        uint32_t x = vm_rng_u32(&r);
+        for (int k = 0; k < 4 && i + k < nv; k++) views[i + k] = (uint8_t)(x >> (8 * k));
+    }
+    vm_losses l;
+    float lr, gn;
+    double t_fb = 0, t_opt = 0;
+    for (int s = 0; s < warmup + steps; s++) {
+        if (s == warmup) memset(ptime, 0, sizeof ptime), memset(pcalls, 0, sizeof pcalls);
+        double t0 = now();
+        if (vm_model_forward_backward(m, views, B, s, &l, &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 1; }
+        double t1 = now();
+        vm_model_optimizer_step(m, s, &lr, &gn);
+        be->sync();
+        double t2 = now();
+        if (s >= warmup) t_fb += t1 - t0, t_opt += t2 - t1;
+    }
+    if (!isfinite(l.total)) { fprintf(stderr, "gpu_bench: loss is %g\n", l.total); return 1; }
+    const int32_t *keep, *restore;
+    int mb, K, L;
+    vm_model_last_masks(m, &keep, &restore, &mb, &K, &L);
+    double step = (t_fb + t_opt) / steps;
+    double flops = 3.0 * 2 * B * forward_flops_per_image(&cfg, K);
+    double tflops = flops / step / 1e12;
+    printf("model: %s, %d pairs/step, %d of %d patches visible, %.1f M params, precision %s\n", config, B, K, L,
+           vm_model_num_trainable(m) / 1e6, precision);
+    printf("step %.2f ms (forward+backward %.2f, optimizer %.2f), %.1f pairs/s, loss %.4f\n", step * 1e3,
+           t_fb / steps * 1e3, t_opt / steps * 1e3, B / step, l.total);
+    printf("model FLOPs %.2f TFLOP/step, %.1f TFLOP/s, MFU %.1f%% of the measured bf16 GEMM rate\n", flops / 1e12,
+           tflops, 100 * tflops / peak);
+    if (profile) {
+        double tot = 0;
+        for (int i = 0; i < P_N; i++) tot += ptime[i];
+        double wall = step * steps;
+        printf("profile (synchronised per op; %% of the profiled step time %.2f ms):\n", wall / steps * 1e3);
+        for (int i = 0; i < P_N; i++)
+            if (pcalls[i])
+                printf("  %-20s %8.2f ms/step %5.1f%%  (%ld calls/step)\n", pname[i], ptime[i] / steps * 1e3,
+                       100 * ptime[i] / wall, pcalls[i] / steps);
+        printf("  %-20s %8.2f ms/step %5.1f%%\n", "other ops + host", (wall - tot) / steps * 1e3, 100 * (wall - tot) / wall);
+    }
+    printf("result impl=vicmae precision=%s batch=%d step_ms=%.3f pairs_per_s=%.2f tflops=%.2f mfu=%.4f peak=%.1f%s\n",
+           precision, B, step * 1e3, B / step, tflops, tflops / peak, peak, profile ? " profiled=1" : "");
+    vm_model_free(m);
+    free(views);
+    return 0;
+}

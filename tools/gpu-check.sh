@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# tools/gpu-check.sh — `make gpu-check`: the GPU checks in one prepared run (target: < 8 min on one
+# H100).  From the repo root of a GPU node:
+#   1. the GPU tests: tests/test_cuda_* (every op vs the CPU backend, fp32 and bf16; whole-model
+#      debug step and 20 training steps vs the CPU) and the trainer's CPU tests test_trainer_*;
+#   2. compute-sanitizer memcheck over the op tests and a short model run (debug step, fp32 and
+#      bf16 training steps);
+#   3. the GPU benchmark (bench/gpu.sh: ViT-B/16, ours vs PyTorch on the same GPU);
+# and prints a short table LAST.  Logs go to $OUT/gpu-check (when OUT is set) or gpu-dist/logs/.
+#
+# Binaries: gpu-dist/bin (made by tools/gpu-dist.sh on a build machine; the libraries are unpacked
+# from gpu-dist/lib.tar.gz into gpu-dist/lib), else $BUILD/ of a local build (a machine that can
+# build).  Exit status: 0 when every test and sanitizer run passed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+T0=$SECONDS
+LOG=${OUT:+$OUT/gpu-check}
+LOG=${LOG:-gpu-dist/logs}
+mkdir -p "$LOG"
+CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+export PATH="$CUDA_HOME/bin:$PATH"
+
+if [ -d gpu-dist/bin ]; then
+  BIN=gpu-dist/bin TESTBIN=gpu-dist/bin BENCHBIN=gpu-dist/bin/gpu_bench
+  if [ -f gpu-dist/lib.tar.gz ] && [ ! -d gpu-dist/lib ]; then tar -C gpu-dist -xzf gpu-dist/lib.tar.gz; fi
+  export LD_LIBRARY_PATH="$PWD/gpu-dist/lib:$CUDA_HOME/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+else
+  B=${BUILD:-build}
+  echo "gpu-check: no gpu-dist/; building in $B"
+  make --no-print-directory BUILD="$B" -j"$(nproc)" all >"$LOG/build.log" 2>&1 || { tail -30 "$LOG/build.log"; exit 1; }
+  BIN=$B TESTBIN=$B/tests BENCHBIN=$B/bench/gpu_bench
+  export LD_LIBRARY_PATH="$CUDA_HOME/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+
+{
+  echo "date: $(date -u +%FT%TZ)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
+  echo "cuda: $(nvcc --version 2>/dev/null | grep -oE 'release [0-9.]+' || echo 'no nvcc')"
+  echo "compute-sanitizer: $(compute-sanitizer --version 2>/dev/null | tail -1 || echo none)"
+  [ -f gpu-dist/MANIFEST ] && cat gpu-dist/MANIFEST
+} >"$LOG/env.txt" 2>&1
+for f in "$TESTBIN"/test_cuda_* "$BENCHBIN"; do ldd "$f"; done 2>&1 | sort -u >"$LOG/ldd.txt"
+[ -x "$BIN/vicmae-trainer" ] && export VICMAE_BIN="$PWD/$BIN/vicmae-trainer"  # test_trainer_model runs debug-step
+DEVICE=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+if grep -q '=> not found' "$LOG/ldd.txt"; then
+  echo "gpu-check: missing shared libraries (see $LOG/ldd.txt):"; grep '=> not found' "$LOG/ldd.txt"
+  exit 1
+fi
+
+rows=()   # "check|result|detail"
+fail=0
+row() { rows+=("$1|$2|$3"); [ "$2" = PASS ] || [ "$2" = SKIP ] || fail=1; }
+
+# ---- 1. tests -----------------------------------------------------------------------------------
+run_test() {  # binary timeout_s
+  local b=$1 name; name=$(basename "$1")
+  local t0=$SECONDS
+  timeout "$2" "$b" >"$LOG/$name.log" 2>&1
+  local rc=$? line p f s
+  line=$(grep -E ': [0-9]+ passed, [0-9]+ failed' "$LOG/$name.log" | tail -1)
+  grep -E '^(FAIL|SKIP)|worst gradient' "$LOG/$name.log" | head -8
+  if [ -z "$line" ]; then row "$name" FAIL "exit $rc before its summary ($((SECONDS - t0))s)"; return; fi
+  p=$(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$line")
+  f=$(sed -E 's/.*, ([0-9]+) failed.*/\1/' <<<"$line")
+  s=$(grep -oE '[0-9]+ skipped' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+  local detail="$p passed, $f failed, $s skipped ($((SECONDS - t0))s)"
+  if [ "$rc" -ne 0 ] || [ "$f" -ne 0 ]; then row "$name" FAIL "$detail, exit $rc"
+  # on a GPU node a skipped GPU test is a failure: the backend did not come up
+  elif [[ "$name" == test_cuda_* ]] && [ "$s" -ne 0 ]; then
+    row "$name" FAIL "$detail: $(grep -m1 '^SKIP' "$LOG/$name.log" | cut -c1-80)"
+  else row "$name" PASS "$detail"; fi
+}
+echo "== tests"
+for b in "$TESTBIN"/test_cuda_* "$TESTBIN"/test_trainer_*; do
+  [ -x "$b" ] && [ -f "$b" ] || continue
+  case "$b" in *.o|*.d) continue ;; esac
+  run_test "$b" 240
+done
+
+# ---- 2. compute-sanitizer --------------------------------------------------------------------------
+sanitize() {  # label, command...
+  local label=$1; shift
+  local f="$LOG/memcheck-$label.log" t0=$SECONDS
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 99 --print-limit 20 "$@" >"$f" 2>&1
+  local rc=$? summ; summ=$(grep -E 'ERROR SUMMARY' "$f" | tail -1)
+  if [ $rc -eq 0 ]; then row "memcheck $label" PASS "${summ:-no summary} ($((SECONDS - t0))s)"
+  else row "memcheck $label" FAIL "exit $rc: ${summ:-see $f} ($((SECONDS - t0))s)"; grep -m5 -E '=========  ?(Invalid|Program hit|Error)' "$f"; fi
+}
+if command -v compute-sanitizer >/dev/null; then
+  echo "== compute-sanitizer memcheck"
+  sanitize ops "$TESTBIN/test_cuda_ops"
+  sanitize debug-step env VICMAE_TEST_FILTER=debug_step "$TESTBIN/test_cuda_model"
+  sanitize train-bf16 "$BENCHBIN" --config configs/tiny.ini --batch 4 --steps 3 --warmup 1 --precision bf16 --peak-n 0
+else
+  row memcheck FAIL "compute-sanitizer not found in PATH ($CUDA_HOME/bin)"
+fi
+
+# ---- 3. benchmark -------------------------------------------------------------------------------------
+echo "== benchmark (bench/gpu.sh)"
+left=$((470 - (SECONDS - T0)))   # keep the whole run under 8 minutes
+GPU_BENCH=$BENCHBIN BENCH_BUDGET_S=$left bash bench/gpu.sh >"$LOG/bench.log" 2>&1
+brc=$?
+sed -n '/^== summary/,$p' "$LOG/bench.log" >"$LOG/bench-summary.txt"
+[ $brc -eq 0 ] && row "benchmark" PASS "see below and $LOG/bench.log" || row "benchmark" FAIL "exit $brc, see $LOG/bench.log"
+
+# ---- table ----------------------------------------------------------------------------------------
+{
+  echo
+  echo "== gpu-check on ${DEVICE:-unknown GPU}, $((SECONDS - T0)) s, logs in $LOG"
+  printf '%-34s %-5s %s\n' check result detail
+  for r in "${rows[@]}"; do IFS='|' read -r a b c <<<"$r"; printf '%-34s %-5s %s\n' "$a" "$b" "$c"; done
+  if [ -s "$LOG/bench-summary.txt" ]; then cat "$LOG/bench-summary.txt"; else tail -5 "$LOG/bench.log"; fi
+} | tee "$LOG/summary.txt"
+exit $fail

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# tools/gpu-dist.sh — build here (a machine with the Debian -dev packages and nvcc, no GPU needed)
+# everything the GPU checks run, and gather it in gpu-dist/ for a GPU node that has the CUDA
+# runtime, driver and compute-sanitizer but no -dev packages and no GStreamer:
+#
+#   gpu-dist/bin/      vicmae-trainer, test_cuda_*, test_trainer_*, gpu_bench (host debug info
+#                      stripped; the kernels keep -lineinfo for compute-sanitizer)
+#   gpu-dist/lib.tar.gz  every non-system shared library they load (OpenBLAS + gfortran/quadmath,
+#                      gomp, inih, png, cjson, zmq + its dependencies, lz4, xxhash, ...), packed
+#                      because OpenBLAS alone is 36 MB; tools/gpu-check.sh unpacks it to gpu-dist/lib.
+#   gpu-dist/MANIFEST  what is in it, from which build, and the glibc it needs.
+#
+# Not copied: glibc (libc, libm, libdl, libpthread, librt, ld-linux), libstdc++, libgcc_s, the
+# CUDA libraries (libcuda comes with the driver; libcublas/libcublasLt from the node's CUDA 13
+# toolkit in /usr/local/cuda/lib64).  Then, on the GPU node, from the repo root:
+#   tools/gpu-check.sh            (or: make gpu-check)
+# Usage: tools/gpu-dist.sh   [BUILD=build-gpu by default; any make knobs via the environment]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build-gpu}
+DIST=gpu-dist
+NVCC=${CUDA_HOME:-/usr/local/cuda}/bin/nvcc
+[ -x "$NVCC" ] || { echo "gpu-dist: no nvcc at $NVCC: the CUDA backend cannot be built here" >&2; exit 1; }
+
+# Required: the CUDA tests and the benchmark.  Optional: the trainer's CPU tests and the trainer
+# binary (useful on the node: debug-step, train --replay) — a module of the tree that is broken
+# right now must not block the GPU checks, so those are built one by one and left out on failure.
+required="$BUILD/bench/gpu_bench $(ls tests/test_cuda_*.c | sed -E "s|tests/(.*)\.c|$BUILD/tests/\1|")"
+optional="$(ls tests/test_trainer_*.c 2>/dev/null | sed -E "s|tests/(.*)\.c|$BUILD/tests/\1|") $BUILD/vicmae-trainer"
+echo "gpu-dist: building in $BUILD with CUDA"
+make --no-print-directory BUILD="$BUILD" CUDA=1 -j"$(nproc)" $required
+targets=$required
+for t in $optional; do
+  if make --no-print-directory BUILD="$BUILD" CUDA=1 -j"$(nproc)" "$t" >"$BUILD/gpu-dist-$(basename "$t").log" 2>&1; then
+    targets="$targets $t"
+  else
+    echo "gpu-dist: WARNING: $t does not build now (see $BUILD/gpu-dist-$(basename "$t").log); left out" >&2
+  fi
+done
+
+rm -rf "$DIST"
+mkdir -p "$DIST/bin" "$DIST/lib"
+for b in $targets; do
+  cp "$b" "$DIST/bin/"
+  strip --strip-debug "$DIST/bin/$(basename "$b")"
+done
+
+# Shared libraries: the union of ldd over the binaries and over the libraries themselves.
+is_system() {
+  case "$(basename "$1")" in
+    libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libstdc++.so*|libgcc_s.so*) return 0 ;;
+    libresolv.so*|libutil.so*|libanl.so*|libnss_*|libBrokenLocale.so*|libmvec.so*) return 0 ;;  # glibc too
+    libcuda.so*|libcublas.so*|libcublasLt.so*|libcudart.so*|libnvidia*) return 0 ;;
+    linux-vdso*) return 0 ;;
+  esac
+  return 1
+}
+declare -A seen=()
+queue=("$DIST"/bin/*)
+while ((${#queue[@]})); do
+  f=${queue[0]}; queue=("${queue[@]:1}")
+  while read -r name path; do
+    [[ -n "$path" && "$path" == /* ]] || continue
+    is_system "$name" && continue
+    [[ -n "${seen[$name]:-}" ]] && continue
+    seen[$name]=1
+    cp -L "$path" "$DIST/lib/$name"   # -L: Debian's alternatives symlinks (libopenblas.so.0)
+    queue+=("$DIST/lib/$name")
+  done < <(ldd "$f" | awk '/=>/ {print $1, $3}')
+done
+missing=$(for f in "$DIST"/bin/* "$DIST"/lib/*; do ldd "$f" | grep 'not found' || true; done | sort -u)
+[ -z "$missing" ] || { echo "gpu-dist: unresolved libraries here: $missing" >&2; exit 1; }
+
+glibc=$(for f in "$DIST"/bin/* "$DIST"/lib/*; do objdump -T "$f" 2>/dev/null | grep -oE 'GLIBC_[0-9.]+' || true; done |
+        sort -uV | tail -1)
+{
+  echo "built $(date -u +%FT%TZ) on $(hostname) from $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- trainer tests bench || echo '+dirty')"
+  echo "build dir $BUILD; nvcc $("$NVCC" --version | grep -oE 'release [0-9.]+'); needs glibc >= ${glibc#GLIBC_}"
+  echo "bin:"; (cd "$DIST/bin" && ls -l | awk 'NR>1 {printf "  %-28s %9d\n", $9, $5}')
+  echo "lib:"; (cd "$DIST/lib" && ls -l | awk 'NR>1 {printf "  %-28s %9d\n", $9, $5}')
+} > "$DIST/MANIFEST"
+tar -C "$DIST" -czf "$DIST/lib.tar.gz" lib
+rm -rf "$DIST/lib"
+cp tools/gpu-check.sh "$DIST/"   # the scripts also travel with the tree; this copy documents the pairing
+echo "gpu-dist: $(du -sh "$DIST" | cut -f1) in $DIST/ ($(ls "$DIST/bin" | wc -l) programs, $(grep -c '^  ' "$DIST/MANIFEST") files); needs ${glibc:-glibc}"
+echo "gpu-dist: on the GPU node, from the repo root: tools/gpu-check.sh   (carry $DIST/)"
