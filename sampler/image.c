@@ -35,39 +35,61 @@ static void *scratch_get(vm_scratch *s, size_t n) {
 }
 
 // Taps of one axis: out_len outputs, each reading K consecutive inputs from start[o] with Q14
-// weights w[o * K + k] (zero-padded so that every output has exactly K taps: branch-free loops).
+// weights w[o * KP + k] (zero-padded so that every output has exactly K taps, and to KP, a multiple
+// of 4, so that the SIMD loops take taps in pairs or fours).
 typedef struct {
-    int K;
+    int K, KP;
     int32_t *start;   // [out_len]
-    int16_t *w;       // [out_len * K]
+    int16_t *w;       // [out_len * KP]
 } axis_taps;
 
-static int taps_count(int in_len, int out_len) {
+// PIL's bound on the taps of one output (before trimming zero-weight ends).
+static int taps_bound(int in_len, int out_len) {
     double scale = (double)in_len / out_len, fs = scale > 1 ? scale : 1;
-    int K = (int)ceil(fs) * 2 + 1;  // PIL's bound on the taps of one output
+    int K = (int)ceil(fs) * 2 + 1;
     return K < in_len ? K : in_len;
 }
 
-// PIL precompute_coeffs for the bilinear (triangle, support 1) filter.
-static void taps_build(axis_taps *a, int in_len, int out_len, double *tmp /*[K]*/) {
+// PIL precompute_coeffs for one output of the bilinear (triangle, support 1) filter, with the
+// zero-weight taps at either end trimmed: tmp[0 .. n) (unnormalised) over inputs xmin .. xmin+n-1.
+static int taps_one(int in_len, int out_len, int o, double *tmp, int *xmin_out) {
     double scale = (double)in_len / out_len, fs = scale > 1 ? scale : 1, support = fs, ss = 1.0 / fs;
-    int K = a->K;
+    double center = (o + 0.5) * scale;
+    int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5);
+    if (xmin < 0) xmin = 0;
+    if (xmax > in_len) xmax = in_len;
+    int n = xmax - xmin, bound = taps_bound(in_len, out_len);
+    if (n > bound) n = bound;  // cannot happen; keeps the writes in range regardless
+    for (int x = 0; x < n; x++) {
+        double t = fabs((x + xmin - center + 0.5) * ss);
+        tmp[x] = t < 1 ? 1 - t : 0;
+    }
+    int lead = 0;
+    while (lead < n - 1 && tmp[lead] == 0) lead++;
+    while (n - 1 > lead && tmp[n - 1] == 0) n--;
+    if (lead) memmove(tmp, tmp + lead, sizeof(double) * (n - lead));
+    *xmin_out = xmin + lead;
+    return n - lead;
+}
+
+// Taps per output after trimming: the inputs strictly inside the triangle's support, an open
+// interval of length 2 * fs, number at most ceil(2 * fs) (and the input length).
+static int taps_count(int in_len, int out_len) {
+    double scale = (double)in_len / out_len, fs = scale > 1 ? scale : 1;
+    int K = (int)ceil(2 * fs - 1e-9);
+    return K < 1 ? 1 : K < in_len ? K : in_len;
+}
+
+static void taps_build(axis_taps *a, int in_len, int out_len, double *tmp) {
+    const int K = a->K, KP = a->KP;
     for (int o = 0; o < out_len; o++) {
-        double center = (o + 0.5) * scale;
-        int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5);
-        if (xmin < 0) xmin = 0;
-        if (xmax > in_len) xmax = in_len;
-        int n = xmax - xmin;
-        if (n > K) n = K;  // cannot happen (K bounds it); keeps the writes in range regardless
+        int xmin, n = taps_one(in_len, out_len, o, tmp, &xmin);
+        if (n > K) n = K;  // cannot happen (taps_count bounds it); keeps the writes in range regardless
         double sum = 0;
-        for (int x = 0; x < n; x++) {
-            double t = fabs((x + xmin - center + 0.5) * ss);
-            tmp[x] = t < 1 ? 1 - t : 0;
-            sum += tmp[x];
-        }
+        for (int x = 0; x < n; x++) sum += tmp[x];
         int start = xmin + K > in_len ? in_len - K : xmin, off = xmin - start;
-        int16_t *w = a->w + (size_t)o * K;
-        memset(w, 0, sizeof(int16_t) * K);
+        int16_t *w = a->w + (size_t)o * KP;
+        memset(w, 0, sizeof(int16_t) * KP);
         int isum = 0, big = off;
         for (int x = 0; x < n; x++) {
             int q = (int)lround(tmp[x] / sum * (1 << WBITS));
@@ -80,72 +102,337 @@ static void taps_build(axis_taps *a, int in_len, int out_len, double *tmp /*[K]*
     }
 }
 
-int vm_crop_resize_rgb(const uint8_t *src, int sw, int sh, size_t sstride, int x, int y, int w, int h,
-                       uint8_t *dst, int dw, int dh, int flip, vm_scratch *scratch, vm_error *err) {
+// Horizontal pass of one row: s = the crop's row (3 bytes per pixel), t = dw * 3 int16 in Q7.
+static void hrow_scalar(const uint8_t *s, const axis_taps *ax, int dw, int flip, int16_t *t, int o0, int o1) {
+    const int32_t rnd = 1 << (WBITS - HBITS - 1);
+    for (int o = o0; o < o1; o++) {
+        const uint8_t *p = s + (size_t)ax->start[o] * 3;
+        const int16_t *wk = ax->w + (size_t)o * ax->KP;
+        int32_t a0 = rnd, a1 = rnd, a2 = rnd;
+        for (int k = 0; k < ax->K; k++) {
+            a0 += wk[k] * p[3 * k];
+            a1 += wk[k] * p[3 * k + 1];
+            a2 += wk[k] * p[3 * k + 2];
+        }
+        int16_t *q = t + (size_t)(flip ? dw - 1 - o : o) * 3;
+        q[0] = (int16_t)(a0 >> (WBITS - HBITS));
+        q[1] = (int16_t)(a1 >> (WBITS - HBITS));
+        q[2] = (int16_t)(a2 >> (WBITS - HBITS));
+    }
+}
+
+// Vertical pass of one output row: K rows of tmp (stride `row` int16) weighted into d (row bytes).
+static void vrow_scalar(const int16_t *t0, size_t row, const int16_t *wk, int K, uint8_t *d, size_t e0) {
+    const int shift = WBITS + HBITS;
+    for (size_t e = e0; e < row; e++) {
+        int32_t a = 1 << (shift - 1);
+        for (int k = 0; k < K; k++) a += wk[k] * t0[(size_t)k * row + e];
+        a >>= shift;
+        d[e] = (uint8_t)(a < 0 ? 0 : a > 255 ? 255 : a);
+    }
+}
+
+#ifdef __SSE2__
+#include <immintrin.h>  // SSE2 always; SSSE3 and AVX2 parts are compiled per function and used after a CPU check
+// The same arithmetic (bit-exact) with SSE2 pmaddwd taking two taps at once, as Pillow-SIMD does:
+// 16-bit lanes [p_k, p_k+1] per channel times the weight pair [w_k, w_k+1].
+
+static inline __m128i load_px(const uint8_t *p) {  // 4 bytes: R G B and the next pixel's R
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm_cvtsi32_si128(v);
+}
+
+static inline __m128i wpair(const int16_t *w) {
+    int32_t v;
+    memcpy(&v, w, 4);
+    return _mm_set1_epi32(v);
+}
+
+// limit: the end of the source buffer; a 4-byte load must not pass it, so outputs whose last tap
+// touches the very last pixel fall back to the scalar loop.
+static void hrow_sse2(const uint8_t *s, const uint8_t *limit, const axis_taps *ax, int dw, int flip, int16_t *t) {
+    const __m128i z = _mm_setzero_si128(), rnd = _mm_set1_epi32(1 << (WBITS - HBITS - 1));
+    const int K = ax->K;
+    for (int o = 0; o < dw; o++) {
+        const uint8_t *p = s + (size_t)ax->start[o] * 3;
+        if (p + 3 * K + 1 > limit) {
+            hrow_scalar(s, ax, dw, flip, t, o, o + 1);
+            continue;
+        }
+        const int16_t *wk = ax->w + (size_t)o * ax->KP;
+        __m128i acc = rnd;
+        for (int k = 0; k < K; k += 2) {
+            __m128i a = load_px(p + 3 * k), b = k + 1 < K ? load_px(p + 3 * k + 3) : z;
+            __m128i ab = _mm_unpacklo_epi8(_mm_unpacklo_epi8(a, b), z);  // [Ra Rb Ga Gb Ba Bb x x]
+            acc = _mm_add_epi32(acc, _mm_madd_epi16(ab, wpair(wk + k)));  // padded weight is 0
+        }
+        acc = _mm_srai_epi32(acc, WBITS - HBITS);
+        uint64_t v = (uint64_t)_mm_cvtsi128_si64(_mm_packs_epi32(acc, acc));
+        memcpy(t + (size_t)(flip ? dw - 1 - o : o) * 3, &v, 6);
+    }
+}
+
+// Four consecutive rows at once (none of them the image's last row, so no 4-byte load passes the
+// buffer): the weights and positions of an output are loaded once for the four rows, and the four
+// independent accumulators keep the pipeline busy.
+static void hrow4_sse2(const uint8_t *s, size_t sstride, const axis_taps *ax, int dw, int flip, int16_t *t,
+                       size_t row, int o0, int o1) {
+    const __m128i z = _mm_setzero_si128(), rnd = _mm_set1_epi32(1 << (WBITS - HBITS - 1));
+    const int K = ax->K;
+    for (int o = o0; o < o1; o++) {
+        const uint8_t *p = s + (size_t)ax->start[o] * 3;
+        const int16_t *wk = ax->w + (size_t)o * ax->KP;
+        __m128i a0 = rnd, a1 = rnd, a2 = rnd, a3 = rnd;
+        for (int k = 0; k < K; k += 2) {
+            const __m128i w = wpair(wk + k);
+            const uint8_t *q = p + 3 * k;
+            __m128i b0 = k + 1 < K ? load_px(q + 3) : z, b1 = k + 1 < K ? load_px(q + sstride + 3) : z;
+            __m128i b2 = k + 1 < K ? load_px(q + 2 * sstride + 3) : z, b3 = k + 1 < K ? load_px(q + 3 * sstride + 3) : z;
+            a0 = _mm_add_epi32(a0, _mm_madd_epi16(_mm_unpacklo_epi8(_mm_unpacklo_epi8(load_px(q), b0), z), w));
+            a1 = _mm_add_epi32(a1, _mm_madd_epi16(_mm_unpacklo_epi8(_mm_unpacklo_epi8(load_px(q + sstride), b1), z), w));
+            a2 = _mm_add_epi32(a2, _mm_madd_epi16(_mm_unpacklo_epi8(_mm_unpacklo_epi8(load_px(q + 2 * sstride), b2), z), w));
+            a3 = _mm_add_epi32(a3, _mm_madd_epi16(_mm_unpacklo_epi8(_mm_unpacklo_epi8(load_px(q + 3 * sstride), b3), z), w));
+        }
+        __m128i v01 = _mm_packs_epi32(_mm_srai_epi32(a0, WBITS - HBITS), _mm_srai_epi32(a1, WBITS - HBITS));
+        __m128i v23 = _mm_packs_epi32(_mm_srai_epi32(a2, WBITS - HBITS), _mm_srai_epi32(a3, WBITS - HBITS));
+        int16_t *d = t + (size_t)(flip ? dw - 1 - o : o) * 3;
+        uint64_t v;
+        v = (uint64_t)_mm_cvtsi128_si64(v01);
+        memcpy(d, &v, 6);
+        v = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(v01, v01));
+        memcpy(d + row, &v, 6);
+        v = (uint64_t)_mm_cvtsi128_si64(v23);
+        memcpy(d + 2 * row, &v, 6);
+        v = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(v23, v23));
+        memcpy(d + 3 * row, &v, 6);
+    }
+}
+
+// With SSSE3, one 16-byte load holds 4 taps (5 pixels) of an output and two pshufb spread them into
+// the [p_k, p_k+1] 16-bit pairs per channel, instead of 4 loads and 4 unpacks.  Taps come in groups
+// of 4 (weights padded with zeros to KP, a multiple of 4); the caller guarantees that every 16-byte
+// load of the 4 rows stays inside the source buffer.
+__attribute__((target("ssse3"))) static void hrow4_ssse3(const uint8_t *s, size_t sstride, const axis_taps *ax,
+                                                          int dw, int flip, int16_t *t, size_t row, int o0, int o1) {
+    const __m128i rnd = _mm_set1_epi32(1 << (WBITS - HBITS - 1));
+    const __m128i m01 = _mm_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
+    const __m128i m23 = _mm_setr_epi8(6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1);
+    const int KG = ax->KP;
+    for (int o = o0; o < o1; o++) {
+        const uint8_t *p = s + (size_t)ax->start[o] * 3;
+        const int16_t *wk = ax->w + (size_t)o * ax->KP;
+        __m128i a0 = rnd, a1 = rnd, a2 = rnd, a3 = rnd;
+        for (int k = 0; k < KG; k += 4) {
+            const __m128i w01 = wpair(wk + k), w23 = wpair(wk + k + 2);
+            const uint8_t *q = p + 3 * k;
+#define TAP4(acc, ptr)                                                                         \
+    do {                                                                                       \
+        __m128i px = _mm_loadu_si128((const __m128i *)(ptr));                                  \
+        acc = _mm_add_epi32(acc, _mm_add_epi32(_mm_madd_epi16(_mm_shuffle_epi8(px, m01), w01), \
+                                               _mm_madd_epi16(_mm_shuffle_epi8(px, m23), w23))); \
+    } while (0)
+            TAP4(a0, q);
+            TAP4(a1, q + sstride);
+            TAP4(a2, q + 2 * sstride);
+            TAP4(a3, q + 3 * sstride);
+#undef TAP4
+        }
+        __m128i v01 = _mm_packs_epi32(_mm_srai_epi32(a0, WBITS - HBITS), _mm_srai_epi32(a1, WBITS - HBITS));
+        __m128i v23 = _mm_packs_epi32(_mm_srai_epi32(a2, WBITS - HBITS), _mm_srai_epi32(a3, WBITS - HBITS));
+        int16_t *d = t + (size_t)(flip ? dw - 1 - o : o) * 3;
+        uint64_t v;
+        v = (uint64_t)_mm_cvtsi128_si64(v01);
+        memcpy(d, &v, 6);
+        v = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(v01, v01));
+        memcpy(d + row, &v, 6);
+        v = (uint64_t)_mm_cvtsi128_si64(v23);
+        memcpy(d + 2 * row, &v, 6);
+        v = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(v23, v23));
+        memcpy(d + 3 * row, &v, 6);
+    }
+}
+
+__attribute__((target("avx2"))) static inline __m256i z256(void) { return _mm256_setzero_si256(); }
+
+static void vrow_sse2(const int16_t *t0, size_t row, const int16_t *wk, int K, uint8_t *d) {
+    const int shift = WBITS + HBITS;
+    const __m128i rnd = _mm_set1_epi32(1 << (shift - 1)), z = _mm_setzero_si128();
+    size_t e = 0;
+    for (; e + 8 <= row; e += 8) {
+        __m128i lo = rnd, hi = rnd;
+        for (int k = 0; k < K; k += 2) {
+            __m128i a = _mm_loadu_si128((const __m128i *)(t0 + (size_t)k * row + e));
+            __m128i b = k + 1 < K ? _mm_loadu_si128((const __m128i *)(t0 + (size_t)(k + 1) * row + e)) : z;
+            __m128i w = wpair(wk + k);
+            lo = _mm_add_epi32(lo, _mm_madd_epi16(_mm_unpacklo_epi16(a, b), w));
+            hi = _mm_add_epi32(hi, _mm_madd_epi16(_mm_unpackhi_epi16(a, b), w));
+        }
+        __m128i v = _mm_packs_epi32(_mm_srai_epi32(lo, shift), _mm_srai_epi32(hi, shift));
+        _mm_storel_epi64((__m128i *)(d + e), _mm_packus_epi16(v, v));
+    }
+    vrow_scalar(t0, row, wk, K, d, e);
+}
+
+// AVX2 horizontal: 8 rows, two per 256-bit register (one row per 128-bit lane, where pshufb and
+// pmaddwd work), the same arithmetic as hrow4_ssse3.  Same load-safety contract, for 8 rows.
+__attribute__((target("avx2"))) static void hrow8_avx2(const uint8_t *s, size_t sstride, const axis_taps *ax,
+                                                        int dw, int flip, int16_t *t, size_t row, int o0, int o1) {
+    const __m256i rnd = _mm256_set1_epi32(1 << (WBITS - HBITS - 1));
+    const __m256i m01 = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1,
+                                         0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
+    const __m256i m23 = _mm256_setr_epi8(6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1,
+                                         6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1);
+    const int KG = ax->KP;
+    for (int o = o0; o < o1; o++) {
+        const uint8_t *p = s + (size_t)ax->start[o] * 3;
+        const int16_t *wk = ax->w + (size_t)o * ax->KP;
+        __m256i a[4] = {rnd, rnd, rnd, rnd};  // a[i]: rows i (low lane) and i + 4 (high lane)
+        for (int k = 0; k < KG; k += 4) {
+            int32_t v01, v23;
+            memcpy(&v01, wk + k, 4);
+            memcpy(&v23, wk + k + 2, 4);
+            const __m256i w01 = _mm256_set1_epi32(v01), w23 = _mm256_set1_epi32(v23);
+            const uint8_t *q = p + 3 * k;
+            for (int i = 0; i < 4; i++) {
+                __m256i px = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(q + i * sstride))),
+                    _mm_loadu_si128((const __m128i *)(q + (i + 4) * sstride)), 1);
+                a[i] = _mm256_add_epi32(a[i], _mm256_add_epi32(_mm256_madd_epi16(_mm256_shuffle_epi8(px, m01), w01),
+                                                               _mm256_madd_epi16(_mm256_shuffle_epi8(px, m23), w23)));
+            }
+        }
+        int16_t *d = t + (size_t)(flip ? dw - 1 - o : o) * 3;
+        for (int i = 0; i < 4; i++) {
+            __m256i v = _mm256_packs_epi32(_mm256_srai_epi32(a[i], WBITS - HBITS), z256());
+            uint64_t lo = (uint64_t)_mm_cvtsi128_si64(_mm256_castsi256_si128(v));
+            uint64_t hi = (uint64_t)_mm_cvtsi128_si64(_mm256_extracti128_si256(v, 1));
+            memcpy(d + (size_t)i * row, &lo, 6);
+            memcpy(d + (size_t)(i + 4) * row, &hi, 6);
+        }
+    }
+}
+
+// AVX2: 16 outputs per step.  unpack and pack work within 128-bit lanes, so the packed int16 come
+// out in order; the final byte pack leaves the two halves in qwords 0 and 2.
+__attribute__((target("avx2"))) static void vrow_avx2(const int16_t *t0, size_t row, const int16_t *wk, int K,
+                                                       uint8_t *d) {
+    const int shift = WBITS + HBITS;
+    const __m256i rnd = _mm256_set1_epi32(1 << (shift - 1)), z = _mm256_setzero_si256();
+    size_t e = 0;
+    for (; e + 16 <= row; e += 16) {
+        __m256i lo = rnd, hi = rnd;
+        for (int k = 0; k < K; k += 2) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)(t0 + (size_t)k * row + e));
+            __m256i b = k + 1 < K ? _mm256_loadu_si256((const __m256i *)(t0 + (size_t)(k + 1) * row + e)) : z;
+            int32_t wv;
+            memcpy(&wv, wk + k, 4);
+            __m256i w = _mm256_set1_epi32(wv);
+            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), w));
+            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), w));
+        }
+        __m256i v = _mm256_packs_epi32(_mm256_srai_epi32(lo, shift), _mm256_srai_epi32(hi, shift));
+        v = _mm256_permute4x64_epi64(_mm256_packus_epi16(v, v), 0x08);
+        _mm_storeu_si128((__m128i *)(d + e), _mm256_castsi256_si128(v));
+    }
+    vrow_scalar(t0, row, wk, K, d, e);
+}
+#endif
+
+int vm_crop_resize_impl(const uint8_t *src, int sw, int sh, size_t sstride, int x, int y, int w, int h, uint8_t *dst,
+                        int dw, int dh, int flip, int simd, vm_scratch *scratch, vm_error *err) {
     if (w < 1 || h < 1 || x < 0 || y < 0 || x + w > sw || y + h > sh || dw < 1 || dh < 1)
         return vm_fail(err, VM_EINVAL, "crop %dx%d+%d+%d of a %dx%d image to %dx%d: box outside the image or empty",
                        w, h, x, y, sw, sh, dw, dh);
     vm_scratch local = {0};
     if (!scratch) scratch = &local;
-    int KX = taps_count(w, dw), KY = taps_count(h, dh), KM = KX > KY ? KX : KY;
-    // Layout of the scratch block: tmp rows (h, dw*3) int16 | acc (dw*3) int32 | x taps | y taps | doubles
-    size_t row = (size_t)dw * 3;
-    size_t n_tmp = (size_t)h * row * sizeof(int16_t), n_acc = row * sizeof(int32_t);
-    size_t n_xs = (size_t)dw * sizeof(int32_t), n_xw = (size_t)dw * KX * sizeof(int16_t);
-    size_t n_ys = (size_t)dh * sizeof(int32_t), n_yw = (size_t)dh * KY * sizeof(int16_t);
-    size_t al = 64, total = 0, off[7], sz[7] = {n_tmp, n_acc, n_xs, n_xw, n_ys, n_yw, KM * sizeof(double)};
-    for (int i = 0; i < 7; i++) { off[i] = total; total += (sz[i] + al - 1) / al * al; }
+    int KB = taps_bound(w, dw) > taps_bound(h, dh) ? taps_bound(w, dw) : taps_bound(h, dh);
+    // Scratch layout: tmp rows (h, dw*3) int16 | x starts | x weights | y starts | y weights | doubles
+    const size_t row = (size_t)dw * 3, al = 64;
+    size_t sz[6] = {(size_t)h * row * sizeof(int16_t), (size_t)dw * sizeof(int32_t), 0, (size_t)dh * sizeof(int32_t),
+                    0, (size_t)KB * sizeof(double)};
+    double *dtmp = scratch_get(scratch, sz[5]);
+    if (!dtmp) return vm_fail(err, VM_ENOMEM, "crop resize %dx%d -> %dx%d: out of memory", w, h, dw, dh);
+    int KX = taps_count(w, dw), KY = taps_count(h, dh);
+    axis_taps ax = {KX, (KX + 3) & ~3, NULL, NULL}, ay = {KY, (KY + 3) & ~3, NULL, NULL};
+    sz[2] = (size_t)dw * ax.KP * sizeof(int16_t);
+    sz[4] = (size_t)dh * ay.KP * sizeof(int16_t);
+    size_t off[6], total = 0;
+    for (int i = 0; i < 6; i++) { off[i] = total; total += (sz[i] + al - 1) / al * al; }
     uint8_t *mem = scratch_get(scratch, total);
     if (!mem) return vm_fail(err, VM_ENOMEM, "crop resize %dx%d -> %dx%d: out of memory", w, h, dw, dh);
     int16_t *tmp = (int16_t *)(mem + off[0]);
-    int32_t *acc = (int32_t *)(mem + off[1]);
-    axis_taps ax = {KX, (int32_t *)(mem + off[2]), (int16_t *)(mem + off[3])};
-    axis_taps ay = {KY, (int32_t *)(mem + off[4]), (int16_t *)(mem + off[5])};
-    double *dtmp = (double *)(mem + off[6]);
+    ax.start = (int32_t *)(mem + off[1]);
+    ax.w = (int16_t *)(mem + off[2]);
+    ay.start = (int32_t *)(mem + off[3]);
+    ay.w = (int16_t *)(mem + off[4]);
+    dtmp = (double *)(mem + off[5]);
     taps_build(&ax, w, dw, dtmp);
     taps_build(&ay, h, dh, dtmp);
 
-    // Horizontal: every crop row -> tmp (h, dw, 3) in Q7.  Flip writes output column dw-1-o.
-    for (int r = 0; r < h; r++) {
+    // Horizontal: every crop row -> tmp (h, dw, 3) in Q7; flip writes output column dw-1-o.
+    const uint8_t *limit = src + (size_t)(sh - 1) * sstride + (size_t)sw * 3;
+    int r = 0;
+#ifdef __SSE2__
+    if (simd) {
+        const int ssse3 = __builtin_cpu_supports("ssse3");
+        if (__builtin_cpu_supports("avx2")) {
+            for (; r + 8 <= h && y + r + 7 < sh - 1; r += 8) {
+                const uint8_t *s = src + (size_t)(y + r) * sstride + (size_t)x * 3;
+                int safe = dw;  // as below, for the 8th row
+                while (safe > 0 && s + 7 * sstride + (size_t)ax.start[safe - 1] * 3 + 3 * (ax.KP - 4) + 16 > limit)
+                    safe--;
+                hrow8_avx2(s, sstride, &ax, dw, flip, tmp + (size_t)r * row, row, 0, safe);
+                hrow4_sse2(s, sstride, &ax, dw, flip, tmp + (size_t)r * row, row, safe, dw);
+                hrow4_sse2(s + 4 * sstride, sstride, &ax, dw, flip, tmp + (size_t)(r + 4) * row, row, safe, dw);
+            }
+        }
+        for (; r + 4 <= h && y + r + 3 < sh - 1; r += 4) {
+            const uint8_t *s = src + (size_t)(y + r) * sstride + (size_t)x * 3;
+            // Outputs [0, safe) have every 16-byte load of the 4th row inside the buffer (starts
+            // ascend with o); those take SSSE3, the others SSE2's 4-byte loads (always inside: the
+            // 4 rows end before the image's last row).
+            int safe = 0;
+            if (ssse3) {
+                safe = dw;
+                while (safe > 0 && s + 3 * sstride + (size_t)ax.start[safe - 1] * 3 + 3 * (ax.KP - 4) + 16 > limit)
+                    safe--;
+                hrow4_ssse3(s, sstride, &ax, dw, flip, tmp + (size_t)r * row, row, 0, safe);
+            }
+            hrow4_sse2(s, sstride, &ax, dw, flip, tmp + (size_t)r * row, row, safe, dw);
+        }
+    }
+#endif
+    for (; r < h; r++) {
         const uint8_t *s = src + (size_t)(y + r) * sstride + (size_t)x * 3;
         int16_t *t = tmp + (size_t)r * row;
-        for (int o = 0; o < dw; o++) {
-            const uint8_t *p = s + (size_t)ax.start[o] * 3;
-            const int16_t *wk = ax.w + (size_t)o * KX;
-            int32_t a0 = 0, a1 = 0, a2 = 0;
-            for (int k = 0; k < KX; k++) {
-                a0 += wk[k] * p[3 * k];
-                a1 += wk[k] * p[3 * k + 1];
-                a2 += wk[k] * p[3 * k + 2];
-            }
-            int16_t *q = t + (size_t)(flip ? dw - 1 - o : o) * 3;
-            const int32_t rnd = 1 << (WBITS - HBITS - 1);
-            q[0] = (int16_t)((a0 + rnd) >> (WBITS - HBITS));
-            q[1] = (int16_t)((a1 + rnd) >> (WBITS - HBITS));
-            q[2] = (int16_t)((a2 + rnd) >> (WBITS - HBITS));
-        }
+#ifdef __SSE2__
+        if (simd) { hrow_sse2(s, limit, &ax, dw, flip, t); continue; }
+#endif
+        (void)limit;
+        hrow_scalar(s, &ax, dw, flip, t, 0, dw);
     }
-    // Vertical: each output row is a weighted sum of KY tmp rows (contiguous: vectorises).
-    const int shift = WBITS + HBITS;
-    const int32_t rnd = 1 << (shift - 1);
+    // Vertical: each output row is a weighted sum of KY consecutive tmp rows.
+#ifdef __SSE2__
+    const int avx2 = __builtin_cpu_supports("avx2");
+#endif
     for (int o = 0; o < dh; o++) {
-        const int16_t *wk = ay.w + (size_t)o * KY;
-        const int16_t *t0 = tmp + (size_t)ay.start[o] * row;
-        for (size_t e = 0; e < row; e++) acc[e] = rnd;
-        for (int k = 0; k < KY; k++) {
-            const int32_t wv = wk[k];
-            const int16_t *t = t0 + (size_t)k * row;
-            if (!wv) continue;
-            for (size_t e = 0; e < row; e++) acc[e] += wv * t[e];
-        }
+        const int16_t *wk = ay.w + (size_t)o * ay.KP, *t0 = tmp + (size_t)ay.start[o] * row;
         uint8_t *d = dst + (size_t)o * row;
-        for (size_t e = 0; e < row; e++) {
-            int32_t v = acc[e] >> shift;
-            d[e] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-        }
+#ifdef __SSE2__
+        if (simd && avx2) { vrow_avx2(t0, row, wk, KY, d); continue; }
+        if (simd) { vrow_sse2(t0, row, wk, KY, d); continue; }
+#endif
+        vrow_scalar(t0, row, wk, KY, d, 0);
     }
+    (void)simd;
     vm_scratch_free(&local);
     return 0;
+}
+
+int vm_crop_resize_rgb(const uint8_t *src, int sw, int sh, size_t sstride, int x, int y, int w, int h,
+                       uint8_t *dst, int dw, int dh, int flip, vm_scratch *scratch, vm_error *err) {
+    return vm_crop_resize_impl(src, sw, sh, sstride, x, y, w, h, dst, dw, dh, flip, 1, scratch, err);
 }
 
 // ---- colour: torchvision.transforms.functional on uint8 tensors --------------------------------
