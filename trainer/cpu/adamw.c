@@ -12,6 +12,7 @@ void FN(sumsq)(real *out, const real *x, size_t N) {
     for (int blk = 0; blk < NB; blk++) {
         size_t lo = N * blk / NB, hi = N * (blk + 1) / NB;
         acc_t s = 0;
+#pragma omp simd reduction(+ : s)
         for (size_t i = lo; i < hi; i++) s += (acc_t)x[i] * x[i];
         part[blk] = s;
     }
@@ -31,7 +32,7 @@ void FN(adamw)(real *param, const real *grad, real *m, real *v, size_t N, real l
     const real bc2_sqrt = (real)sqrt(bc2);
     const real decay = (real)(1 - (double)lr * weight_decay);
     const real a1 = (real)1 - beta1, a2 = (real)1 - beta2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < N; i++) {
         real g = grad_scale == 1 ? grad[i] : grad[i] * grad_scale;
         real mi = m[i] * beta1 + g * a1;
