@@ -338,6 +338,13 @@ int vm_batch_parse(const void *msg, size_t len, vm_batch_view *view, vm_error *e
     return 0;
 }
 
+void vm_batch_view_rebase(vm_batch_view *v, const void *msg) {
+    const uint8_t *m = msg;
+    v->meta = m + (v->meta - v->msg);
+    v->payload = m + (v->payload - v->msg);
+    v->msg = m;
+}
+
 void vm_batch_get_sample(const vm_batch_view *v, uint32_t b, vm_sample_meta *out) {
     const uint8_t *r = v->meta + (uint64_t)b * (v->h.sample_rec_size + (uint64_t)v->h.views * v->h.view_rec_size);
     out->video_id = get64(r);

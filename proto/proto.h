@@ -118,6 +118,10 @@ int vm_batch_encode(const vm_batch_header *h, const vm_sample_meta *samples, con
 // does not decompress.
 int vm_batch_parse(const void *msg, size_t len, vm_batch_view *view, vm_error *err);
 
+// Point a parsed view at a byte-identical copy of its message (the buffer was moved, e.g. a
+// zmq_msg_move): O(1), no re-validation, unlike a second vm_batch_parse (which hashes every byte).
+void vm_batch_view_rebase(vm_batch_view *v, const void *msg);
+
 // Metadata of sample b (< B) and of view j (< V) of sample b, from a parsed message.
 void vm_batch_get_sample(const vm_batch_view *v, uint32_t b, vm_sample_meta *out);
 void vm_batch_get_view(const vm_batch_view *v, uint32_t b, uint32_t j, vm_view_meta *out);

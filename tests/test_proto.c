@@ -532,3 +532,26 @@ TEST(proto_flat_frames_at_max_ratio_round_trip) {
         tp_batch_free(&t);
     }
 }
+
+TEST(proto_view_rebase_after_move) {
+    tp_batch t;
+    tp_batch_init(&t, 3, 2, 10, 12, VM_BATCH_CODEC_LZ4, 0, 13);
+    vm_error err = {0};
+    size_t len;
+    uint8_t *msg = tp_encode(&t, &len, &err);
+    CHECK(msg != NULL, "%s", err.msg);
+    vm_batch_view v;
+    CHECK_OK(vm_batch_parse(msg, len, &v, &err), err);
+    uint8_t *moved = malloc(len);
+    memcpy(moved, msg, len);
+    memset(msg, 0, len);  // the old buffer is gone
+    free(msg);
+    vm_batch_view_rebase(&v, moved);
+    CHECK(v.msg == moved && v.meta == moved + 128 && v.payload == moved + 128 + v.h.meta_size);
+    uint8_t *px = malloc(t.raw);
+    CHECK_OK(vm_batch_decode_pixels(&v, px, t.raw, &err), err);
+    check_same(&t, &v, px);
+    free(px);
+    free(moved);
+    tp_batch_free(&t);
+}
