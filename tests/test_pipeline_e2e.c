@@ -1,0 +1,325 @@
+// tests/test_pipeline_e2e.c — the real pipeline: generated videos, `vicmae worker` processes
+// (decoder + sampler), corrupt inputs, `vicmae run --sink` and Ctrl-C, two network namespaces.
+#include <fcntl.h>
+#include <stdarg.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "common/io.h"
+#include "pipeline/receiver.h"
+#include "pipeline/synth.h"
+#include "pipeline/worker.h"
+#include "tests/harness.h"
+
+static const char *bin(void) {
+    const char *b = getenv("VICMAE_BIN");
+    if (!b || access(b, X_OK)) SKIP("no vicmae binary ($VICMAE_BIN, set by tests/run.sh)");
+    return b;
+}
+
+static int read_file(const char *path, uint8_t **data, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    *data = malloc(*len + 1);
+    size_t n = fread(*data, 1, *len, f);
+    fclose(f);
+    return n == *len ? 0 : -1;
+}
+
+// A small generated dataset (once per binary).
+static const char *synth_dir(void) {
+    static char dir[700];
+    if (dir[0]) return dir;
+    snprintf(dir, sizeof dir, "%s/synth", vt_tmpdir());
+    vm_synth_opts o;
+    vm_synth_opts_default(&o);
+    o.out_dir = dir;
+    o.videos = 8;
+    o.width = o.height = 64;
+    o.frames = 24;
+    vm_error err = {0};
+    int rc = vm_synth_generate(&o, &err);
+    if (rc == VM_EUNSUPPORTED) { dir[0] = 0; SKIP("%s", err.msg); }
+    CHECK_OK(rc, err);
+    return dir;
+}
+
+TEST(synth_is_deterministic_labeled_and_decodable) {
+    alarm(120);
+    const char *d = synth_dir();
+    char again[700];
+    snprintf(again, sizeof again, "%s/synth2", vt_tmpdir());
+    vm_synth_opts o;
+    vm_synth_opts_default(&o);
+    o.out_dir = again;
+    o.videos = 2;
+    o.width = o.height = 64;
+    o.frames = 24;
+    vm_error err = {0};
+    CHECK_OK(vm_synth_generate(&o, &err), err);
+    for (int i = 0; i < 2; i++) {
+        char a[800], b[800];
+        snprintf(a, sizeof a, "%s/%s/%04d.mp4", d, vm_synth_class_name(i), i);
+        snprintf(b, sizeof b, "%s/%s/%04d.mp4", again, vm_synth_class_name(i), i);
+        uint8_t *x, *y;
+        size_t xl, yl;
+        CHECK(read_file(a, &x, &xl) == 0 && read_file(b, &y, &yl) == 0);
+        CHECK(xl == yl && !memcmp(x, y, xl), "video %d differs between two runs with the same seed", i);
+        CHECK(xl > 1000);
+        free(x);
+        free(y);
+    }
+    char man[800];
+    snprintf(man, sizeof man, "%s/manifest.txt", d);
+    uint8_t *m;
+    size_t ml;
+    CHECK(read_file(man, &m, &ml) == 0);
+    m[ml] = 0;
+    CHECK(strstr((char *)m, "0-disc/0000.mp4 0 0\n") && strstr((char *)m, "3-cross/0007.mp4 3 7\n"), "%s", m);
+    free(m);
+    // Classes differ in what they show: frame 0 of a disc video and of a square video differ.
+    uint8_t *f0 = malloc(64 * 64 * 3), *f1 = malloc(64 * 64 * 3);
+    o.width = o.height = 64;
+    vm_synth_render(&o, 0, 0, f0);
+    vm_synth_render(&o, 0, 5, f1);
+    CHECK(memcmp(f0, f1, 64 * 64 * 3) != 0, "the scene does not move");
+    free(f0);
+    free(f1);
+}
+
+static void e2e_config(vm_config *cfg, const char *manifest) {
+    vm_config_defaults(cfg);
+    snprintf(cfg->data.path, sizeof cfg->data.path, "%s", manifest);
+    snprintf(cfg->pipeline.endpoint, sizeof cfg->pipeline.endpoint, "tcp://127.0.0.1:*");
+    snprintf(cfg->decoder.index_cache, sizeof cfg->decoder.index_cache, "%s/index-cache", vt_tmpdir());
+    cfg->model.img_size = 32;
+    cfg->model.patch_size = 8;
+    cfg->decoder.decode_short_side = 48;
+    cfg->sampler.pairs_per_video = 2;
+    cfg->sampler.gap_min = 0.2;
+    cfg->sampler.gap_max = 1.0;
+    cfg->pipeline.chunk_samples = 2;
+    cfg->pipeline.credits = 4;
+    cfg->pipeline.heartbeat_ms = 100;
+    cfg->pipeline.lease_timeout_ms = 8000;
+    cfg->decoder.timeout_ms = 3000;  // a stalled decoder on a bad file must not stretch the test
+    vm_error err = {0};
+    CHECK_OK(vm_config_validate(cfg, &err), err);
+}
+
+static pid_t spawn(char *const argv[]) {
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0 && !getenv("VICMAE_TEST_VERBOSE")) dup2(fd, 2), dup2(fd, 1);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static int reap(pid_t pid, double timeout_s) {
+    double t0 = vm_now();
+    int st;
+    while (vm_now() - t0 < timeout_s) {
+        if (waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        usleep(20000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    return -1;
+}
+
+TEST(real_workers_deliver_every_video_corrupt_ones_fail_with_reason) {
+    alarm(120);
+    const char *b = bin();
+    const char *d = synth_dir();
+    char man[800], corrupt[800], trunc[800], src[800];
+    snprintf(corrupt, sizeof corrupt, "%s/corrupt.mp4", vt_tmpdir());
+    snprintf(trunc, sizeof trunc, "%s/truncated.mp4", vt_tmpdir());
+    snprintf(src, sizeof src, "%s/0-disc/0000.mp4", d);
+    uint8_t junk[4096];
+    for (size_t i = 0; i < sizeof junk; i++) junk[i] = (uint8_t)(i * 2654435761u >> 13);
+    vm_error err = {0};
+    CHECK_OK(vm_write_file_atomic(corrupt, junk, sizeof junk, &err), err);
+    uint8_t *v;
+    size_t vl;
+    CHECK(read_file(src, &v, &vl) == 0);
+    CHECK_OK(vm_write_file_atomic(trunc, v, vl / 3, &err), err);
+    free(v);
+    snprintf(man, sizeof man, "%s/e2e.txt", vt_tmpdir());
+    FILE *f = fopen(man, "w");
+    for (int i = 0; i < 8; i++) fprintf(f, "%s/%s/%04d.mp4 %d\n", d, vm_synth_class_name(i % 4), i, i % 4);
+    fprintf(f, "%s -1\n%s -1\n", corrupt, trunc);
+    fclose(f);
+    vm_config cfg;
+    e2e_config(&cfg, man);
+    cfg.pipeline.epochs = 2;
+    vm_receiver_opts o;
+    vm_receiver_opts_default(&o);
+    o.quiet = 1;
+    o.stats_every_s = 0;
+    o.drop_last = 0;
+    vm_receiver *r;
+    CHECK_OK(vm_receiver_start(&r, &cfg, &o, &err), err);
+    char ep[256];
+    snprintf(ep, sizeof ep, "%s", vm_receiver_endpoint(r));
+    char *wargv[] = {(char *)b, "worker", "--connect", ep, "--idle-exit", "30", NULL};
+    pid_t w1 = spawn(wargv), w2 = spawn(wargv);
+    int B = 3, V = vm_receiver_views(r), S = vm_receiver_size(r);
+    uint8_t *px = malloc((size_t)B * V * S * S * 3);
+    vm_sample_meta meta[3];
+    int counts[10] = {0}, total = 0, n, nonzero = 0;
+    while ((n = vm_receiver_next_batch(r, px, meta, B, NULL, &err)) > 0) {
+        for (int i = 0; i < n; i++) counts[meta[i].video_id < 10 ? meta[i].video_id : 9]++;
+        total += n;
+        for (size_t i = 0; i < (size_t)n * V * S * S * 3; i += 101) nonzero += px[i] != 0;
+    }
+    CHECK(n == 0, "next_batch: %s", err.msg);
+    vm_receiver_stats s;
+    vm_receiver_get_stats(r, &s);
+    vm_receiver_stop(r);
+    CHECK_EQ_INT(reap(w1, 10), 0);
+    CHECK_EQ_INT(reap(w2, 10), 0);
+    free(px);
+    CHECK_EQ_INT(total, 8 * 2 * 2);
+    for (int i = 0; i < 8; i++) CHECK_EQ_INT(counts[i], 4);
+    CHECK_EQ_INT(counts[8] + counts[9], 0);
+    CHECK(nonzero > 0, "all pixels zero");
+    CHECK_EQ_INT(s.epochs_done, 2);
+    CHECK_EQ_INT(s.units_failed, 4);  // two bad files, two epochs
+    CHECK_EQ_INT(s.rejected, 0);
+}
+
+TEST(cli_run_sink_full_epoch_saves_batches_and_stops_on_ctrl_c) {
+    alarm(120);
+    const char *b = bin();
+    const char *d = synth_dir();
+    char setdata[800], setcache[800], save[700];
+    snprintf(setdata, sizeof setdata, "data.path=%s", d);
+    snprintf(setcache, sizeof setcache, "decoder.index_cache=%s/index-cache", vt_tmpdir());
+    snprintf(save, sizeof save, "%s/batches", vt_tmpdir());
+    char *argv[] = {(char *)b, "run", "--sink", "--workers", "2", "--epochs", "1", "--batch", "4", "--save-batches", save,
+                    "--set", setdata, "--set", setcache, "--set", "pipeline.endpoint=tcp://127.0.0.1:*",
+                    "--set", "model.img_size=32", "--set", "model.patch_size=8", "--set", "sampler.pairs_per_video=2",
+                    "--set", "decoder.decode_short_side=48", NULL};
+    CHECK_EQ_INT(reap(spawn(argv), 60), 0);
+    // 8 videos x 2 pairs = 16 samples = 4 batch files.
+    for (int i = 0; i < 4; i++) {
+        char p[800];
+        snprintf(p, sizeof p, "%s/batch-%06d.vmb", save, i);
+        struct stat st;
+        CHECK(stat(p, &st) == 0 && st.st_size > 128, "missing %s", p);
+    }
+    char p[800];
+    snprintf(p, sizeof p, "%s/batch-000004.vmb", save);
+    CHECK(access(p, F_OK) != 0, "more batches than samples");
+    // Ctrl-C: an endless run stops cleanly (status 130) and takes its workers with it.
+    char *argv2[] = {(char *)b, "run", "--sink", "--workers", "2", "--epochs", "1000", "--set", setdata, "--set", setcache,
+                     "--set", "pipeline.endpoint=tcp://127.0.0.1:*", "--set", "model.img_size=32", "--set",
+                     "model.patch_size=8", NULL};
+    pid_t pid = spawn(argv2);
+    usleep(2500 * 1000);
+    CHECK(kill(pid, SIGINT) == 0);
+    CHECK_EQ_INT(reap(pid, 15), 130);
+    // No worker of that run is left (they were its children: now reparented or gone).
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "pgrep -P %d >/dev/null 2>&1", (int)pid);
+    CHECK(system(cmd) != 0, "children of the run are still alive");
+}
+
+// ---- two network namespaces joined by a veth pair --------------------------------------------------
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...) {
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    char full[1100];
+    snprintf(full, sizeof full, "%s >/dev/null 2>&1", cmd);
+    return system(full);
+}
+
+static int enter_netns(const char *name) {
+    char p[256];
+    snprintf(p, sizeof p, "/var/run/netns/%s", name);
+    int fd = open(p, O_RDONLY);
+    if (fd < 0) return -1;
+    int rc = setns(fd, CLONE_NEWNET);
+    close(fd);
+    return rc;
+}
+
+TEST(worker_in_another_network_namespace_over_veth) {
+    alarm(120);
+    const char *b = bin();
+    const char *d = synth_dir();
+    if (geteuid() != 0) SKIP("needs root for ip netns (running as uid %d)", (int)geteuid());
+    if (sh("ip -V")) SKIP("no ip command (iproute2)");
+    char na[32], nb[32], va[16], vb[16];
+    snprintf(na, sizeof na, "vmt%d-a", (int)getpid());
+    snprintf(nb, sizeof nb, "vmt%d-b", (int)getpid());
+    snprintf(va, sizeof va, "vma%d", (int)getpid() % 100000);
+    snprintf(vb, sizeof vb, "vmb%d", (int)getpid() % 100000);
+    if (sh("ip netns add %s", na)) SKIP("ip netns add failed (no CAP_SYS_ADMIN or no netns support here)");
+    int ok = !sh("ip netns add %s", nb) && !sh("ip link add %s type veth peer name %s", va, vb) &&
+             !sh("ip link set %s netns %s", va, na) && !sh("ip link set %s netns %s", vb, nb) &&
+             !sh("ip -n %s addr add 10.231.7.1/24 dev %s", na, va) && !sh("ip -n %s addr add 10.231.7.2/24 dev %s", nb, vb) &&
+             !sh("ip -n %s link set %s up", na, va) && !sh("ip -n %s link set %s up", nb, vb) &&
+             !sh("ip -n %s link set lo up", na) && !sh("ip -n %s link set lo up", nb);
+    if (!ok) {
+        sh("ip netns del %s", na);
+        sh("ip netns del %s", nb);
+        SKIP("could not build the veth pair between two namespaces");
+    }
+    char man[800];
+    snprintf(man, sizeof man, "%s/manifest.txt", d);
+    vm_config cfg;
+    e2e_config(&cfg, man);
+    cfg.pipeline.epochs = 1;
+    // The trainer lives in namespace a (10.231.7.1), the worker in b (10.231.7.2).
+    snprintf(cfg.pipeline.endpoint, sizeof cfg.pipeline.endpoint, "tcp://10.231.7.1:5557");
+    fflush(NULL);
+    pid_t trainer = fork();
+    if (trainer == 0) {
+        if (enter_netns(na)) _exit(2);
+        vm_receiver_opts o;
+        vm_receiver_opts_default(&o);
+        o.quiet = 1;
+        o.stats_every_s = 0;
+        o.drop_last = 0;
+        vm_receiver *r;
+        vm_error err = {0};
+        if (vm_receiver_start(&r, &cfg, &o, &err)) { fprintf(stderr, "%s\n", err.msg); _exit(3); }
+        int V = vm_receiver_views(r), S = vm_receiver_size(r), n, total = 0;
+        uint8_t *px = malloc((size_t)4 * V * S * S * 3);
+        vm_sample_meta meta[4];
+        while ((n = vm_receiver_next_batch(r, px, meta, 4, NULL, &err)) > 0) total += n;
+        vm_receiver_stats s;
+        vm_receiver_get_stats(r, &s);
+        vm_receiver_stop(r);
+        _exit(n == 0 && total == 16 && s.workers_joined == 1 ? 0 : 4);
+    }
+    char netns_cmd[200];
+    snprintf(netns_cmd, sizeof netns_cmd, "/var/run/netns/%s", nb);
+    char *wargv[] = {"/usr/sbin/ip", "netns", "exec", nb, (char *)b, "worker", "--connect", "tcp://10.231.7.1:5557",
+                     "--idle-exit", "30", NULL};
+    if (access(wargv[0], X_OK)) wargv[0] = "/sbin/ip";
+    pid_t worker = spawn(wargv);
+    int ts = reap(trainer, 60), ws = reap(worker, 15);
+    sh("ip netns del %s", na);
+    sh("ip netns del %s", nb);
+    CHECK_EQ_INT(ts, 0);
+    CHECK_EQ_INT(ws, 0);
+}
