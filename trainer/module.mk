@@ -10,3 +10,4 @@ DEBS += $(trainer_DEBS)
 # safetensors checkpoints (trainer/safetensors.c) parse their JSON header with cJSON.
 trainer_PKGS += libcjson
 DEBS += libcjson-dev
+DEBS += gnuplot-nox   # `vicmae plot` (cli/cmd_plot.c) draws the loss curves with gnuplot

@@ -1,0 +1,150 @@
+// vicmae train --config FILE [--set section.key=value]... [--replay DIR] [--backend cpu|cuda]
+//              [--resume RUN_DIR|CKPT] [--stop-after STEPS] [--save-batches DIR]
+//
+// Trains the configured model on batches from the pipeline (binds [pipeline] endpoint; workers
+// connect, `vicmae run` starts them) or on a directory of stored proto batch files (--replay).
+// Everything the run writes is in [run] out_dir (trainer/loop.h).  SIGINT/SIGTERM finish the
+// current step, write a checkpoint and exit 0; `--resume` continues from it.
+//
+// This file is part of the GStreamer-free vicmae-trainer binary: no decoder, sampler or worker.
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "cli/cli.h"
+#include "common/log.h"
+#include "trainer/cuda/cuda_backend.h"
+#include "trainer/loop.h"
+#include "trainer/state.h"
+
+static volatile sig_atomic_t g_stop;  // set by the signal handler, polled by the loop between steps
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static int usage(void) {
+    fprintf(stderr,
+            "usage: vicmae train --config FILE [--set section.key=value]... [--replay DIR] [--backend cpu|cuda]\n"
+            "                    [--resume RUN_DIR|CKPT] [--stop-after STEPS] [--save-batches DIR]\n"
+            "  --replay DIR        train on stored proto batch files instead of the pipeline\n"
+            "  --backend B         cpu or cuda (default [run] backend: auto = cuda when a GPU is usable)\n"
+            "  --resume X          continue from X/train_state.safetensors (or that file itself);\n"
+            "                      without --config the checkpoint's own configuration is used\n"
+            "  --stop-after N      stop with a checkpoint after N steps (the schedule still plans all)\n"
+            "  --save-batches DIR  also store every received batch (replayable with --replay)\n");
+    return 2;
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *resume = NULL;
+    int have_config = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(), 0;
+        if (!strcmp(argv[i], "--config") || !strncmp(argv[i], "--config=", 9)) have_config = 1;
+        if (!strcmp(argv[i], "--resume") && i + 1 < argc) resume = argv[i + 1];
+    }
+    // --resume without --config: the configuration stored in the checkpoint, written to a file so
+    // that --set overrides still apply the usual way.
+    char state_path[VM_PATH_MAX + 64] = "", cfg_tmp[64] = "";
+    char **args = calloc((size_t)argc + 3, sizeof *args);
+    if (!args) return 1;
+    memcpy(args, argv, (size_t)argc * sizeof *args);
+    int nargs = argc;
+    if (resume) {
+        vm_train_state_path(resume, state_path, sizeof state_path);
+        vm_train_state st;
+        char *text = NULL;
+        vm_error err = {0};
+        if (vm_state_peek(state_path, &st, &text, &err)) {
+            fprintf(stderr, "vicmae train: cannot resume: %s\n", err.msg);
+            free(args);
+            return 1;
+        }
+        if (!have_config) {
+            snprintf(cfg_tmp, sizeof cfg_tmp, "/tmp/vicmae-resume-%d.ini", (int)getpid());
+            FILE *fp = fopen(cfg_tmp, "w");
+            if (!fp || fputs(text, fp) < 0) {
+                fprintf(stderr, "vicmae train: %s: cannot write the stored configuration\n", cfg_tmp);
+                if (fp) fclose(fp);
+                free(text), free(args);
+                return 1;
+            }
+            fclose(fp);
+            args[nargs++] = "--config";
+            args[nargs++] = cfg_tmp;
+        }
+        free(text);
+    }
+    args[nargs] = NULL;
+    vm_config cfg;
+    int rc = vm_cli_config(&nargs, args, &cfg);
+    if (cfg_tmp[0]) unlink(cfg_tmp);
+    if (rc) { free(args); return rc; }
+
+    vm_train_opts o;
+    vm_train_opts_default(&o);
+    const char *backend = NULL;
+    for (int i = 1; i < nargs; i++) {
+        const char *a = args[i];
+        if (i + 1 < nargs && !strcmp(a, "--replay")) o.replay_dir = args[++i];
+        else if (i + 1 < nargs && !strcmp(a, "--backend")) backend = args[++i];
+        else if (i + 1 < nargs && !strcmp(a, "--resume")) i++;
+        else if (i + 1 < nargs && !strcmp(a, "--save-batches")) o.save_batches = args[++i];
+        else if (i + 1 < nargs && !strcmp(a, "--stop-after")) {
+            char *end;
+            o.stop_after = strtol(args[++i], &end, 10);
+            if (*end || o.stop_after < 1) {
+                fprintf(stderr, "vicmae train: --stop-after '%s': expected a positive step count\n", args[i]);
+                free(args);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "vicmae train: unexpected argument '%s'\n", a);
+            free(args);
+            return usage();
+        }
+    }
+    if (backend && strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
+        fprintf(stderr, "vicmae train: --backend '%s': expected cpu or cuda\n", backend);
+        free(args);
+        return 2;
+    }
+    // Backend: --backend, else [run] backend; auto = CUDA when vm_backend_cuda() offers one.
+    int want = backend ? (!strcmp(backend, "cuda") ? VM_BACKEND_CUDA : VM_BACKEND_CPU) : cfg.run.backend;
+    char why[512] = "built without CUDA";
+    if (want != VM_BACKEND_CPU) {
+        // trainer/cuda/cuda_nocuda.c answers "built without CUDA" when nvcc was absent.
+        vm_backend_cuda_set_precision(cfg.train.precision == VM_PREC_BF16);
+        o.be = vm_backend_cuda(why, sizeof why);
+        if (!o.be && want == VM_BACKEND_CUDA) {
+            fprintf(stderr, "vicmae train: CUDA backend unavailable: %s\n", why);
+            free(args);
+            return 1;
+        }
+        if (!o.be) vm_info("train: no CUDA backend (%s): training on the CPU", why);
+    }
+    if (!o.be) o.be = vm_backend_cpu(cfg.run.threads);
+    if (resume) o.resume = state_path;
+
+    vm_log_set_role("trainer");
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    o.stop = &g_stop;
+
+    vm_train_result res;
+    vm_error err = {0};
+    rc = vm_train(&cfg, &o, &res, &err);
+    free(args);
+    if (rc) {
+        fprintf(stderr, "vicmae train: %s\n", err.msg);
+        return 1;
+    }
+    printf("train: %ld/%ld steps, loss %.4f -> %.4f (rec %.4f -> %.4f), %.1f s, checkpoint %s\n", res.steps,
+           res.total_steps, res.first.total, res.last.total, res.first.rec, res.last.rec, res.seconds,
+           res.checkpoint[0] ? res.checkpoint : "(none)");
+    return 0;
+}

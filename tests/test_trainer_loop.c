@@ -1,0 +1,179 @@
+// tests/test_trainer_loop.c — the training loop (trainer/loop.h) on replayed batch files: plan,
+// epochs and dropped tails, metrics, checkpoints that load, determinism, learning, bad inputs.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "tests/harness.h"
+#include "tests/test_trainer_resume_util.h"
+#include "trainer/loop.h"
+#include "trainer/model.h"
+#include "trainer/safetensors.h"
+#include "trainer/state.h"
+
+static void subdir(char *out, size_t cap, const char *name) { snprintf(out, cap, "%s/%s", vt_tmpdir(), name); }
+
+// 5 files x 3 pairs = 15 pairs per epoch; batches of 4: 3 steps per epoch (3 pairs dropped), 2 epochs.
+TEST(replay_plans_epochs_and_writes_the_run_directory) {
+    char data[1024], run[1024], path[1100];
+    subdir(data, sizeof data, "plan-data");
+    subdir(run, sizeof run, "plan-run");
+    loop_write_batches(data, 5, 3, 32, 1);
+    vm_config cfg = loop_tiny(run);
+    vm_train_opts o;
+    vm_train_opts_default(&o);
+    o.replay_dir = data, o.quiet = 1;
+    vm_train_result r;
+    vm_error err = {0};
+    CHECK_OK(vm_train(&cfg, &o, &r, &err), err);
+    CHECK_EQ_INT(r.total_steps, 6);
+    CHECK_EQ_INT(r.steps, 6);
+    CHECK(r.first.rec > 0 && r.last.rec > 0 && r.first.w_con == 0.0f, "w_con starts at 0 (warmup)");
+
+    char *m = loop_metrics_without_times(run);
+    CHECK(m != NULL);
+    CHECK_EQ_INT(loop_count_lines(m), 6);
+    long step, epoch;
+    char *line = m;
+    for (int i = 0; i < 6; i++) {
+        CHECK(sscanf(line, "{\"step\": %ld, \"epoch\": %ld", &step, &epoch) == 2, "line %d: %.80s", i, line);
+        CHECK_EQ_INT(step, i + 1);
+        CHECK_EQ_INT(epoch, i / 3);
+        CHECK(strstr(line, "\"loss\": ") && strstr(line, "\"lr\": ") && strstr(line, "\"grad_norm\": "));
+        line = strchr(line, '\n') + 1;
+    }
+    free(m);
+
+    vm_train_state st;
+    char *ini = NULL;
+    snprintf(path, sizeof path, "%s/train_state.safetensors", run);
+    CHECK(!strcmp(r.checkpoint, path), "checkpoint %s", r.checkpoint);
+    CHECK_OK(vm_state_peek(path, &st, &ini, &err), err);
+    CHECK_EQ_INT(st.step, 6);
+    CHECK_EQ_INT(st.total_steps, 6);
+    CHECK_EQ_INT(st.epoch, 1);
+    CHECK_EQ_INT(st.epoch_sample, 12);
+    CHECK_EQ_INT(st.samples, 24);
+    CHECK(strstr(ini, "embed_dim = 32"), "stored config:\n%s", ini);
+    free(ini);
+
+    // model.safetensors is the plain state_dict: loads into a fresh model, equal to the state file's.
+    vm_model *a, *b;
+    const vm_backend_ops *be = vm_backend_cpu(1);
+    CHECK_OK(vm_model_create(&a, &cfg, be, 4, &err), err);
+    CHECK_OK(vm_model_create(&b, &cfg, be, 4, &err), err);
+    snprintf(path, sizeof path, "%s/model.safetensors", run);
+    CHECK_OK(vm_model_load(a, path, 0, &err), err);
+    snprintf(path, sizeof path, "%s/train_state.safetensors", run);
+    CHECK_OK(vm_state_load(b, path, &st, &err), err);
+    CHECK(!memcmp(vm_model_params(a), vm_model_params(b), vm_model_num_floats(a) * sizeof(float)));
+    vm_model_init(a, 7);  // and training moved the parameters away from the initialisation
+    CHECK(memcmp(vm_model_params(a), vm_model_params(b), vm_model_num_floats(a) * sizeof(float)));
+    vm_st_file *f;
+    snprintf(path, sizeof path, "%s/model.safetensors", run);
+    CHECK_OK(vm_st_read(&f, path, &err), err);
+    CHECK(vm_st_find(f, "blocks.0.attn.qkv.weight") && !vm_st_find(f, "optim.m.blocks.0.attn.qkv.weight"));
+    CHECK(vm_st_meta(f, "step") && !strcmp(vm_st_meta(f, "step"), "6"));
+    vm_st_close(f);
+    vm_model_free(a), vm_model_free(b);
+    snprintf(path, sizeof path, "%s/config.ini", run);
+    CHECK(access(path, R_OK) == 0);
+}
+
+// Same seed, same data: the same losses and parameters bitwise; another seed: different ones.
+TEST(replay_is_deterministic) {
+    char data[1024], r1[1024], r2[1024], r3[1024], p1[1100], p2[1100];
+    subdir(data, sizeof data, "det-data");
+    subdir(r1, sizeof r1, "det-a");
+    subdir(r2, sizeof r2, "det-b");
+    subdir(r3, sizeof r3, "det-c");
+    loop_write_batches(data, 4, 4, 32, 2);
+    vm_config cfg = loop_tiny(r1);
+    cfg.run.threads = 2;
+    vm_train_opts o;
+    vm_train_opts_default(&o);
+    o.replay_dir = data, o.quiet = 1;
+    vm_train_result r;
+    vm_error err = {0};
+    CHECK_OK(vm_train(&cfg, &o, &r, &err), err);
+    snprintf(cfg.run.out_dir, sizeof cfg.run.out_dir, "%s", r2);
+    CHECK_OK(vm_train(&cfg, &o, &r, &err), err);
+    cfg.run.seed = 8;
+    snprintf(cfg.run.out_dir, sizeof cfg.run.out_dir, "%s", r3);
+    CHECK_OK(vm_train(&cfg, &o, &r, &err), err);
+    char *m1 = loop_metrics_without_times(r1), *m2 = loop_metrics_without_times(r2), *m3 = loop_metrics_without_times(r3);
+    CHECK(m1 && m2 && m3);
+    CHECK(!strcmp(m1, m2), "metrics differ:\n%s\n---\n%s", m1, m2);
+    CHECK(strcmp(m1, m3), "another seed gave the same metrics");
+    free(m1), free(m2), free(m3);
+    snprintf(p1, sizeof p1, "%s/train_state.safetensors", r1);
+    snprintf(p2, sizeof p2, "%s/train_state.safetensors", r2);
+    loop_same_checkpoint(p1, p2);
+}
+
+// The reconstruction loss falls on structured images (the loop trains, it does not just run).
+TEST(replay_learns) {
+    char data[1024], run[1024];
+    subdir(data, sizeof data, "learn-data");
+    subdir(run, sizeof run, "learn-run");
+    loop_write_batches(data, 8, 8, 32, 3);
+    vm_config cfg = loop_tiny(run);
+    cfg.optim.batch_size = 8, cfg.optim.base_lr = 0.05, cfg.optim.epochs = 8, cfg.optim.warmup_steps = 5;
+    cfg.run.threads = 2;
+    vm_train_opts o;
+    vm_train_opts_default(&o);
+    o.replay_dir = data, o.quiet = 1;
+    vm_train_result r;
+    vm_error err = {0};
+    CHECK_OK(vm_train(&cfg, &o, &r, &err), err);
+    CHECK_EQ_INT(r.steps, 64);
+    // Mean rec of the first and last 8 steps (one epoch each: the same images).
+    char *m = loop_metrics_without_times(run), *line = m;
+    double first = 0, last = 0;
+    for (int i = 0; i < 64; i++) {
+        double rec;
+        char *p = strstr(line, "\"rec\": ");
+        CHECK(p && sscanf(p, "\"rec\": %lf", &rec) == 1);
+        if (i < 8) first += rec / 8;
+        if (i >= 56) last += rec / 8;
+        line = strchr(line, '\n') + 1;
+    }
+    free(m);
+    CHECK(last < 0.8 * first, "reconstruction loss %.4f -> %.4f: not learning", first, last);
+}
+
+TEST(replay_refuses_bad_inputs) {
+    char data[1024], run[1024], path[1100];
+    subdir(data, sizeof data, "bad-data");
+    subdir(run, sizeof run, "bad-run");
+    vm_config cfg = loop_tiny(run);
+    vm_train_opts o;
+    vm_train_opts_default(&o);
+    o.replay_dir = data, o.quiet = 1;
+    vm_train_result r;
+    vm_error err = {0};
+    // Missing directory, empty directory.
+    CHECK(vm_train(&cfg, &o, &r, &err) == VM_EIO && strstr(err.msg, data), "%s", err.msg);
+    mkdir(data, 0755);
+    CHECK(vm_train(&cfg, &o, &r, &err) == VM_ENOTFOUND && strstr(err.msg, "no batch files"), "%s", err.msg);
+    // Batches of another image size.
+    loop_write_batches(data, 2, 4, 16, 1);
+    CHECK(vm_train(&cfg, &o, &r, &err) == VM_EINVAL && strstr(err.msg, "16x16"), "%s", err.msg);
+    // Fewer samples than one batch.
+    char cmd[2200];
+    snprintf(cmd, sizeof cmd, "rm -f %s/*", data);
+    CHECK(system(cmd) == 0);
+    loop_write_batches(data, 1, 3, 32, 1);
+    CHECK(vm_train(&cfg, &o, &r, &err) == VM_EINVAL && strstr(err.msg, "fewer than one batch"), "%s", err.msg);
+    // A corrupt file (one flipped byte) is named.
+    loop_write_batches(data, 2, 4, 32, 1);
+    snprintf(path, sizeof path, "%s/batch-0001.vmb", data);
+    FILE *fp = fopen(path, "r+b");
+    CHECK(fp);
+    fseek(fp, 300, SEEK_SET);
+    int c = fgetc(fp);
+    fseek(fp, 300, SEEK_SET);
+    fputc(c ^ 0x10, fp);
+    fclose(fp);
+    CHECK(vm_train(&cfg, &o, &r, &err) == VM_ECORRUPT && strstr(err.msg, "batch-0001.vmb"), "%s", err.msg);
+}

@@ -1,0 +1,131 @@
+// tests/test_trainer_resume_util.h — helpers of the training-loop tests: a tiny configuration and a
+// directory of stored proto batch files whose pixels have structure the model can learn.
+#pragma once
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "common/config.h"
+#include "common/rng.h"
+#include "proto/proto.h"
+#include "tests/harness.h"
+#include "trainer/safetensors.h"
+
+// configs/tiny.ini values (tests must not depend on the working directory), 1 thread, no warmups.
+static vm_config loop_tiny(const char *out_dir) {
+    vm_config c;
+    vm_config_defaults(&c);
+    c.run.threads = 1, c.run.seed = 7, c.run.log_every = 1000;
+    snprintf(c.run.out_dir, sizeof c.run.out_dir, "%s", out_dir);
+    c.model.img_size = 32, c.model.patch_size = 8, c.model.embed_dim = 32, c.model.depth = 2;
+    c.model.num_heads = 2, c.model.decoder_embed_dim = 16, c.model.decoder_depth = 1;
+    c.model.decoder_num_heads = 2, c.model.mlp_ratio = 2.0, c.model.proj_hidden_dim = 32;
+    c.model.proj_out_dim = 16, c.model.pred_hidden_dim = 16;
+    c.optim.batch_size = 4, c.optim.base_lr = 1e-3, c.optim.epochs = 2, c.optim.warmup_steps = 2;
+    c.loss.con_warmup_steps = 3;
+    return c;
+}
+
+// Pair n of seed: a smooth two-colour gradient with a bright square whose place moves a little
+// between the two views (what a video's frames do), so that reconstruction has something to learn.
+static void loop_pair(uint8_t *px, int S, uint64_t seed, int n) {
+    vm_rng g;
+    vm_rng_init(&g, seed, (uint64_t)n);
+    int c0[3], c1[3];
+    for (int c = 0; c < 3; c++) c0[c] = (int)vm_rng_int(&g, 0, 255), c1[c] = (int)vm_rng_int(&g, 0, 255);
+    int sq = S / 4, x0 = (int)vm_rng_int(&g, 0, S - sq - 2), y0 = (int)vm_rng_int(&g, 0, S - sq - 2);
+    for (int v = 0; v < 2; v++)
+        for (int y = 0; y < S; y++)
+            for (int x = 0; x < S; x++)
+                for (int c = 0; c < 3; c++) {
+                    int val = c0[c] + (c1[c] - c0[c]) * (x + y) / (2 * S - 2);
+                    if (x >= x0 + v && x < x0 + v + sq && y >= y0 + v && y < y0 + v + sq) val = 255 - val / 4;
+                    px[(((size_t)v * S + y) * S + x) * 3 + c] = (uint8_t)val;
+                }
+}
+
+// Write nfiles proto batch files of per_file pairs of S x S into dir (created).
+static void loop_write_batches(const char *dir, int nfiles, int per_file, int S, uint64_t seed) {
+    mkdir(dir, 0755);
+    vm_batch_header h = {.batch = (uint32_t)per_file, .views = 2, .height = (uint32_t)S, .width = (uint32_t)S,
+                         .codec = VM_BATCH_CODEC_LZ4};
+    size_t sb = (size_t)2 * S * S * 3, cap = vm_batch_max_size(&h), len;
+    uint8_t *px = malloc(sb * per_file), *msg = malloc(cap);
+    vm_sample_meta *sm = calloc((size_t)per_file, sizeof *sm);
+    vm_view_meta *vmeta = calloc((size_t)per_file * 2, sizeof *vmeta);
+    CHECK(px && msg && sm && vmeta);
+    vm_error err = {0};
+    for (int f = 0; f < nfiles; f++) {
+        for (int b = 0; b < per_file; b++) loop_pair(px + b * sb, S, seed, f * per_file + b);
+        h.sequence = (uint64_t)f;
+        CHECK_OK(vm_batch_encode(&h, sm, vmeta, px, msg, cap, &len, &err), err);
+        char path[1024];
+        snprintf(path, sizeof path, "%s/batch-%04d.vmb", dir, f);
+        CHECK_OK(vm_batch_file_write(path, msg, len, &err), err);
+    }
+    free(px), free(msg), free(sm), free(vmeta);
+}
+
+// Whole file into memory (NUL-terminated); *len its size.
+static char *loop_slurp(const char *path, size_t *len) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, fp) != (size_t)n) free(buf), buf = NULL;
+    fclose(fp);
+    if (buf) buf[n] = 0;
+    if (len) *len = (size_t)n;
+    return buf;
+}
+
+// metrics.jsonl with the timing fields ("step_s", "wait_s", "time_s": the rest of each line) cut off,
+// so that two runs can be compared byte for byte.
+static char *loop_metrics_without_times(const char *run_dir) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    char *s = loop_slurp(path, NULL);
+    if (!s) return NULL;
+    char *out = malloc(strlen(s) + 1), *o = out;
+    for (char *line = s; *line;) {
+        char *nl = strchr(line, '\n');
+        size_t n = nl ? (size_t)(nl - line) : strlen(line);
+        char *cut = strstr(line, ", \"step_s\"");
+        if (cut && cut < line + n) n = (size_t)(cut - line);
+        memcpy(o, line, n), o += n, *o++ = '\n';
+        line += nl ? (size_t)(nl - line) + 1 : strlen(line);
+    }
+    *o = 0;
+    free(s);
+    return out;
+}
+
+static int loop_count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+// Two safetensors files hold the same tensors bitwise and the same metadata except "config" (which
+// names the run directory).
+static void loop_same_checkpoint(const char *pa, const char *pb) {
+    vm_st_file *a, *b;
+    vm_error err = {0};
+    CHECK_OK(vm_st_read(&a, pa, &err), err);
+    CHECK_OK(vm_st_read(&b, pb, &err), err);
+    CHECK_EQ_INT(vm_st_count(a), vm_st_count(b));
+    for (int i = 0; i < vm_st_count(a); i++) {
+        const vm_st_tensor *ta = vm_st_get(a, i), *tb = vm_st_find(b, ta->name);
+        CHECK(tb && !strcmp(ta->dtype, tb->dtype) && ta->nbytes == tb->nbytes, "%s: %s differs", pb, ta->name);
+        CHECK(!memcmp(ta->data, tb->data, ta->nbytes), "%s and %s: tensor %s differs", pa, pb, ta->name);
+    }
+    static const char *keys[] = {"format", "step", "total_steps", "seed", "data_epoch", "data_epoch_sample",
+                                 "data_samples", "checksum"};
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+        const char *ma = vm_st_meta(a, keys[k]), *mb = vm_st_meta(b, keys[k]);
+        CHECK((!ma && !mb) || (ma && mb && !strcmp(ma, mb)), "%s: metadata %s differs", pb, keys[k]);
+    }
+    vm_st_close(a), vm_st_close(b);
+}
