@@ -533,3 +533,25 @@ TEST(features_without_masking) {
     free(fa), free(fb), free(views);
     vm_model_free(m), vm_model_free(one);
 }
+
+// Two micro-batches with scale 1/2 accumulate the mean of their gradients; with the contrastive
+// loss off (no cross-pair terms, BatchNorm unused) that is the full batch's gradient.
+TEST(gradient_accumulation_matches_full_batch) {
+    vm_config cfg = tiny("none");
+    uint8_t *views = make_views(cfg.model.img_size, 13);
+    vm_model *a = make(&cfg, 60), *b = make(&cfg, 60);
+    vm_error err = {0};
+    vm_losses full, h1, h2;
+    CHECK_OK(vm_model_forward_backward(a, views, B, 3, &full, &err), err);
+    vm_model_zero_grads(b);
+    size_t half = (size_t)(B / 2) * 2 * cfg.model.img_size * cfg.model.img_size * 3;
+    CHECK_OK(vm_model_forward_backward_micro(b, views, B / 2, 3, 0, 0.5f, &h1, &err), err);
+    CHECK_OK(vm_model_forward_backward_micro(b, views + half, B / 2, 3, B / 2, 0.5f, &h2, &err), err);
+    CHECK_NEAR(0.5 * (h1.rec + h2.rec), full.rec, 1e-6 * full.rec);
+    float *ga = host_copy(a, vm_model_grads(a)), *gb = host_copy(b, vm_model_grads(b));
+    double dd = 0, nn = 0;
+    for (size_t i = 0; i < vm_model_num_floats(a); i++) dd += pow(ga[i] - gb[i], 2), nn += (double)ga[i] * ga[i];
+    CHECK(nn > 0 && sqrt(dd / nn) < 1e-5, "accumulated gradient differs by %g relative", sqrt(dd / nn));
+    free(ga), free(gb), free(views);
+    vm_model_free(a), vm_model_free(b);
+}

@@ -527,14 +527,14 @@ static int cmp_noise(const void *a, const void *b) {
 }
 
 // MAE's random_masking for every (view, pair): argsort uniform noise, keep the K smallest.
-static void draw_masks(vm_model *m, int B, long step) {
+static void draw_masks(vm_model *m, int B, long step, int first_pair) {
     int L = m->L, K = m->K;
     struct noise_idx *shuffle = m->h_sort;
     for (int v = 0; v < 2; v++)
         for (int b = 0; b < B; b++) {
             int s = v * B + b;
             vm_rng r;
-            vm_rng_init(&r, (uint64_t)m->cfg.run.seed, vm_rng_stream(VM_RNG_MASK, (uint64_t)step, (uint64_t)b, (uint64_t)v));
+            vm_rng_init(&r, (uint64_t)m->cfg.run.seed, vm_rng_stream(VM_RNG_MASK, (uint64_t)step, (uint64_t)(first_pair + b), (uint64_t)v));
             for (int l = 0; l < L; l++) shuffle[l] = (struct noise_idx){vm_rng_uniformf(&r), l};
             qsort(shuffle, (size_t)L, sizeof *shuffle, cmp_noise);
             int32_t *keep = m->h_keep + (size_t)s * K, *restore = m->h_restore + (size_t)s * L;
@@ -601,7 +601,10 @@ static void bn_views_backward(vm_model *m, const bn_p *p, float *dinp, const flo
 
 // ---- forward + backward -----------------------------------------------------------------------------
 
-int vm_model_forward_backward(vm_model *m, const uint8_t *views, int B, long step, vm_losses *out, vm_error *err) {
+// Pairs first_pair .. first_pair + B - 1 of the step's batch; gradients of scale * total are added
+// to the gradient buffer (zeroed first when zero_grads).
+static int forward_backward(vm_model *m, const uint8_t *views, int B, long step, int first_pair, float scale,
+                            int zero_grads, vm_losses *out, vm_error *err) {
     const vm_backend_ops *be = m->be;
     if (B < 1 || B > m->max_batch)
         return vm_fail(err, VM_EINVAL, "model: batch of %d pairs outside [1, %d]", B, m->max_batch);
@@ -616,13 +619,13 @@ int vm_model_forward_backward(vm_model *m, const uint8_t *views, int B, long ste
     for (int b = 0; b < B; b++)
         for (int v = 0; v < 2; v++)
             memcpy(m->h_img + ((size_t)v * B + b) * img_bytes, views + ((size_t)b * 2 + v) * img_bytes, img_bytes);
-    draw_masks(m, B, step);
+    draw_masks(m, B, step, first_pair);
     m->last_B = B;
     be->to_device(m->img_u8, m->h_img, (size_t)NB * img_bytes);
     be->to_device(m->ids_keep, m->h_keep, (size_t)NB * K * sizeof(int32_t));
     be->to_device(m->ids_restore, m->h_restore, (size_t)NB * L * sizeof(int32_t));
     be->to_device(m->mask, m->h_mask, (size_t)NB * L * sizeof(float));
-    be->zero(m->grads, m->nfloats * sizeof(float));
+    if (zero_grads) be->zero(m->grads, m->nfloats * sizeof(float));
 
     float w_rec = (float)m->cfg.loss.w_rec, w_con = (float)vm_model_w_con(&m->cfg, step);
     vm_losses ls = {0};
@@ -660,7 +663,7 @@ int vm_model_forward_backward(vm_model *m, const uint8_t *views, int B, long ste
     be->matmul_forward(m->pred, m->dec_drop, PW(m->dp_w), PW(m->dp_b), NB * L, Dd, PD);
     // Reconstruction loss over both views at once: every view masks L - K patches, so the mean
     // over all masked patches equals 0.5 * (loss(view 1) + loss(view 2)).
-    be->mae_loss(&ls.rec, m->dpred, m->pred, m->target, m->mask, NB, L, PD, m->norm_pix, w_rec);
+    be->mae_loss(&ls.rec, m->dpred, m->pred, m->target, m->mask, NB, L, PD, m->norm_pix, w_rec * scale);
 
     // ---- global feature, projector, contrastive loss ----
     int ph = m->ph, po = m->po, qh = m->qh;
@@ -675,16 +678,17 @@ int vm_model_forward_backward(vm_model *m, const uint8_t *views, int B, long ste
         be->matmul_forward(m->z, m->j_a2, PW(m->pj6_w), PW(m->pj6_b), NB, ph, po);
         float *z1 = m->z, *z2 = m->z + (size_t)B * po, *dz1 = m->dz, *dz2 = m->dz + (size_t)B * po;
         if (m->con == VM_CON_INFONCE) {
-            be->infonce_loss(&ls.con, dz1, dz2, z1, z2, B, po, (float)m->cfg.loss.temperature, w_con);
+            be->infonce_loss(&ls.con, dz1, dz2, z1, z2, B, po, (float)m->cfg.loss.temperature, w_con * scale);
         } else if (m->con == VM_CON_VICREG) {
             be->vicreg_loss(&ls.con, ls.con_terms, dz1, dz2, z1, z2, B, po, (float)m->cfg.loss.vicreg_sim,
-                            (float)m->cfg.loss.vicreg_var, (float)m->cfg.loss.vicreg_cov, w_con);
+                            (float)m->cfg.loss.vicreg_var, (float)m->cfg.loss.vicreg_cov, w_con * scale);
         } else {  // SimSiam: p = predictor(z); loss on (p, stop-grad z)
             be->matmul_forward(m->q_h, m->z, PW(m->pr0_w), NULL, NB, po, qh);
             bn_views_forward(m, &m->pr1, m->q_bn, m->q_m, m->q_r, m->q_h, B, qh);
             be->relu_forward(m->q_a, m->q_bn, (size_t)NB * qh);
             be->matmul_forward(m->p, m->q_a, PW(m->pr3_w), PW(m->pr3_b), NB, qh, po);
-            be->simsiam_loss(&ls.con, m->dp, m->dp + (size_t)B * po, m->p, m->p + (size_t)B * po, z1, z2, B, po, w_con);
+            be->simsiam_loss(&ls.con, m->dp, m->dp + (size_t)B * po, m->p, m->p + (size_t)B * po, z1, z2, B, po,
+                             w_con * scale);
             be->matmul_backward(m->s_a, GW(m->pr3_w), GW(m->pr3_b), m->dp, m->q_a, PW(m->pr3_w), NB, qh, po);
             be->relu_backward(m->s_b, m->q_bn, m->s_a, (size_t)NB * qh);
             bn_views_backward(m, &m->pr1, m->s_a, m->s_b, m->q_h, m->q_m, m->q_r, B, qh);
@@ -732,6 +736,18 @@ int vm_model_forward_backward(vm_model *m, const uint8_t *views, int B, long ste
     if (!isfinite(ls.total))
         return vm_fail(err, VM_ERANGE, "model: step %ld: loss is not finite (rec %g, con %g)", step, ls.rec, ls.con);
     return 0;
+}
+
+int vm_model_forward_backward(vm_model *m, const uint8_t *views, int B, long step, vm_losses *out, vm_error *err) {
+    return forward_backward(m, views, B, step, 0, 1.0f, 1, out, err);
+}
+
+void vm_model_zero_grads(vm_model *m) { m->be->zero(m->grads, m->nfloats * sizeof(float)); }
+
+int vm_model_forward_backward_micro(vm_model *m, const uint8_t *views, int B, long step, int first_pair, float scale,
+                                    vm_losses *out, vm_error *err) {
+    if (first_pair < 0) return vm_fail(err, VM_EINVAL, "model: first_pair %d", first_pair);
+    return forward_backward(m, views, B, step, first_pair, scale, 0, out, err);
 }
 
 // ---- features (no masking) ---------------------------------------------------------------------------

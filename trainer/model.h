@@ -78,6 +78,15 @@ void vm_model_init(vm_model *m, uint64_t seed);
 int vm_model_forward_backward(vm_model *m, const uint8_t *views, int B, long step, vm_losses *losses,
                               vm_error *err);
 
+// Gradient accumulation (MAE's accum_iter) when a batch does not fit: zero the gradients, then
+// for each micro-batch of B pairs (pairs first_pair .. first_pair+B-1 of the step's batch, which
+// keys their masks) add the gradients of scale * total (scale = 1/accum_iter as MAE divides the
+// loss), then one optimizer step.  Losses come back unscaled.  BatchNorm statistics and the
+// contrastive negatives are those of each micro-batch, as in the official code with accum_iter.
+void vm_model_zero_grads(vm_model *m);
+int vm_model_forward_backward_micro(vm_model *m, const uint8_t *views, int B, long step, int first_pair, float scale,
+                                    vm_losses *losses, vm_error *err);
+
 // AdamW on every trainable tensor with the lr of this step; gradients clipped to optim.clip_grad
 // by global norm when it is > 0.  *lr gets the lr used, *grad_norm the norm before clipping.
 void vm_model_optimizer_step(vm_model *m, long step, float *lr, float *grad_norm);
