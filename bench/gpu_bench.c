@@ -1,7 +1,7 @@
 // bench/gpu_bench.c — training-step throughput of the model on the CUDA backend (bench/gpu.sh).
 //
 //   gpu_bench [--config configs/vit_b16.ini] [--batch 64] [--steps 10] [--warmup 3]
-//             [--precision bf16|fp32] [--profile] [--peak-n 8192]
+//             [--precision bf16|fp32] [--bf16-path convert|fast] [--profile] [--peak-n 8192]
 //
 // Synthetic in-memory batches (random uint8 views, uploaded every step as the trainer does),
 // full steps (forward + backward + AdamW).  Prints the measured bf16 GEMM rate of the device
@@ -122,12 +122,13 @@ static double forward_flops_per_image(const vm_config *cfg, int K) {
 
 static int usage(void) {
     fprintf(stderr, "usage: gpu_bench [--config INI] [--batch PAIRS] [--steps N] [--warmup N] "
-                    "[--precision bf16|fp32] [--profile] [--peak-n N (0: skip the GEMM rate)] [--set section.key=value]...\n");
+                    "[--precision bf16|fp32] [--bf16-path convert|fast] [--profile] [--peak-n N (0: skip the GEMM rate)]\n"
+                    "                 [--set section.key=value]...\n");
     return 2;
 }
 
 int main(int argc, char **argv) {
-    const char *config = "configs/vit_b16.ini", *precision = "bf16";
+    const char *config = "configs/vit_b16.ini", *precision = "bf16", *path = "convert";
     int B = 64, steps = 10, warmup = 3, profile = 0, peak_n = 8192;
     vm_config cfg;
     vm_error err = {0};
@@ -144,6 +145,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--warmup")) warmup = atoi(v);
         else if (!strcmp(a, "--precision")) precision = v;
         else if (!strcmp(a, "--peak-n")) peak_n = atoi(v);
+        else if (!strcmp(a, "--bf16-path")) path = v;
         else if (!strcmp(a, "--set") && nsets < 32) sets[nsets++] = v;
         else return usage();
         i++;
@@ -153,13 +155,18 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nsets; i++)
         if (vm_config_override(&cfg, sets[i], &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 1; }
     cfg.optim.warmup_steps = 0;  // a real lr from the first step (speed does not depend on it)
-    int bf16 = !strcmp(precision, "bf16");
-    if (!bf16 && strcmp(precision, "fp32")) return usage();
+    int bf16 = !strcmp(precision, "bf16"), fast = !strcmp(path, "fast");
+    if ((!bf16 && strcmp(precision, "fp32")) || (!fast && strcmp(path, "convert"))) return usage();
 
     char why[512];
     const vm_backend_ops *be = vm_backend_cuda(why, sizeof why);
     if (!be) { fprintf(stderr, "gpu_bench: no CUDA backend: %s\n", why); return 3; }
     vm_backend_cuda_set_precision(bf16);
+    vm_backend_cuda_set_bf16_path(fast);
+    if (fast && !vm_backend_cuda_bf16_path()) {
+        fprintf(stderr, "gpu_bench: this cuBLAS refuses CUBLAS_COMPUTE_32F_FAST_16BF: no fast bf16 path\n");
+        return 4;
+    }
     char dev[256];
     vm_backend_cuda_device_name(dev, sizeof dev);
     double peak = peak_n > 0 ? vm_backend_cuda_gemm_tflops(1, peak_n, 20) : -1;
@@ -202,8 +209,8 @@ int main(int argc, char **argv) {
     double step = (t_fb + t_opt) / steps;
     double flops = 3.0 * 2 * B * forward_flops_per_image(&cfg, K);
     double tflops = flops / step / 1e12;
-    printf("model: %s, %d pairs/step, %d of %d patches visible, %.1f M params, precision %s\n", config, B, K, L,
-           vm_model_num_trainable(m) / 1e6, precision);
+    printf("model: %s, %d pairs/step, %d of %d patches visible, %.1f M params, precision %s%s\n", config, B, K, L,
+           vm_model_num_trainable(m) / 1e6, precision, bf16 ? (fast ? " (cuBLAS FAST_16BF)" : " (bf16 operand copies)") : "");
     printf("step %.2f ms (forward+backward %.2f, optimizer %.2f), %.1f pairs/s, loss %.4f\n", step * 1e3,
            t_fb / steps * 1e3, t_opt / steps * 1e3, B / step, l.total);
     printf("model FLOPs %.2f TFLOP/step, %.1f TFLOP/s, MFU %.1f%% of the measured bf16 GEMM rate\n", flops / 1e12,
@@ -219,8 +226,8 @@ int main(int argc, char **argv) {
                        100 * ptime[i] / wall, pcalls[i] / steps);
         printf("  %-20s %8.2f ms/step %5.1f%%\n", "other ops + host", (wall - tot) / steps * 1e3, 100 * (wall - tot) / wall);
     }
-    printf("result impl=vicmae precision=%s batch=%d step_ms=%.3f pairs_per_s=%.2f tflops=%.2f mfu=%.4f peak=%.1f%s\n",
-           precision, B, step * 1e3, B / step, tflops, tflops / peak, peak, profile ? " profiled=1" : "");
+    printf("result impl=vicmae precision=%s%s batch=%d step_ms=%.3f pairs_per_s=%.2f tflops=%.2f mfu=%.4f peak=%.1f%s\n",
+           precision, bf16 && fast ? "-fast" : "", B, step * 1e3, B / step, tflops, tflops / peak, peak, profile ? " profiled=1" : "");
     vm_model_free(m);
     free(views);
     return 0;

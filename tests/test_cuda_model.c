@@ -29,6 +29,7 @@ static void setup(pair_t *p, int bf16, const char *const *overrides, int B) {
     if (!p->cu) SKIP("no GPU: %s", why);
     p->cpu = vm_backend_cpu(0);
     vm_backend_cuda_set_precision(bf16);
+    vm_backend_cuda_set_bf16_path(0);
     vm_error err = {0};
     vm_config_defaults(&p->cfg);
     CHECK_OK(vm_config_load(&p->cfg, "configs/tiny.ini", &err), err);
@@ -169,5 +170,16 @@ TEST(cuda_model_train_bf16) {
     pair_t p;
     setup(&p, 1, NULL, 4);
     check_training(&p, 2e-2);
+    teardown(&p);
+}
+
+TEST(cuda_model_debug_step_bf16_fast) {
+    pair_t p;
+    setup(&p, 1, NULL, 4);
+    vm_backend_cuda_set_bf16_path(1);
+    if (vm_backend_cuda_bf16_path() != 1) SKIP("this cuBLAS refuses CUBLAS_COMPUTE_32F_FAST_16BF");
+    double worst = check_debug_step(&p, 5e-2);
+    printf("  bf16 (cuBLAS FAST_16BF) debug step: worst gradient relative error %.3g\n", worst);
+    vm_backend_cuda_set_bf16_path(0);
     teardown(&p);
 }

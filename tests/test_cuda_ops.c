@@ -26,6 +26,7 @@ static void setup(int bf16, uint64_t seed) {
     if (!cu) SKIP("no GPU: %s", why);
     cpu = vm_backend_cpu(0);
     vm_backend_cuda_set_precision(bf16);
+    vm_backend_cuda_set_bf16_path(0);
     tol = bf16 ? TOL16 : TOL32;
     vm_rng_init(&rng, seed, 1);
 }
@@ -454,6 +455,11 @@ TEST(cuda_optimizer) {
 // ---- memory entries ---------------------------------------------------------------------------------------
 TEST(cuda_memory) {
     setup(0, 15);
+    // every entry of the table is set (the struct is a name followed by function pointers only)
+    CHECK(!strcmp(cu->name, "cuda"));
+    void (*const *fn)(void) = (void (*const *)(void))((const char *)cu + sizeof(const char *));
+    size_t nfn = (sizeof *cu - sizeof(const char *)) / sizeof(void (*)(void));
+    for (size_t i = 0; i < nfn; i++) CHECK(fn[i] != NULL, "table entry %zu of %zu is NULL", i, nfn);
     const size_t n = 4099;
     float *x = hrand(n, -1, 1), *back = hnan(n);
     float *a = cu->alloc(n * sizeof(float)), *b = cu->alloc(n * sizeof(float));
@@ -472,4 +478,18 @@ TEST(cuda_memory) {
     cu->free(b);
     char name[256];
     CHECK(vm_backend_cuda_device_name(name, sizeof name) == 0 && name[0], "device name");
+}
+
+// The other bf16 path: fp32 operands handed to cuBLAS with CUBLAS_COMPUTE_32F_FAST_16BF (last in
+// the file: a cuBLAS that refused it would abort the binary after every other test has run).
+TEST(cuda_bf16_fast_path) {
+    setup(1, 16);
+    vm_backend_cuda_set_bf16_path(1);
+    if (vm_backend_cuda_bf16_path() != 1) SKIP("this cuBLAS refuses CUBLAS_COMPUTE_32F_FAST_16BF");
+    check_matmul(96, 64, 80, 1, 1);
+    check_matmul(256, 384, 1152, 1, 1);
+    check_attention(3, 50, 128, 2);
+    check_attention(1, 197, 64, 1);
+    vm_backend_cuda_set_bf16_path(0);
+    vm_backend_cuda_set_precision(0);
 }

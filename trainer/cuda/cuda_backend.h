@@ -19,6 +19,15 @@ extern "C" {
 void vm_backend_cuda_set_precision(int bf16);
 int vm_backend_cuda_precision(void);
 
+// How bf16 products are made (same numerics: operands rounded to bf16, fp32 accumulation):
+// 0 "convert" (default): a kernel writes bf16 copies of the operands, then a bf16 cuBLAS GEMM;
+// 1 "fast": fp32 operands handed to cuBLAS with CUBLAS_COMPUTE_32F_FAST_16BF, which rounds them
+// itself (no copies; speed depends on the kernels cuBLAS picks).  The environment variable
+// VICMAE_CUDA_BF16=convert|fast sets it when the backend starts; the benchmark measures both.
+// "fast" is ignored (the path stays 0) when the device's cuBLAS refused it in a probe at start.
+void vm_backend_cuda_set_bf16_path(int fast);
+int vm_backend_cuda_bf16_path(void);
+
 // Name of the device in use ("NVIDIA H100 80GB HBM3, sm_90, 79 GiB") into buf; 0 on success,
 // -1 when the backend is not initialised (or built without CUDA).
 int vm_backend_cuda_device_name(char *buf, size_t cap);

@@ -22,6 +22,8 @@ struct vm_cuda_state {
     int ready;
     int device;
     int bf16;                  // precision of the matrix products (vm_backend_cuda_set_precision)
+    int bf16_fast;             // bf16 path: 0 = our bf16 copies + bf16 GEMM, 1 = cuBLAS FAST_16BF on fp32
+    int fast_ok;               // this cuBLAS accepts CUBLAS_COMPUTE_32F_FAST_16BF (probed at start)
     int num_sms;
     cudaStream_t stream;       // every op runs here, in issue order
     cublasHandle_t blas;
