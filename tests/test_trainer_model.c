@@ -555,3 +555,28 @@ TEST(gradient_accumulation_matches_full_batch) {
     free(ga), free(gb), free(views);
     vm_model_free(a), vm_model_free(b);
 }
+
+// The memory plan without allocating: agrees with a created model, grows with the batch; prints
+// the figures of the ViT configurations for people sizing GPU batches.
+TEST(memory_plan) {
+    vm_config cfg = tiny("infonce");
+    size_t pb, ab, pb2, ab2;
+    vm_error err = {0};
+    CHECK_OK(vm_model_memory(&cfg, B, &pb, &ab, &err), err);
+    vm_model *m = make(&cfg, 1);
+    CHECK_EQ_INT(pb, 4 * vm_model_num_floats(m) * sizeof(float));
+    vm_model_free(m);
+    CHECK_OK(vm_model_memory(&cfg, 2 * B, &pb2, &ab2, &err), err);
+    CHECK(pb2 == pb && ab2 > ab * 3 / 2, "activations %zu -> %zu for twice the batch", ab, ab2);
+    const char *cfgs[] = {"configs/vit_s16.ini", "configs/vit_b16.ini"};
+    for (int i = 0; i < 2; i++) {
+        vm_config c;
+        vm_config_defaults(&c);
+        if (vm_config_load(&c, cfgs[i], &err)) continue;  // optional files
+        CHECK_OK(vm_model_memory(&c, 64, &pb, &ab, &err), err);
+        printf("    %s: %.1f M parameters (%.0f MB with grads and AdamW), activations %.2f GB for 64 pairs\n", cfgs[i],
+               pb / 16.0 / 1e6, pb / 1e6, ab / 1e9);
+        // MAE ViT-B/16 dec512d8b (~112M with its position embeddings) + projector 768-4096-4096-128 (~20.5M)
+        if (i == 1) CHECK(pb / 16 > 128e6 && pb / 16 < 136e6, "ViT-B/16 ViC-MAE has ~132M values, got %zu", pb / 16);
+    }
+}

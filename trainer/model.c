@@ -324,8 +324,8 @@ static void plan(vm_model *m, planner *pl) {
 
 // ---- create / free --------------------------------------------------------------------------------
 
-int vm_model_create(vm_model **out, const vm_config *cfg, const vm_backend_ops *be, int max_batch, vm_error *err) {
-    *out = NULL;
+// Dimensions and the tensor table of a model for cfg (no backend memory).
+static int setup(vm_model *m, const vm_config *cfg, int max_batch, vm_error *err) {
     const typeof(cfg->model) *c = &cfg->model;
     if (max_batch < 1) return vm_fail(err, VM_EINVAL, "model: max_batch %d must be at least 1", max_batch);
     if (c->img_size % c->patch_size)
@@ -335,10 +335,7 @@ int vm_model_create(vm_model **out, const vm_config *cfg, const vm_backend_ops *
     if (c->embed_dim % 4 || c->decoder_embed_dim % 4)
         return vm_fail(err, VM_EINVAL, "[model] embed_dim %d and decoder_embed_dim %d must be multiples of 4 "
                        "(2D sin-cos position embedding)", c->embed_dim, c->decoder_embed_dim);
-    vm_model *m = calloc(1, sizeof *m);
-    if (!m) return vm_fail(err, VM_ENOMEM, "model: out of memory");
     m->cfg = *cfg;
-    m->be = be;
     m->max_batch = max_batch;
     m->img = c->img_size;
     m->P = c->patch_size;
@@ -368,18 +365,45 @@ int vm_model_create(vm_model **out, const vm_config *cfg, const vm_backend_ops *
     m->dec = calloc((size_t)m->ddepth, sizeof *m->dec);
     m->ea = calloc((size_t)m->depth, sizeof *m->ea);
     m->da = calloc((size_t)m->ddepth, sizeof *m->da);
+    if (!m->tab || !m->enc || !m->dec || !m->ea || !m->da) return vm_fail(err, VM_ENOMEM, "model: out of host memory");
+    build_table(m);
+    return 0;
+}
+
+int vm_model_memory(const vm_config *cfg, int max_batch, size_t *param_bytes, size_t *act_bytes, vm_error *err) {
+    vm_model *m = calloc(1, sizeof *m);
+    if (!m) return vm_fail(err, VM_ENOMEM, "model: out of memory");
+    int rc = setup(m, cfg, max_batch, err);
+    if (!rc) {
+        planner pl = {0, 1, NULL};
+        plan(m, &pl);
+        if (param_bytes) *param_bytes = 4 * m->nfloats * sizeof(float);
+        if (act_bytes) *act_bytes = pl.bytes;
+    }
+    vm_model_free(m);
+    return rc;
+}
+
+int vm_model_create(vm_model **out, const vm_config *cfg, const vm_backend_ops *be, int max_batch, vm_error *err) {
+    *out = NULL;
+    vm_model *m = calloc(1, sizeof *m);
+    if (!m) return vm_fail(err, VM_ENOMEM, "model: out of memory");
+    int rc = setup(m, cfg, max_batch, err);
+    if (rc) {
+        vm_model_free(m);
+        return rc;
+    }
+    m->be = be;
     int NB = 2 * max_batch;
     m->h_img = malloc((size_t)NB * m->img * m->img * 3);
     m->h_keep = malloc((size_t)NB * m->K * sizeof(int32_t));
     m->h_restore = malloc((size_t)NB * m->L * sizeof(int32_t));
     m->h_mask = malloc((size_t)NB * m->L * sizeof(float));
     m->h_sort = malloc((size_t)m->L * sizeof *m->h_sort);
-    if (!m->tab || !m->enc || !m->dec || !m->ea || !m->da || !m->h_img || !m->h_keep || !m->h_restore || !m->h_mask ||
-        !m->h_sort) {
+    if (!m->h_img || !m->h_keep || !m->h_restore || !m->h_mask || !m->h_sort) {
         vm_model_free(m);
         return vm_fail(err, VM_ENOMEM, "model: out of host memory");
     }
-    build_table(m);
     size_t biggest = 1;
     for (int i = 0; i < m->ntab; i++) biggest = maxz(biggest, m->tab[i].numel);
     m->h_tensor = malloc(biggest * sizeof(float));
