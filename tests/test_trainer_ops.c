@@ -10,6 +10,7 @@
 // that both halves of the contract are checked.
 #include <stdlib.h>
 #include <string.h>
+#include <omp.h>
 #include "tests/harness.h"
 #include "trainer/backend.h"
 #include "trainer/cpu/cpu_ops.h"
@@ -815,4 +816,52 @@ TEST(cpu_backend_table_is_complete) {
     be->to_host(back, a, sizeof back);
     for (int i = 0; i < 16; i++) CHECK(back[i] == (host[i] > 0 ? host[i] : 0));
     be->free(a);
+}
+
+// ---- reproducibility -------------------------------------------------------------------------
+// Resuming must continue bitwise, so the ops' results may not depend on how OpenMP splits the
+// work: the same inputs with 1 and 3 threads give identical bits.  (Attention's GEMMs run one per
+// head, single-threaded, so they are covered too.)
+enum { RN = 200, RC = 96, RB = 3, RT = 17, RNH = 4 };
+typedef struct {
+    float ln[RN * RC], dln[RN * RC], dw[RC], db[RC];  // layernorm forward, backward
+    float bn[RN * RC], dbn[RN * RC], bdw[RC], bdb[RC], rm[RC], rv[RC];  // batchnorm
+    float colsum[RC];                                                   // add_rows_backward
+    float att_out[RB * RT * RC], dqkv[RB * RT * 3 * RC];                // attention
+    float mae, dpred[RN * RC], ss, dgelu[RN * RC];                     // mae_loss, sumsq, gelu
+} repro_out;
+
+static void run_ops_at(repro_out *o, int threads, const float *x, const float *w, const float *qkv,
+                       const float *mask) {
+    omp_set_num_threads(threads);
+    memset(o, 0, sizeof *o);
+    float mean[RN], rstd[RN], bmean[RC], brstd[RC];
+    float *att = arena_alloc(sizeof(float) * RB * RNH * RT * RT), *scr = arena_alloc(sizeof(float) * RB * RNH * RT * RT);
+    FB->layernorm_forward(o->ln, mean, rstd, x, w, w + RC, RN, RC, 1e-6f);
+    FB->layernorm_backward(o->dln, o->dw, o->db, x, x, w, mean, rstd, RN, RC);
+    FB->batchnorm_forward(o->bn, bmean, brstd, o->rm, o->rv, x, w, w + RC, RN, RC, 1e-5f, 0.1f);
+    FB->batchnorm_backward(o->dbn, o->bdw, o->bdb, x, x, w, bmean, brstd, RN, RC);
+    FB->add_rows_backward(o->colsum, x, RN, 1, RC);
+    FB->attention_forward(o->att_out, att, qkv, RB, RT, RC, RNH);
+    FB->attention_backward(o->dqkv, scr, o->att_out, qkv, att, RB, RT, RC, RNH);
+    FB->mae_loss(&o->mae, o->dpred, x, w, mask, RN / 4, 4, RC, 1, 1.0f);
+    FB->sumsq(&o->ss, x, (size_t)RN * RC);
+    FB->gelu_backward(o->dgelu, x, w, (size_t)RN * RC);
+}
+
+OPS_TEST(results_do_not_depend_on_thread_count) {
+    float *x = tof(vec(RN * RC, -2, 2), RN * RC), *w = tof(vec(RN * RC, 0.5, 1.5), RN * RC);
+    float *qkv = tof(vec(RB * RT * 3 * RC, -1, 1), RB * RT * 3 * RC), *mask = arena_alloc(sizeof(float) * RN);
+    for (int i = 0; i < RN; i++) mask[i] = urand() < 0.75;
+    repro_out *one = arena_alloc(sizeof *one), *three = arena_alloc(sizeof *three);
+    int saved = omp_get_max_threads();
+    run_ops_at(one, 1, x, w, qkv, mask);
+    run_ops_at(three, 3, x, w, qkv, mask);
+    omp_set_num_threads(saved);
+    const float *a = (const float *)one, *b = (const float *)three;
+    size_t n = sizeof *one / sizeof(float), diff = 0;
+    for (size_t i = 0; i < n; i++) diff += memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    CHECK(diff == 0, "%zu of %zu values differ between 1 and 3 threads", diff, n);
+    CHECK(one->mae > 0 && one->ss > 0, "the ops did run");
+    arena_reset();
 }
