@@ -480,6 +480,62 @@ TEST(cuda_memory) {
     CHECK(vm_backend_cuda_device_name(name, sizeof name) == 0 && name[0], "device name");
 }
 
+// ViT-B shapes (a few samples): the kernels' launch geometry at the sizes training uses — 12 heads
+// of 64, 4096-wide BatchNorm, 768-wide patches and rows, 128 InfoNCE rows (more than a warp).
+// Skipped under compute-sanitizer (VICMAE_MEMCHECK=1), where the small shapes above suffice.
+TEST(cuda_vit_b_shapes) {
+    setup(0, 17);
+    if (getenv("VICMAE_MEMCHECK")) SKIP("large shapes are not run under compute-sanitizer");
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        vm_backend_cuda_set_precision(bf16);
+        tol = bf16 ? TOL16 : TOL32;
+        check_matmul(400, 768, 2304, 1, 1);      // qkv of 8 encoder samples
+        check_matmul(400, 3072, 768, 1, 1);      // fc2
+        check_attention(8, 50, 768, 12);         // encoder: 1 + 49 tokens
+        check_attention(2, 197, 512, 16);        // decoder: 1 + 196 tokens
+    }
+    vm_backend_cuda_set_precision(0);
+    tol = TOL32;
+    check_batchnorm(64, 4096, 1);
+    {   // LayerNorm over 768
+        const int N = 400, C = 768;
+        size_t n = (size_t)N * C;
+        float *x = hrand(n, -2, 3), *w = hrand(C, 0.5f, 1.5f), *b = hrand(C, -1, 1), *g = hrand(n, -1, 1);
+        float *out = hnan(n), *mean = hnan(N), *rstd = hnan(N), *dx = hrand(n, -1, 1), *dw = hrand(C, -1, 1),
+              *db = hrand(C, -1, 1);
+        float *d_x = dputf(x, n), *d_w = dputf(w, C), *d_b = dputf(b, C), *d_g = dputf(g, n), *d_out = dpoison(n),
+              *d_mean = dpoison(N), *d_rstd = dpoison(N), *d_dx = dputf(dx, n), *d_dw = dputf(dw, C), *d_db = dputf(db, C);
+        cpu->layernorm_forward(out, mean, rstd, x, w, b, N, C, 1e-6f);
+        cpu->layernorm_backward(dx, dw, db, g, x, w, mean, rstd, N, C);
+        cu->layernorm_forward(d_out, d_mean, d_rstd, d_x, d_w, d_b, N, C, 1e-6f);
+        cu->layernorm_backward(d_dx, d_dw, d_db, d_g, d_x, d_w, d_mean, d_rstd, N, C);
+        CHECK_DEV("layernorm 768 out", d_out, out, n);
+        CHECK_DEV("layernorm 768 dinp", d_dx, dx, n);
+        CHECK_DEV("layernorm 768 dweight", d_dw, dw, C);
+        CHECK_DEV("layernorm 768 dbias", d_db, db, C);
+    }
+    {   // reconstruction loss over 16x16x3 patches, InfoNCE over 2 x 64 rows of 128
+        const int B = 8, L = 196, D = 768;
+        size_t n = (size_t)B * L * D;
+        float *pred = hrand(n, -1, 1), *t = hrand(n, -2, 2), *mask = malloc((size_t)B * L * 4);
+        for (int i = 0; i < B * L; i++) mask[i] = vm_rng_uniformf(&rng) < 0.75f ? 1.0f : 0.0f;
+        float loss = NAN, closs = NAN, *dp = hnan(n), *d_dp = dpoison(n);
+        cpu->mae_loss(&loss, dp, pred, t, mask, B, L, D, 1, 1.0f);
+        cu->mae_loss(&closs, d_dp, dputf(pred, n), dputf(t, n), dputf(mask, (size_t)B * L), B, L, D, 1, 1.0f);
+        CHECK_SCALAR("mae loss 768", closs, loss);
+        CHECK_DEV("mae dpred 768", d_dp, dp, n);
+        const int N = 64, Dz = 128;
+        size_t nz = (size_t)N * Dz;
+        float *z1 = hrand(nz, -1, 1), *z2 = hrand(nz, -1, 1), *dz1 = hnan(nz), *dz2 = hnan(nz);
+        float *d_dz1 = dpoison(nz), *d_dz2 = dpoison(nz);
+        cpu->infonce_loss(&loss, dz1, dz2, z1, z2, N, Dz, 0.1f, 0.03f);
+        cu->infonce_loss(&closs, d_dz1, d_dz2, dputf(z1, nz), dputf(z2, nz), N, Dz, 0.1f, 0.03f);
+        CHECK_SCALAR("infonce loss 128 rows", closs, loss);
+        CHECK_DEV("infonce dz1 128 rows", d_dz1, dz1, nz);
+        CHECK_DEV("infonce dz2 128 rows", d_dz2, dz2, nz);
+    }
+}
+
 // The other bf16 path: fp32 operands handed to cuBLAS with CUBLAS_COMPUTE_32F_FAST_16BF (last in
 // the file: a cuBLAS that refused it would abort the binary after every other test has run).
 TEST(cuda_bf16_fast_path) {

@@ -88,7 +88,7 @@ sanitize() {  # label, command...
 }
 if command -v compute-sanitizer >/dev/null; then
   echo "== compute-sanitizer memcheck"
-  sanitize ops "$TESTBIN/test_cuda_ops"
+  sanitize ops env VICMAE_MEMCHECK=1 "$TESTBIN/test_cuda_ops"
   sanitize debug-step env VICMAE_TEST_FILTER=debug_step "$TESTBIN/test_cuda_model"
   sanitize train-bf16 "$BENCHBIN" --config configs/tiny.ini --batch 4 --steps 3 --warmup 1 --precision bf16 --peak-n 0
 else
