@@ -580,3 +580,27 @@ TEST(memory_plan) {
         if (i == 1) CHECK(pb / 16 > 128e6 && pb / 16 < 136e6, "ViT-B/16 ViC-MAE has ~132M values, got %zu", pb / 16);
     }
 }
+
+// The gradient norm is one reduction over the whole buffer: it relies on every value outside the
+// trainable tensors staying zero.
+TEST(gradients_outside_trainable_tensors_are_zero) {
+    const char *kinds[] = {"infonce", "simsiam", "vicreg", "none"};
+    for (int k = 0; k < 4; k++) {
+        vm_config cfg = tiny(kinds[k]);
+        vm_model *m = make(&cfg, 70);
+        uint8_t *views = make_views(cfg.model.img_size, 14);
+        vm_error err = {0};
+        vm_losses ls;
+        CHECK_OK(vm_model_forward_backward(m, views, B, 0, &ls, &err), err);
+        float *g = host_copy(m, vm_model_grads(m));
+        char *trainable = calloc(vm_model_num_floats(m), 1);
+        for (int i = 0; i < vm_model_num_tensors(m); i++) {
+            const vm_tensor_info *t = vm_model_tensor(m, i);
+            if (t->kind == VM_TENSOR_PARAM) memset(trainable + t->offset, 1, t->numel);
+        }
+        for (size_t i = 0; i < vm_model_num_floats(m); i++)
+            CHECK(trainable[i] || g[i] == 0, "%s: gradient %g at %zu outside the trainable tensors", kinds[k], g[i], i);
+        free(g), free(trainable), free(views);
+        vm_model_free(m);
+    }
+}

@@ -817,13 +817,11 @@ int vm_model_features(vm_model *m, const uint8_t *imgs, int N, float *out, vm_er
 
 void vm_model_optimizer_step(vm_model *m, long step, float *lr_out, float *norm_out) {
     const vm_backend_ops *be = m->be;
-    double ss = 0;
-    for (int i = 0; i < m->nruns; i++) {
-        float s = 0;
-        be->sumsq(&s, m->grads + m->runs[i].off, m->runs[i].n);
-        ss += s;
-    }
-    float norm = (float)sqrt(ss);
+    // One reduction over the whole buffer (one host round trip on CUDA): every gradient outside the
+    // trainable tensors (fixed embeddings, running stats, alignment gaps) is zero, never written.
+    float ss = 0;
+    be->sumsq(&ss, m->grads, m->nfloats);
+    float norm = sqrtf(ss);
     float scale = 1.0f;
     double clip = m->cfg.optim.clip_grad;
     // torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), applied when < 1.
