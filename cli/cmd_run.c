@@ -155,8 +155,8 @@ int cmd_run(int argc, char **argv) {
         return rc == VM_EINVAL || rc == VM_ENOTFOUND ? 2 : 1;
     }
     const vm_receiver_stats *s = &res.st;
-    double t = res.seconds > 0 ? res.seconds : 1e-9;
-    vm_info("sink: %lld samples in %lld batches, %.1f samples/s, %.0f bytes/sample on the wire (compression "
+    double t = res.steady_seconds > 0 ? res.steady_seconds : 1e-9;
+    vm_info("sink: %lld samples in %lld batches, %.1f samples/s after the first batch, %.0f bytes/sample on the wire (compression "
             "%.2fx), %d epoch%s, %lld videos failed, %lld duplicates dropped, %lld rejected, %lld workers lost%s%s",
             (long long)res.samples, (long long)res.batches, res.samples / t,
             res.samples ? (double)s->bytes_wire / res.samples : 0.0,

@@ -28,7 +28,8 @@ pid_t vm_local_spawn(char *const argv[], int quiet) {
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent) _exit(1);  // the parent died before prctl
-    if (quiet) {
+    if (quiet == 2) setenv("VICMAE_LOG", "warn", 1);
+    if (quiet == 1) {
         int fd = open("/dev/null", O_WRONLY);
         if (fd >= 0) dup2(fd, 2), dup2(fd, 1), close(fd);
     }
@@ -47,7 +48,7 @@ pid_t vm_local_spawn_worker(const char *endpoint, int index, int quiet) {
     char name[32];
     snprintf(name, sizeof name, "worker-%d", index);
     char *argv[] = {"worker", "--connect", (char *)endpoint, "--name", name, "--idle-exit", "120", NULL};
-    return vm_local_spawn(argv, quiet);
+    return vm_local_spawn(argv, quiet ? 2 : 0);
 }
 
 int vm_local_default_workers(void) {
@@ -167,7 +168,8 @@ int vm_sink_run(const vm_sink_opts *o, vm_sink_result *res, vm_error *err) {
     struct sigaction sa = {.sa_handler = on_signal}, old_int, old_term;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    for (int i = 0; i < o->workers; i++) pids[i] = vm_local_spawn_worker(vm_receiver_endpoint(r), i, 0);
+    double t_start = vm_now();
+    for (int i = 0; i < o->workers; i++) pids[i] = vm_local_spawn_worker(vm_receiver_endpoint(r), i, o->quiet);
     monitor mon = {.r = r, .pids = pids, .n = o->workers, .alive = o->workers};
     pthread_t mt;
     int have_mt = pthread_create(&mt, NULL, monitor_main, &mon) == 0;
@@ -193,7 +195,8 @@ int vm_sink_run(const vm_sink_opts *o, vm_sink_result *res, vm_error *err) {
         res->batches++;
         res->samples += n;
     }
-    res->seconds = t_first ? vm_now() - t_first : 0;
+    res->seconds = vm_now() - t_start;
+    res->steady_seconds = t_first ? vm_now() - t_first : 0;
     mon.done = 1;
     if (have_mt) pthread_join(mt, NULL);
     res->workers_died = mon.died;

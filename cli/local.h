@@ -9,8 +9,10 @@
 
 // Start `vicmae worker --connect endpoint --name worker-i` (this binary).  The child dies with us
 // (PR_SET_PDEATHSIG).  Returns its pid or -1.
+// quiet: the worker logs warnings and errors only (VICMAE_LOG=warn).
 pid_t vm_local_spawn_worker(const char *endpoint, int index, int quiet);
-// Start this binary with argv (argv[0] = subcommand).  Returns the pid or -1.
+// Start this binary with argv (argv[0] = subcommand).  quiet: 1 = stdout/stderr to /dev/null,
+// 2 = VICMAE_LOG=warn.  Returns the pid or -1.
 pid_t vm_local_spawn(char *const argv[], int quiet);
 // Default local worker count: cores - 1, at least 1.
 int vm_local_default_workers(void);
@@ -27,7 +29,8 @@ typedef struct vm_sink_opts {
 } vm_sink_opts;
 
 typedef struct vm_sink_result {
-    double seconds;         // from the first batch to the last (start-up excluded)
+    double seconds;         // from the start (workers not yet spawned) to the last batch
+    double steady_seconds;  // from the first batch to the last (start-up excluded)
     int64_t batches, samples;
     vm_receiver_stats st;
     int workers_died;
