@@ -132,14 +132,17 @@ void FN(batchnorm_backward)(real *dinp, real *dweight, real *dbias, const real *
             const real *x = inp + (size_t)n * C + lo, *dy = dout + (size_t)n * C + lo;
             for (int i = 0; i < w; i++) {
                 sdy[i] += dy[i];
-                sdyx[i] += (acc_t)dy[i] * ((x[i] - mean[lo + i]) * rstd[lo + i]);
+                sdyx[i] += (acc_t)dy[i] * (((acc_t)x[i] - mean[lo + i]) * rstd[lo + i]);
             }
         }
-        real a[CH], mg[CH], mgx[CH];  // g = dy * weight: mean(g) and mean(g xhat)
+        // dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy * weight, evaluated in double and
+        // rounded once: sum_n dx is zero in exact arithmetic (what a bias before BatchNorm sees),
+        // and fewer roundings leave less noise there.
+        acc_t a[CH], mg[CH], mgx[CH];
         for (int i = 0; i < w; i++) {
             a[i] = weight ? weight[lo + i] : 1;
-            mg[i] = (real)(sdy[i] / N) * a[i];
-            mgx[i] = (real)(sdyx[i] / N) * a[i];
+            mg[i] = sdy[i] / N * a[i];
+            mgx[i] = sdyx[i] / N * a[i];
             if (dweight) dweight[lo + i] += (real)sdyx[i];
             if (dbias) dbias[lo + i] += (real)sdy[i];
         }
@@ -147,8 +150,8 @@ void FN(batchnorm_backward)(real *dinp, real *dweight, real *dbias, const real *
             const real *x = inp + (size_t)n * C + lo, *dy = dout + (size_t)n * C + lo;
             real *dx = dinp + (size_t)n * C + lo;
             for (int i = 0; i < w; i++) {
-                real r = rstd[lo + i], xhat = (x[i] - mean[lo + i]) * r;
-                dx[i] = (dy[i] * a[i] - mg[i] - xhat * mgx[i]) * r;
+                acc_t r = rstd[lo + i], xhat = ((acc_t)x[i] - mean[lo + i]) * r;
+                dx[i] = (real)((dy[i] * a[i] - mg[i] - xhat * mgx[i]) * r);
             }
         }
     }
