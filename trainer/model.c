@@ -74,7 +74,8 @@ struct vm_model {
     void *acts;                     // one backend allocation for everything below
 
     // inputs (backend memory)
-    uint8_t *img_u8;                // (NB, H, W, 3)
+    uint8_t *img_in;                // (B, 2, H, W, 3) as the caller gives it
+    uint8_t *img_u8;                // (NB, H, W, 3) view-major
     int32_t *ids_keep;              // (NB, K)
     int32_t *ids_restore;           // (NB, L)
     float *mask;                    // (NB, L) 1 = masked
@@ -110,7 +111,6 @@ struct vm_model {
     float *datt;                    // (NB, NHmax, Tmax, Tmax)
 
     // host staging
-    uint8_t *h_img;                 // (NB, H, W, 3) view-major
     int32_t *h_keep, *h_restore;    // (NB, K), (NB, L)
     float *h_mask;                  // (NB, L)
     struct noise_idx *h_sort;       // (L) argsort of the masking noise
@@ -264,6 +264,7 @@ static void plan(vm_model *m, planner *pl) {
     size_t Ne = maxz((size_t)NB * Te, (size_t)Td), Nd = (size_t)NB * Td;
     size_t Ae = maxz((size_t)NB * m->NH * Te * Te, (size_t)m->NH * Td * Td);
     m->enc_rows = Ne, m->enc_att = Ae, m->keep_cap = maxz((size_t)NB * m->K, (size_t)m->L);
+    m->img_in = carve(pl, (size_t)NB * m->img * m->img * 3, 1);
     m->img_u8 = carve(pl, (size_t)NB * m->img * m->img * 3, 1);
     m->ids_keep = carve(pl, m->keep_cap, sizeof(int32_t));
     m->ids_restore = carve(pl, (size_t)NB * m->L, sizeof(int32_t));
@@ -395,12 +396,11 @@ int vm_model_create(vm_model **out, const vm_config *cfg, const vm_backend_ops *
     }
     m->be = be;
     int NB = 2 * max_batch;
-    m->h_img = malloc((size_t)NB * m->img * m->img * 3);
     m->h_keep = malloc((size_t)NB * m->K * sizeof(int32_t));
     m->h_restore = malloc((size_t)NB * m->L * sizeof(int32_t));
     m->h_mask = malloc((size_t)NB * m->L * sizeof(float));
     m->h_sort = malloc((size_t)m->L * sizeof *m->h_sort);
-    if (!m->h_img || !m->h_keep || !m->h_restore || !m->h_mask || !m->h_sort) {
+    if (!m->h_keep || !m->h_restore || !m->h_mask || !m->h_sort) {
         vm_model_free(m);
         return vm_fail(err, VM_ENOMEM, "model: out of host memory");
     }
@@ -446,7 +446,6 @@ void vm_model_free(vm_model *m) {
     free(m->dec);
     free(m->ea);
     free(m->da);
-    free(m->h_img);
     free(m->h_keep);
     free(m->h_restore);
     free(m->h_mask);
@@ -647,13 +646,14 @@ static int forward_backward(vm_model *m, const uint8_t *views, int B, long step,
     int S = m->img;
     size_t img_bytes = (size_t)S * S * 3;
 
-    // Inputs: views (B, 2, S, S, 3) -> view-major (2, B, S, S, 3); masks; upload.
+    // Inputs: views (B, 2, S, S, 3) uploaded straight from the caller's buffer (pinned memory
+    // uploads fast), reordered view-major (2, B, S, S, 3) on the backend; masks drawn and uploaded.
+    be->to_device(m->img_in, views, (size_t)NB * img_bytes);
     for (int b = 0; b < B; b++)
         for (int v = 0; v < 2; v++)
-            memcpy(m->h_img + ((size_t)v * B + b) * img_bytes, views + ((size_t)b * 2 + v) * img_bytes, img_bytes);
+            be->copy(m->img_u8 + ((size_t)v * B + b) * img_bytes, m->img_in + ((size_t)b * 2 + v) * img_bytes, img_bytes);
     draw_masks(m, B, step, first_pair);
     m->last_B = B;
-    be->to_device(m->img_u8, m->h_img, (size_t)NB * img_bytes);
     be->to_device(m->ids_keep, m->h_keep, (size_t)NB * K * sizeof(int32_t));
     be->to_device(m->ids_restore, m->h_restore, (size_t)NB * L * sizeof(int32_t));
     be->to_device(m->mask, m->h_mask, (size_t)NB * L * sizeof(float));

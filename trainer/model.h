@@ -79,6 +79,7 @@ void vm_model_init(vm_model *m, uint64_t seed);
 
 // One forward and backward pass on B pairs (2 <= B <= max_batch when a contrastive loss is on,
 // 1 <= B otherwise).  Gradients of losses->total are left in the gradient buffer (zeroed first).
+// views is host memory (pinned memory makes the CUDA upload faster), read before the call returns.
 int vm_model_forward_backward(vm_model *m, const uint8_t *views, int B, long step, vm_losses *losses,
                               vm_error *err);
 
