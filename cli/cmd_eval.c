@@ -1,0 +1,248 @@
+// vicmae eval knn|linear|all (--ckpt CKPT | --random-init) --train DIR --val DIR [options]
+//
+// Evaluates a frozen encoder on ImageFolder data (eval/eval.h): k-NN (cosine, k = 20, T = 0.07
+// weighted votes as DINO) and/or a linear probe (standardised features, SGD or L-BFGS).  The model
+// architecture comes from --config, else from the configuration stored in the checkpoint.
+// Prints one result line per evaluation; --json FILE appends them as JSON lines.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "cli/cli.h"
+#include "common/io.h"
+#include "common/log.h"
+#include "eval/eval.h"
+#include "eval/export.h"
+
+extern const vm_backend_ops *vm_backend_cuda(char *why, size_t why_cap) __attribute__((weak));
+
+static int usage(void) {
+    fprintf(stderr,
+            "usage: vicmae eval knn|linear|all (--ckpt CKPT | --random-init) --train DIR --val DIR\n"
+            "                   [--config FILE] [--set section.key=value]... [options]\n"
+            "  --ckpt CKPT          model.safetensors or train_state.safetensors of a run\n"
+            "  --random-init        a randomly initialised encoder (MAE init from --seed, default run.seed)\n"
+            "  --config FILE        model architecture (default: the config stored in CKPT)\n"
+            "  --pool mean|cls      feature pooling (default [model] pool)\n"
+            "  --train-per-class N  use the first N training images of each class (default all)\n"
+            "  --val-per-class N    the same for --val\n"
+            "  --batch N            images per feature chunk (default 256)\n"
+            "  --cache DIR          cache extracted features in DIR (keyed by weights and images)\n"
+            "  --backend cpu|cuda   default [run] backend (auto: CUDA when usable)\n"
+            "  --k N --temperature T          k-NN (default 20, 0.07)\n"
+            "  --optimizer sgd|lbfgs --epochs N --lr X --wd X   linear probe (default sgd, 100, 0.1, 0)\n"
+            "  --json FILE          append the results as JSON lines\n"
+            "  --quiet              no progress lines\n");
+    return 2;
+}
+
+// Effective configuration: --config/--set when --config is given, else the checkpoint's stored
+// INI (written to a temporary file so that --set still applies the usual way).
+static int load_config(int *argc, char **argv, const char *ckpt, vm_config *cfg) {
+    int have = 0;
+    for (int i = 1; i < *argc; i++)
+        if (!strcmp(argv[i], "--config") || !strncmp(argv[i], "--config=", 9)) have = 1;
+    char tmp[64] = "";
+    char **args = calloc((size_t)*argc + 3, sizeof *args);
+    if (!args) return 1;
+    memcpy(args, argv, (size_t)*argc * sizeof *args);
+    int n = *argc;
+    if (!have && ckpt) {
+        char *ini = NULL;
+        vm_error err = {0};
+        if (vm_ckpt_config(ckpt, &ini, &err)) {
+            fprintf(stderr, "vicmae %s: %s\n", argv[0], err.msg);
+            free(args);
+            return 2;
+        }
+        snprintf(tmp, sizeof tmp, "/tmp/vicmae-eval-XXXXXX");
+        int fd = mkstemp(tmp);
+        FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
+        int bad = !fp || fputs(ini, fp) < 0;
+        if (fp) bad |= fclose(fp) != 0;
+        free(ini);
+        if (bad) {
+            fprintf(stderr, "vicmae %s: %s: cannot write the stored configuration\n", argv[0], tmp);
+            if (fd >= 0) unlink(tmp);
+            free(args);
+            return 1;
+        }
+        args[n++] = "--config";
+        args[n++] = tmp;
+    }
+    args[n] = NULL;
+    int rc = vm_cli_config(&n, args, cfg);
+    if (tmp[0]) unlink(tmp);
+    // vm_cli_config compacted args: copy the remaining options back.
+    for (int i = 0; i < n; i++) argv[i] = args[i];
+    argv[n] = NULL;
+    *argc = n;
+    free(args);
+    return rc;
+}
+
+static int parse_int(const char *opt, const char *v, int lo, int *out) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*end || x < lo || x > 1 << 30) {
+        fprintf(stderr, "vicmae eval: %s '%s': expected an integer >= %d\n", opt, v, lo);
+        return 2;
+    }
+    *out = (int)x;
+    return 0;
+}
+static int parse_double(const char *opt, const char *v, double lo, double *out) {
+    char *end;
+    double x = strtod(v, &end);
+    if (*end || !(x >= lo)) {
+        fprintf(stderr, "vicmae eval: %s '%s': expected a number >= %g\n", opt, v, lo);
+        return 2;
+    }
+    *out = x;
+    return 0;
+}
+
+static void print_result(FILE *json, const char *what, const vm_eval_result *r, const char *ckpt, const char *params,
+                         int ntrain) {
+    printf("%s: top-1 %.2f%%  top-5 %.2f%%  (%d train, %d val; %s)\n", what, r->top1, r->top5, ntrain, r->n, params);
+    if (json)
+        fprintf(json, "{\"eval\": \"%s\", \"ckpt\": \"%s\", \"top1\": %.4f, \"top5\": %.4f, \"n_train\": %d, \"n_val\": %d, "
+                      "\"params\": \"%s\"}\n", what, ckpt, r->top1, r->top5, ntrain, r->n, params);
+}
+
+int cmd_eval(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) return argc < 2 ? usage() : (usage(), 0);
+    const char *mode = argv[1];
+    int do_knn = !strcmp(mode, "knn") || !strcmp(mode, "all"), do_lin = !strcmp(mode, "linear") || !strcmp(mode, "all");
+    if (!do_knn && !do_lin) {
+        fprintf(stderr, "vicmae eval: unknown evaluation '%s' (knn, linear or all)\n", mode);
+        return usage();
+    }
+    // argv without the mode word, as vm_cli_config expects (argv[0] = command name).
+    argv[1] = argv[0];
+    argv++, argc--;
+    const char *ckpt = NULL;
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--ckpt")) ckpt = argv[i + 1];
+    vm_config cfg;
+    int rc = load_config(&argc, argv, ckpt, &cfg);
+    if (rc) return rc;
+
+    const char *train_dir = NULL, *val_dir = NULL, *cache = NULL, *json_path = NULL, *backend = NULL, *pool = NULL;
+    int random_init = 0, quiet = 0, train_pc = 0, val_pc = 0, k = 20, seed_set = 0, seed = 0;
+    double T = 0.07;
+    vm_feature_opts fo;
+    vm_feature_opts_default(&fo);
+    vm_probe_opts po;
+    vm_probe_opts_default(&po);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int used = 1;
+        if (!strcmp(a, "--random-init")) random_init = 1, used = 0;
+        else if (!strcmp(a, "--quiet")) quiet = 1, used = 0;
+        else if (!v) {
+            fprintf(stderr, "vicmae eval: unexpected argument '%s'\n", a);
+            return usage();
+        } else if (!strcmp(a, "--ckpt")) ckpt = v;
+        else if (!strcmp(a, "--train")) train_dir = v;
+        else if (!strcmp(a, "--val")) val_dir = v;
+        else if (!strcmp(a, "--cache")) cache = v;
+        else if (!strcmp(a, "--json")) json_path = v;
+        else if (!strcmp(a, "--backend")) backend = v;
+        else if (!strcmp(a, "--pool")) pool = v;
+        else if (!strcmp(a, "--seed")) { if ((rc = parse_int(a, v, 0, &seed))) return rc; seed_set = 1; }
+        else if (!strcmp(a, "--train-per-class")) { if ((rc = parse_int(a, v, 1, &train_pc))) return rc; }
+        else if (!strcmp(a, "--val-per-class")) { if ((rc = parse_int(a, v, 1, &val_pc))) return rc; }
+        else if (!strcmp(a, "--batch")) { if ((rc = parse_int(a, v, 1, &fo.batch))) return rc; }
+        else if (!strcmp(a, "--k")) { if ((rc = parse_int(a, v, 1, &k))) return rc; }
+        else if (!strcmp(a, "--temperature")) { if ((rc = parse_double(a, v, 1e-6, &T))) return rc; }
+        else if (!strcmp(a, "--epochs")) { if ((rc = parse_int(a, v, 1, &po.epochs))) return rc; }
+        else if (!strcmp(a, "--lr")) { if ((rc = parse_double(a, v, 0, &po.lr))) return rc; }
+        else if (!strcmp(a, "--wd")) { if ((rc = parse_double(a, v, 0, &po.weight_decay))) return rc; }
+        else if (!strcmp(a, "--optimizer")) {
+            if (!strcmp(v, "sgd")) po.optimizer = VM_PROBE_SGD;
+            else if (!strcmp(v, "lbfgs")) po.optimizer = VM_PROBE_LBFGS;
+            else { fprintf(stderr, "vicmae eval: --optimizer '%s': expected sgd or lbfgs\n", v); return 2; }
+        } else {
+            fprintf(stderr, "vicmae eval: unexpected argument '%s'\n", a);
+            return usage();
+        }
+        i += used;
+    }
+    if (!train_dir || !val_dir || (!ckpt == !random_init)) {
+        fprintf(stderr, "vicmae eval: needs --train, --val and one of --ckpt or --random-init\n");
+        return usage();
+    }
+    if (pool) {
+        vm_error e = {0};
+        if (vm_config_set(&cfg, "model", "pool", pool, "--pool", &e)) {
+            fprintf(stderr, "vicmae eval: %s\n", e.msg);
+            return 2;
+        }
+    }
+    if (backend && strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
+        fprintf(stderr, "vicmae eval: --backend '%s': expected cpu or cuda\n", backend);
+        return 2;
+    }
+    const vm_backend_ops *be = NULL;
+    char why[512] = "built without CUDA";
+    int want_cuda = backend ? !strcmp(backend, "cuda") : cfg.run.backend == VM_BACKEND_CUDA;
+    if (want_cuda || (!backend && cfg.run.backend == VM_BACKEND_AUTO)) {
+        if (vm_backend_cuda) be = vm_backend_cuda(why, sizeof why);
+        if (!be && want_cuda) {
+            fprintf(stderr, "vicmae eval: CUDA backend unavailable: %s\n", why);
+            return 1;
+        }
+    }
+    if (!be) be = vm_backend_cpu(cfg.run.threads);
+
+    vm_error err = {0};
+    vm_imagefolder tr = {0}, va = {0};
+    vm_feature_set ftr = {0}, fva = {0};
+    vm_model *m = NULL;
+    FILE *json = NULL;
+    rc = 1;
+    if (vm_imagefolder_scan(&tr, train_dir, train_pc, NULL, &err) || vm_imagefolder_scan(&va, val_dir, val_pc, &tr, &err))
+        goto fail;
+    int max_pairs = (fo.batch + 1) / 2;
+    if (vm_model_create(&m, &cfg, be, max_pairs, &err)) goto fail;
+    if (random_init) vm_model_init(m, (uint64_t)(seed_set ? seed : cfg.run.seed));
+    else if (vm_model_load(m, ckpt, 0, &err)) goto fail;
+    fo.cache_dir = cache, fo.progress = !quiet;
+    fo.label = "train";
+    if (vm_eval_features(m, &tr, &fo, &ftr, &err)) goto fail;
+    fo.label = "val";
+    if (vm_eval_features(m, &va, &fo, &fva, &err)) goto fail;
+    if (json_path && !(json = fopen(json_path, "a"))) {
+        vm_fail(&err, VM_EIO, "%s: cannot append", json_path);
+        goto fail;
+    }
+    char src[VM_PATH_MAX + 32];
+    if (random_init) snprintf(src, sizeof src, "random-init:%d", seed_set ? seed : (int)cfg.run.seed);
+    else snprintf(src, sizeof src, "%s", ckpt);
+    char params[256];
+    vm_eval_result r;
+    const char *pool_name = vm_config_enum_name("model", "pool", cfg.model.pool);
+    if (do_knn) {
+        if (vm_knn(&ftr, &fva, k, T, &r, &err)) goto fail;
+        snprintf(params, sizeof params, "k=%d T=%g pool=%s dim=%d", k, T, pool_name, ftr.dim);
+        print_result(json, "knn", &r, src, params, ftr.n);
+    }
+    if (do_lin) {
+        po.verbose = !quiet && vm_log_get_level() >= VM_LOG_DEBUG;
+        double t0 = vm_now();
+        if (vm_linear_probe(&ftr, &fva, &po, &r, &err)) goto fail;
+        snprintf(params, sizeof params, "%s epochs=%d lr=%g wd=%g pool=%s dim=%d %.1fs",
+                 po.optimizer == VM_PROBE_LBFGS ? "lbfgs" : "sgd", po.epochs, po.lr, po.weight_decay, pool_name, ftr.dim,
+                 vm_now() - t0);
+        print_result(json, "linear", &r, src, params, ftr.n);
+    }
+    rc = 0;
+fail:
+    if (rc) fprintf(stderr, "vicmae eval: %s\n", err.msg);
+    if (json) fclose(json);
+    vm_feature_set_free(&ftr), vm_feature_set_free(&fva);
+    vm_imagefolder_free(&tr), vm_imagefolder_free(&va);
+    vm_model_free(m);
+    return rc;
+}
