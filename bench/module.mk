@@ -4,7 +4,9 @@
 # compiles); without CUDA it says so and exits.
 GPU_BENCH := $(BUILD)/bench/gpu_bench
 EXTRA_BINS += $(GPU_BENCH)
-# Prerequisites are expanded when this file is read (before the Makefile defines TRAINER_LIBS), so
-# the archives are named here; the link line expands TRAINER_LIBS when it runs.
-$(GPU_BENCH): $(BUILD)/bench/gpu_bench.o $(foreach l,trainer pipeline proto common,$(BUILD)/lib$(l).a)
+# Prerequisites are expanded when this file is read, before the Makefile defines TRAINER_LIBS (and
+# before the other module.mk add to LIBS), so the archives are named from the same list as
+# TRAINER_LIBS, one per module directory that exists; the link line expands TRAINER_LIBS itself.
+GPU_BENCH_LIBS := $(foreach l,eval trainer pipeline proto common,$(if $(wildcard $(l)/module.mk),$(BUILD)/lib$(l).a))
+$(GPU_BENCH): $(BUILD)/bench/gpu_bench.o $(GPU_BENCH_LIBS)
 	$(CC) $(LDFLAGS) -o $@ $< $(foreach l,$(TRAINER_LIBS),$(BUILD)/lib$(l).a) $(call ldlibs_of,$(TRAINER_LIBS))
