@@ -531,33 +531,44 @@ int vm_gaussian_blur_rgb(uint8_t *img, int w, int h, int ksize, float sigma, vm_
         return vm_fail(err, VM_EINVAL, "gaussian blur: kernel %d too large for a %dx%d image", ksize, w, h);
     vm_scratch local = {0};
     if (!scratch) scratch = &local;
-    size_t n = (size_t)w * h * 3;
-    float *mem = scratch_get(scratch, (n + (size_t)ksize) * sizeof(float));
+    const size_t row = (size_t)w * 3, n = row * h, prow = (size_t)(w + 2 * r) * 3;
+    float *mem = scratch_get(scratch, (n + prow + row + (size_t)ksize) * sizeof(float));
     if (!mem) return vm_fail(err, VM_ENOMEM, "gaussian blur %dx%d: out of memory", w, h);
-    float *tmp = mem, *k = mem + n, sum = 0;
+    float *tmp = mem, *pad = tmp + n, *acc = pad + prow, *k = acc + row, sum = 0;
     for (int i = 0; i < ksize; i++) {
         float x = (float)(i - r) / sigma;
         k[i] = expf(-0.5f * x * x);
         sum += k[i];
     }
     for (int i = 0; i < ksize; i++) k[i] /= sum;
-#define REFLECT(i, n) ((i) < 0 ? -(i) : (i) >= (n) ? 2 * (n) - 2 - (i) : (i))
-    for (int yy = 0; yy < h; yy++)  // horizontal into tmp
-        for (int xx = 0; xx < w; xx++)
-            for (int c = 0; c < 3; c++) {
-                float a = 0;
-                for (int i = -r; i <= r; i++) a += k[i + r] * img[((size_t)yy * w + REFLECT(xx + i, w)) * 3 + c];
-                tmp[((size_t)yy * w + xx) * 3 + c] = a;
-            }
-    for (int yy = 0; yy < h; yy++)  // vertical back into img
-        for (int xx = 0; xx < w; xx++)
-            for (int c = 0; c < 3; c++) {
-                float a = 0;
-                for (int i = -r; i <= r; i++) a += k[i + r] * tmp[((size_t)REFLECT(yy + i, h) * w + xx) * 3 + c];
-                float v = roundf(a);
-                img[((size_t)yy * w + xx) * 3 + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-            }
-#undef REFLECT
+    // Horizontal into tmp: each row padded by reflection, then contiguous multiply-adds (vectorise).
+    for (int yy = 0; yy < h; yy++) {
+        const uint8_t *src = img + (size_t)yy * row;
+        for (int xx = -r; xx < w + r; xx++) {
+            int sx = xx < 0 ? -xx : xx >= w ? 2 * w - 2 - xx : xx;
+            for (int c = 0; c < 3; c++) pad[(size_t)(xx + r) * 3 + c] = src[(size_t)sx * 3 + c];
+        }
+        float *t = tmp + (size_t)yy * row;
+        for (size_t e = 0; e < row; e++) t[e] = 0;
+        for (int i = 0; i < ksize; i++) {
+            const float ki = k[i], *pp = pad + (size_t)i * 3;
+            for (size_t e = 0; e < row; e++) t[e] += ki * pp[e];
+        }
+    }
+    // Vertical back into img, rows reflected at the borders, rounded as torchvision does.
+    for (int yy = 0; yy < h; yy++) {
+        for (size_t e = 0; e < row; e++) acc[e] = 0;
+        for (int i = -r; i <= r; i++) {
+            int sy = yy + i < 0 ? -(yy + i) : yy + i >= h ? 2 * h - 2 - (yy + i) : yy + i;
+            const float ki = k[i + r], *t = tmp + (size_t)sy * row;
+            for (size_t e = 0; e < row; e++) acc[e] += ki * t[e];
+        }
+        uint8_t *d = img + (size_t)yy * row;
+        for (size_t e = 0; e < row; e++) {
+            float v = roundf(acc[e]);
+            d[e] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
+    }
     vm_scratch_free(&local);
     return 0;
 }
