@@ -11,3 +11,9 @@ DEBS += $(trainer_DEBS)
 trainer_PKGS += libcjson
 DEBS += libcjson-dev
 DEBS += gnuplot-nox   # `vicmae plot` (cli/cmd_plot.c) draws the loss curves with gnuplot
+
+# The CPU kernels (trainer/cpu/) are built for the vectoriser: -O3's cost model (-O2's "very
+# cheap" one rejects loops that need an epilogue), and neither errno from sqrt nor floating-point
+# exception flags, which nothing here reads and which keep sqrt and float selects scalar.  None of
+# these changes a computed value.
+$(BUILD)/trainer/cpu/%.o: CFLAGS += -O3 -fno-math-errno -fno-trapping-math

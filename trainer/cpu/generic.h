@@ -17,13 +17,9 @@
 // closely and results do not depend on the thread count).  VEXP and VERF are exp and erf that
 // vectorise in float (trainer/cpu/fastmath.h) and libm's in double.  <tgmath.h> makes sqrt/exp/erf/log
 // follow the argument type; write constants as (real)x to keep float arithmetic in float.
-// Floating-point exceptions are never inspected here; without this, GCC refuses to turn the float
-// selects of clamps and max into vector blends, and the exp/erf loops stay scalar; and -O2's
-// "very cheap" vectoriser model rejects nearly every loop here (they need an epilogue).
-#pragma GCC optimize("no-trapping-math", "tree-vectorize", "vect-cost-model=dynamic", "simd-cost-model=unlimited")
-
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <tgmath.h>
@@ -32,6 +28,17 @@
 
 #define VM_GENERIC_PASS 1
 typedef double acc_t;
+
+// Sums over rows (bias and LayerNorm weight gradients, batch reductions) go by column chunks, each
+// column summed over the rows in order, so any chunking gives the same bits.  A chunk is about
+// one thread's share of the columns (contiguous row segments stream well), at most
+// VM_COL_CHUNK_MAX columns (its accumulators live on the stack).
+enum { VM_COL_CHUNK_MAX = 512 };
+static inline size_t vm_cpu_col_chunk(size_t M) {
+    size_t t = (size_t)omp_get_max_threads(), w = (M + t - 1) / t;
+    w = (w + 15) / 16 * 16;
+    return w < 16 ? 16 : w > VM_COL_CHUNK_MAX ? VM_COL_CHUNK_MAX : w;
+}
 
 #define real float
 #define REAL_IS_FLOAT 1

@@ -50,12 +50,12 @@ void FN(layernorm_backward)(real *dinp, real *dweight, real *dbias, const real *
         for (int c = 0; c < C; c++) dx[c] += (dy[c] * weight[c] - mg - (x[c] - m) * r * mgx) * r;
     }
     // parameter gradients, column chunks over all rows
-    enum { CH = 64 };
-    int nch = (C + CH - 1) / CH;
+    const int CH = (int)vm_cpu_col_chunk((size_t)C), nch = (C + CH - 1) / CH;
 #pragma omp parallel for schedule(static)
     for (int ch = 0; ch < nch; ch++) {
         int lo = ch * CH, w = C - lo < CH ? C - lo : CH;
-        acc_t sw[CH] = {0}, sb[CH] = {0};
+        acc_t sw[VM_COL_CHUNK_MAX], sb[VM_COL_CHUNK_MAX];
+        for (int i = 0; i < w; i++) sw[i] = sb[i] = 0;
         for (int n = 0; n < N; n++) {
             const real *x = inp + (size_t)n * C + lo, *dy = dout + (size_t)n * C + lo;
             real m = mean[n], r = rstd[n];

@@ -68,14 +68,15 @@ void FN(add_rows)(real *out, const real *inp, const real *pos, int B, int T, int
 
 // dpos (M = T*C) += sum over b of dout (B, M): chunks of columns in parallel, rows in order.
 void FN(add_rows_backward)(real *dpos, const real *dout, int B, int T, int C) {
-    enum { CH = 64 };
-    size_t M = (size_t)T * C, nch = (M + CH - 1) / CH;
+    const size_t M = (size_t)T * C, CH = vm_cpu_col_chunk(M), nch = (M + CH - 1) / CH;
 #pragma omp parallel for schedule(static)
     for (size_t ch = 0; ch < nch; ch++) {
         size_t lo = ch * CH, n = M - lo < CH ? M - lo : CH;
-        acc_t s[CH] = {0};
+        acc_t s[VM_COL_CHUNK_MAX];
+        for (size_t i = 0; i < n; i++) s[i] = 0;
         for (int b = 0; b < B; b++) {
             const real *row = dout + (size_t)b * M + lo;
+#pragma omp simd
             for (size_t i = 0; i < n; i++) s[i] += row[i];
         }
         for (size_t i = 0; i < n; i++) dpos[lo + i] += (real)s[i];
