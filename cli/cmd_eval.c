@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "eval/eval.h"
 #include "eval/export.h"
+#include "trainer/safetensors.h"
 
 extern const vm_backend_ops *vm_backend_cuda(char *why, size_t why_cap) __attribute__((weak));
 
@@ -32,6 +33,8 @@ static int usage(void) {
             "  --k N --temperature T          k-NN (default 20, 0.07)\n"
             "  --optimizer sgd|lbfgs --epochs N --lr X --wd X   linear probe (default sgd, 100, 0.1, 0)\n"
             "  --json FILE          append the results as JSON lines\n"
+            "  --save-features F    write the features as safetensors: train.features (N, D), train.labels,\n"
+            "                       val.features, val.labels (ImageFolder order)\n"
             "  --quiet              no progress lines\n");
     return 2;
 }
@@ -110,6 +113,19 @@ static void print_result(FILE *json, const char *what, const vm_eval_result *r, 
                       "\"params\": \"%s\"}\n", what, ckpt, r->top1, r->top5, ntrain, r->n, params);
 }
 
+static int save_features(const char *path, const vm_feature_set *tr, const vm_feature_set *va, vm_error *err) {
+    vm_st_tensor t[4];
+    const vm_feature_set *s[2] = {tr, va};
+    static const char *names[2][2] = {{"train.features", "train.labels"}, {"val.features", "val.labels"}};
+    for (int i = 0; i < 2; i++) {
+        t[2 * i] = (vm_st_tensor){.name = names[i][0], .dtype = "F32", .ndim = 2, .shape = {s[i]->n, s[i]->dim},
+                                  .data = s[i]->x, .nbytes = (size_t)s[i]->n * s[i]->dim * sizeof(float)};
+        t[2 * i + 1] = (vm_st_tensor){.name = names[i][1], .dtype = "I32", .ndim = 1, .shape = {s[i]->n},
+                                      .data = s[i]->labels, .nbytes = (size_t)s[i]->n * sizeof(int32_t)};
+    }
+    return vm_st_write(path, t, 4, NULL, err);
+}
+
 int cmd_eval(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) return argc < 2 ? usage() : (usage(), 0);
     const char *mode = argv[1];
@@ -128,7 +144,8 @@ int cmd_eval(int argc, char **argv) {
     int rc = load_config(&argc, argv, ckpt, &cfg);
     if (rc) return rc;
 
-    const char *train_dir = NULL, *val_dir = NULL, *cache = NULL, *json_path = NULL, *backend = NULL, *pool = NULL;
+    const char *train_dir = NULL, *val_dir = NULL, *cache = NULL, *json_path = NULL, *backend = NULL, *pool = NULL,
+               *save_path = NULL;
     int random_init = 0, quiet = 0, train_pc = 0, val_pc = 0, k = 20, seed_set = 0, seed = 0;
     double T = 0.07;
     vm_feature_opts fo;
@@ -148,6 +165,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--val")) val_dir = v;
         else if (!strcmp(a, "--cache")) cache = v;
         else if (!strcmp(a, "--json")) json_path = v;
+        else if (!strcmp(a, "--save-features")) save_path = v;
         else if (!strcmp(a, "--backend")) backend = v;
         else if (!strcmp(a, "--pool")) pool = v;
         else if (!strcmp(a, "--seed")) { if ((rc = parse_int(a, v, 0, &seed))) return rc; seed_set = 1; }
@@ -213,6 +231,7 @@ int cmd_eval(int argc, char **argv) {
     if (vm_eval_features(m, &tr, &fo, &ftr, &err)) goto fail;
     fo.label = "val";
     if (vm_eval_features(m, &va, &fo, &fva, &err)) goto fail;
+    if (save_path && save_features(save_path, &ftr, &fva, &err)) goto fail;
     if (json_path && !(json = fopen(json_path, "a"))) {
         vm_fail(&err, VM_EIO, "%s: cannot append", json_path);
         goto fail;
