@@ -40,6 +40,7 @@ rc=0
 run 60 120 "vicmae bf16, 64 pairs"  "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 || rc=1
 run 60 150 "torch eager, 64 pairs"  "$PY" bench/torch_vitb_step.py --mode eager --batch 64 --steps "$STEPS" || rc=1
 run 60 120 "vicmae bf16 (cuBLAS FAST_16BF path), 64 pairs" "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --bf16-path fast || rc=1
+run 60 120 "vicmae bf16 + cuBLASLt bias epilogue, 64 pairs" "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --lt || rc=1
 run 60 150 "torch sdpa, 64 pairs"   "$PY" bench/torch_vitb_step.py --mode sdpa --batch 64 --steps "$STEPS" || rc=1
 run 60 120 "vicmae bf16, 128 pairs" "$BENCH" --batch 128 --steps "$STEPS" --warmup 3 --precision bf16 || rc=1
 run 60 150 "torch eager, 128 pairs" "$PY" bench/torch_vitb_step.py --mode eager --batch 128 --steps "$STEPS" || rc=1

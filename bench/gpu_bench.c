@@ -1,7 +1,7 @@
 // bench/gpu_bench.c — training-step throughput of the model on the CUDA backend (bench/gpu.sh).
 //
 //   gpu_bench [--config configs/vit_b16.ini] [--batch 64] [--steps 10] [--warmup 3]
-//             [--precision bf16|fp32] [--bf16-path convert|fast] [--profile] [--peak-n 8192]
+//             [--precision bf16|fp32] [--bf16-path convert|fast] [--lt] [--profile] [--peak-n 8192]
 //
 // Synthetic in-memory batches (random uint8 views, uploaded every step as the trainer does),
 // full steps (forward + backward + AdamW).  Prints the measured bf16 GEMM rate of the device
@@ -122,14 +122,14 @@ static double forward_flops_per_image(const vm_config *cfg, int K) {
 
 static int usage(void) {
     fprintf(stderr, "usage: gpu_bench [--config INI] [--batch PAIRS] [--steps N] [--warmup N] "
-                    "[--precision bf16|fp32] [--bf16-path convert|fast] [--profile] [--peak-n N (0: skip the GEMM rate)]\n"
+                    "[--precision bf16|fp32] [--bf16-path convert|fast] [--lt] [--profile] [--peak-n N (0: skip the GEMM rate)]\n"
                     "                 [--set section.key=value]...\n");
     return 2;
 }
 
 int main(int argc, char **argv) {
     const char *config = "configs/vit_b16.ini", *precision = "bf16", *path = "convert";
-    int B = 64, steps = 10, warmup = 3, profile = 0, peak_n = 8192;
+    int B = 64, steps = 10, warmup = 3, profile = 0, peak_n = 8192, lt = 0;
     vm_config cfg;
     vm_error err = {0};
     vm_config_defaults(&cfg);
@@ -138,6 +138,7 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--profile")) { profile = 1; continue; }
+        if (!strcmp(a, "--lt")) { lt = 1; continue; }
         if (!v) return usage();
         if (!strcmp(a, "--config")) config = v;
         else if (!strcmp(a, "--batch")) B = atoi(v);
@@ -163,6 +164,7 @@ int main(int argc, char **argv) {
     if (!be) { fprintf(stderr, "gpu_bench: no CUDA backend: %s\n", why); return 3; }
     vm_backend_cuda_set_precision(bf16);
     vm_backend_cuda_set_bf16_path(fast);
+    vm_backend_cuda_set_lt(lt);
     if (fast && !vm_backend_cuda_bf16_path()) {
         fprintf(stderr, "gpu_bench: this cuBLAS refuses CUBLAS_COMPUTE_32F_FAST_16BF: no fast bf16 path\n");
         return 4;
@@ -211,6 +213,7 @@ int main(int argc, char **argv) {
     double tflops = flops / step / 1e12;
     printf("model: %s, %d pairs/step, %d of %d patches visible, %.1f M params, precision %s%s\n", config, B, K, L,
            vm_model_num_trainable(m) / 1e6, precision, bf16 ? (fast ? " (cuBLAS FAST_16BF)" : " (bf16 operand copies)") : "");
+    if (lt) printf("linear layers with bias through cuBLASLt (bias in the epilogue)\n");
     printf("step %.2f ms (forward+backward %.2f, optimizer %.2f), %.1f pairs/s, loss %.4f\n", step * 1e3,
            t_fb / steps * 1e3, t_opt / steps * 1e3, B / step, l.total);
     printf("model FLOPs %.2f TFLOP/step, %.1f TFLOP/s, MFU %.1f%% of the measured bf16 GEMM rate\n", flops / 1e12,
@@ -226,8 +229,8 @@ int main(int argc, char **argv) {
                        100 * ptime[i] / wall, pcalls[i] / steps);
         printf("  %-20s %8.2f ms/step %5.1f%%\n", "other ops + host", (wall - tot) / steps * 1e3, 100 * (wall - tot) / wall);
     }
-    printf("result impl=vicmae precision=%s%s batch=%d step_ms=%.3f pairs_per_s=%.2f tflops=%.2f mfu=%.4f peak=%.1f%s\n",
-           precision, bf16 && fast ? "-fast" : "", B, step * 1e3, B / step, tflops, tflops / peak, peak, profile ? " profiled=1" : "");
+    printf("result impl=vicmae%s precision=%s%s batch=%d step_ms=%.3f pairs_per_s=%.2f tflops=%.2f mfu=%.4f peak=%.1f%s\n",
+           lt ? "-lt" : "", precision, bf16 && fast ? "-fast" : "", B, step * 1e3, B / step, tflops, tflops / peak, peak, profile ? " profiled=1" : "");
     vm_model_free(m);
     free(views);
     return 0;

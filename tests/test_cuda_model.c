@@ -30,6 +30,7 @@ static void setup(pair_t *p, int bf16, const char *const *overrides, int B) {
     p->cpu = vm_backend_cpu(0);
     vm_backend_cuda_set_precision(bf16);
     vm_backend_cuda_set_bf16_path(0);
+    vm_backend_cuda_set_lt(0);
     vm_error err = {0};
     vm_config_defaults(&p->cfg);
     CHECK_OK(vm_config_load(&p->cfg, "configs/tiny.ini", &err), err);
@@ -182,4 +183,18 @@ TEST(cuda_model_debug_step_bf16_fast) {
     printf("  bf16 (cuBLAS FAST_16BF) debug step: worst gradient relative error %.3g\n", worst);
     vm_backend_cuda_set_bf16_path(0);
     teardown(&p);
+}
+
+// The cuBLASLt bias-epilogue path over the real parameter layout (tensors at offsets of one buffer).
+TEST(cuda_model_debug_step_lt) {
+    pair_t p;
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        setup(&p, bf16, NULL, 4);
+        vm_backend_cuda_set_lt(1);
+        if (!vm_backend_cuda_lt()) SKIP("cuBLASLt unavailable");
+        double worst = check_debug_step(&p, bf16 ? 5e-2 : 1e-4);
+        printf("  %s + cuBLASLt bias epilogue debug step: worst gradient relative error %.3g\n", bf16 ? "bf16" : "fp32", worst);
+        vm_backend_cuda_set_lt(0);
+        teardown(&p);
+    }
 }

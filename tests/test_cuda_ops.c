@@ -27,6 +27,7 @@ static void setup(int bf16, uint64_t seed) {
     cpu = vm_backend_cpu(0);
     vm_backend_cuda_set_precision(bf16);
     vm_backend_cuda_set_bf16_path(0);
+    vm_backend_cuda_set_lt(0);
     tol = bf16 ? TOL16 : TOL32;
     vm_rng_init(&rng, seed, 1);
 }
@@ -546,6 +547,34 @@ TEST(cuda_bf16_fast_path) {
     check_matmul(256, 384, 1152, 1, 1);
     check_attention(3, 50, 128, 2);
     check_attention(1, 197, 64, 1);
+    vm_backend_cuda_set_bf16_path(0);
+    vm_backend_cuda_set_precision(0);
+}
+
+// Linear layers through cuBLASLt with the bias in the epilogue: fp32, bf16, bf16 fast; also with
+// bias and weight at odd float offsets, as tensors inside the model's flat parameter buffer are.
+TEST(cuda_lt_bias_path) {
+    setup(0, 18);
+    vm_backend_cuda_set_lt(1);
+    if (!vm_backend_cuda_lt()) SKIP("cuBLASLt unavailable");
+    for (int mode = 0; mode < 3; mode++) {
+        vm_backend_cuda_set_precision(mode > 0);
+        vm_backend_cuda_set_bf16_path(mode == 2);
+        if (mode == 2 && !vm_backend_cuda_bf16_path()) continue;
+        tol = mode ? TOL16 : TOL32;
+        check_matmul(96, 64, 80, 1, 1);
+        check_matmul(37, 50, 30, 1, 1);
+        check_matmul(400, 768, 2304, 1, 0);
+        // weight and bias at an odd offset inside one buffer
+        const int N = 64, C = 96, OC = 72;
+        float *x = hrand((size_t)N * C, -1, 1), *wb = hrand((size_t)OC * C + OC + 3, -0.5f, 0.5f);
+        float *w = wb + 1, *b = wb + 2 + (size_t)OC * C, *ref = hnan((size_t)N * OC);
+        cpu->matmul_forward(ref, x, w, b, N, C, OC);
+        float *d_x = dputf(x, (size_t)N * C), *d_wb = dputf(wb, (size_t)OC * C + OC + 3), *d_o = dpoison((size_t)N * OC);
+        cu->matmul_forward(d_o, d_x, d_wb + 1, d_wb + 2 + (size_t)OC * C, N, C, OC);
+        CHECK_DEV("lt matmul, unaligned weight and bias", d_o, ref, (size_t)N * OC);
+    }
+    vm_backend_cuda_set_lt(0);
     vm_backend_cuda_set_bf16_path(0);
     vm_backend_cuda_set_precision(0);
 }

@@ -28,6 +28,12 @@ int vm_backend_cuda_precision(void);
 void vm_backend_cuda_set_bf16_path(int fast);
 int vm_backend_cuda_bf16_path(void);
 
+// Linear layers with a bias through cuBLASLt, the bias added in the GEMM's epilogue (1), or
+// cublasGemmEx + a bias kernel (0, default until the benchmark shows Lt faster on the device).
+// VICMAE_CUDA_LT=1 sets it when the backend starts.  Shapes no cuBLASLt algorithm takes fall back.
+void vm_backend_cuda_set_lt(int on);
+int vm_backend_cuda_lt(void);
+
 // Name of the device in use ("NVIDIA H100 80GB HBM3, sm_90, 79 GiB") into buf; 0 on success,
 // -1 when the backend is not initialised (or built without CUDA).
 int vm_backend_cuda_device_name(char *buf, size_t cap);

@@ -14,6 +14,8 @@ const vm_backend_ops *vm_backend_cuda(char *why, size_t why_cap) {
 void vm_backend_cuda_set_precision(int bf16) { (void)bf16; }
 int vm_backend_cuda_precision(void) { return 0; }
 void vm_backend_cuda_set_bf16_path(int fast) { (void)fast; }
+void vm_backend_cuda_set_lt(int on) { (void)on; }
+int vm_backend_cuda_lt(void) { return 0; }
 int vm_backend_cuda_bf16_path(void) { return 0; }
 int vm_backend_cuda_device_name(char *buf, size_t cap) {
     if (buf && cap) snprintf(buf, cap, "none (built without CUDA)");
