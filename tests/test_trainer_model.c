@@ -356,6 +356,16 @@ TEST(checkpoint_round_trip_and_resume) {
     vm_st_file *f;
     CHECK_OK(vm_st_read(&f, path, &err), err);
     CHECK(!strcmp(vm_st_meta(f, "step"), "2"));
+    // the configuration rides along and reads back to the same model
+    const char *ini = vm_st_meta(f, "config");
+    CHECK(ini && strstr(ini, "contrastive = simsiam"));
+    char ipath[4096];
+    snprintf(ipath, sizeof ipath, "%s/ckpt.ini", vt_tmpdir());
+    CHECK_OK(vm_write_file_atomic(ipath, ini, strlen(ini), &err), err);
+    vm_config back;
+    vm_config_defaults(&back);
+    CHECK_OK(vm_config_load(&back, ipath, &err), err);
+    CHECK(!memcmp(&back.model, &cfg.model, sizeof cfg.model) && !memcmp(&back.loss, &cfg.loss, sizeof cfg.loss));
     const vm_st_tensor *t = vm_st_find(f, "blocks.0.attn.qkv.weight");
     CHECK(t && !strcmp(t->dtype, "F32") && t->ndim == 2 && t->shape[0] == 96 && t->shape[1] == 32);
     t = vm_st_find(f, "projector.1.num_batches_tracked");

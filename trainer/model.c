@@ -917,7 +917,27 @@ int vm_model_save(vm_model *m, const char *path, const char *const *meta, int wi
                 o->nbytes = ti->numel * sizeof(float);
             }
         }
-    int rc = vm_st_write(path, t, n, meta, err);
+    // The effective configuration rides along as "config" (INI text) unless the caller gives one,
+    // so that a checkpoint alone rebuilds its model (vicmae eval/export read it).
+    const char *all[130];
+    int nm = 0, has_config = 0;
+    for (int i = 0; meta && meta[i] && meta[i + 1] && nm < 126; i += 2) {
+        has_config |= !strcmp(meta[i], "config");
+        all[nm++] = meta[i], all[nm++] = meta[i + 1];
+    }
+    char *ini = NULL;
+    size_t ini_len = 0;
+    if (!has_config) {
+        FILE *fp = open_memstream(&ini, &ini_len);
+        if (fp) {
+            vm_config_print(&m->cfg, fp);
+            fclose(fp);
+            all[nm++] = "config", all[nm++] = ini;
+        }
+    }
+    all[nm] = NULL;
+    int rc = vm_st_write(path, t, n, all, err);
+    free(ini);
     free(h), free(t), free(names);
     return rc;
 }

@@ -134,7 +134,8 @@ void vm_model_last_masks(const vm_model *m, const int32_t **ids_keep, const int3
 // ---- checkpoints (safetensors; see trainer/safetensors.h) -------------------------------------
 // The state_dict (params in table order, num_batches_tracked as I64) plus, with with_optimizer,
 // the AdamW moments as "optim.m.<name>" / "optim.v.<name>" of every trainable tensor.  meta:
-// NULL-terminated key, value pairs stored in "__metadata__" (strings).  Written atomically.
+// NULL-terminated key, value pairs stored in "__metadata__" (strings; at most 63), plus "config",
+// the model's effective configuration as INI text, unless meta has one.  Written atomically.
 int vm_model_save(vm_model *m, const char *path, const char *const *meta, int with_optimizer, vm_error *err);
 // Load tensors by name: every state_dict tensor must be present with its shape (other names are
 // ignored); with_optimizer also requires the moments.  A corrupt or mismatched file is refused with
