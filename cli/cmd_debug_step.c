@@ -13,7 +13,8 @@
 // With --steps N > 1 it goes on with AdamW for N steps on the same batch and adds
 //   steps.loss (N, 4) [total, rec, con, w_con], steps.lr (N), steps.grad_norm (N),
 //   steps.ids_keep (N, B, 2, K), steps.ids_restore (N, B, 2, L), final.<name> after the N steps.
-// Metadata: "config" (the effective INI), "backend", "steps", "total_steps".
+// Metadata: "config" (the effective INI), "backend", "precision" (CUDA follows [train] precision),
+// "steps", "total_steps".
 // BATCH_FILE is a proto batch message (vicmae --save-batches) or a .npy of uint8 (B, 2, H, W, 3).
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include "cli/cli.h"
 #include "common/io.h"
 #include "proto/proto.h"
+#include "trainer/cuda/cuda_backend.h"
 #include "trainer/model.h"
 #include "trainer/safetensors.h"
 
@@ -140,6 +142,8 @@ int cmd_debug_step(int argc, char **argv) {
         }
     }
     if (!be) be = vm_backend_cpu(cfg.run.threads);
+    int bf16 = !strcmp(be->name, "cuda") && cfg.train.precision == VM_PREC_BF16;
+    if (!strcmp(be->name, "cuda")) vm_backend_cuda_set_precision(bf16);  // [train] precision (CPU: fp32)
 
     vm_error err = {0};
     uint8_t *views = NULL;
@@ -249,7 +253,7 @@ int cmd_debug_step(int argc, char **argv) {
     snprintf(nsteps, sizeof nsteps, "%d", steps);
     snprintf(total, sizeof total, "%d", cfg.optim.steps > 0 ? cfg.optim.steps : steps);
     const char *meta[] = {"format", "vicmae-debug-step-1", "config", ini ? ini : "", "backend", be->name,
-                          "steps", nsteps, "total_steps", total, NULL};
+                          "precision", bf16 ? "bf16" : "fp32", "steps", nsteps, "total_steps", total, NULL};
     rc = vm_st_write(out_path, t, n, meta, &err);
     if (rc) fprintf(stderr, "vicmae debug-step: %s\n", err.msg);
     else
