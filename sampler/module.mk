@@ -6,3 +6,10 @@ sampler_DEBS :=
 DEBS += $(sampler_DEBS)
 # The resampling loops are the hot path: let the vectoriser at them (a later -O3 wins over -O2).
 $(BUILD)/sampler/image.o: CFLAGS += -O3
+# Programs built with `make` (EXTRA_BINS): tools/clip_example, the sampler reused for clip
+# classification (clips written as .npy), and bench/bench_sampler, run by bench/bench_sampler.sh.
+SAMPLER_BIN_LIBS := sampler decoder common
+EXTRA_BINS += $(BUILD)/tools/clip_example $(BUILD)/bench/bench_sampler
+$(BUILD)/tools/clip_example $(BUILD)/bench/bench_sampler: $(BUILD)/%: $(BUILD)/%.o $(foreach l,$(SAMPLER_BIN_LIBS),$(BUILD)/lib$(l).a)
+	$(CC) $(LDFLAGS) -o $@ $^ $(call ldlibs_of,$(SAMPLER_BIN_LIBS))
+$(BUILD)/tools/clip_example.o $(BUILD)/bench/bench_sampler.o: PKG_CFLAGS = $(shell pkg-config --cflags $(call pkgs_of,$(SAMPLER_BIN_LIBS)))
