@@ -6,7 +6,9 @@
 #   2. compute-sanitizer memcheck over the op tests and a short model run (debug step, fp32 and
 #      bf16 training steps);
 #   3. the GPU benchmark (bench/gpu.sh: ViT-B/16, ours vs PyTorch on the same GPU);
-# and prints a short table LAST.  Logs go to $OUT/gpu-check (when OUT is set) or gpu-dist/logs/.
+# and prints a short table LAST.  Logs: with OUT set, two files $OUT/gpu-check-summary.txt and
+# $OUT/gpu-check-logs.txt (every log, concatenated: the device tool brings back few files);
+# otherwise the directory gpu-dist/logs/.
 #
 # Binaries: gpu-dist/bin (made by tools/gpu-dist.sh on a build machine; the libraries are unpacked
 # from gpu-dist/lib.tar.gz into gpu-dist/lib), else $BUILD/ of a local build (a machine that can
@@ -14,8 +16,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 T0=$SECONDS
-LOG=${OUT:+$OUT/gpu-check}
-LOG=${LOG:-gpu-dist/logs}
+if [ -n "${OUT:-}" ]; then LOG=$(mktemp -d); else LOG=gpu-dist/logs; fi
 mkdir -p "$LOG"
 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 export PATH="$CUDA_HOME/bin:$PATH"
@@ -101,14 +102,21 @@ left=$((470 - (SECONDS - T0)))   # keep the whole run under 8 minutes
 GPU_BENCH=$BENCHBIN BENCH_BUDGET_S=$left bash bench/gpu.sh >"$LOG/bench.log" 2>&1
 brc=$?
 sed -n '/^== summary/,$p' "$LOG/bench.log" >"$LOG/bench-summary.txt"
-[ $brc -eq 0 ] && row "benchmark" PASS "see below and $LOG/bench.log" || row "benchmark" FAIL "exit $brc, see $LOG/bench.log"
+[ $brc -eq 0 ] && row "benchmark" PASS "summary below, details in bench.log" || row "benchmark" FAIL "exit $brc, see bench.log"
 
 # ---- table ----------------------------------------------------------------------------------------
 {
   echo
-  echo "== gpu-check on ${DEVICE:-unknown GPU}, $((SECONDS - T0)) s, logs in $LOG"
+  where=${OUT:+$OUT/gpu-check-logs.txt}
+  echo "== gpu-check on ${DEVICE:-unknown GPU}, $((SECONDS - T0)) s, logs in ${where:-$LOG}"
   printf '%-34s %-5s %s\n' check result detail
   for r in "${rows[@]}"; do IFS='|' read -r a b c <<<"$r"; printf '%-34s %-5s %s\n' "$a" "$b" "$c"; done
   if [ -s "$LOG/bench-summary.txt" ]; then cat "$LOG/bench-summary.txt"; else tail -5 "$LOG/bench.log"; fi
 } | tee "$LOG/summary.txt"
+if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT"
+  cp "$LOG/summary.txt" "$OUT/gpu-check-summary.txt"
+  for f in "$LOG"/*; do printf '\n===== %s\n' "$(basename "$f")"; cat "$f"; done >"$OUT/gpu-check-logs.txt"
+  rm -rf "$LOG"
+fi
 exit $fail
