@@ -89,8 +89,12 @@ sanitize() {  # label, command...
 }
 if command -v compute-sanitizer >/dev/null; then
   echo "== compute-sanitizer memcheck"
-  sanitize ops env VICMAE_MEMCHECK=1 "$TESTBIN/test_cuda_ops"
-  sanitize debug-step env VICMAE_TEST_FILTER=debug_step "$TESTBIN/test_cuda_model"
+  # (environment set here, not through `env`, so that the sanitizer's target is the test itself)
+  export VICMAE_MEMCHECK=1
+  sanitize ops "$TESTBIN/test_cuda_ops"
+  export VICMAE_TEST_FILTER=debug_step
+  sanitize debug-step "$TESTBIN/test_cuda_model"
+  unset VICMAE_MEMCHECK VICMAE_TEST_FILTER
   sanitize train-bf16 "$BENCHBIN" --config configs/tiny.ini --batch 4 --steps 3 --warmup 1 --precision bf16 --peak-n 0
 else
   row memcheck FAIL "compute-sanitizer not found in PATH ($CUDA_HOME/bin)"
