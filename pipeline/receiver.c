@@ -338,7 +338,7 @@ static void handle_request(vm_receiver *r, int wid, const vm_wire_msg *m, double
                          .count = (uint32_t)r->spu, .session = w->session};
         send_to(r, w->id, w->idlen, &o, path, strlen(path));
     }
-    if (given == 0) {
+    if (given < want) {  // fewer than asked (the epoch is finishing): the worker asks again later
         vm_wire_msg o = {.type = VM_MSG_WAIT, .session = w->session};
         send_to(r, w->id, w->idlen, &o, NULL, 0);
     }

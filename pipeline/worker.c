@@ -506,9 +506,9 @@ int vm_worker_run(const vm_worker_opts *opts, vm_worker_stats *stats_out, vm_err
                     }
                     pthread_mutex_unlock(&w->mu);
                     break;
-                case VM_MSG_WAIT:
+                case VM_MSG_WAIT:  // follows the LEASEs granted for a REQUEST, if fewer than asked
                     requested = 0;
-                    wait_until = now + 0.05;
+                    wait_until = now + 0.02;
                     break;
                 case VM_MSG_CREDIT:
                     if (m.session == session) credits += m.count;

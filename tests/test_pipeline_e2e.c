@@ -109,7 +109,7 @@ static void e2e_config(vm_config *cfg, const char *manifest) {
     cfg->pipeline.credits = 4;
     cfg->pipeline.heartbeat_ms = 100;
     cfg->pipeline.lease_timeout_ms = 8000;
-    cfg->decoder.timeout_ms = 3000;  // a stalled decoder on a bad file must not stretch the test
+    cfg->decoder.timeout_ms = 3000;  // the decoder waits this long for a stream in the truncated file
     vm_error err = {0};
     CHECK_OK(vm_config_validate(cfg, &err), err);
 }
@@ -188,8 +188,11 @@ TEST(real_workers_deliver_every_video_corrupt_ones_fail_with_reason) {
     vm_receiver_stats s;
     vm_receiver_get_stats(r, &s);
     vm_receiver_stop(r);
-    CHECK_EQ_INT(reap(w1, 10), 0);
-    CHECK_EQ_INT(reap(w2, 10), 0);
+    // A worker that joined got STOP and exits 0.  On a loaded machine the other worker may have done
+    // the whole run before the second one started; that one never joined and is simply ended.
+    int r1 = reap(w1, s.workers_joined == 2 ? 10 : 3), r2 = reap(w2, s.workers_joined == 2 ? 10 : 3);
+    CHECK(s.workers_joined >= 1 && s.workers_joined <= 2);
+    CHECK((r1 == 0) + (r2 == 0) >= s.workers_joined, "worker exits %d %d, %lld joined", r1, r2, (long long)s.workers_joined);
     free(px);
     CHECK_EQ_INT(total, 8 * 2 * 2);
     for (int i = 0; i < 8; i++) CHECK_EQ_INT(counts[i], 4);
