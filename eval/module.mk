@@ -5,3 +5,9 @@ eval_SRCS := $(wildcard eval/*.c)
 eval_PKGS := libjpeg libxxhash openblas
 eval_DEBS := libjpeg62-turbo-dev libxxhash-dev libopenblas-dev
 DEBS += $(eval_DEBS)
+
+# docs/RESULTS.md's small ablation (tools/reproduce-small.sh; knobs through the environment).
+.PHONY: reproduce-small
+reproduce-small: deps
+	@$(MAKE) --no-print-directory $(BUILD)/vicmae $(BUILD)/vicmae-trainer
+	BUILD=$(BUILD) NO_BUILD=1 tools/reproduce-small.sh
