@@ -54,6 +54,22 @@ fail=0
 row() { rows+=("$1|$2|$3"); [ "$2" = PASS ] || [ "$2" = SKIP ] || fail=1; }
 
 # ---- 1. tests -----------------------------------------------------------------------------------
+# A binary that died (an op aborts on a CUDA error) hides the tests after the one that killed it:
+# run each test of its source alone to say which ones pass, fail or die.
+isolate() {  # binary exit_status t0
+  local b=$1 name; name=$(basename "$1")
+  local src="tests/$name.c" p=0 f=0 d=0 died="" t out line
+  echo "   $name died (exit $2) before its summary; running its tests one by one" | tee -a "$LOG/$name.log"
+  for t in $(grep -oE '^TEST\([a-z0-9_]+\)' "$src" 2>/dev/null | sed -E 's/TEST\((.*)\)/\1/'); do
+    out=$(timeout 120 "$b" "$t" 2>&1)
+    line=$(grep -E "^(PASS|FAIL|SKIP) $t( |:)" <<<"$out" | head -1)
+    if [ -z "$line" ]; then line="DIED $t: $(tail -2 <<<"$out" | tr '\n' ' ' | cut -c1-200)"; d=$((d + 1)); died="$died $t"
+    elif [[ "$line" == PASS* ]]; then p=$((p + 1)); else f=$((f + 1)); fi
+    echo "   $line" | tee -a "$LOG/$name.log"
+  done
+  row "$name" FAIL "died (exit $2); alone: $p passed, $f failed/skipped, $d died:$died ($((SECONDS - $3))s)"
+}
+
 run_test() {  # binary timeout_s
   local b=$1 name; name=$(basename "$1")
   local t0=$SECONDS
@@ -61,7 +77,7 @@ run_test() {  # binary timeout_s
   local rc=$? line p f s
   line=$(grep -E ': [0-9]+ passed, [0-9]+ failed' "$LOG/$name.log" | tail -1)
   grep -E '^(FAIL|SKIP)|worst gradient' "$LOG/$name.log" | head -8
-  if [ -z "$line" ]; then row "$name" FAIL "exit $rc before its summary ($((SECONDS - t0))s)"; return; fi
+  if [ -z "$line" ]; then isolate "$b" "$rc" "$t0"; return; fi
   p=$(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$line")
   f=$(sed -E 's/.*, ([0-9]+) failed.*/\1/' <<<"$line")
   s=$(grep -oE '[0-9]+ skipped' <<<"$line" | grep -oE '[0-9]+' || echo 0)
