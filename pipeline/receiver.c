@@ -322,6 +322,11 @@ static void handle_data(vm_receiver *r, int wid, const vm_wire_msg *m, zmq_msg_t
 
 static void handle_request(vm_receiver *r, int wid, const vm_wire_msg *m, double now) {
     wrec *w = &r->w[wid];
+    if (atomic_load(&r->stop)) {  // shutting down: no new leases
+        vm_wire_msg s = {.type = VM_MSG_STOP, .session = w->session};
+        send_to(r, w->id, w->idlen, &s, NULL, 0);
+        return;
+    }
     int want = m->count ? (int)m->count : 1, given = 0;
     if (want > 16) want = 16;
     for (; given < want; given++) {
@@ -567,12 +572,22 @@ static void *io_main(void *arg) {
             INFO(r, "%s", line);
         }
     }
-    // Tell every worker the run is over; a short linger lets these last messages leave.
+    // Tell every worker the run is over and wait (briefly) for their BYE: closing the socket while
+    // a worker's heartbeat sits unread makes the kernel reset the connection, and a reset can
+    // discard the STOP before the worker has read it.
     for (int i = 0; i < r->nw; i++)
         if (r->w[i].alive) {
             vm_wire_msg m = {.type = VM_MSG_STOP, .session = r->w[i].session};
             send_to(r, r->w[i].id, r->w[i].idlen, &m, NULL, 0);
         }
+    for (double t_end = vm_now() + 1.0; vm_now() < t_end;) {
+        int alive = 0;
+        for (int i = 0; i < r->nw; i++) alive += r->w[i].alive;
+        if (!alive) break;
+        zmq_pollitem_t it = {r->router, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 20) > 0)
+            while (recv_one(r, vm_now())) {}
+    }
     int linger = 300;
     zmq_setsockopt(r->router, ZMQ_LINGER, &linger, sizeof linger);
     return NULL;

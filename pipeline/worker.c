@@ -556,7 +556,11 @@ done:
         out_item *it = &w->out[(w->ohead + i) % MAX_OUT];
         if (it->buf) pool_put(w, it->buf);
     }
-    if (w->sock) zmq_close(w->sock);
+    if (w->sock) {
+        int linger = 200;  // let the BYE leave
+        zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(w->sock);
+    }
     if (w->zctx) zmq_ctx_term(w->zctx);  // waits for ZeroMQ to release the zero-copy buffers
     if (stats_out) {
         *stats_out = w->st;
