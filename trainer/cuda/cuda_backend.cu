@@ -374,7 +374,9 @@ static void gemm_batched(const char *op, cublasOperation_t ta, cublasOperation_t
 }
 
 // Row softmax in place over rows of length T (rows = B*NH*T).  One warp per row; fp32 statistics.
-__global__ void attention_softmax_kernel(float *att, size_t rows, int T) {
+// att16 (optional): the probabilities rounded to bf16 as well, for the next product (one pass
+// instead of a separate conversion over B*NH*T*T values).
+__global__ void attention_softmax_kernel(float *att, __nv_bfloat16 *att16, size_t rows, int T) {
     size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= rows) return;
@@ -386,21 +388,32 @@ __global__ void attention_softmax_kernel(float *att, size_t rows, int T) {
     for (int j = lane; j < T; j += 32) s += expf(x[j] - mx);
     s = warp_sum(s);
     float inv = 1.0f / s;
-    for (int j = lane; j < T; j += 32) x[j] = expf(x[j] - mx) * inv;
+    for (int j = lane; j < T; j += 32) {
+        float p = expf(x[j] - mx) * inv;
+        x[j] = p;
+        if (att16) att16[row * T + j] = __float2bfloat16_rn(p);
+    }
 }
 
-// dpre = att * (datt - sum_j att * datt) * scale, in place over datt (rows of length T).
-__global__ void attention_softmax_backward_kernel(float *datt, const float *att, size_t rows, int T,
+// dpre = att * (datt - sum_j att * datt) * scale over rows of length T.  fp32: written in place
+// over datt (dpre32 == datt).  bf16: only the bf16 operands the next products need are written,
+// dpre16 and the probabilities att16 (the fp32 dpre is never read again).
+__global__ void attention_softmax_backward_kernel(float *dpre32, __nv_bfloat16 *dpre16, __nv_bfloat16 *att16,
+                                                  const float *datt, const float *att, size_t rows, int T,
                                                   float scale) {
     size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= rows) return;
-    float *d = datt + row * T;
-    const float *a = att + row * T;
+    const float *d = datt + row * T, *a = att + row * T;
     float s = 0.0f;
     for (int j = lane; j < T; j += 32) s += a[j] * d[j];
     s = warp_sum(s);
-    for (int j = lane; j < T; j += 32) d[j] = a[j] * (d[j] - s) * scale;
+    for (int j = lane; j < T; j += 32) {
+        float aj = a[j], v = aj * (d[j] - s) * scale;
+        if (dpre32) dpre32[row * T + j] = v;
+        if (dpre16) dpre16[row * T + j] = __float2bfloat16_rn(v);
+        if (att16) att16[row * T + j] = __float2bfloat16_rn(aj);
+    }
 }
 
 void cu_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
@@ -427,13 +440,9 @@ void cu_attention_forward(float *out, float *att, const float *qkv, int B, int T
     // att^T (T x T, col-major) = K (as hs x T, ld 3C)^T @ Q (hs x T, ld 3C), times scale
     gemm_batched(op, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, scale, k, 3 * C, q, 3 * C, 0.0f, a, T, count, ab);
     size_t rows = (size_t)count * T;
-    attention_softmax_kernel<<<ceil_div(rows, 8), 256, 0, g_cu.stream>>>(att, rows, T);
+    attention_softmax_kernel<<<ceil_div(rows, 8), 256, 0, g_cu.stream>>>(att, att16, rows, T);
     LAUNCH_CHECK(op);
-    const void **a_in = a;
-    if (bf) {
-        cuda_to_bf16(att16, att, (size_t)count * T * T, op);
-        a_in = make_ptrs(&off, att16, B, NH, (size_t)NH * T * T, (size_t)T * T, 2, op);
-    }
+    const void **a_in = bf ? make_ptrs(&off, att16, B, NH, (size_t)NH * T * T, (size_t)T * T, 2, op) : a;
     // out^T (hs x T, ld C) = V (hs x T, ld 3C) @ att^T (T x T, ld T)
     gemm_batched(op, CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, 1.0f, v, 3 * C, a_in, T, 0.0f, o, C, count, ab);
 }
@@ -446,40 +455,38 @@ void cu_attention_backward(float *dqkv, float *scratch, const float *dout, const
     size_t off = 0;
     int bf = convert_bf16(), es = bf ? 2 : 4;
     cudaDataType_t ab = bf ? CUDA_R_16BF : CUDA_R_32F;
-    const void *src = qkv, *g = dout, *attp = att;
-    __nv_bfloat16 *dpre16 = NULL;
+    const void *src = qkv, *g = dout;
+    __nv_bfloat16 *dpre16 = NULL, *att16 = NULL;
     if (bf) {
         __nv_bfloat16 *qkv16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)B * T * 3 * C * 2, op);
         __nv_bfloat16 *g16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)B * T * C * 2, op);
-        __nv_bfloat16 *att16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)count * T * T * 2, op);
+        att16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)count * T * T * 2, op);
         dpre16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)count * T * T * 2, op);
         cuda_to_bf16(qkv16, qkv, (size_t)B * T * 3 * C, op);
         cuda_to_bf16(g16, dout, (size_t)B * T * C, op);
-        cuda_to_bf16(att16, att, (size_t)count * T * T, op);
-        src = qkv16, g = g16, attp = att16;
+        src = qkv16, g = g16;
     }
     size_t bq = (size_t)T * 3 * C, batt = (size_t)NH * T * T;
     const void **q = make_ptrs(&off, src, B, NH, bq, hs, es, op);
     const void **k = make_ptrs(&off, (const char *)src + (size_t)C * es, B, NH, bq, hs, es, op);
     const void **v = make_ptrs(&off, (const char *)src + (size_t)2 * C * es, B, NH, bq, hs, es, op);
     const void **dO = make_ptrs(&off, g, B, NH, (size_t)T * C, hs, es, op);
-    const void **a = make_ptrs(&off, attp, B, NH, batt, (size_t)T * T, es, op);
+    const void **a = bf ? make_ptrs(&off, att16, B, NH, batt, (size_t)T * T, 2, op)
+                        : make_ptrs(&off, att, B, NH, batt, (size_t)T * T, 4, op);
     const void **ds = make_ptrs(&off, scratch, B, NH, batt, (size_t)T * T, 4, op);
+    const void **dp = bf ? make_ptrs(&off, dpre16, B, NH, batt, (size_t)T * T, 2, op) : ds;
     const void **dq = make_ptrs(&off, dqkv, B, NH, bq, hs, 4, op);
     const void **dk = make_ptrs(&off, dqkv + C, B, NH, bq, hs, 4, op);
     const void **dv = make_ptrs(&off, dqkv + 2 * C, B, NH, bq, hs, 4, op);
-    // datt[i][j] = dO_i . V_j:   datt^T (T x T) = V (hs x T)^T @ dO (hs x T)
+    // datt[i][j] = dO_i . V_j:   datt^T (T x T) = V (hs x T)^T @ dO (hs x T)   (fp32, into scratch)
     gemm_batched(op, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, 1.0f, v, 3 * C, dO, C, 0.0f, ds, T, count, ab);
+    // softmax backward; in bf16 mode it also writes the bf16 probabilities the dV product reads
+    size_t rows = (size_t)count * T;
+    attention_softmax_backward_kernel<<<ceil_div(rows, 8), 256, 0, g_cu.stream>>>(
+        bf ? NULL : scratch, dpre16, att16, scratch, att, rows, T, scale);
+    LAUNCH_CHECK(op);
     // dV[j] = sum_i att[i][j] dO_i:   dV (hs x T) = dO (hs x T) @ att^T(T x T)^T
     gemm_batched(op, CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, 1.0f, dO, C, a, T, 0.0f, dv, 3 * C, count, ab);
-    size_t rows = (size_t)count * T;
-    attention_softmax_backward_kernel<<<ceil_div(rows, 8), 256, 0, g_cu.stream>>>(scratch, att, rows, T, scale);
-    LAUNCH_CHECK(op);
-    const void **dp = ds;
-    if (bf) {
-        cuda_to_bf16(dpre16, scratch, (size_t)count * T * T, op);
-        dp = make_ptrs(&off, dpre16, B, NH, batt, (size_t)T * T, 2, op);
-    }
     // dQ_i = sum_j dpre[i][j] K_j:   dQ (hs x T) = K (hs x T) @ dpre^T (T x T)
     gemm_batched(op, CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, 1.0f, k, 3 * C, dp, T, 0.0f, dq, 3 * C, count, ab);
     // dK_j = sum_i dpre[i][j] Q_i:   dK (hs x T) = Q (hs x T) @ (dpre^T)^T
