@@ -37,16 +37,17 @@ run() {  # min_seconds_left timeout label command...
 }
 
 rc=0
+# Most important first: the budget may cut the tail.
 run 60 120 "vicmae bf16, 64 pairs"  "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 || rc=1
 run 60 150 "torch eager, 64 pairs"  "$PY" bench/torch_vitb_step.py --mode eager --batch 64 --steps "$STEPS" || rc=1
-run 60 120 "vicmae bf16 (cuBLAS FAST_16BF path), 64 pairs" "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --bf16-path fast || rc=1
-run 60 120 "vicmae bf16 + cuBLASLt bias epilogue, 64 pairs" "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --lt || rc=1
-run 60 150 "torch sdpa, 64 pairs"   "$PY" bench/torch_vitb_step.py --mode sdpa --batch 64 --steps "$STEPS" || rc=1
 run 60 120 "vicmae bf16, 128 pairs" "$BENCH" --batch 128 --steps "$STEPS" --warmup 3 --precision bf16 || rc=1
 run 60 150 "torch eager, 128 pairs" "$PY" bench/torch_vitb_step.py --mode eager --batch 128 --steps "$STEPS" || rc=1
 run 45 90 "vicmae bf16, 64 pairs, profiled (where the time goes)" \
     "$BENCH" --batch 64 --steps 3 --warmup 2 --precision bf16 --profile || rc=1
-run 60 120 "vicmae fp32, 64 pairs"  "$BENCH" --batch 64 --steps 3 --warmup 1 --precision fp32 || rc=1
+run 45 120 "vicmae bf16 (cuBLAS FAST_16BF path), 64 pairs" "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --bf16-path fast || rc=1
+run 45 120 "vicmae bf16 + cuBLASLt bias epilogue, 64 pairs" "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --lt || rc=1
+run 45 150 "torch sdpa, 64 pairs"   "$PY" bench/torch_vitb_step.py --mode sdpa --batch 64 --steps "$STEPS" || rc=1
+run 45 120 "vicmae fp32, 64 pairs"  "$BENCH" --batch 64 --steps 3 --warmup 1 --precision fp32 || rc=1
 # torch.compile takes minutes to compile; it runs last, with what is left, and may not finish.
 run 90 300 "torch compile, 64 pairs" "$PY" bench/torch_vitb_step.py --mode compile --batch 64 --steps "$STEPS" || true
 

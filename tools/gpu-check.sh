@@ -109,7 +109,7 @@ if command -v compute-sanitizer >/dev/null; then
   # (environment set here, not through `env`, so that the sanitizer's target is the test itself)
   export VICMAE_MEMCHECK=1
   sanitize ops "$TESTBIN/test_cuda_ops"
-  export VICMAE_TEST_FILTER=debug_step
+  export VICMAE_TEST_FILTER=debug_step_bf16   # the bf16 kernels (fp32 ones: test_cuda_ops above)
   sanitize debug-step "$TESTBIN/test_cuda_model"
   unset VICMAE_MEMCHECK VICMAE_TEST_FILTER
   sanitize train-bf16 "$BENCHBIN" --config configs/tiny.ini --batch 4 --steps 3 --warmup 1 --precision bf16 --peak-n 0
