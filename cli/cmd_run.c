@@ -4,7 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 #include "cli/cli.h"
 #include "cli/local.h"
@@ -40,6 +45,44 @@ static int have_trainer(void) {
     return WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
+
+// Parse "tcp://A.B.C.D:PORT" into addr; 0 on success.
+static int tcp_addr(const char *ep, struct sockaddr_in *a) {
+    char host[64];
+    int port;
+    if (sscanf(ep, "tcp://%63[^:]:%d", host, &port) != 2 || port <= 0 || port > 65535) return -1;
+    *a = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(port)};
+    return inet_pton(AF_INET, strcmp(host, "*") ? host : "127.0.0.1", &a->sin_addr) == 1 ? 0 : -1;
+}
+
+// 1 when something already listens at ep (another run on this machine would take our workers).
+static int endpoint_busy(const char *ep) {
+    struct sockaddr_in a;
+    if (tcp_addr(ep, &a)) return 0;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return 0;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int busy = bind(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno == EADDRINUSE;
+    close(fd);
+    return busy;
+}
+
+// 1 once the trainer accepts connections at ep (tcp: a connect succeeds; ipc: the socket exists).
+static int endpoint_ready(const char *ep) {
+    if (!strncmp(ep, "ipc://", 6)) {
+        struct stat st;
+        return stat(ep + 6, &st) == 0;
+    }
+    struct sockaddr_in a;
+    if (tcp_addr(ep, &a)) return 1;  // not something we can probe: let the workers retry
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return 1;
+    int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
 static int run_trainer(const vm_config *cfg, int argc_orig, char **argv_orig, int workers, int epochs) {
     if (!have_trainer()) {
         fprintf(stderr, "vicmae run: the trainer (`vicmae train`) is not built yet in this binary; "
@@ -50,6 +93,11 @@ static int run_trainer(const vm_config *cfg, int argc_orig, char **argv_orig, in
     char ep[300];
     if (vm_local_resolve_endpoint(cfg->pipeline.endpoint, ep, sizeof ep, &err)) {
         fprintf(stderr, "vicmae run: %s\n", err.msg);
+        return 2;
+    }
+    if (endpoint_busy(ep)) {
+        fprintf(stderr, "vicmae run: %s is already in use (another run?); pick another with "
+                        "--set pipeline.endpoint=tcp://127.0.0.1:* (any free port) or ipc:///tmp/NAME\n", ep);
         return 2;
     }
     // The trainer gets the same --config/--set options, plus the resolved endpoint and epochs.
@@ -80,7 +128,19 @@ static int run_trainer(const vm_config *cfg, int argc_orig, char **argv_orig, in
     pid_t trainer = vm_local_spawn(targv, 0);
     if (trainer < 0) { fprintf(stderr, "vicmae run: cannot start the trainer: %s\n", strerror(errno)); return 1; }
     vm_info("run: trainer pid %d on %s, %d local worker%s", (int)trainer, ep, workers, workers == 1 ? "" : "s");
-    usleep(200000);  // let the trainer bind before the workers knock (they retry anyway)
+    // Start the workers once the trainer listens (it may first load a checkpoint); if it dies
+    // first, say so and stop.
+    for (;;) {
+        int st;
+        if (waitpid(trainer, &st, WNOHANG) == trainer) {
+            vm_error_log("run: the trainer exited before listening on %s (status %d)", ep,
+                         WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+            return WIFEXITED(st) && WEXITSTATUS(st) ? WEXITSTATUS(st) : 1;
+        }
+        if (got_signal) { kill(trainer, SIGINT); waitpid(trainer, &st, 0); return 130; }
+        if (endpoint_ready(ep)) break;
+        usleep(50000);
+    }
     pid_t *pids = calloc(workers, sizeof *pids);
     for (int i = 0; i < workers; i++) pids[i] = vm_local_spawn_worker(ep, i, 0);
     int status = 1, forwarded = 0, alive = workers;
