@@ -92,7 +92,7 @@ static void taps_build(axis_taps *a, int in_len, int out_len, double *tmp) {
         memset(w, 0, sizeof(int16_t) * KP);
         int isum = 0, big = off;
         for (int x = 0; x < n; x++) {
-            int q = (int)lround(tmp[x] / sum * (1 << WBITS));
+            int q = (int)(tmp[x] / sum * (1 << WBITS) + 0.5);  // positive: rounds half up, like lround
             w[off + x] = (int16_t)q;
             isum += q;
             if (q > w[big]) big = off + x;
@@ -218,19 +218,21 @@ __attribute__((target("ssse3"))) static void hrow4_ssse3(const uint8_t *s, size_
     const __m128i rnd = _mm_set1_epi32(1 << (WBITS - HBITS - 1));
     const __m128i m01 = _mm_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
     const __m128i m23 = _mm_setr_epi8(6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1);
-    const int KG = ax->KP;
-    for (int o = o0; o < o1; o++) {
+    const int KG = ax->KP, K = ax->K;
+    for (int oi = o0; oi < o1; oi++) {
+        const int o = flip ? o1 - 1 - (oi - o0) : oi;  // positions ascend (see hrow8_avx2)
         const uint8_t *p = s + (size_t)ax->start[o] * 3;
         const int16_t *wk = ax->w + (size_t)o * ax->KP;
         __m128i a0 = rnd, a1 = rnd, a2 = rnd, a3 = rnd;
         for (int k = 0; k < KG; k += 4) {
             const __m128i w01 = wpair(wk + k), w23 = wpair(wk + k + 2);
             const uint8_t *q = p + 3 * k;
-#define TAP4(acc, ptr)                                                                         \
-    do {                                                                                       \
-        __m128i px = _mm_loadu_si128((const __m128i *)(ptr));                                  \
-        acc = _mm_add_epi32(acc, _mm_add_epi32(_mm_madd_epi16(_mm_shuffle_epi8(px, m01), w01), \
-                                               _mm_madd_epi16(_mm_shuffle_epi8(px, m23), w23))); \
+#define TAP4(acc, ptr)                                                                       \
+    do {                                                                                     \
+        __m128i px = _mm_loadu_si128((const __m128i *)(ptr));                                \
+        __m128i m = _mm_madd_epi16(_mm_shuffle_epi8(px, m01), w01);                          \
+        if (K - k > 2) m = _mm_add_epi32(m, _mm_madd_epi16(_mm_shuffle_epi8(px, m23), w23)); \
+        acc = _mm_add_epi32(acc, m);                                                         \
     } while (0)
             TAP4(a0, q);
             TAP4(a1, q + sstride);
@@ -240,16 +242,14 @@ __attribute__((target("ssse3"))) static void hrow4_ssse3(const uint8_t *s, size_
         }
         __m128i v01 = _mm_packs_epi32(_mm_srai_epi32(a0, WBITS - HBITS), _mm_srai_epi32(a1, WBITS - HBITS));
         __m128i v23 = _mm_packs_epi32(_mm_srai_epi32(a2, WBITS - HBITS), _mm_srai_epi32(a3, WBITS - HBITS));
-        int16_t *d = t + (size_t)(flip ? dw - 1 - o : o) * 3;
-        uint64_t v;
-        v = (uint64_t)_mm_cvtsi128_si64(v01);
-        memcpy(d, &v, 6);
-        v = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(v01, v01));
-        memcpy(d + row, &v, 6);
-        v = (uint64_t)_mm_cvtsi128_si64(v23);
-        memcpy(d + 2 * row, &v, 6);
-        v = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(v23, v23));
-        memcpy(d + 3 * row, &v, 6);
+        const int pos = flip ? dw - 1 - o : o;
+        int16_t *d = t + (size_t)pos * 3;
+        uint64_t v[4] = {(uint64_t)_mm_cvtsi128_si64(v01), (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(v01, v01)),
+                         (uint64_t)_mm_cvtsi128_si64(v23), (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(v23, v23))};
+        for (int r4 = 0; r4 < 4; r4++) {
+            if (pos != dw - 1) memcpy(d + (size_t)r4 * row, &v[r4], 8);  // spills into the next position
+            else memcpy(d + (size_t)r4 * row, &v[r4], 6);
+        }
     }
 }
 
@@ -278,13 +278,15 @@ static void vrow_sse2(const int16_t *t0, size_t row, const int16_t *wk, int K, u
 // pmaddwd work), the same arithmetic as hrow4_ssse3.  Same load-safety contract, for 8 rows.
 __attribute__((target("avx2"))) static void hrow8_avx2(const uint8_t *s, size_t sstride, const axis_taps *ax,
                                                         int dw, int flip, int16_t *t, size_t row, int o0, int o1) {
+    const int K = ax->K;
     const __m256i rnd = _mm256_set1_epi32(1 << (WBITS - HBITS - 1));
     const __m256i m01 = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1,
                                          0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1);
     const __m256i m23 = _mm256_setr_epi8(6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1,
                                          6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1);
     const int KG = ax->KP;
-    for (int o = o0; o < o1; o++) {
+    for (int oi = o0; oi < o1; oi++) {
+        const int o = flip ? o1 - 1 - (oi - o0) : oi;
         const uint8_t *p = s + (size_t)ax->start[o] * 3;
         const int16_t *wk = ax->w + (size_t)o * ax->KP;
         __m256i a[4] = {rnd, rnd, rnd, rnd};  // a[i]: rows i (low lane) and i + 4 (high lane)
@@ -298,17 +300,26 @@ __attribute__((target("avx2"))) static void hrow8_avx2(const uint8_t *s, size_t 
                 __m256i px = _mm256_inserti128_si256(
                     _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(q + i * sstride))),
                     _mm_loadu_si128((const __m128i *)(q + (i + 4) * sstride)), 1);
-                a[i] = _mm256_add_epi32(a[i], _mm256_add_epi32(_mm256_madd_epi16(_mm256_shuffle_epi8(px, m01), w01),
-                                                               _mm256_madd_epi16(_mm256_shuffle_epi8(px, m23), w23)));
+                __m256i m = _mm256_madd_epi16(_mm256_shuffle_epi8(px, m01), w01);
+                if (K - k > 2) m = _mm256_add_epi32(m, _mm256_madd_epi16(_mm256_shuffle_epi8(px, m23), w23));
+                a[i] = _mm256_add_epi32(a[i], m);  // (taps from K on have zero weight: skipped)
             }
         }
-        int16_t *d = t + (size_t)(flip ? dw - 1 - o : o) * 3;
+        const int pos = flip ? dw - 1 - o : o;
+        int16_t *d = t + (size_t)pos * 3;
+        // 8-byte stores spill one int16 into the next position, written after this one (positions
+        // ascend: o ascends, or descends when flipped), except at the row's end: 6 bytes there.
         for (int i = 0; i < 4; i++) {
             __m256i v = _mm256_packs_epi32(_mm256_srai_epi32(a[i], WBITS - HBITS), z256());
             uint64_t lo = (uint64_t)_mm_cvtsi128_si64(_mm256_castsi256_si128(v));
             uint64_t hi = (uint64_t)_mm_cvtsi128_si64(_mm256_extracti128_si256(v, 1));
-            memcpy(d + (size_t)i * row, &lo, 6);
-            memcpy(d + (size_t)(i + 4) * row, &hi, 6);
+            if (pos != dw - 1) {
+                memcpy(d + (size_t)i * row, &lo, 8);
+                memcpy(d + (size_t)(i + 4) * row, &hi, 8);
+            } else {
+                memcpy(d + (size_t)i * row, &lo, 6);
+                memcpy(d + (size_t)(i + 4) * row, &hi, 6);
+            }
         }
     }
 }
