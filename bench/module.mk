@@ -10,3 +10,8 @@ EXTRA_BINS += $(GPU_BENCH)
 GPU_BENCH_LIBS := $(foreach l,eval trainer pipeline proto common,$(if $(wildcard $(l)/module.mk),$(BUILD)/lib$(l).a))
 $(GPU_BENCH): $(BUILD)/bench/gpu_bench.o $(GPU_BENCH_LIBS)
 	$(CC) $(LDFLAGS) -o $@ $< $(foreach l,$(TRAINER_LIBS),$(BUILD)/lib$(l).a) $(call ldlibs_of,$(TRAINER_LIBS))
+# train_cpu_bench: one training step on the CPU backend against PyTorch (bench/bench_train.sh).
+TRAIN_CPU_BENCH := $(BUILD)/bench/train_cpu_bench
+EXTRA_BINS += $(TRAIN_CPU_BENCH)
+$(TRAIN_CPU_BENCH): $(BUILD)/bench/train_cpu_bench.o $(GPU_BENCH_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $< $(foreach l,$(TRAINER_LIBS),$(BUILD)/lib$(l).a) $(call ldlibs_of,$(TRAINER_LIBS))

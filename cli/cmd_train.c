@@ -24,6 +24,8 @@ static void on_signal(int sig) {
     g_stop = 1;
 }
 
+int cmd_plot(int argc, char **argv);  // cli/cmd_plot.c: the loss curves of the run, at the end
+
 static int usage(void) {
     fprintf(stderr,
             "usage: vicmae train --config FILE [--set section.key=value]... [--replay DIR] [--backend cpu|cuda]\n"
@@ -142,6 +144,10 @@ int cmd_train(int argc, char **argv) {
     if (rc) {
         fprintf(stderr, "vicmae train: %s\n", err.msg);
         return 1;
+    }
+    if (res.steps > 0) {  // loss.png beside metrics.jsonl; without gnuplot only a warning
+        char *pargv[] = {"plot", cfg.run.out_dir, NULL};
+        if (cmd_plot(2, pargv) != 0) vm_warn("train: no loss plot (vicmae plot %s failed)", cfg.run.out_dir);
     }
     printf("train: %ld/%ld steps, loss %.4f -> %.4f (rec %.4f -> %.4f), %.1f s, checkpoint %s\n", res.steps,
            res.total_steps, res.first.total, res.last.total, res.first.rec, res.last.rec, res.seconds,

@@ -2,10 +2,13 @@
 #include "trainer/loop.h"
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include "common/io.h"
 #include "common/log.h"
 #include "common/rng.h"
@@ -240,6 +243,15 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
     if (cfg->loss.contrastive != VM_CON_NONE && B < 2)
         return vm_fail(err, VM_EINVAL, "[optim] batch_size = %d: a contrastive loss needs at least 2 pairs", B);
     if ((rc = vm_mkdirs(dir, err))) return rc;
+    // One trainer per run directory: a second one would interleave metrics and checkpoints.
+    char lock_path[VM_PATH_MAX + 64];
+    snprintf(lock_path, sizeof lock_path, "%s/.lock", dir);
+    int lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd < 0) return vm_fail(err, VM_EIO, "%s: %s", lock_path, strerror(errno));
+    if (flock(lock_fd, LOCK_EX | LOCK_NB)) {
+        close(lock_fd);
+        return vm_fail(err, VM_EAGAIN, "%s: another trainer is using this run directory (set run.out_dir)", dir);
+    }
 
     vm_model *m = NULL;
     vm_receiver *recv = NULL;
@@ -430,5 +442,6 @@ done:
     replay_free(&rp);
     vm_model_free(m);
     free(views), free(smeta), free(vmeta), free(msgbuf), free(ini);
+    close(lock_fd);  // releases the lock
     return rc;
 }
