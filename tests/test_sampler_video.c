@@ -172,6 +172,30 @@ TEST(same_seed_same_bytes_with_1_and_3_threads_from_video) {
     vm_sampler_free(s);
 }
 
+// A sample depends on its draw number only, not on how draws are grouped into calls (the pipeline
+// splits a video's samples into chunks); another epoch gives other samples.
+TEST(samples_do_not_depend_on_grouping_and_change_with_epoch) {
+    const char *path = make_video("ball.mp4", 60, 96, 64, "ball", "x264enc ! mp4mux");
+    vm_config c = video_config();
+    vm_sampler *s = make(&c);
+    const size_t sb = 2 * 32 * 32 * 3;
+    uint8_t *a = malloc(4 * sb), *b = malloc(4 * sb), *e = malloc(4 * sb);
+    vm_sample_meta sm[4];
+    vm_view_meta va[8], vb[8], ve[8];
+    vm_error err = {0};
+    CHECK_OK(vm_sampler_draw_path(s, path, 5, 2, 0, 4, a, sm, va, NULL, &err), err);
+    CHECK_OK(vm_sampler_draw_path(s, path, 5, 2, 0, 1, b, sm, vb, NULL, &err), err);
+    CHECK_OK(vm_sampler_draw_path(s, path, 5, 2, 1, 3, b + sb, sm, vb + 2, NULL, &err), err);
+    CHECK(!memcmp(a, b, 4 * sb), "draws 0..3 in one call differ from 0 + 1..3");
+    CHECK(!memcmp(va, vb, sizeof va));
+    CHECK_OK(vm_sampler_draw_path(s, path, 5, 3, 0, 4, e, sm, ve, NULL, &err), err);
+    CHECK(memcmp(va, ve, sizeof va) != 0, "epoch 3 repeats epoch 2");
+    free(a);
+    free(b);
+    free(e);
+    vm_sampler_free(s);
+}
+
 // ---- short, 1-frame and odd-sized videos ---------------------------------------------------------
 
 TEST(one_frame_video_clamps_or_skips) {
