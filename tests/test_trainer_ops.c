@@ -820,19 +820,21 @@ TEST(cpu_backend_table_is_complete) {
 
 // ---- reproducibility -------------------------------------------------------------------------
 // Resuming must continue bitwise, so the ops' results may not depend on how OpenMP splits the
-// work: the same inputs with 1 and 3 threads give identical bits.  (Attention's GEMMs run one per
-// head, single-threaded, so they are covered too.)
-enum { RN = 200, RC = 96, RB = 3, RT = 17, RNH = 4 };
+// work: the same inputs with 1 and 3 threads give identical bits, matmuls included (split into row
+// blocks per thread) and attention (one single-threaded GEMM per head).
+enum { RN = 200, RC = 96, RB = 3, RT = 17, RNH = 4, RBIG = 300 };
 typedef struct {
     float ln[RN * RC], dln[RN * RC], dw[RC], db[RC];  // layernorm forward, backward
     float bn[RN * RC], dbn[RN * RC], bdw[RC], bdb[RC], rm[RC], rv[RC];  // batchnorm
     float colsum[RC];                                                   // add_rows_backward
     float att_out[RB * RT * RC], dqkv[RB * RT * 3 * RC];                // attention
     float mae, dpred[RN * RC], ss, dgelu[RN * RC];                     // mae_loss, sumsq, gelu
+    float mm[RN * RC], dmm[RN * RC], dmw[RC * RC], dmb[RC];            // matmul
+    float big[RBIG * RBIG], dbig[RBIG * RBIG], dbigw[RBIG * RBIG];     // matmul, a larger one
 } repro_out;
 
 static void run_ops_at(repro_out *o, int threads, const float *x, const float *w, const float *qkv,
-                       const float *mask) {
+                       const float *mask, const float *big) {
     omp_set_num_threads(threads);
     memset(o, 0, sizeof *o);
     float mean[RN], rstd[RN], bmean[RC], brstd[RC];
@@ -847,16 +849,21 @@ static void run_ops_at(repro_out *o, int threads, const float *x, const float *w
     FB->mae_loss(&o->mae, o->dpred, x, w, mask, RN / 4, 4, RC, 1, 1.0f);
     FB->sumsq(&o->ss, x, (size_t)RN * RC);
     FB->gelu_backward(o->dgelu, x, w, (size_t)RN * RC);
+    FB->matmul_forward(o->mm, x, w, w + RC * RC, RN, RC, RC);
+    FB->matmul_backward(o->dmm, o->dmw, o->dmb, x, o->mm, w, RN, RC, RC);
+    FB->matmul_forward(o->big, big, big + 1, NULL, RBIG, RBIG, RBIG);  // (shifted rows as weights)
+    FB->matmul_backward(o->dbig, o->dbigw, NULL, o->big, big, big + 1, RBIG, RBIG, RBIG);
 }
 
 OPS_TEST(results_do_not_depend_on_thread_count) {
     float *x = tof(vec(RN * RC, -2, 2), RN * RC), *w = tof(vec(RN * RC, 0.5, 1.5), RN * RC);
     float *qkv = tof(vec(RB * RT * 3 * RC, -1, 1), RB * RT * 3 * RC), *mask = arena_alloc(sizeof(float) * RN);
     for (int i = 0; i < RN; i++) mask[i] = urand() < 0.75;
+    float *big = tof(vec(RBIG * RBIG + 1, -1, 1), RBIG * RBIG + 1);
     repro_out *one = arena_alloc(sizeof *one), *three = arena_alloc(sizeof *three);
     int saved = omp_get_max_threads();
-    run_ops_at(one, 1, x, w, qkv, mask);
-    run_ops_at(three, 3, x, w, qkv, mask);
+    run_ops_at(one, 1, x, w, qkv, mask, big);
+    run_ops_at(three, 3, x, w, qkv, mask, big);
     omp_set_num_threads(saved);
     const float *a = (const float *)one, *b = (const float *)three;
     size_t n = sizeof *one / sizeof(float), diff = 0;
