@@ -27,10 +27,14 @@
 //                                     1-frame video gives that frame twice.
 //                short_video = skip   VM_ERANGE, nothing written, counted in skipped_short.
 //   clip       V = clip_len.  T frames clip_stride apart at a random start (a video shorter than
-//              the clip repeats its last frame), or, with clip_stride = 0, one random frame in
-//              each of T equal segments (TSN).  One crop, flip and colour draw shared by all T.
+//              the clip repeats its last frame, or is VM_ERANGE with short_video = skip), or, with
+//              clip_stride = 0, one random frame in each of T equal segments (TSN; segments of a
+//              video with fewer than T frames repeat frames).  One crop, flip and colour draw shared
+//              by all T frames (augmentation stream draw << 16 | 0).
 //   multiview  V = num_clips * num_crops * clip_len, in that order ([clip][crop][t]): evaluation.
-//              Clips evenly spaced over the video; no randomness; crops are squares of the frame's
+//              Clips evenly spaced over the video (first clip at the start, last at the end; with
+//              clip_stride = 0 clip c takes the point (c + 0.5) / num_clips of each of the T
+//              segments); no randomness; crops are squares of the frame's
 //              short side at the start / centre / end of the long side (1 crop: centre; 2: start,
 //              end; 3: start, centre, end; more: evenly spaced), resized to img_size.
 //
@@ -48,7 +52,9 @@
 //             blur 1.0 on view 0 and 0.1 on view 1, solarize 0 on view 0 and 0.2 on view 1
 //   Resampling: separable bilinear with antialiasing (PIL's BILINEAR filter, the one torchvision's
 //   RandomResizedCrop uses): the triangle widens with the shrink factor, so shrinking averages
-//   every source pixel (no aliasing) and enlarging is plain half-pixel-centred bilinear.
+//   every source pixel (no aliasing) and enlarging is plain half-pixel-centred bilinear.  Within 1
+//   level of torch's interpolate(bilinear, antialias=True) (tests/test_sampler_torch.py).
+//   Order of operations per view: crop + resize + flip, colour jitter, grayscale, blur, solarise.
 //
 // Determinism: every random choice of sample `draw` of video `video_id` in `epoch` is a pure
 // function of (run.seed, epoch, video_id, draw) through Philox streams (common/rng.h): frame
