@@ -1,10 +1,14 @@
 // cli/cmd_worker.c — `vicmae worker --connect ENDPOINT`: a decode worker (pipeline/worker.h).
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include "cli/cli.h"
 #include "common/log.h"
 #include "pipeline/worker.h"
+
+static volatile int stop_requested;
+static void on_signal(int sig) { (void)sig; stop_requested = 1; }
 
 static void usage(FILE *f) {
     fprintf(f, "usage: vicmae worker --connect ENDPOINT [--idle-exit SECONDS] [--stats-every SECONDS] [--name NAME]\n"
@@ -32,6 +36,11 @@ int cmd_worker(int argc, char **argv) {
     }
     if (!o.connect) { usage(stderr); return 2; }
     vm_log_set_role(name);
+    // SIGINT/SIGTERM: say BYE so that the coordinator re-issues our units now, not after a timeout.
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    o.stop_flag = &stop_requested;
     vm_error err = {0};
     int rc = vm_worker_run(&o, NULL, &err);
     if (rc) {

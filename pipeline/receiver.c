@@ -802,13 +802,20 @@ void vm_receiver_format_stats(const vm_receiver_stats *s, double el, char *buf, 
     double t = el > 0 ? el : 1;
     double dec = s->worker_samples ? s->worker_decode_s / s->worker_samples * 1e3 : 0;
     double ren = s->worker_samples ? s->worker_render_s / s->worker_samples * 1e3 : 0;
+    char reasons[256] = "";
+    size_t rn = 0;
+    for (int k = 0; k < VM_COORD_MAX_CODES; k++)
+        if (s->failed_by_code[k])
+            rn += snprintf(reasons + rn, sizeof reasons - rn, "%s%s %" PRId64, rn ? ", " : " (", k ? vm_strerror(-k) : "other",
+                           s->failed_by_code[k]);
+    if (rn) snprintf(reasons + rn, sizeof reasons - rn, ")");
     snprintf(buf, cap,
              "pipeline: epoch %u, %.1f samples/s, %.2f MB/s wire, compression %.2fx, decode %.2f ms + sample %.2f ms "
              "per sample (workers), %d workers, %" PRId64 " credits out, %d queued, data-wait %.1f s, %" PRId64
-             " duplicates, %" PRId64 " rejected, %" PRId64 " videos failed, %" PRId64 " workers lost",
+             " duplicates, %" PRId64 " rejected, %" PRId64 " videos failed%s, %" PRId64 " workers lost",
              s->epoch, s->samples / t, s->bytes_wire / t / 1e6,
              s->bytes_wire ? (double)s->bytes_raw / s->bytes_wire : 0.0, dec, ren, s->workers_alive,
-             s->credits_outstanding, s->queued, s->wait_s, s->duplicates, s->rejected, s->units_failed,
+             s->credits_outstanding, s->queued, s->wait_s, s->duplicates, s->rejected, s->units_failed, reasons,
              s->workers_lost);
 }
 

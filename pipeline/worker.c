@@ -342,6 +342,10 @@ int vm_worker_run(const vm_worker_opts *opts, vm_worker_stats *stats_out, vm_err
     int running = 1;
     while (running) {
         double now = vm_now();
+        if (w->o.stop_flag && *w->o.stop_flag) {
+            INFO(w, "worker: asked to stop; leaving");
+            break;
+        }
         if (!session && now - last_hello >= 0.5) {
             vm_wire_msg m = {.type = VM_MSG_HELLO};
             send_msg(w, &m, hello, strlen(hello));

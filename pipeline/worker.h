@@ -48,6 +48,8 @@ typedef struct vm_worker_opts {
     int prefetch;                 // leases held ahead of the compute thread (default 2)
     int pool;                     // chunk buffers (default 4)
     int quiet;                    // no info lines
+    volatile int *stop_flag;      // when it becomes non-zero (a signal handler), leave cleanly: BYE,
+                                  // so the coordinator re-issues our leases at once (may be NULL)
 } vm_worker_opts;
 
 void vm_worker_opts_default(vm_worker_opts *o);

@@ -74,14 +74,20 @@ static void base_config(vm_config *cfg, int videos, int corrupt_every) {
     alarm(60);  // a hang anywhere below kills the binary (a failure), never stalls CI
 }
 
+static volatile int child_stop;
+static void child_on_term(int sig) { (void)sig; child_stop = 1; }
+
 static pid_t spawn_worker(const char *endpoint, int sleep_ms) {
     fflush(NULL);
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
         fake_sleep_ms = sleep_ms;
+        struct sigaction sa = {.sa_handler = child_on_term};
+        sigaction(SIGTERM, &sa, NULL);
         vm_worker_opts o;
         vm_worker_opts_default(&o);
+        o.stop_flag = &child_stop;
         o.connect = endpoint;
         o.make_source = fake_factory;
         o.idle_exit_s = 20;
@@ -494,5 +500,29 @@ TEST(slow_consumer_bounds_worker_memory_and_queue) {
     CHECK(s.samples - c.samples <= cfg.pipeline.credits * 4, "receiver accepted %lld, consumed %d",
           (long long)s.samples, c.samples);
     (void)chunk_bytes;
+    free(c.counts);
+}
+
+TEST(sigterm_worker_says_bye_and_its_units_are_reissued_at_once) {
+    vm_config cfg;
+    base_config(&cfg, 30, 0);
+    cfg.pipeline.lease_timeout_ms = 30000;  // only the BYE can re-issue in time
+    vm_receiver *r = start(&cfg, 0);
+    pid_t a = spawn_worker(vm_receiver_endpoint(r), 20), b = spawn_worker(vm_receiver_endpoint(r), 20);
+    consumed c = {.counts = calloc(30 * 8, sizeof(int)), .videos = 30};
+    consume(r, 3, 6, 0, &c);
+    double t0 = vm_now();
+    CHECK(kill(a, SIGTERM) == 0);
+    CHECK_EQ_INT(consume(r, 3, -1, 0, &c), 0);
+    double dt = vm_now() - t0;
+    vm_receiver_stats s;
+    vm_receiver_get_stats(r, &s);
+    vm_receiver_stop(r);
+    CHECK_EQ_INT(reap(a, 5), 0);
+    CHECK_EQ_INT(reap(b, 10), 0);
+    for (int v = 0; v < 30; v++)
+        for (int d = 0; d < 3; d++) CHECK(c.counts[v * 8 + d] == 1, "video %d draw %d seen %d times", v, d, c.counts[v * 8 + d]);
+    CHECK(dt < 15, "the epoch took %.1f s after SIGTERM: leases waited for the timeout", dt);
+    CHECK_EQ_INT(s.workers_lost, 0);
     free(c.counts);
 }
