@@ -155,6 +155,17 @@ static int consume(vm_receiver *r, int B, int max_batches, double sleep_s, consu
     return n;
 }
 
+// Wait until n workers have joined (a loaded machine may take a while to schedule a new child).
+static void wait_joined(vm_receiver *r, int n) {
+    for (int i = 0; i < 1000; i++) {
+        vm_receiver_stats s;
+        vm_receiver_get_stats(r, &s);
+        if (s.workers_joined >= n) return;
+        usleep(10000);
+    }
+    CHECK(0, "fewer than %d workers joined in 10 s", n);
+}
+
 static vm_receiver *start(const vm_config *cfg, int drop_last) {
     vm_receiver_opts o;
     vm_receiver_opts_default(&o);
@@ -175,6 +186,7 @@ TEST(two_workers_two_epochs_every_sample_once_batches_across_chunks) {
     cfg.pipeline.epochs = 2;
     vm_receiver *r = start(&cfg, 0);
     pid_t w1 = spawn_worker(vm_receiver_endpoint(r), 0), w2 = spawn_worker(vm_receiver_endpoint(r), 0);
+    wait_joined(r, 2);  // both must join to be told STOP (the test checks their clean exit)
     consumed c = {.counts = calloc(24 * 8, sizeof(int)), .videos = 24};
     CHECK_EQ_INT(consume(r, 5, -1, 0, &c), 0);  // B = 5: batches cut chunks of 2 and units of 3
     vm_receiver_stats s;
@@ -234,6 +246,7 @@ TEST(kill9_worker_mid_epoch_every_unit_exactly_once) {
     base_config(&cfg, 40, 0);
     vm_receiver *r = start(&cfg, 0);
     pid_t a = spawn_worker(vm_receiver_endpoint(r), 15), b = spawn_worker(vm_receiver_endpoint(r), 15);
+    wait_joined(r, 2);  // a must hold leases when it dies
     consumed c = {.counts = calloc(40 * 8, sizeof(int)), .videos = 40};
     consume(r, 3, 8, 0, &c);  // mid-epoch: 24 of 120 samples
     CHECK(kill(a, SIGKILL) == 0);
@@ -509,6 +522,7 @@ TEST(sigterm_worker_says_bye_and_its_units_are_reissued_at_once) {
     cfg.pipeline.lease_timeout_ms = 30000;  // only the BYE can re-issue in time
     vm_receiver *r = start(&cfg, 0);
     pid_t a = spawn_worker(vm_receiver_endpoint(r), 20), b = spawn_worker(vm_receiver_endpoint(r), 20);
+    wait_joined(r, 2);
     consumed c = {.counts = calloc(30 * 8, sizeof(int)), .videos = 30};
     consume(r, 3, 6, 0, &c);
     double t0 = vm_now();
