@@ -2,9 +2,9 @@
 # tools/gpu-check.sh — `make gpu-check`: the GPU checks in one prepared run (target: < 8 min on one
 # H100).  From the repo root of a GPU node:
 #   1. the GPU tests: tests/test_cuda_* (every op vs the CPU backend, fp32 and bf16; whole-model
-#      debug step and 20 training steps vs the CPU; the input ring);
-#   2. compute-sanitizer memcheck over the op tests and a short model run (debug steps, three bf16
-#      training steps);
+#      debug step and 20 training steps vs the CPU; `train --replay` vs the CPU; the input ring);
+#   2. compute-sanitizer memcheck over the op tests, model debug steps (bf16) and a short training
+#      (the training loop on stored batch files: test_cuda_train, fp32 and bf16);
 #   3. the GPU benchmark (bench/gpu.sh: ViT-B/16, ours vs PyTorch on the same GPU);
 #   4. the trainer's CPU tests test_trainer_*, in the time that is left;
 # and prints a short table LAST.  Logs: with OUT set, two files $OUT/gpu-check-summary.txt and
@@ -112,7 +112,7 @@ if command -v compute-sanitizer >/dev/null; then
   export VICMAE_TEST_FILTER=debug_step_bf16   # the bf16 kernels (fp32 ones: test_cuda_ops above)
   sanitize debug-step "$TESTBIN/test_cuda_model"
   unset VICMAE_MEMCHECK VICMAE_TEST_FILTER
-  sanitize train-bf16 "$BENCHBIN" --config configs/tiny.ini --batch 4 --steps 3 --warmup 1 --precision bf16 --peak-n 0
+  sanitize train "$TESTBIN/test_cuda_train"   # the training loop on replayed batch files, fp32 + bf16
 else
   row memcheck FAIL "compute-sanitizer not found in PATH ($CUDA_HOME/bin)"
 fi
