@@ -24,13 +24,15 @@ int vm_backend_cuda_precision(void);
 // 1 "fast": fp32 operands handed to cuBLAS with CUBLAS_COMPUTE_32F_FAST_16BF, which rounds them
 // itself (no copies; speed depends on the kernels cuBLAS picks).  The environment variable
 // VICMAE_CUDA_BF16=convert|fast sets it when the backend starts; the benchmark measures both.
-// "fast" is ignored (the path stays 0) when the device's cuBLAS refused it in a probe at start.
+// "fast" is ignored (the path stays 0) when the device's cuBLAS refused it in a probe at start, or
+// before vm_backend_cuda() has set the backend up: call it after.
 void vm_backend_cuda_set_bf16_path(int fast);
 int vm_backend_cuda_bf16_path(void);
 
 // Linear layers with a bias through cuBLASLt, the bias added in the GEMM's epilogue (1), or
 // cublasGemmEx + a bias kernel (0, default until the benchmark shows Lt faster on the device).
 // VICMAE_CUDA_LT=1 sets it when the backend starts.  Shapes no cuBLASLt algorithm takes fall back.
+// Like set_bf16_path, effective only after vm_backend_cuda() (vm_backend_cuda_lt() says).
 void vm_backend_cuda_set_lt(int on);
 int vm_backend_cuda_lt(void);
 
