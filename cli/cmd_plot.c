@@ -6,6 +6,7 @@
 // and smoothed by an exponential moving average (bold).  gnuplot (Debian gnuplot-nox) draws it; we
 // only turn the JSON lines into columns.  The PNG is written atomically (temp file + rename).
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,8 +97,13 @@ int cmd_plot(int argc, char **argv) {
         return 1;
     }
 
+    // A missing or failing gnuplot closes the pipe early: without this, writing the script would
+    // kill us (and the trainer that calls us at the end of a run) with SIGPIPE.
+    struct sigaction ign = {.sa_handler = SIG_IGN}, old_pipe;
+    sigaction(SIGPIPE, &ign, &old_pipe);
     FILE *gp = popen("gnuplot 2>&1", "w");
     if (!gp) {
+        sigaction(SIGPIPE, &old_pipe, NULL);
         fprintf(stderr, "vicmae plot: cannot start gnuplot: %s\n", strerror(errno));
         unlink(data);
         return 1;
@@ -123,6 +129,7 @@ int cmd_plot(int argc, char **argv) {
             "unset multiplot\n",
             tmp_png, dir, rows, data, data, wmax > 0 ? 1.15 * wmax : 1.0, data, data);
     int st = pclose(gp);
+    sigaction(SIGPIPE, &old_pipe, NULL);
     unlink(data);
     if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         fprintf(stderr, "vicmae plot: gnuplot failed (exit %d)%s\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1,
@@ -135,6 +142,7 @@ int cmd_plot(int argc, char **argv) {
         unlink(tmp_png);
         return 1;
     }
+    fflush(stderr);
     printf("plot: %d steps -> %s\n", rows, png);
     return 0;
 }
