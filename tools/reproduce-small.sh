@@ -24,6 +24,7 @@
 #   VAL_PER_CLASS [0 = all 500]  LINEAR_EPOCHS [100]  BACKEND [auto: cuda when usable, else cpu]
 #   BATCHES [OUT/batches]: where stored pairs are read (and written when absent)
 #   NO_BUILD=1: use the binaries as they are (a node without the build tools)
+#   DROP_CKPT=1: delete each run's checkpoints once evaluated (keeps metrics, logs, results)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/reproduce-small}
@@ -106,7 +107,7 @@ for seed in $SEEDS; do
       vicreg) set_row=(--set loss.contrastive=vicreg) ;;
       same) set_row=(--set loss.contrastive=infonce); mode=same ;;
     esac
-    if [ ! -f "$run/model.safetensors" ] || [ ! -f "$run/.done" ]; then
+    if [ ! -f "$run/.done" ]; then
       log "train $row seed $seed ($mode pairs)"
       rm -rf "$run"
       mkdir -p "$run"
@@ -119,11 +120,13 @@ for seed in $SEEDS; do
       "$TRAINER" plot "$run" --out "$run/loss.png" >/dev/null 2>&1 || log "plot $run failed (no gnuplot?)"
     fi
     evaluate "$row" "$seed" --ckpt "$run/model.safetensors"
+    [ "${DROP_CKPT:-0}" = 1 ] && rm -f "$run/model.safetensors" "$run/train_state.safetensors"
   done
 done
 
 # 4. The table.
 cat "$OUT"/eval/*.jsonl >"$OUT/results.jsonl"
+[ -x /usr/bin/python3 ] || { log "no /usr/bin/python3: table not written (results in $OUT/results.jsonl)"; exit 0; }
 /usr/bin/python3 - "$OUT" "$ROWS" <<'EOF' | tee "$OUT/table.md"
 import json, sys, statistics as st
 out, rows = sys.argv[1], sys.argv[2].split()
