@@ -76,7 +76,7 @@ run_test() {  # binary timeout_s
   timeout "$2" "$b" >"$LOG/$name.log" 2>&1
   local rc=$? line p f s
   line=$(grep -E ': [0-9]+ passed, [0-9]+ failed' "$LOG/$name.log" | tail -1)
-  grep -E '^(FAIL|SKIP)|worst gradient' "$LOG/$name.log" | head -8
+  grep -E '^(FAIL|SKIP)|worst gradient|data-wait|steps, loss' "$LOG/$name.log" | head -12
   if [ -z "$line" ]; then isolate "$b" "$rc" "$t0"; return; fi
   p=$(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$line")
   f=$(sed -E 's/.*, ([0-9]+) failed.*/\1/' <<<"$line")
