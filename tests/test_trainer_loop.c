@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "common/io.h"
 #include "tests/harness.h"
 #include "tests/test_trainer_resume_util.h"
 #include "trainer/loop.h"
@@ -176,4 +177,39 @@ TEST(replay_refuses_bad_inputs) {
     fputc(c ^ 0x10, fp);
     fclose(fp);
     CHECK(vm_train(&cfg, &o, &r, &err) == VM_ECORRUPT && strstr(err.msg, "batch-0001.vmb"), "%s", err.msg);
+}
+
+// `vicmae plot RUN_DIR` draws loss.png from metrics.jsonl (gnuplot); a run directory without
+// metrics is refused with the reason.
+TEST(cli_plot_draws_the_loss_curves) {
+    const char *bin = getenv("VICMAE_BIN");
+    if (!bin) SKIP("VICMAE_BIN not set (tests/run.sh sets it)");
+    char trainer[4096];
+    snprintf(trainer, sizeof trainer, "%.*s/vicmae-trainer", (int)(strrchr(bin, '/') ? strrchr(bin, '/') - bin : 1), bin);
+    if (access(trainer, X_OK) != 0) SKIP("%s not built", trainer);
+    if (system("command -v gnuplot >/dev/null 2>&1") != 0) SKIP("no gnuplot (apt-get install gnuplot-nox)");
+    char data[1024], run[1024], cmd[4096], png[1100];
+    subdir(data, sizeof data, "plot-data");
+    subdir(run, sizeof run, "plot-run");
+    loop_write_batches(data, 4, 4, 32, 4);
+    vm_config cfg = loop_tiny(run);
+    vm_train_opts o;
+    vm_train_opts_default(&o);
+    o.replay_dir = data, o.quiet = 1;
+    vm_train_result r;
+    vm_error err = {0};
+    CHECK_OK(vm_train(&cfg, &o, &r, &err), err);
+    snprintf(cmd, sizeof cmd, "%s plot %s >/dev/null 2>&1", trainer, run);
+    CHECK(system(cmd) == 0, "%s", cmd);
+    snprintf(png, sizeof png, "%s/loss.png", run);
+    uint8_t *rgb = NULL;
+    int w, h;
+    CHECK_OK(vm_png_read(png, &rgb, &w, &h, &err), err);
+    CHECK(w == 1200 && h == 800, "%dx%d", w, h);
+    long dark = 0;  // axes, labels and curves: the picture is not blank
+    for (long i = 0; i < (long)w * h; i++) dark += rgb[3 * i] < 128 && rgb[3 * i + 1] < 128;
+    CHECK(dark > 5000, "only %ld dark pixels", dark);
+    free(rgb);
+    snprintf(cmd, sizeof cmd, "%s plot %s/nothing-here >/dev/null 2>&1", trainer, vt_tmpdir());
+    CHECK(system(cmd) != 0, "plot of a directory without metrics succeeded");
 }

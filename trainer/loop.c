@@ -3,9 +3,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -232,6 +234,36 @@ static void fmt_duration(char *buf, size_t cap, double s) {
     else snprintf(buf, cap, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
 }
 
+// ---- stop while waiting for workers ---------------------------------------------------------------------
+
+// A signal sets *stop; the handler cannot take the receiver's lock, so this thread polls the flag and
+// cancels the receiver, which wakes a next_batch blocked on workers that may never come.
+typedef struct watcher {
+    vm_receiver *recv;
+    volatile sig_atomic_t *stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+} watcher;
+
+static void *watch_stop(void *arg) {
+    watcher *w = arg;
+    pthread_mutex_lock(&w->mu);
+    while (!w->done) {
+        if (*w->stop) {
+            vm_receiver_cancel(w->recv, "stopped by a signal");
+            break;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
 // ---- the loop ---------------------------------------------------------------------------------------
 
 int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res, vm_error *err) {
@@ -348,6 +380,9 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
         vm_info("train: %s backend, %d pairs of %dx%d per step, steps %ld..%ld of %ld, %ld per epoch, run dir %s",
                 be->name, B, S, S, st.step, end, total, steps_per_epoch, dir);
 
+    watcher w = {.recv = recv, .stop = o->stop, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    pthread_t wth;
+    int watching = recv && o->stop && pthread_create(&wth, NULL, watch_stop, &w) == 0;
     double t0 = vm_now(), win_t = t0, win_wait = 0, wait_total = 0;
     long win_steps = 0, first_step = st.step;
     int checkpointed = 0;
@@ -362,7 +397,11 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
         } else {
             uint32_t ep = 0;
             int n = vm_receiver_next_batch_ex(recv, views, smeta, vmeta, B, &ep, &wait, err);
-            if (n < 0) { rc = n; break; }
+            if (n < 0) {
+                if (o->stop && *o->stop) break;  // cancelled by the watcher: a clean stop
+                rc = n;
+                break;
+            }
             if (n == 0) {
                 vm_info("train: the pipeline delivered every epoch after %ld steps (planned %ld)", st.step, total);
                 break;
@@ -422,6 +461,13 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
             if ((rc = checkpoint(m, dir, &st, ini, res->checkpoint, sizeof res->checkpoint, err))) break;
             checkpointed = 1;
         }
+    }
+    if (watching) {
+        pthread_mutex_lock(&w.mu);
+        w.done = 1;
+        pthread_cond_signal(&w.cv);
+        pthread_mutex_unlock(&w.mu);
+        pthread_join(wth, NULL);
     }
     res->steps = st.step;
     res->seconds = vm_now() - t0;
