@@ -119,9 +119,12 @@ struct vm_backend {
                      const float *mask, int B, int L, int D, int norm_pix, float dloss);
     // InfoNCE / NT-Xent over 2N L2-normalised rows of [z1; z2] (N, D) each: positives are the other
     // view of the pair, the other 2N-2 rows negatives, self excluded; mean over the 2N rows.
+    // z are the raw projections: the op normalises them (F.normalize, eps 1e-12) and back-propagates
+    // through that.
     void (*infonce_loss)(float *loss, float *dz1, float *dz2, const float *z1, const float *z2,
                          int N, int D, float temperature, float dloss);
     // SimSiam: loss = -(cos(p1, sg(z2)) + cos(p2, sg(z1))) / 2, averaged over N.  No gradient to z.
+    // cos(a, b) = a.b / (max(|a|, 1e-8) max(|b|, 1e-8)).
     void (*simsiam_loss)(float *loss, float *dp1, float *dp2, const float *p1, const float *p2,
                          const float *z1, const float *z2, int N, int D, float dloss);
     // VICReg: sim * MSE(z1, z2) + var * (hinge std of each) + cov * (off-diagonal cov^2 / D of each).
