@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/gpu.sh — `make bench-gpu` (also step 3 of tools/gpu-check.sh): ViT-B/16 ViC-MAE training
 # steps at 224, mask 0.75, InfoNCE, on this machine's GPU:
-#   ours     bench/gpu_bench (CUDA backend, bf16 products; pair batches 64 and 128; a profiled run
-#            that says where the time goes; fp32 at 64 when time allows)
+#   ours     bench/gpu_bench (CUDA backend, bf16 products; pair batches 64 and 128; the real input
+#            path (LZ4 messages decoded into the pinned ring) beside the steps, with its data-wait;
+#            a profiled run that says where the time goes; fp32 at 64 when time allows)
 #   baseline bench/torch_vitb_step.py with the GPU node's PyTorch (plain `python3`), bf16 autocast:
 #            eager (timm 0.3.2 attention, as MAE), eager + SDPA, and torch.compile when time allows
 # all in the same run on the same GPU, and prints a summary table with ratios against PyTorch eager
@@ -42,6 +43,8 @@ run 60 120 "vicmae bf16, 64 pairs"  "$BENCH" --batch 64 --steps "$STEPS" --warmu
 run 60 150 "torch eager, 64 pairs"  "$PY" bench/torch_vitb_step.py --mode eager --batch 64 --steps "$STEPS" || rc=1
 run 60 120 "vicmae bf16, 128 pairs" "$BENCH" --batch 128 --steps "$STEPS" --warmup 3 --precision bf16 || rc=1
 run 60 150 "torch eager, 128 pairs" "$PY" bench/torch_vitb_step.py --mode eager --batch 128 --steps "$STEPS" || rc=1
+run 45 120 "vicmae bf16, 64 pairs, real input path beside the steps (LZ4 -> pinned ring -> GPU)" \
+    "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --input || rc=1
 run 45 90 "vicmae bf16, 64 pairs, profiled (where the time goes)" \
     "$BENCH" --batch 64 --steps 3 --warmup 2 --precision bf16 --profile || rc=1
 run 45 120 "vicmae bf16 (cuBLAS FAST_16BF path), 64 pairs" "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --bf16-path fast || rc=1
@@ -57,11 +60,12 @@ awk '
     if (kv["profiled"] == 1) next
     n++; impl[n] = kv["impl"] " " kv["precision"]; b[n] = kv["batch"]; ms[n] = kv["step_ms"]; ps[n] = kv["pairs_per_s"]
     mfu[n] = kv["mfu"] != "" ? sprintf("%.1f%%", 100 * kv["mfu"]) : "-"
+    dw[n] = kv["data_wait_pct"] != "" ? sprintf("%.2f%%", kv["data_wait_pct"]) : "-"
     if (kv["impl"] == "torch-eager") base[kv["batch"]] = kv["pairs_per_s"] }
   END {
-    printf "%-26s %5s %9s %9s %14s %6s\n", "implementation", "pairs", "step ms", "pairs/s", "vs torch eager", "MFU"
+    printf "%-28s %5s %9s %9s %14s %6s %9s\n", "implementation", "pairs", "step ms", "pairs/s", "vs torch eager", "MFU", "data-wait"
     for (i = 1; i <= n; i++)
-      printf "%-26s %5d %9.1f %9.1f %14s %6s\n", impl[i], b[i], ms[i], ps[i],
-             (b[i] in base) ? sprintf("%.2fx", ps[i] / base[b[i]]) : "-", mfu[i]
+      printf "%-28s %5d %9.1f %9.1f %14s %6s %9s\n", impl[i], b[i], ms[i], ps[i],
+             (b[i] in base) ? sprintf("%.2fx", ps[i] / base[b[i]]) : "-", mfu[i], dw[i]
   }' "$results"
 exit $rc

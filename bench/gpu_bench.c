@@ -2,15 +2,22 @@
 //
 //   gpu_bench [--config configs/vit_b16.ini] [--batch 64] [--steps 10] [--warmup 3]
 //             [--precision bf16|fp32] [--bf16-path convert|fast] [--lt] [--profile] [--peak-n 8192]
+//             [--input]
 //
 // Synthetic in-memory batches (random uint8 views, uploaded every step as the trainer does),
 // full steps (forward + backward + AdamW).  Prints the measured bf16 GEMM rate of the device
 // (cuBLAS, 8192^3), the step time, pairs/s, model TFLOP/s (matrix products counted analytically,
 // training = 3x forward) and MFU against that GEMM rate.  --profile adds a second pass that
 // synchronises around every heavy op and reports where the time goes (sync overhead included,
-// so its total is a little above the plain step time).  The last line is one machine-readable
-// "result ..." line that bench/gpu.sh collects.
+// so its total is a little above the plain step time).  --input runs the real input path beside
+// the steps: a thread parses LZ4 batch messages (the wire format) and decompresses them straight
+// into the pinned slots of the input ring (trainer/cuda/cuda_ring.h), which copies them to the GPU
+// on its own stream; the step loop takes a slot per step.  It reports the path's capacity alone
+// (pairs/s) and the data-wait per step beside the model.  (The model still uploads its views
+// itself: vm_model_forward_backward takes host views; see docs/GPU.md.)  The last line is one
+// machine-readable "result ..." line that bench/gpu.sh collects.
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +25,9 @@
 #include "common/config.h"
 #include "common/rng.h"
 #include "trainer/backend.h"
+#include "proto/proto.h"
 #include "trainer/cuda/cuda_backend.h"
+#include "trainer/cuda/cuda_ring.h"
 #include "trainer/model.h"
 
 static double now(void) {
@@ -120,16 +129,78 @@ static double forward_flops_per_image(const vm_config *cfg, int K) {
     return f;
 }
 
+// ---- the input path: LZ4 messages -> pinned ring slots -> device ---------------------------------------
+typedef struct {
+    vm_cuda_ring *ring;
+    void **msgs;
+    size_t *lens;
+    int nmsg, batches;
+    size_t raw;
+    int failed;
+    char err[1100];
+} feeder;
+
+static void *feed(void *p) {
+    feeder *f = p;
+    for (int i = 0; i < f->batches; i++) {
+        int slot;
+        uint8_t *dst = vm_cuda_ring_acquire(f->ring, &slot);
+        if (!dst) break;
+        vm_batch_view v;
+        vm_error e = {0};
+        if (vm_batch_parse(f->msgs[i % f->nmsg], f->lens[i % f->nmsg], &v, &e) ||
+            vm_batch_decode_pixels(&v, dst, f->raw, &e)) {
+            f->failed = 1;
+            snprintf(f->err, sizeof f->err, "%s", e.msg);
+            break;
+        }
+        vm_cuda_ring_submit(f->ring, slot, f->raw);
+    }
+    vm_cuda_ring_close(f->ring);
+    return NULL;
+}
+
+// nmsg LZ4 messages of B pairs of S x S: smooth gradients with noise in the low bits, so that they
+// compress about as little as video frames do.
+static int make_messages(void ***msgs, size_t **lens, int nmsg, int B, int S) {
+    vm_batch_header h = {.batch = (uint32_t)B, .views = 2, .height = (uint32_t)S, .width = (uint32_t)S,
+                         .codec = VM_BATCH_CODEC_LZ4};
+    size_t raw = (size_t)B * 2 * S * S * 3, cap = vm_batch_max_size(&h);
+    uint8_t *px = malloc(raw);
+    vm_sample_meta *sm = calloc((size_t)B, sizeof *sm);
+    vm_view_meta *vm = calloc((size_t)B * 2, sizeof *vm);
+    *msgs = calloc((size_t)nmsg, sizeof **msgs);
+    *lens = calloc((size_t)nmsg, sizeof **lens);
+    if (!px || !sm || !vm || !*msgs || !*lens) return -1;
+    vm_rng r;
+    vm_rng_init(&r, 5, 5);
+    for (int m = 0; m < nmsg; m++) {
+        for (size_t i = 0; i < raw; i++) {
+            size_t x = i / 3 % S, y = i / 3 / S % S;
+            px[i] = (uint8_t)(((x + y + 37 * m) & 255) ^ (vm_rng_u32(&r) & 7));
+        }
+        h.sequence = (uint64_t)m;
+        vm_error e = {0};
+        if (!((*msgs)[m] = malloc(cap)) || vm_batch_encode(&h, sm, vm, px, (*msgs)[m], cap, &(*lens)[m], &e)) {
+            fprintf(stderr, "gpu_bench: encoding a batch: %s\n", e.msg);
+            return -1;
+        }
+    }
+    free(px), free(sm), free(vm);
+    return 0;
+}
+
 static int usage(void) {
     fprintf(stderr, "usage: gpu_bench [--config INI] [--batch PAIRS] [--steps N] [--warmup N] "
-                    "[--precision bf16|fp32] [--bf16-path convert|fast] [--lt] [--profile] [--peak-n N (0: skip the GEMM rate)]\n"
+                    "[--precision bf16|fp32] [--bf16-path convert|fast] [--lt] [--profile] [--input]\n"
+                    "                 [--peak-n N (0: skip the GEMM rate)]\n"
                     "                 [--set section.key=value]...\n");
     return 2;
 }
 
 int main(int argc, char **argv) {
     const char *config = "configs/vit_b16.ini", *precision = "bf16", *path = "convert";
-    int B = 64, steps = 10, warmup = 3, profile = 0, peak_n = 8192, lt = 0;
+    int B = 64, steps = 10, warmup = 3, profile = 0, peak_n = 8192, lt = 0, input = 0;
     vm_config cfg;
     vm_error err = {0};
     vm_config_defaults(&cfg);
@@ -139,6 +210,7 @@ int main(int argc, char **argv) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--profile")) { profile = 1; continue; }
         if (!strcmp(a, "--lt")) { lt = 1; continue; }
+        if (!strcmp(a, "--input")) { input = 1; continue; }
         if (!v) return usage();
         if (!strcmp(a, "--config")) config = v;
         else if (!strcmp(a, "--batch")) B = atoi(v);
@@ -191,18 +263,58 @@ int main(int argc, char **argv) {
         uint32_t x = vm_rng_u32(&r);
         for (int k = 0; k < 4 && i + k < nv; k++) views[i + k] = (uint8_t)(x >> (8 * k));
     }
+    // The input path: capacity alone, then a feeder beside the steps.
+    vm_cuda_ring *ring = NULL;
+    feeder fd = {0};
+    pthread_t feeder_th;
+    double capacity = 0;
+    vm_cuda_ring_stats rs0 = {0}, rs1 = {0};
+    if (input) {
+        size_t raw = nv;
+        if (make_messages(&fd.msgs, &fd.lens, 4, B, S)) return 1;
+        printf("input path: LZ4 messages of %.1f MB for %.1f MB of pixels\n", fd.lens[0] / 1e6, raw / 1e6);
+        for (int phase = 0; phase < 2; phase++) {
+            if (vm_cuda_ring_create(&ring, 4, raw, why, sizeof why)) { fprintf(stderr, "gpu_bench: %s\n", why); return 1; }
+            fd.ring = ring, fd.nmsg = 4, fd.raw = raw, fd.batches = phase == 0 ? 16 : warmup + steps, fd.failed = 0;
+            if (pthread_create(&feeder_th, NULL, feed, &fd)) return 1;
+            if (phase == 1) break;  // phase 1 feeds the step loop below
+            double t0 = now();
+            int slot, n = 0;
+            while (vm_cuda_ring_next(ring, &slot, NULL)) vm_cuda_ring_release(ring, slot), n++;
+            be->sync();
+            capacity = n * B / (now() - t0);
+            pthread_join(feeder_th, NULL);
+            if (fd.failed) { fprintf(stderr, "gpu_bench: input path: %s\n", fd.err); return 1; }
+            vm_cuda_ring_free(ring);
+            printf("input path alone (1 decode thread, 4 pinned slots): %.0f pairs/s\n", capacity);
+        }
+    }
     vm_losses l;
     float lr, gn;
     double t_fb = 0, t_opt = 0;
     for (int s = 0; s < warmup + steps; s++) {
         if (s == warmup) memset(ptime, 0, sizeof ptime), memset(pcalls, 0, sizeof pcalls);
+        if (s == warmup && ring) vm_cuda_ring_get_stats(ring, &rs0);
+        int slot = -1;
+        if (ring && !vm_cuda_ring_next(ring, &slot, NULL)) {
+            fprintf(stderr, "gpu_bench: input path ended at step %d%s%s\n", s, fd.failed ? ": " : "", fd.err);
+            return 1;
+        }
         double t0 = now();
         if (vm_model_forward_backward(m, views, B, s, &l, &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 1; }
         double t1 = now();
         vm_model_optimizer_step(m, s, &lr, &gn);
         be->sync();
         double t2 = now();
+        if (ring) vm_cuda_ring_release(ring, slot);
         if (s >= warmup) t_fb += t1 - t0, t_opt += t2 - t1;
+    }
+    double data_wait = -1;
+    if (ring) {
+        vm_cuda_ring_get_stats(ring, &rs1);
+        pthread_join(feeder_th, NULL);
+        data_wait = (rs1.host_wait_s - rs0.host_wait_s) + (rs1.gpu_wait_s - rs0.gpu_wait_s);
+        vm_cuda_ring_free(ring);
     }
     if (!isfinite(l.total)) { fprintf(stderr, "gpu_bench: loss is %g\n", l.total); return 1; }
     const int32_t *keep, *restore;
@@ -218,6 +330,10 @@ int main(int argc, char **argv) {
            t_fb / steps * 1e3, t_opt / steps * 1e3, B / step, l.total);
     printf("model FLOPs %.2f TFLOP/step, %.1f TFLOP/s, MFU %.1f%% of the measured bf16 GEMM rate\n", flops / 1e12,
            tflops, 100 * tflops / peak);
+    if (input)
+        printf("input path beside the steps: data-wait %.3f ms/step = %.2f%% of the step (copy %.2f ms/batch on "
+               "its own stream)\n", data_wait / steps * 1e3, 100 * data_wait / (t_fb + t_opt),
+               rs1.batches ? rs1.copy_s / rs1.batches * 1e3 : 0.0);
     if (profile) {
         double tot = 0;
         for (int i = 0; i < P_N; i++) tot += ptime[i];
@@ -229,8 +345,12 @@ int main(int argc, char **argv) {
                        100 * ptime[i] / wall, pcalls[i] / steps);
         printf("  %-20s %8.2f ms/step %5.1f%%\n", "other ops + host", (wall - tot) / steps * 1e3, 100 * (wall - tot) / wall);
     }
-    printf("result impl=vicmae%s precision=%s%s batch=%d step_ms=%.3f pairs_per_s=%.2f tflops=%.2f mfu=%.4f peak=%.1f%s\n",
-           lt ? "-lt" : "", precision, bf16 && fast ? "-fast" : "", B, step * 1e3, B / step, tflops, tflops / peak, peak, profile ? " profiled=1" : "");
+    char extra[128] = "";
+    if (input) snprintf(extra, sizeof extra, " input_pairs_per_s=%.0f data_wait_pct=%.3f", capacity,
+                        100 * data_wait / (t_fb + t_opt));
+    printf("result impl=vicmae%s%s precision=%s%s batch=%d step_ms=%.3f pairs_per_s=%.2f tflops=%.2f mfu=%.4f peak=%.1f%s%s\n",
+           lt ? "-lt" : "", input ? "-input" : "", precision, bf16 && fast ? "-fast" : "", B, step * 1e3, B / step,
+           tflops, tflops / peak, peak, profile ? " profiled=1" : "", extra);
     vm_model_free(m);
     free(views);
     return 0;
