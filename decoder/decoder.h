@@ -72,9 +72,10 @@ typedef struct vm_video_info {
 
 // Counters since open (cumulative).  frames_decoded / frames_returned is the cost of random access.
 typedef struct vm_decoder_stats {
-    int64_t frames_decoded;  // decoded pictures pulled from the pipeline (including skipped ones)
+    int64_t frames_decoded;  // packets decoded (including pictures decoded only to reach a wanted one)
     int64_t frames_returned; // frames copied to the caller
     int64_t seeks;           // seeks issued (the first read from frame 0 needs none)
+    int64_t frames_skipped;  // non-reference pictures before a wanted frame, dropped undecoded
     double index_seconds;    // time spent building or loading the index
 } vm_decoder_stats;
 
