@@ -76,7 +76,8 @@ static int kernel(int argc, char **argv) {
     vm_sampler *s;
     vm_error err = {0};
     if (vm_sampler_create(&c, &s, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
-    // A natural-looking frame: smooth gradients plus noise (content does not change the cost).
+    // Gradients that wrap around (hard edges, where misplaced filters show) plus noise; content
+    // does not change the cost.
     uint8_t *frame = malloc((size_t)W * H * 3), *out = malloc((size_t)S * S * 3);
     vm_rng r;
     vm_rng_init(&r, 1, 2);
