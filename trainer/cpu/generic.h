@@ -1,9 +1,10 @@
-// trainer/cpu/generic.h — compile one CPU op file twice: for float and for double.
+// trainer/cpu/generic.h — compile one CPU op file for float, float on AVX2, and double.
 //
-// The ops are written once over a type `real`.  The float instantiation (suffix _f) is what the
-// backend table holds; the double one (suffix _d) exists so that tests/test_trainer_ops.c can
-// check every backward against central finite differences in double precision, and then check
-// that the float ops agree with the double ones.  An op file starts with
+// The ops are written once over a type `real`.  The float instantiations are what the backend
+// tables hold: suffix _f for baseline x86-64, _f_avx2 compiled for AVX2 + FMA (vm_backend_cpu
+// picks it when the CPU has them).  The double one (suffix _d) exists so that
+// tests/test_trainer_ops.c can check every backward against central finite differences in double
+// precision, and then check that the float ops agree with the double ones.  An op file is
 //
 //   #ifndef VM_GENERIC_PASS
 //   #define VM_GENERIC_FILE "trainer/cpu/<file>.c"
@@ -12,11 +13,11 @@
 //   ... ops written with real, FN(name), GEMM ...
 //   #endif
 //
-// Inside: `real` is the element type (REAL_IS_FLOAT says which), FN(op) names the op for this type, GEMM is cblas_sgemm or
-// cblas_dgemm, and acc_t (double) is the accumulator of sums (so that float and double agree
-// closely and results do not depend on the thread count).  VEXP and VERF are exp and erf that
-// vectorise in float (trainer/cpu/fastmath.h) and libm's in double.  <tgmath.h> makes sqrt/exp/erf/log
-// follow the argument type; write constants as (real)x to keep float arithmetic in float.
+// Inside: `real` is the element type (REAL_IS_FLOAT says which), FN(op) names the op for this
+// instantiation, GEMM is cblas_sgemm or cblas_dgemm, and acc_t (double) accumulates long sums (so
+// that float and double agree closely).  VEXP and VERF are exp and erf: trainer/cpu/fastmath.h's
+// vectorisable ones in float, libm's in double.  <tgmath.h> makes sqrt/exp/log follow the
+// argument type; write constants as (real)x to keep float arithmetic in float.
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>

@@ -41,8 +41,10 @@ void FN(mae_loss)(real *loss, real *dpred, const real *pred, const real *target,
             real m = 0, rs = 1;
             if (norm_pix) {
                 acc_t sm = 0, sv = 0;
+#pragma omp simd reduction(+ : sm)
                 for (int d = 0; d < D; d++) sm += t[d];
                 m = (real)(sm / D);
+#pragma omp simd reduction(+ : sv)
                 for (int d = 0; d < D; d++) {
                     acc_t e = (acc_t)t[d] - m;
                     sv += e * e;
@@ -52,6 +54,7 @@ void FN(mae_loss)(real *loss, real *dpred, const real *pred, const real *target,
             }
             acc_t se = 0;
             real gm = g * mask[r];
+#pragma omp simd reduction(+ : se)
             for (int d = 0; d < D; d++) {
                 real diff = p[d] - (norm_pix ? (t[d] - m) * rs : t[d]);
                 se += (acc_t)diff * diff;

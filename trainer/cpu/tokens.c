@@ -118,22 +118,29 @@ void FN(drop_first_token_backward)(real *dinp, const real *dout, int B, int T, i
     }
 }
 
-// out (B, C) = mean over rows 1..T-1 of inp (B, T, C) (pool_cls=0), or row 0 (pool_cls=1)
+// out (B, C) = mean over rows 1..T-1 of inp (B, T, C) (pool_cls=0), or row 0 (pool_cls=1).
+// Column chunks so that each row segment is read contiguously.
 void FN(pool_forward)(real *out, const real *inp, int B, int T, int C, int pool_cls) {
-#pragma omp parallel for schedule(static)
-    for (int b = 0; b < B; b++) {
-        const real *x = inp + (size_t)b * T * C;
-        real *o = out + (size_t)b * C;
-        if (pool_cls) {
-            memcpy(o, x, (size_t)C * sizeof(real));
-            continue;
+    const int CH = VM_COL_CHUNK_MAX, nch = (C + CH - 1) / CH;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int ch = 0; ch < nch; ch++) {
+            const real *x = inp + (size_t)b * T * C;
+            real *o = out + (size_t)b * C;
+            int lo = ch * CH, w = C - lo < CH ? C - lo : CH;
+            if (pool_cls) {
+                memcpy(o + lo, x + lo, (size_t)w * sizeof(real));
+                continue;
+            }
+            acc_t s[VM_COL_CHUNK_MAX];
+            for (int i = 0; i < w; i++) s[i] = 0;
+            for (int t = 1; t < T; t++) {
+                const real *row = x + (size_t)t * C + lo;
+#pragma omp simd
+                for (int i = 0; i < w; i++) s[i] += row[i];
+            }
+            for (int i = 0; i < w; i++) o[lo + i] = (real)(s[i] / (T - 1));
         }
-        for (int c = 0; c < C; c++) {
-            acc_t s = 0;
-            for (int t = 1; t < T; t++) s += x[(size_t)t * C + c];
-            o[c] = (real)(s / (T - 1));
-        }
-    }
 }
 
 // dinp (B, T, C) += the pooled gradient spread back
