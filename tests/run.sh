@@ -6,6 +6,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export VICMAE_BIN="${VICMAE_BIN:-$PWD/${BUILD:-build}/vicmae}"
 export PYTHONDONTWRITEBYTECODE=1
+# ASan builds: library-constructor allocations (GLib's init) are suppressed, see tests/lsan.supp.
+export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}"
 P=0 F=0 S=0
 failed_names=()
 run_one() {  # name, command...

@@ -296,6 +296,85 @@ TEST(hw_off_same_frames) {
     vm_decoder_close(d);
 }
 
+static const char *write_bytes(const char *name, const void *data, size_t n);
+#define write_bytes_leak write_bytes
+
+// ---- leaks ------------------------------------------------------------------------------------
+// GStreamer's leaks tracer sees every GstObject and GstMiniObject (elements, pads, buffers, samples,
+// caps, events): after a warm-up (plugins and types load once), an open + reads with seeks + close
+// and a failed open must leave none alive.  It has to be named before the first gst_init.
+__attribute__((constructor)) static void enable_leaks_tracer(void) { setenv("GST_TRACERS", "leaks", 0); }
+
+static void decode_some(const char *p) {
+    vm_decoder_options o = opts(VM_DEC_SHORT_SIDE, 60, 0);
+    vm_error err = {0};
+    vm_decoder *d = vm_decoder_open(p, &o, &err);
+    CHECK(d, "%s", err.msg);
+    const vm_video_info *vi = vm_decoder_info(d);
+    size_t fsz = (size_t)vi->out_width * vi->out_height * 3;
+    uint8_t *buf = malloc(fsz * 3);
+    uint8_t *dst[3] = {buf, buf + fsz, buf + 2 * fsz};
+    int64_t a[3] = {5, 6, 70}, b[3] = {2, 40, 89};
+    CHECK_OK(vm_decoder_read_frames(d, a, 3, dst, NULL, &err), err);
+    CHECK_OK(vm_decoder_read_frames(d, b, 3, dst, NULL, &err), err);
+    free(buf);
+    vm_decoder_close(d);
+    uint8_t junk[4096];
+    memset(junk, 0x5a, sizeof junk);
+    o.index_cache = "off";
+    CHECK(!vm_decoder_open(write_bytes_leak("leak-garbage.mp4", junk, sizeof junk), &o, &err));
+}
+
+TEST(decoder_releases_every_object) {
+    const char *p = gen_video("h264_gop30.mkv", X264(30) " ! matroskamux", 90, 0);
+    GstTracer *tracer = NULL;
+    GList *all = gst_tracing_get_active_tracers();
+    for (GList *l = all; l; l = l->next)
+        if (!strcmp(G_OBJECT_TYPE_NAME(l->data), "GstLeaksTracer")) tracer = gst_object_ref(l->data);
+    g_list_free_full(all, gst_object_unref);
+    if (!tracer) SKIP("GStreamer leaks tracer not active (GST_TRACERS was set to something else)");
+    decode_some(p); // warm-up
+    g_signal_emit_by_name(tracer, "activity-start-tracking");
+    decode_some(p);
+    GstStructure *cp = NULL;
+    g_signal_emit_by_name(tracer, "activity-get-checkpoint", &cp);
+    g_signal_emit_by_name(tracer, "activity-stop-tracking");
+    gst_object_unref(tracer);
+    CHECK(cp);
+    // The checkpoint lists every creation and every destruction: alive = created more often than
+    // destroyed, per address (addresses get reused).
+    const GValue *created = gst_structure_get_value(cp, "objects-created-list");
+    const GValue *removed = gst_structure_get_value(cp, "objects-removed-list");
+    GHashTable *net = g_hash_table_new(g_direct_hash, g_direct_equal);
+    GHashTable *type = g_hash_table_new(g_direct_hash, g_direct_equal);
+    for (int pass = 0; pass < 2; pass++) {
+        const GValue *list = pass ? removed : created;
+        guint len = list ? gst_value_list_get_size(list) : 0;
+        for (guint i = 0; i < len; i++) {
+            const GstStructure *o = gst_value_get_structure(gst_value_list_get_value(list, i));
+            guint64 addr = 0;
+            gst_structure_get_uint64(o, "address", &addr);
+            gpointer key = GSIZE_TO_POINTER((gsize)addr);
+            int c = GPOINTER_TO_INT(g_hash_table_lookup(net, key)) + (pass ? -1 : 1);
+            g_hash_table_insert(net, key, GINT_TO_POINTER(c));
+            if (!pass) g_hash_table_insert(type, key, (gpointer)g_intern_string(gst_structure_get_string(o, "type-name")));
+        }
+    }
+    guint n = 0;
+    char what[512] = "";
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, net);
+    while (g_hash_table_iter_next(&it, &k, &v))
+        if (GPOINTER_TO_INT(v) > 0) {
+            if (++n <= 8) snprintf(what + strlen(what), sizeof what - strlen(what), " %s", (const char *)g_hash_table_lookup(type, k));
+        }
+    g_hash_table_destroy(net);
+    g_hash_table_destroy(type);
+    gst_structure_free(cp);
+    CHECK(n == 0, "%u GStreamer objects still alive after close:%s", n, what);
+}
+
 // ---- errors -----------------------------------------------------------------------------------
 static const char *write_bytes(const char *name, const void *data, size_t n) {
     static char path[4][1024];
