@@ -4,7 +4,8 @@
 //
 // InfoNCE and VICReg need O(N^2) / O(D^2) temporaries that the op interface does not pass in; as
 // the losses run once per step on small matrices, the CPU backend allocates them here.  On
-// allocation failure the process aborts: ops cannot fail by contract.
+// allocation failure the process aborts: ops cannot fail by contract.  Their GEMMs are small and
+// run single-threaded (same bits for any thread count).
 #ifndef VM_GENERIC_PASS
 #define VM_GENERIC_FILE "trainer/cpu/losses.c"
 #include <stdio.h>
@@ -76,6 +77,7 @@ void FN(infonce_loss)(real *loss, real *dz1, real *dz2, const real *z1, const re
                       int D, real temperature, real dloss) {
     const int M = 2 * N;
     real *zn = FN(loss_scratch)((size_t)M * D * 2 + (size_t)M * M + M);
+    const int blas_threads = vm_cpu_blas_serial_begin();
     real *dzn = zn + (size_t)M * D, *S = dzn + (size_t)M * D, *nrm = S + (size_t)M * M;
     for (int i = 0; i < M; i++) {
         const real *z = i < N ? z1 + (size_t)i * D : z2 + (size_t)(i - N) * D;
@@ -120,6 +122,7 @@ void FN(infonce_loss)(real *loss, real *dz1, real *dz2, const real *z1, const re
         for (int d = 0; d < D; d++)
             dz[d] = (clamped ? du[d] : du[d] - u[d] * (real)dot) / nrm[i];
     }
+    vm_cpu_blas_serial_end(blas_threads);
     free(zn);
 }
 
@@ -221,9 +224,11 @@ void FN(vicreg_loss)(real *loss, real *terms, real *dz1, real *dz2, const real *
         dz2[i] = -gs * diff;
     }
     real *scratch = FN(loss_scratch)(2 * ND + (size_t)D * D);
+    const int blas_threads = vm_cpu_blas_serial_begin();
     acc_t std1, cov1, std2, cov2;
     FN(vicreg_branch)(&std1, &cov1, dz1, z1, scratch, N, D, w_var, w_cov, dloss);
     FN(vicreg_branch)(&std2, &cov2, dz2, z2, scratch, N, D, w_var, w_cov, dloss);
+    vm_cpu_blas_serial_end(blas_threads);
     free(scratch);
     acc_t repr = se / ND, stdl = std1 + std2, covl = cov1 + cov2;
     terms[0] = (real)repr;
