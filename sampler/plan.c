@@ -221,13 +221,10 @@ static int plan_pair(const vm_sampler *s, vm_rng *r, int64_t n, const int64_t *p
     }
     default: {  // uniform
         int64_t g0, g1;
-        if (pts) {
-            g0 = (int64_t)llround(c->sampler.gap_min * 1e9);
-            g1 = (int64_t)llround(c->sampler.gap_max * 1e9);
-        } else {
-            g0 = (int64_t)ceil(c->sampler.gap_min);
-            g1 = (int64_t)floor(c->sampler.gap_max);
-        }
+        // Gap bounds on the gap axis, capped far beyond any video (the schema allows up to 1e18 s).
+        const double unit = pts ? 1e9 : 1.0, cap = 4e18;
+        g0 = (int64_t)(pts ? llround(fmin(c->sampler.gap_min * unit, cap)) : ceil(fmin(c->sampler.gap_min, cap)));
+        g1 = (int64_t)(pts ? llround(fmin(c->sampler.gap_max * unit, cap)) : floor(fmin(c->sampler.gap_max, cap)));
         if (g1 >= g0 && !pair_uniform(r, pts, n, g0, g1, &f[0], &f[1])) return 0;
         int64_t span = tpos(pts, n - 1) - tpos(pts, 0);
         if (skip)
@@ -235,7 +232,7 @@ static int plan_pair(const vm_sampler *s, vm_rng *r, int64_t n, const int64_t *p
                            "%lld frames spanning %.3f %s: no pair with a gap in [%g, %g] (short_video = skip)",
                            (long long)n, pts ? span / 1e9 : (double)span, pts ? "s" : "frames",
                            c->sampler.gap_min, c->sampler.gap_max);
-        double g = vm_rng_range(r, c->sampler.gap_min, c->sampler.gap_max) * (pts ? 1e9 : 1.0);
+        double g = fmin(vm_rng_range(r, c->sampler.gap_min, c->sampler.gap_max) * unit, (double)span);
         int64_t gi = (int64_t)llround(g);
         if (gi > span) gi = span;
         pair_clamped(r, pts, n, gi, &f[0], &f[1]);

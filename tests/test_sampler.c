@@ -271,6 +271,35 @@ TEST(short_videos_clamp_or_skip) {
     vm_sampler_free(s);
 }
 
+// The schema allows gap_max up to 1e18 s: no overflow, every pair at least gap_min apart qualifies;
+// a gap_min beyond any video clamps to the span.
+TEST(extreme_gap_bounds) {
+    enum { N = 40 };
+    int64_t pts[N];
+    for (int i = 0; i < N; i++) pts[i] = (int64_t)i * 40000000;  // 25 fps
+    vm_config c = base_config();
+    c.sampler.mode = VM_PAIR_UNIFORM;
+    c.sampler.gap_unit = VM_UNIT_SECONDS;
+    c.sampler.gap_min = 0.5;
+    c.sampler.gap_max = 1e18;
+    vm_sampler *s = make(&c);
+    vm_view_plan v[2];
+    vm_error err = {0};
+    int longest = 0;
+    for (int i = 0; i < 300; i++) {
+        CHECK_OK(vm_sampler_plan(s, 1, 0, (uint64_t)i, N, pts, 64, 64, v, &err), err);
+        CHECK(v[1].frame - v[0].frame >= 13, "gap %lld frames < 0.5 s", (long long)(v[1].frame - v[0].frame));
+        longest = longest > v[1].frame - v[0].frame ? longest : (int)(v[1].frame - v[0].frame);
+    }
+    CHECK(longest >= 35, "long gaps drawn too (longest %d frames)", longest);
+    vm_sampler_free(s);
+    c.sampler.gap_min = 1e17;
+    s = make(&c);
+    CHECK_OK(vm_sampler_plan(s, 1, 0, 0, N, pts, 64, 64, v, &err), err);
+    CHECK(v[0].frame == 0 && v[1].frame == N - 1);
+    vm_sampler_free(s);
+}
+
 TEST(clip_policy_strided_segments_and_short) {
     vm_config c = base_config();
     c.sampler.policy = VM_POLICY_CLIP;
