@@ -3,11 +3,12 @@
 // For every op with a backward:
 //   1. the double instantiation's backward against central finite differences of its forward
 //      (objective sum(out * R) with random R, step 1e-6, norm-wise relative error < 1e-6);
-//   2. the float instantiation (the one in the backend table) against the double one on the same
-//      (float-representable) inputs: outputs and gradients within 1e-5 relative, norm-wise;
-// and forwards and losses against straightforward double reference code written here.
+//   2. the float ops, called through the backend table, against the double instantiation on the
+//      same (float-representable) inputs: outputs and gradients within 1e-5 relative, norm-wise;
+// and forwards and losses against straightforward double reference code written here.  Each test
+// runs once per float build (baseline x86-64 and AVX2 + FMA, skipped on CPUs without them).
 // Accumulating outputs (+=) are pre-filled with random values, written ones (=) with garbage, so
-// that both halves of the contract are checked.
+// that both halves of the contract are checked.  VICMAE_OPS_VERBOSE=1 prints every error measured.
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>

@@ -24,9 +24,10 @@
 #undef real
 #undef FN
 
-// OpenBLAS (the pthreads build Debian ships) runs its own thread pool; GEMMs issued from inside
-// an OpenMP parallel region must run single-threaded.  begin() switches OpenBLAS to one thread
-// and returns the previous count, end() restores it.
+// OpenBLAS (the pthreads build Debian ships) runs its own thread pool; the ops issue their GEMMs
+// from inside OpenMP parallel regions, single-threaded, so that only OpenMP's pool runs.  begin()
+// switches OpenBLAS to one thread (process-wide) and returns the previous count, end() restores
+// it, so other users of OpenBLAS (eval/) keep their threads.
 int vm_cpu_blas_serial_begin(void);
 void vm_cpu_blas_serial_end(int prev_threads);
 
