@@ -25,10 +25,11 @@ static int cmp_ref(const void *a, const void *b) {
     return x->view - y->view;
 }
 
-// Frames held in memory at once: bounds the working set (chunk * frame bytes) for long clips and
-// many pairs, at the price of a decoder call per chunk (which continues forward without seeking
-// when the next frame is close).
+// Frames held in memory at once: bounds the working set for long clips and many pairs (at most
+// CHUNK_FRAMES frames and, above one frame, CHUNK_BYTES), at the price of a decoder call per chunk
+// (the decoder continues forward from where the previous call stopped, without seeking).
 #define CHUNK_FRAMES 16
+#define CHUNK_BYTES ((size_t)64 << 20)
 
 int vm_sampler_draw(const vm_sampler *s, vm_decoder *dec, uint64_t video_id, uint32_t epoch, uint64_t first_draw,
                     int n, uint8_t *pixels, vm_sample_meta *samples, vm_view_meta *views, vm_sampler_stats *stats,
@@ -39,11 +40,14 @@ int vm_sampler_draw(const vm_sampler *s, vm_decoder *dec, uint64_t video_id, uin
     const size_t nv = (size_t)n * V, view_bytes = (size_t)S * S * 3, frame_bytes = (size_t)W * H * 3;
     vm_view_plan *plans = malloc(sizeof *plans * nv);
     frame_ref *refs = malloc(sizeof *refs * nv);
+    const int chunk = frame_bytes * CHUNK_FRAMES <= CHUNK_BYTES ? CHUNK_FRAMES
+                      : frame_bytes >= CHUNK_BYTES                ? 1
+                                                                  : (int)(CHUNK_BYTES / frame_bytes);
     int64_t *want = malloc(sizeof *want * CHUNK_FRAMES);
-    uint8_t *fbuf = malloc(frame_bytes * CHUNK_FRAMES);
+    uint8_t *fbuf = NULL;
     vm_scratch scratch = {0};
     int rc = 0;
-    if (!plans || !refs || !want || !fbuf) {
+    if (!plans || !refs || !want) {
         rc = vm_fail(err, VM_ENOMEM, "video %llu: out of memory for %d samples", (unsigned long long)video_id, n);
         goto done;
     }
@@ -57,16 +61,24 @@ int vm_sampler_draw(const vm_sampler *s, vm_decoder *dec, uint64_t video_id, uin
     }
     for (size_t k = 0; k < nv; k++) refs[k] = (frame_ref){plans[k].frame, (int)k};
     qsort(refs, nv, sizeof *refs, cmp_ref);
+    int64_t ndistinct = 0;
+    for (size_t k = 0; k < nv; k++) ndistinct += !k || refs[k].frame != refs[k - 1].frame;
+    const int nbuf = ndistinct < chunk ? (int)ndistinct : chunk;
+    fbuf = malloc(frame_bytes * nbuf);
+    if (!fbuf) {
+        rc = vm_fail(err, VM_ENOMEM, "out of memory for %d frames of %dx%d", nbuf, W, H);
+        goto done;
+    }
 
     vm_decoder_stats d0, d1;
     vm_decoder_stats_get(dec, &d0);
     double t_dec = 0, t_ren = 0;
     int64_t distinct = 0;
     for (size_t k = 0; k < nv;) {
-        // The next chunk: up to CHUNK_FRAMES distinct frames, in ascending order.
+        // The next chunk: up to nbuf distinct frames, in ascending order.
         int m = 0;
         size_t end = k;
-        while (end < nv && (m < CHUNK_FRAMES || refs[end].frame == want[m - 1])) {
+        while (end < nv && (m < nbuf || refs[end].frame == want[m - 1])) {
             if (!m || refs[end].frame != want[m - 1]) want[m++] = refs[end].frame;
             end++;
         }

@@ -61,7 +61,7 @@ TEST(draw_equals_frame_by_frame_reference) {
     const char *path = make_video("ball.mp4", 60, 96, 64, "ball", "x264enc ! mp4mux");
     vm_config c = video_config();
     vm_sampler *s = make(&c);
-    enum { K = 6 };
+    enum { K = 10 };  // up to 20 distinct frames: more than one decoding chunk (16)
     const int V = vm_sampler_views(s), S = vm_sampler_size(s);
     size_t vb = (size_t)S * S * 3;
     uint8_t *px = malloc(K * V * vb), *ref = malloc(vb);
