@@ -191,8 +191,9 @@ static int parse(vm_st_file *f, const char *path, vm_error *err) {
     qsort(ranges, (size_t)nr, 2 * sizeof *ranges, cmp_range);
     for (int i = 1; i < nr; i++)
         if (ranges[2 * i] < ranges[2 * i - 1] && ranges[2 * i] != ranges[2 * i + 1]) {
+            size_t at = ranges[2 * i];
             free(ranges);
-            return vm_fail(err, VM_ECORRUPT, "%s: tensor byte ranges overlap at offset %zu", path, ranges[2 * i]);
+            return vm_fail(err, VM_ECORRUPT, "%s: tensor byte ranges overlap at offset %zu", path, at);
         }
     free(ranges);
     return 0;
