@@ -127,28 +127,5 @@ done
 # 4. The table.
 cat "$OUT"/eval/*.jsonl >"$OUT/results.jsonl"
 [ -x /usr/bin/python3 ] || { log "no /usr/bin/python3: table not written (results in $OUT/results.jsonl)"; exit 0; }
-/usr/bin/python3 - "$OUT" "$ROWS" <<'EOF' | tee "$OUT/table.md"
-import json, sys, statistics as st
-out, rows = sys.argv[1], sys.argv[2].split()
-import glob, os
-res = {}
-for path in sorted(glob.glob(f"{out}/eval/*.jsonl")):
-    name = os.path.basename(path)[:-6]            # <row>-s<seed>
-    row, seed = name.rsplit("-s", 1)
-    for line in open(path):
-        r = json.loads(line)
-        res.setdefault(row, {}).setdefault(r["eval"], []).append((int(seed), r["top1"], r["top5"]))
-def cell(v, i):
-    xs = [x[i] for x in sorted(v)]
-    if len(xs) == 1: return f"{xs[0]:.2f} (1 seed)"
-    return f"{st.mean(xs):.2f} ± {st.stdev(xs):.2f} [{min(xs):.2f}–{max(xs):.2f}]"
-names = {"random": "random-init encoder", "mae": "(a) MAE only (w_con = 0)", "infonce": "(b) ViC-MAE InfoNCE",
-         "simsiam": "(c) ViC-MAE SimSiam", "vicreg": "(d) ViC-MAE VICReg", "same": "(e) InfoNCE, pair mode same (gap 0)"}
-print("| row | seeds | k-NN top-1 | k-NN top-5 | linear top-1 | linear top-5 |")
-print("|---|---|---|---|---|---|")
-for row in rows:
-    if row not in res: continue
-    k, l = res[row].get("knn", []), res[row].get("linear", [])
-    print(f"| {names.get(row, row)} | {','.join(str(s) for s, _, _ in sorted(k))} | {cell(k, 1)} | {cell(k, 2)} | {cell(l, 1)} | {cell(l, 2)} |")
-EOF
+/usr/bin/python3 tools/reproduce-small-table.py "$OUT" $ROWS | tee "$OUT/table.md"
 log "done: $OUT/table.md"
