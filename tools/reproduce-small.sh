@@ -20,7 +20,7 @@
 #   OUT [runs/reproduce-small]  BUILD [build]  BIN [$BUILD/vicmae]  TRAINER [$BUILD/vicmae-trainer]
 #   CONFIG [tools/reproduce-small.ini]  STEPS [150]  BATCH [64]  SEEDS ["0 1"]
 #   ROWS ["random mae infonce simsiam vicreg same"]  DATA_EPOCHS [5] (pipeline epochs stored per mode)
-#   VIDEOS [../shared/data/videos]  CIFAR [../shared/data/cifar10]  TRAIN_PER_CLASS [500]
+#   VIDEOS [../shared/data/videos]  CIFAR [../shared/data/cifar10]  TRAIN_PER_CLASS [500; 0 = all]
 #   VAL_PER_CLASS [0 = all 500]  LINEAR_EPOCHS [100]  BACKEND [auto: cuda when usable, else cpu]
 #   BATCHES [OUT/batches]: where stored pairs are read (and written when absent)
 #   NO_BUILD=1: use the binaries as they are (a node without the build tools)
@@ -85,9 +85,10 @@ evaluate() {  # row seed [--ckpt CKPT | --random-init ...]
   mkdir -p "$OUT/eval"
   log "eval $row seed $seed"
   local vpc=()
-  [ "$VAL_PER_CLASS" != 0 ] && vpc=(--val-per-class "$VAL_PER_CLASS")
+  [ "$VAL_PER_CLASS" != 0 ] && vpc+=(--val-per-class "$VAL_PER_CLASS")
+  [ "$TRAIN_PER_CLASS" != 0 ] && vpc+=(--train-per-class "$TRAIN_PER_CLASS")
   "$TRAINER" eval all "$@" "${backend_opt[@]}" --train "$CIFAR/train" --val "$CIFAR/val" \
-    --train-per-class "$TRAIN_PER_CLASS" "${vpc[@]}" --epochs "$LINEAR_EPOCHS" --quiet \
+    "${vpc[@]}" --epochs "$LINEAR_EPOCHS" --quiet \
     --json "$OUT/eval/$row-s$seed.jsonl" | tee "$OUT/eval/$row-s$seed.txt" >&2
   touch "$done_mark"
 }
