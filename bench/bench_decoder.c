@@ -67,12 +67,15 @@ int main(int argc, char **argv) {
             seconds += st.index_seconds;
             frames += vi->frames;
         } else if (!strcmp(mode, "seq")) {
+            int64_t got = 0;
             for (int64_t i = 0; i < vi->frames && !rc; i += CHUNK) {
-                int n = vi->frames - i < CHUNK ? (int)(vi->frames - i) : CHUNK;
-                for (int k = 0; k < n; k++) idx[k] = i + k;
+                int n = 0;
+                for (int64_t q = i; q < vi->frames && q < i + CHUNK; q++)
+                    if (!vi->unreadable_at || !vi->unreadable_at[q]) idx[n++] = q; // opencv-box's damaged start
                 rc = vm_decoder_read_frames(d, idx, n, dst, NULL, &err);
+                got += n;
             }
-            if (!rc) frames += vi->frames;
+            if (!rc) frames += got;
         } else {
             for (int p = 0; p < pairs && !rc; p++) {
                 // a uniform among frames that have a partner 0.5-2 s later (or the whole video if short)

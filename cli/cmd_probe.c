@@ -74,10 +74,12 @@ int cmd_probe(int argc, char **argv) {
             for (int64_t k = 0; k < v->frames; k++) keys += v->keyframe[k];
             printf(", \"first_pts\": %.6f, \"keyframes\": %lld, \"index\": ", v->pts[0] / 1e9, keys);
             json_str(stdout, v->index_source);
-            printf(", \"index_seconds\": %.4f}\n", st.index_seconds);
+            printf(", \"unreadable\": %lld, \"index_seconds\": %.4f}\n", (long long)v->unreadable, st.index_seconds);
         } else {
-            printf("%s: %lld frames, %.3f s, %.3f fps, %dx%d%s, %s, %s, index %s (%.3f s)\n", argv[i],
-                   (long long)v->frames, v->duration_ns / 1e9, v->avg_fps, v->width, v->height,
+            char bad[64] = "";
+            if (v->unreadable) snprintf(bad, sizeof bad, " (%lld unreadable)", (long long)v->unreadable);
+            printf("%s: %lld frames%s, %.3f s, %.3f fps, %dx%d%s, %s, %s, index %s (%.3f s)\n", argv[i],
+                   (long long)v->frames, bad, v->duration_ns / 1e9, v->avg_fps, v->width, v->height,
                    v->rotation ? (v->rotation == 90 ? " rot90" : v->rotation == 180 ? " rot180" : " rot270") : "",
                    v->codec, v->container[0] ? v->container : "?", v->index_source, st.index_seconds);
         }

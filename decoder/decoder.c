@@ -28,7 +28,9 @@
 #define POLL_NS (20 * GST_MSECOND)
 // A seek costs a flush, a demuxer index lookup and decoder restart: about this many decoded frames.
 #define SEEK_COST_FRAMES 4
-#define INDEX_MAGIC "VMIDX003"
+#define INDEX_MAGIC "VMIDX004"
+// Pictures decoded at index time to check the head of the stream against the index.
+#define HEAD_FRAMES 16
 
 // ---- gst_init once --------------------------------------------------------------------------
 static pthread_once_t gst_once = PTHREAD_ONCE_INIT;
@@ -57,6 +59,8 @@ struct vm_decoder {
     vm_video_info info;
     int64_t *pts;             // [frames] owned
     uint8_t *key;             // [frames] owned
+    uint8_t *bad;             // [frames] owned, may be NULL: 1 = the decoder's timestamps cannot
+                              // identify this frame (damaged start), reading it is an error
     int64_t *from;            // [frames] owned: frame to seek to so that frame i decodes (a keyframe,
                               // the one before when i is a leading picture of an open GOP)
     char source[16];
@@ -486,7 +490,8 @@ static int64_t match_pts(const vm_decoder *d, int64_t t) {
 }
 
 // ---- index cache ------------------------------------------------------------------------------
-// File: header | path bytes | pts[frames] int64 | from[frames] int64 | key[frames] uint8.  Native byte order
+// File: header | path bytes | pts[frames] int64 | from[frames] int64 | key[frames] uint8 |
+// bad[frames] uint8.  Native byte order
 // (a cache is local to a machine).  Keyed by path, size and mtime through the file name and the
 // header; anything that does not match is rebuilt.
 typedef struct {
@@ -532,6 +537,8 @@ static int cache_load(vm_decoder *d) {
         ok = d->pts && d->key && d->from && fread(d->pts, sizeof *d->pts, h.frames, fp) == (size_t)h.frames &&
              fread(d->from, sizeof *d->from, h.frames, fp) == (size_t)h.frames &&
              fread(d->key, 1, h.frames, fp) == (size_t)h.frames;
+        d->bad = ok ? malloc(h.frames) : NULL;
+        ok = ok && d->bad && fread(d->bad, 1, h.frames, fp) == (size_t)h.frames;
         for (int64_t i = 1; ok && i < h.frames; i++) ok = d->pts[i] > d->pts[i - 1];
         for (int64_t i = 0; ok && i < h.frames; i++) ok = d->from[i] >= 0 && d->from[i] <= i;
     }
@@ -540,9 +547,11 @@ static int cache_load(vm_decoder *d) {
         free(d->pts);
         free(d->key);
         free(d->from);
+        free(d->bad);
         d->pts = NULL;
         d->key = NULL;
         d->from = NULL;
+        d->bad = NULL;
         return 1;
     }
     h.codec[63] = h.container[63] = h.source[15] = 0;
@@ -580,7 +589,7 @@ static void cache_store(const vm_decoder *d) {
     snprintf(h.codec, sizeof h.codec, "%s", d->info.codec);
     snprintf(h.container, sizeof h.container, "%s", d->info.container);
     snprintf(h.source, sizeof h.source, "%s", d->source);
-    size_t size = sizeof h + h.path_len + h.frames * 17;
+    size_t size = sizeof h + h.path_len + h.frames * 18;
     char *buf = malloc(size);
     if (!buf) return;
     char *p = buf;
@@ -588,7 +597,9 @@ static void cache_store(const vm_decoder *d) {
     memcpy(p, d->path, h.path_len), p += h.path_len;
     memcpy(p, d->pts, h.frames * 8), p += h.frames * 8;
     memcpy(p, d->from, h.frames * 8), p += h.frames * 8;
-    memcpy(p, d->key, h.frames);
+    memcpy(p, d->key, h.frames), p += h.frames;
+    if (d->bad) memcpy(p, d->bad, h.frames);
+    else memset(p, 0, h.frames);
     vm_write_file_atomic(fn, buf, size, NULL);
     free(buf);
 }
@@ -644,7 +655,7 @@ static int build_index(vm_decoder *d, vm_error *err) {
     // Decode the head: where does decoding really start (a damaged first keyframe yields nothing),
     // and the display size of the decoded pictures.
     int usable = index_from_packets(d, &pr) == 0;
-    rc = ix_run(d, 1, usable ? 1 : 0, &dr, err);
+    rc = ix_run(d, 1, usable ? HEAD_FRAMES : 0, &dr, err);
     if (rc) { ix_result_free(&pr); return rc; }
     if (dr.n == 0) {
         ix_result_free(&pr);
@@ -668,11 +679,30 @@ static int build_index(vm_decoder *d, vm_error *err) {
         }
     }
     if (usable) {
+        // The head must decode as the index says: pictures at index 0, 1, 2, ...  A damaged start
+        // can make the decoder skip pictures and repeat timestamps (opencv-box.mp4: 0, 3, 3, 3, 4):
+        // the frames in such a run cannot be told apart, so reading them is an error, never a
+        // wrong picture.
+        d->bad = calloc(d->info.frames, 1);
+        if (!d->bad) usable = 0;
+        int64_t prev = 0;
+        for (int64_t k = 1; usable && k < dr.n; k++) {
+            int64_t j = match_pts(d, dr.pts[k] - seg_offset(&dr));
+            if (j == prev + 1) { prev = j; continue; }
+            if (j < 0) break; // beyond the index or untimed: the decode pass decides nothing here
+            int64_t lo = j > prev ? prev + 1 : j, hi = j > prev ? j : prev;
+            for (int64_t q = lo; q <= hi; q++) d->bad[q] = 1;
+            if (j > prev) prev = j;
+        }
+    }
+    if (usable) {
         snprintf(d->source, sizeof d->source, "parse");
     } else { // full decode pass: exact by construction, costs a decode
         free(d->pts);
         free(d->key);
         free(d->from);
+        free(d->bad);
+        d->bad = NULL;
         d->pts = NULL;
         d->key = NULL;
         d->from = NULL;
@@ -759,6 +789,9 @@ vm_decoder *vm_decoder_open(const char *uri_or_path, const vm_decoder_options *o
     vm_video_info *vi = &d->info;
     vi->pts = d->pts;
     vi->keyframe = d->key;
+    vi->unreadable = 0;
+    for (int64_t i = 0; d->bad && i < vi->frames; i++) vi->unreadable += d->bad[i];
+    vi->unreadable_at = vi->unreadable ? d->bad : NULL;
     vi->index_source = d->source;
     vi->avg_fps = vi->duration_ns > 0 ? vi->frames / (vi->duration_ns / 1e9) : 0;
     if (o.size_mode == VM_DEC_EXACT) {
@@ -1147,6 +1180,9 @@ int vm_decoder_read_frames(vm_decoder *d, const int64_t *idx, int n, uint8_t **d
             return vm_fail(err, VM_EINVAL, "%s: frame indices must be sorted (%lld after %lld)", d->name,
                            (long long)idx[k], (long long)idx[k - 1]);
         if (!dst[k]) return vm_fail(err, VM_EINVAL, "%s: read_frames: NULL destination %d", d->name, k);
+        if (d->bad && d->bad[idx[k]])
+            return vm_fail(err, VM_ECORRUPT, "%s: frame %lld cannot be identified: the decoder skips pictures and "
+                           "repeats timestamps there (damaged start of the stream)", d->name, (long long)idx[k]);
     }
     int rc;
     if (!d->pipe && n > 0 && (rc = build_pipeline(d, err))) {
@@ -1183,5 +1219,6 @@ void vm_decoder_close(vm_decoder *d) {
     free(d->pts);
     free(d->key);
     free(d->from);
+    free(d->bad);
     free(d);
 }

@@ -68,6 +68,9 @@ typedef struct vm_video_info {
     char container[64];      // e.g. "Quicktime"
     const char *index_source; // "parse" (packets, no pixel decode), "decode" (full decode pass),
                               // "cache:parse" / "cache:decode" (loaded from the index cache)
+    int64_t unreadable;        // frames read_frames refuses (VM_ECORRUPT): at a damaged start the
+    const uint8_t *unreadable_at; // decoder skips pictures and repeats timestamps, so they cannot be
+                                  // identified; [frames] 1 = refused, or NULL when there are none
 } vm_video_info;
 
 // Counters since open (cumulative).  frames_decoded / frames_returned is the cost of random access.
