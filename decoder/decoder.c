@@ -977,15 +977,28 @@ static void dec_pad_added(GstElement *el, GstPad *pad, gpointer data) {
     if (caps) gst_caps_unref(caps);
 }
 
-// Wait for the pipeline to reach its state (ASYNC_DONE) or fail, bounded by the timeout.
+// Wait for the pipeline to reach its state (ASYNC_DONE) or fail: no progress (no packet into the
+// decoder) for timeout_ms is a stall.
 static int wait_async(vm_decoder *d, vm_error *err) {
-    GstMessage *msg = gst_bus_timed_pop_filtered(d->bus, (GstClockTime)d->opt.timeout_ms * GST_MSECOND,
-                                                 GST_MESSAGE_ASYNC_DONE | GST_MESSAGE_ERROR);
-    if (!msg) return vm_fail(err, VM_ETIMEOUT, "%s: decoder did not preroll within %d ms", d->name, d->opt.timeout_ms);
-    int rc = 0;
-    if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) rc = fail_gst_error(err, d->name, msg, NULL);
-    gst_message_unref(msg);
-    return rc;
+    gint64 start = g_get_monotonic_time();
+    int64_t seen = -1;
+    for (;;) {
+        GstMessage *msg = gst_bus_timed_pop_filtered(d->bus, POLL_NS, GST_MESSAGE_ASYNC_DONE | GST_MESSAGE_ERROR);
+        if (msg) {
+            int rc = 0;
+            if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) rc = fail_gst_error(err, d->name, msg, NULL);
+            gst_message_unref(msg);
+            return rc;
+        }
+        int64_t now_seen = __atomic_load_n(&d->decoded, __ATOMIC_RELAXED) + __atomic_load_n(&d->skipped, __ATOMIC_RELAXED);
+        if (now_seen != seen) {
+            seen = now_seen;
+            start = g_get_monotonic_time();
+        }
+        if ((g_get_monotonic_time() - start) / 1000 > d->opt.timeout_ms)
+            return vm_fail(err, VM_ETIMEOUT, "%s: stalled: the decoder did not preroll within %d ms", d->name,
+                           d->opt.timeout_ms);
+    }
 }
 
 static int build_pipeline(vm_decoder *d, vm_error *err) {
@@ -1055,7 +1068,15 @@ static int do_seek(vm_decoder *d, int64_t t, vm_error *err) {
 // Pull the next picture, watching the bus.  Returns 1 with *out, 0 at end of stream, or an error.
 static int pull(vm_decoder *d, GstSample **out, vm_error *err) {
     gint64 start = g_get_monotonic_time();
+    int64_t seen = -1;
     for (;;) {
+        // Progress is any packet into the decoder: skipping to a far frame of a long GOP may pass
+        // nothing to the appsink for seconds, and that is no stall.
+        int64_t now_seen = __atomic_load_n(&d->decoded, __ATOMIC_RELAXED) + __atomic_load_n(&d->skipped, __ATOMIC_RELAXED);
+        if (now_seen != seen) {
+            seen = now_seen;
+            start = g_get_monotonic_time();
+        }
         GstSample *s = gst_app_sink_try_pull_sample(GST_APP_SINK(d->sink), POLL_NS);
         if (s) { *out = s; return 1; }
         GstMessage *msg = gst_bus_pop_filtered(d->bus, GST_MESSAGE_ERROR);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <gst/gst.h>
 #include <gst/app/gstappsrc.h>
+#include "common/io.h"
 #include "common/rng.h"
 #include "decoder/decoder.h"
 #include "tests/harness.h"
@@ -460,6 +461,22 @@ TEST(error_audio_only) {
     gst_element_set_state(pl, GST_STATE_NULL);
     gst_object_unref(pl);
     expect_open_error(p, VM_ENOTFOUND, "no video stream");
+}
+
+// A source that never delivers (a UDP port nobody sends to): a timeout naming the URI, in bounded time.
+TEST(error_stalled_stream_times_out) {
+    char uri[64];
+    snprintf(uri, sizeof uri, "udp://127.0.0.1:%d", 40000 + (int)(getpid() % 20000));
+    vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
+    o.timeout_ms = 700;
+    vm_error err = {0};
+    double t0 = vm_now();
+    vm_decoder *d = vm_decoder_open(uri, &o, &err);
+    double dt = vm_now() - t0;
+    if (d) vm_decoder_close(d);
+    CHECK(!d && err.code == VM_ETIMEOUT, "code %d: %s", err.code, err.msg);
+    CHECK(strstr(err.msg, uri) && strstr(err.msg, "stalled") && strstr(err.msg, "700 ms"), "%s", err.msg);
+    CHECK(dt < 5.0, "took %.1f s", dt);
 }
 
 // Take every VP8 decoder out of autoplugging (rank NONE), as on a machine without the plugin.
