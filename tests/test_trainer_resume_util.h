@@ -12,7 +12,7 @@
 #include "trainer/safetensors.h"
 
 // configs/tiny.ini values (tests must not depend on the working directory), 1 thread, no warmups.
-static vm_config loop_tiny(const char *out_dir) {
+static __attribute__((unused)) vm_config loop_tiny(const char *out_dir) {
     vm_config c;
     vm_config_defaults(&c);
     c.run.threads = 1, c.run.seed = 7, c.run.log_every = 1000;
@@ -28,7 +28,7 @@ static vm_config loop_tiny(const char *out_dir) {
 
 // Pair n of seed: a smooth two-colour gradient with a bright square whose place moves a little
 // between the two views (what a video's frames do), so that reconstruction has something to learn.
-static void loop_pair(uint8_t *px, int S, uint64_t seed, int n) {
+static __attribute__((unused)) void loop_pair(uint8_t *px, int S, uint64_t seed, int n) {
     vm_rng g;
     vm_rng_init(&g, seed, (uint64_t)n);
     int c0[3], c1[3];
@@ -45,7 +45,7 @@ static void loop_pair(uint8_t *px, int S, uint64_t seed, int n) {
 }
 
 // Write nfiles proto batch files of per_file pairs of S x S into dir (created).
-static void loop_write_batches(const char *dir, int nfiles, int per_file, int S, uint64_t seed) {
+static __attribute__((unused)) void loop_write_batches(const char *dir, int nfiles, int per_file, int S, uint64_t seed) {
     mkdir(dir, 0755);
     vm_batch_header h = {.batch = (uint32_t)per_file, .views = 2, .height = (uint32_t)S, .width = (uint32_t)S,
                          .codec = VM_BATCH_CODEC_LZ4};
@@ -67,7 +67,7 @@ static void loop_write_batches(const char *dir, int nfiles, int per_file, int S,
 }
 
 // Whole file into memory (NUL-terminated); *len its size.
-static char *loop_slurp(const char *path, size_t *len) {
+static __attribute__((unused)) char *loop_slurp(const char *path, size_t *len) {
     FILE *fp = fopen(path, "rb");
     if (!fp) return NULL;
     fseek(fp, 0, SEEK_END);
@@ -83,7 +83,7 @@ static char *loop_slurp(const char *path, size_t *len) {
 
 // metrics.jsonl with the timing fields ("step_s", "wait_s", "time_s": the rest of each line) cut off,
 // so that two runs can be compared byte for byte.
-static char *loop_metrics_without_times(const char *run_dir) {
+static __attribute__((unused)) char *loop_metrics_without_times(const char *run_dir) {
     char path[1024];
     snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
     char *s = loop_slurp(path, NULL);
@@ -102,7 +102,7 @@ static char *loop_metrics_without_times(const char *run_dir) {
     return out;
 }
 
-static int loop_count_lines(const char *s) {
+static __attribute__((unused)) int loop_count_lines(const char *s) {
     int n = 0;
     for (; *s; s++) n += *s == '\n';
     return n;
@@ -110,7 +110,7 @@ static int loop_count_lines(const char *s) {
 
 // Two safetensors files hold the same tensors bitwise and the same metadata except "config" (which
 // names the run directory).
-static void loop_same_checkpoint(const char *pa, const char *pb) {
+static __attribute__((unused)) void loop_same_checkpoint(const char *pa, const char *pb) {
     vm_st_file *a, *b;
     vm_error err = {0};
     CHECK_OK(vm_st_read(&a, pa, &err), err);
