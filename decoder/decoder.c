@@ -97,7 +97,7 @@ static int fail_gst_error(vm_error *err, const char *name, GstMessage *msg, cons
     gst_message_parse_error(msg, &ge, &dbg);
     int code = VM_EIO;
     if (ge->domain == GST_RESOURCE_ERROR) {
-        code = (ge->code == GST_RESOURCE_ERROR_NOT_FOUND || ge->code == GST_RESOURCE_ERROR_OPEN_READ) ? VM_EIO : VM_EIO;
+        code = ge->code == GST_RESOURCE_ERROR_NOT_FOUND ? VM_ENOTFOUND : VM_EIO;
     } else if (ge->domain == GST_STREAM_ERROR) {
         if (ge->code == GST_STREAM_ERROR_CODEC_NOT_FOUND || ge->code == GST_STREAM_ERROR_WRONG_TYPE)
             code = VM_EUNSUPPORTED;

@@ -57,7 +57,8 @@ void vm_decoder_options_default(vm_decoder_options *opt);
 typedef struct vm_video_info {
     int64_t frames;          // exact number of frames in presentation order
     const int64_t *pts;      // [frames] presentation timestamps in ns, strictly ascending
-    const uint8_t *keyframe; // [frames] 1 where the frame is a keyframe (decoding may start there)
+    const uint8_t *keyframe; // [frames] 1 where the frame is a keyframe (decoding may start there);
+                             // an I-frame found to be no clean entry point while reading is cleared
     int64_t duration_ns;     // container duration, or last pts + last frame gap when the header has none
     double avg_fps;          // frames / duration (informational only; never used to find frames)
     int width, height;       // display size of the stream (pixel aspect ratio applied), before rotation
