@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "common/io.h"
@@ -127,4 +130,32 @@ TEST(ctrl_c_checkpoints_and_train_resume_continues) {
     CHECK_EQ_INT(metrics_lines(run), n + 2);
     CHECK_OK(vm_state_peek(path, &ts, NULL, &err), err);
     CHECK_EQ_INT(ts.step, n + 2);
+
+    // And from the pipeline: the trainer resumes on a free port, one worker connects.
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &alen) == 0);
+    close(fd);
+    char ep[64], set_ep[128], until[32], log[1200];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", ntohs(a.sin_port));
+    snprintf(set_ep, sizeof set_ep, "pipeline.endpoint=%s", ep);
+    snprintf(until, sizeof until, "%d", n + 4);
+    char *targv[] = {access(trainer, X_OK) == 0 ? trainer : (char *)bin, "train", "--resume", run, "--set", set_ep,
+                     "--stop-after", until, NULL};
+    char *wargv[] = {(char *)bin, "worker", "--connect", ep, NULL};
+    snprintf(log, sizeof log, "%s.resume.log", run);
+    pid_t tp = spawn_logged(targv, log);
+    snprintf(log, sizeof log, "%s.worker.log", run);
+    pid_t wp = spawn_logged(wargv, log);
+    t0 = vm_now();
+    while (waitpid(tp, &st, WNOHANG) == 0 && vm_now() - t0 < 60) usleep(50000);
+    int done = vm_now() - t0 < 60;
+    if (!done) kill(tp, SIGKILL), waitpid(tp, &st, 0);
+    for (int k = 0; k < 100 && waitpid(wp, NULL, WNOHANG) == 0; k++) usleep(20000);
+    if (kill(wp, SIGTERM) == 0) waitpid(wp, NULL, 0);
+    CHECK(done && WIFEXITED(st) && WEXITSTATUS(st) == 0, "resumed trainer: status %d (see %s.resume.log)", st, run);
+    CHECK_EQ_INT(metrics_lines(run), n + 4);
+    CHECK_OK(vm_state_peek(path, &ts, NULL, &err), err);
+    CHECK_EQ_INT(ts.step, n + 4);
 }
