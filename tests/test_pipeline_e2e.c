@@ -326,3 +326,49 @@ TEST(worker_in_another_network_namespace_over_veth) {
     CHECK_EQ_INT(ts, 0);
     CHECK_EQ_INT(ws, 0);
 }
+
+TEST(cli_run_starts_trainer_and_workers_and_reports_a_dead_worker) {
+    alarm(180);
+    const char *b = bin();
+    const char *d = synth_dir();
+    if (access("configs/tiny.ini", R_OK)) SKIP("configs/tiny.ini not found (run from the repository root)");
+    char *probe[] = {(char *)b, "train", "--help", NULL};
+    if (reap(spawn(probe), 20) != 0) SKIP("this binary has no `vicmae train` yet");
+    char setdata[800], setcache[800], setout[800], log[800];
+    snprintf(setdata, sizeof setdata, "data.path=%s", d);
+    snprintf(setcache, sizeof setcache, "decoder.index_cache=%s/index-cache", vt_tmpdir());
+    snprintf(setout, sizeof setout, "run.out_dir=%s/run", vt_tmpdir());
+    snprintf(log, sizeof log, "%s/run.log", vt_tmpdir());
+    char *argv[] = {(char *)b, "run", "--config", "configs/tiny.ini", "--workers", "2", "--set", setdata, "--set", setcache,
+                    "--set", setout, "--set", "pipeline.endpoint=tcp://127.0.0.1:*", "--set", "optim.steps=40",
+                    "--set", "decoder.decode_short_side=48", "--set", "pipeline.lease_timeout_ms=1000",
+                    "--set", "pipeline.credits=2", NULL};
+    fflush(NULL);
+    pid_t run = fork();
+    CHECK(run >= 0);
+    if (run == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 2), dup2(fd, 1);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    // Once the workers run (children of `run` named "vicmae worker"), kill one with SIGKILL.
+    char cmd[1200];
+    pid_t victim = 0;
+    for (int i = 0; i < 300 && !victim; i++) {
+        snprintf(cmd, sizeof cmd, "pgrep -P %d -f 'vicmae worker' | head -1", (int)run);
+        FILE *p = popen(cmd, "r");
+        int pid = 0;
+        if (p && fscanf(p, "%d", &pid) == 1 && pid > 0) victim = pid;
+        if (p) pclose(p);
+        if (!victim) usleep(50000);
+    }
+    CHECK(victim > 0, "no worker process appeared under vicmae run (pid %d)", (int)run);
+    usleep(1500 * 1000);  // let it join and take leases
+    kill(victim, SIGKILL);
+    CHECK_EQ_INT(reap(run, 150), 0);  // the trainer finished with the other worker
+    snprintf(cmd, sizeof cmd, "grep -q 'worker-[0-9] died: Killed' %s", log);
+    CHECK(system(cmd) == 0, "vicmae run did not report the dead worker (see %s)", log);
+    snprintf(cmd, sizeof cmd, "test -s %s/run/metrics.jsonl", vt_tmpdir());
+    CHECK(system(cmd) == 0, "the trainer wrote no metrics.jsonl in %s/run", vt_tmpdir());
+}
