@@ -62,18 +62,20 @@ def main():
 
     for _ in range(a.warmup):
         step()
-    times = []
+    times, cpu = [], []
     for _ in range(a.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = step()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     if not math.isfinite(loss.item()):
         raise SystemExit("torch_cpu_step: loss is %g" % loss.item())
     best, mean_t = min(times), sum(times) / len(times)
-    print("torch %s cpu, %d threads: %d pairs of %dx%d: step best %.1f ms, mean %.1f ms, %.2f pairs/s, loss %.4f" % (
+    print("torch %s cpu, %d threads: %d pairs of %dx%d: step best %.1f ms, mean %.1f ms, %.2f pairs/s, cpu time %.1f ms, loss %.4f" % (
         torch.__version__, torch.get_num_threads(), a.batch, a.img, a.img, best * 1e3, mean_t * 1e3, a.batch / best,
-        loss.item()))
-    print("result impl=torch-cpu batch=%d step_ms=%.3f mean_ms=%.3f" % (a.batch, best * 1e3, mean_t * 1e3))
+        min(cpu) * 1e3, loss.item()))
+    print("result impl=torch-cpu batch=%d step_ms=%.3f mean_ms=%.3f cpu_ms=%.3f" % (a.batch, best * 1e3, mean_t * 1e3,
+                                                                                  min(cpu) * 1e3))
 
 
 if __name__ == "__main__":
