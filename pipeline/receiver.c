@@ -82,6 +82,8 @@ struct vm_receiver {
     int staged;
     uint8_t *staging;      // one chunk's pixels, for a chunk split across batches
     int ended;
+    struct pend { qent *c; uint8_t *dst; } *pend;  // whole chunks of this batch, decoded together
+    int pendcap;
 };
 
 void vm_receiver_opts_default(vm_receiver_opts *o) {
@@ -686,15 +688,60 @@ static void recycle(vm_receiver *r, qent *e) {
     pthread_mutex_unlock(&r->mu);
 }
 
+// Drop the whole chunks recorded for a batch that will not be returned (drop_last tail).
+static void release_pending(vm_receiver *r, int npend) {
+    for (int i = 0; i < npend; i++) release_chunk(r, r->pend[i].c);
+}
+
+// LZ4-decode the noted whole chunks straight into the caller's buffer, in parallel (the trainer's
+// OpenMP threads; on a GPU node they are idle while the host waits anyway), then give their credits
+// back.  Returns how many failed their checksum (why: the last reason).
+static int flush_pending(vm_receiver *r, int npend, char *why, size_t whycap) {
+    int bad = 0;
+    // Threads pay off only for sizeable batches (a team costs tens of microseconds to wake).
+    size_t raw = 0;
+    for (int i = 0; i < npend; i++) raw += (size_t)r->pend[i].c->v.h.raw_size;
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : bad) if (npend > 1 && raw >= ((size_t)4 << 20))
+    for (int i = 0; i < npend; i++) {
+        qent *c = r->pend[i].c;
+        vm_error e = {0};
+        if (vm_batch_decode_pixels(&c->v, r->pend[i].dst, (size_t)c->v.h.batch * r->sample_bytes, &e)) {
+            bad++;
+#pragma omp critical
+            snprintf(why, whycap, "unit %" PRIu64 ": %s", c->v.h.work_unit, e.msg);
+        }
+    }
+    release_pending(r, npend);
+    return bad;
+}
+
 int vm_receiver_next_batch_ex(vm_receiver *r, uint8_t *views, vm_sample_meta *meta, vm_view_meta *view_meta,
                               int batch_size, uint32_t *epoch, double *wait_seconds, vm_error *err) {
     if (wait_seconds) *wait_seconds = 0;
     if (batch_size <= 0) return vm_fail(err, VM_EINVAL, "next_batch: batch size %d", batch_size);
     if (r->ended) return 0;
-    int filled = 0;
+    if (batch_size > r->pendcap) {  // grows once, with the largest batch size asked for
+        struct pend *p = realloc(r->pend, (size_t)batch_size * sizeof *p);
+        if (!p) return vm_fail(err, VM_ENOMEM, "next_batch: out of memory");
+        r->pend = p;
+        r->pendcap = batch_size;
+    }
+    // Pass 1 (sequential): take chunks until the batch is full, copy metadata, handle the pieces of
+    // chunks split across batches through the staging buffer, and note the whole chunks.
+    int filled = 0, npend = 0, bad = 0;
+    char why[256] = "";
     double waited = 0;
     while (filled < batch_size) {
         if (!r->cur) {
+            // Never sleep on chunks we hold: their credits may be what the workers wait for (a batch
+            // can need more chunks than the workers have credits).
+            pthread_mutex_lock(&r->mu);
+            int empty = !r->qhead;
+            pthread_mutex_unlock(&r->mu);
+            if (empty && npend) {
+                bad += flush_pending(r, npend, why, sizeof why);
+                npend = 0;
+            }
             pthread_mutex_lock(&r->mu);
             double t = vm_now();
             while (!r->qhead && !r->io_dead && !r->cancelled) {
@@ -710,6 +757,7 @@ int vm_receiver_next_batch_ex(vm_receiver *r, uint8_t *views, vm_sample_meta *me
             if (!r->qhead || r->cancelled) {
                 int rc = vm_fail(err, r->cancelled ? VM_EAGAIN : VM_EIO, "%s", r->io_err);
                 pthread_mutex_unlock(&r->mu);
+                release_pending(r, npend);
                 return rc;
             }
             qent *e = r->qhead;
@@ -726,7 +774,8 @@ int vm_receiver_next_batch_ex(vm_receiver *r, uint8_t *views, vm_sample_meta *me
                     pthread_mutex_lock(&r->mu);
                     r->st.dropped_tail += filled;
                     pthread_mutex_unlock(&r->mu);
-                    filled = 0;
+                    release_pending(r, npend);
+                    filled = npend = 0;
                 }
                 if (kind == Q_RUN_END) break;
                 continue;
@@ -738,26 +787,26 @@ int vm_receiver_next_batch_ex(vm_receiver *r, uint8_t *views, vm_sample_meta *me
         uint32_t n = c->v.h.batch, k = n - c->used;
         if (k > (uint32_t)(batch_size - filled)) k = batch_size - filled;
         uint8_t *dst = views + (size_t)filled * r->sample_bytes;
-        vm_error e = {0};
-        int rc = 0;
         if (c->used == 0 && k == n) {
-            rc = vm_batch_decode_pixels(&c->v, dst, (size_t)k * r->sample_bytes, &e);
+            r->pend[npend++] = (struct pend){c, dst};
         } else {
+            vm_error e = {0};
+            int rc = 0;
             if (!r->staged) {
                 rc = vm_batch_decode_pixels(&c->v, r->staging, (size_t)n * r->sample_bytes, &e);
                 r->staged = 1;
             }
-            if (!rc) memcpy(dst, r->staging + (size_t)c->used * r->sample_bytes, (size_t)k * r->sample_bytes);
-        }
-        if (rc) {  // checksum mismatch after parse: corrupted in memory or on the wire; skip the chunk
-            vm_warn("dropping a chunk of unit %" PRIu64 ": %s", c->v.h.work_unit, e.msg);
-            pthread_mutex_lock(&r->mu);
-            r->st.rejected++;
-            r->st.rejected_baddata++;
-            pthread_mutex_unlock(&r->mu);
-            r->cur = NULL;
-            release_chunk(r, c);
-            continue;
+            if (rc) {  // checksum mismatch after parse: corrupted in memory; skip the chunk
+                vm_warn("dropping a chunk of unit %" PRIu64 ": %s", c->v.h.work_unit, e.msg);
+                pthread_mutex_lock(&r->mu);
+                r->st.rejected++;
+                r->st.rejected_baddata++;
+                pthread_mutex_unlock(&r->mu);
+                r->cur = NULL;
+                release_chunk(r, c);
+                continue;
+            }
+            memcpy(dst, r->staging + (size_t)c->used * r->sample_bytes, (size_t)k * r->sample_bytes);
         }
         for (uint32_t i = 0; i < k; i++) {
             if (meta) vm_batch_get_sample(&c->v, c->used + i, &meta[filled + i]);
@@ -770,10 +819,20 @@ int vm_receiver_next_batch_ex(vm_receiver *r, uint8_t *views, vm_sample_meta *me
         filled += k;
         if (c->used == n) {
             r->cur = NULL;
-            release_chunk(r, c);
+            if (k != n) release_chunk(r, c);  // a whole chunk (k == n) is released after pass 2
         }
     }
+    // Pass 2: the whole chunks still pending.
+    bad += flush_pending(r, npend, why, sizeof why);
     if (wait_seconds) *wait_seconds = waited;
+    if (bad) {
+        pthread_mutex_lock(&r->mu);
+        r->st.rejected += bad;
+        r->st.rejected_baddata += bad;
+        pthread_mutex_unlock(&r->mu);
+        return vm_fail(err, VM_ECORRUPT, "next_batch: %d chunk%s failed their checksum (%s); batch discarded", bad,
+                       bad == 1 ? "" : "s", why);
+    }
     return filled;
 }
 
@@ -851,6 +910,7 @@ void vm_receiver_stop(vm_receiver *r) {
     free(r->cfg_text);
     free(r->fail_logged);
     free(r->staging);
+    free(r->pend);
     free(r->w);
     free(r->ret);
     pthread_mutex_destroy(&r->mu);

@@ -483,7 +483,11 @@ int vm_worker_run(const vm_worker_opts *opts, vm_worker_stats *stats_out, vm_err
                         pthread_mutex_unlock(&w->mu);
                         int crc = configure(w, cfgtext, err);
                         if (crc) { rc = crc; running = 0; free(cfgtext); break; }
+                        // A heartbeat at least 4 times per lease timeout, whatever the configuration
+                        // says: one late heartbeat must not make the coordinator re-issue our units.
                         hb_ms = w->cfg.pipeline.heartbeat_ms;
+                        if (hb_ms > w->cfg.pipeline.lease_timeout_ms / 4) hb_ms = w->cfg.pipeline.lease_timeout_ms / 4;
+                        if (hb_ms < 10) hb_ms = 10;
                         coord_timeout = w->cfg.pipeline.lease_timeout_ms / 1000.0;
                     }
                     free(cfgtext);
