@@ -232,7 +232,7 @@ int vm_coord_expire(vm_coord *c, double now, int *lost, int cap) {
         if (n < cap) lost[n] = i;
         n++;
     }
-    return n < cap ? n : cap;
+    return n;
 }
 
 int vm_coord_next_summary(vm_coord *c, vm_epoch_summary *out) {

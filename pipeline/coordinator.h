@@ -72,7 +72,7 @@ int vm_coord_chunk(vm_coord *c, int wid, uint32_t epoch, uint64_t unit, uint32_t
 // The worker could not produce the unit: 1 = recorded as failed (first report), 0 = stale, ignored.
 int vm_coord_fail(vm_coord *c, int wid, uint32_t epoch, uint64_t unit, int code);
 // Declare workers silent for longer than lease_timeout lost (their leases re-issued); writes up to
-// cap of their ids into lost[] and returns how many were lost.
+// cap of their ids into lost[] and returns how many were lost (possibly more than cap).
 int vm_coord_expire(vm_coord *c, double now, int *lost, int cap);
 
 // Pop the summary of a completed epoch (1) or return 0 when none is pending.  Call after each

@@ -548,14 +548,14 @@ static void *io_main(void *arg) {
         for (int i = 0; i < 256 && recv_one(r, now); i++) {}
         if (now - r->last_expire >= tick_ms / 1000.0) {
             r->last_expire = now;
-            int lost[64];
-            int n = vm_coord_expire(r->coord, now, lost, 64);
-            for (int i = 0; i < n; i++) {
-                char why[96];
-                snprintf(why, sizeof why, "lost: no message for %.1f s; its units are re-issued",
-                         r->cfg.pipeline.lease_timeout_ms / 1000.0);
-                if (r->w[lost[i]].alive) vm_warn("worker %d (%s pid %d) %s", lost[i], r->w[lost[i]].host, r->w[lost[i]].pid, why);
-                r->w[lost[i]].alive = 0;
+            int lost[1];
+            int n = vm_coord_expire(r->coord, now, lost, 1);
+            // The coordinator is the authority on who is alive: sync our table with it (any number lost).
+            for (int i = 0; n && i < r->nw; i++) {
+                if (!r->w[i].alive || vm_coord_worker_alive(r->coord, i)) continue;
+                vm_warn("worker %d (%s pid %d) lost: no message for %.1f s; its units are re-issued", i, r->w[i].host,
+                        r->w[i].pid, r->cfg.pipeline.lease_timeout_ms / 1000.0);
+                r->w[i].alive = 0;
                 pthread_mutex_lock(&r->mu);
                 r->st.workers_lost++;
                 pthread_mutex_unlock(&r->mu);
