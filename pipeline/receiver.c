@@ -116,8 +116,7 @@ static int send_to(vm_receiver *r, const uint8_t *id, size_t idlen, const vm_wir
 }
 
 static void reject(vm_receiver *r, const uint8_t *id, size_t idlen, int reason, const char *why) {
-    vm_wire_msg m = {.type = VM_MSG_REJECT, .arg = (uint32_t)reason};
-    send_to(r, id, idlen, &m, why, strlen(why));
+    // Count before telling the peer, so that whoever hears the REJECT also sees it counted.
     pthread_mutex_lock(&r->mu);
     r->st.rejected++;
     if (reason == VM_WIRE_R_MALFORMED) r->st.rejected_malformed++;
@@ -125,6 +124,8 @@ static void reject(vm_receiver *r, const uint8_t *id, size_t idlen, int reason, 
     else if (reason == VM_WIRE_R_SESSION) r->st.rejected_session++;
     else r->st.rejected_baddata++;
     pthread_mutex_unlock(&r->mu);
+    vm_wire_msg m = {.type = VM_MSG_REJECT, .arg = (uint32_t)reason};
+    send_to(r, id, idlen, &m, why, strlen(why));
 }
 
 static void send_credit(vm_receiver *r, int wid, int64_t n) {
