@@ -2,10 +2,11 @@
 //
 // Two kinds of pipeline:
 //   index:  source -> parsebin -> appsink (video packets: PTS, keyframe flag; no pixel decoded)
-//           source -> decodebin -> appsink (decoded pictures at native size: the first one, to
-//                                          find where decoding really starts, or all of them when
+//           source -> decodebin -> appsink (decoded pictures at native size: the first 16, to
+//                                          check where and how decoding starts, or all of them when
 //                                          the packets carry no usable timestamps)
-//   decode: uridecodebin -> [want probe] videoconvertscale -> capsfilter RGB WxH -> appsink
+//   decode: uridecodebin -> [want probe] videoconvertscale -> capsfilter I420 -> appsink, then
+//           libyuv scale + RGB in copy_sample
 // Every wait is bounded: samples are pulled with a short timeout while the bus is polled for errors,
 // and no progress for timeout_ms is VM_ETIMEOUT.
 #include "decoder/decoder.h"

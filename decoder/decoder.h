@@ -18,11 +18,20 @@
 // vm_video_info.index_source says which one produced it.
 //
 // Opening is cheap (index only); the decoding pipeline
-//   filesrc|uridecodebin -> decodebin -> videoconvertscale (threads) -> appsink RGB at out size
-// is built on the first read.  Colour conversion and scaling happen once, at the output size.
+//   uridecodebin (audio never decoded) -> videoconvertscale (only for non-I420 decoders) -> appsink I420
+// is built on the first read.  Each returned picture is scaled in YUV with libyuv's box filter
+// (antialiased) and converted to RGB once, at the output size, straight into the caller's buffer;
+// pictures decoded only to reach a wanted one are dropped before any conversion, and non-reference
+// H.264 pictures before a wanted one are not decoded at all.  Untagged streams get BT.601 (what
+// swscale/ffmpeg/PyAV assume), tagged ones their matrix and range.
 //
 // Threads: one vm_decoder per thread; decoders share nothing but gst_init (done once, internally).
-// Every call that can wait on GStreamer is bounded by options.timeout_ms.
+// Every call that can wait on GStreamer is bounded by options.timeout_ms of no progress.
+//
+// Limits: B-frames in AVI (no PTS in the container; GStreamer then repeats timestamps) are refused
+// at open (VM_EUNSUPPORTED); at a damaged start where the decoder drops pictures and repeats
+// timestamps, the frames that cannot be identified are refused (vm_video_info.unreadable_at).
+// Rotation tags are reported, not applied.
 #pragma once
 #include <stdint.h>
 #include "common/error.h"
@@ -45,7 +54,8 @@ typedef struct vm_decoder_options {
     int hw;                  // vm_decoder_hw: auto = let decodebin pick hardware decoders by rank;
                              // off = skip elements whose klass says "Hardware"
     int timeout_ms;          // longest wait on the pipeline for any event (default 10000)
-    int threads;             // videoconvertscale n-threads (default 1: one decoder per core)
+    int threads;             // decoder threads (avdec max-threads) and videoconvertscale threads
+                             // (default 1: one decoder per core)
     const char *index_cache; // cache directory; NULL or "" = $XDG_CACHE_HOME/vicmae or ~/.cache/vicmae;
                              // "off" = no cache (always index)
 } vm_decoder_options;
