@@ -205,6 +205,16 @@ TEST(h264_mkv_gop30) {
     check_video(p, 90, 0, VM_DEC_NATIVE, 0, 0, W, H);
 }
 
+// Open GOPs: the B-frames after each I-frame in decode order show before it and reference the
+// previous GOP, so reading them needs a seek one keyframe further back.
+TEST(h264_mkv_open_gop) {
+    const char *p = gen_video("h264_open_gop.mkv",
+                              "x264enc speed-preset=veryfast bframes=3 b-adapt=false key-int-max=30 "
+                              "option-string=\"open-gop=1:scenecut=0:min-keyint=30\" ! h264parse ! matroskamux",
+                              150, 0);
+    check_video(p, 150, 0, VM_DEC_NATIVE, 0, 0, W, H);
+}
+
 TEST(vp8_webm) {
     const char *p = gen_video("vp8.webm", "vp8enc deadline=1 keyframe-max-dist=30 ! webmmux", 90, 0);
     check_video(p, 90, 0, VM_DEC_NATIVE, 0, 0, W, H);
