@@ -184,7 +184,7 @@ static int open_manifest(vm_dataset *ds, const char *file, vm_error *err) {
     // Ids seed the sampler: two videos with one id would draw identical samples.
     vm_video *sorted = malloc((size_t)(ds->n ? ds->n : 1) * sizeof *sorted);
     if (!sorted) return vm_fail(err, VM_ENOMEM, "%s: out of memory", file);
-    memcpy(sorted, ds->videos, (size_t)ds->n * sizeof *sorted);
+    if (ds->n) memcpy(sorted, ds->videos, (size_t)ds->n * sizeof *sorted);
     qsort(sorted, ds->n, sizeof *sorted, cmp_id);
     for (int i = 1; i < ds->n && !rc; i++)
         if (sorted[i].id == sorted[i - 1].id)

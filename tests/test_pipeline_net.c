@@ -523,12 +523,9 @@ TEST(slow_consumer_bounds_worker_memory_and_queue) {
             rss1, rss2, hwm, (long long)s.worker_samples, c.samples, s.queued);
     CHECK(rss1 > 0 && rss2 > 0);
     CHECK(rss2 - rss1 < 2048, "worker RSS grew %ld kB while the trainer was slow", rss2 - rss1);
-#if defined(__SANITIZE_ADDRESS__)
-    long hwm_max = 512 * 1024;  // AddressSanitizer's shadow memory and quarantine
-#else
-    long hwm_max = 64 * 1024;
-#endif
-    CHECK(hwm < hwm_max, "worker peak RSS %ld kB", hwm);
+    // Its peak is its warm-up footprint plus at most a few chunks (a sanitizer runtime raises the
+    // footprint, not the growth); a worker that kept producing would add ~100 MB/s here.
+    CHECK(hwm - rss1 < 16 * 1024, "worker peak RSS %ld kB vs %ld kB after warm-up", hwm, rss1);
     // The receiver never holds more than the credits of the worker.
     CHECK(s.queued <= cfg.pipeline.credits, "%d chunks queued", s.queued);
     // What the worker sent beyond what the trainer took is bounded by its credits (the heartbeat
