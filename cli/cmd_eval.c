@@ -226,11 +226,13 @@ int cmd_eval(int argc, char **argv) {
     if (vm_model_create(&m, &cfg, be, max_pairs, &err)) goto fail;
     if (random_init) vm_model_init(m, (uint64_t)(seed_set ? seed : cfg.run.seed));
     else if (vm_model_load(m, ckpt, 0, &err)) goto fail;
-    fo.cache_dir = cache, fo.progress = !quiet;
+    vm_error cache_err = {0};
+    fo.cache_dir = cache, fo.progress = !quiet, fo.cache_err = &cache_err;
     fo.label = "train";
     if (vm_eval_features(m, &tr, &fo, &ftr, &err)) goto fail;
     fo.label = "val";
     if (vm_eval_features(m, &va, &fo, &fva, &err)) goto fail;
+    if (cache_err.code) fprintf(stderr, "vicmae eval: warning: feature cache not written: %s\n", cache_err.msg);
     if (save_path && save_features(save_path, &ftr, &fva, &err)) goto fail;
     if (json_path && !(json = fopen(json_path, "a"))) {
         vm_fail(&err, VM_EIO, "%s: cannot append", json_path);

@@ -28,6 +28,8 @@ typedef struct vm_feature_opts {
     const char *cache_dir;  // NULL = no cache; else <cache_dir>/feat-<key>.safetensors is read or written
     int progress;           // 1 = progress line on stderr (a \r-updated line, ended by \n)
     const char *label;      // name in the progress line ("train", "val")
+    vm_error *cache_err;    // when non-NULL: a cache file that could not be written is reported
+                            // here (code != 0); the features are returned all the same
 } vm_feature_opts;
 void vm_feature_opts_default(vm_feature_opts *o);
 

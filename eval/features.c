@@ -143,8 +143,7 @@ int vm_eval_features(vm_model *m, const vm_imagefolder *f, const vm_feature_opts
         };
         const char *meta[] = {"key", key, "root", f->root, NULL};
         // A cache that cannot be written costs time next run, not correctness: report and go on.
-        if (vm_mkdirs(o->cache_dir, &e) || vm_st_write(path, t, 2, meta, &e))
-            fprintf(stderr, "eval: feature cache not written: %s\n", e.msg);
+        if ((vm_mkdirs(o->cache_dir, &e) || vm_st_write(path, t, 2, meta, &e)) && o->cache_err) *o->cache_err = e;
     }
     return 0;
 }

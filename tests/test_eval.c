@@ -307,6 +307,15 @@ TEST(features_knn_linear_on_generated_folder) {
     CHECK_OK(vm_eval_features(m, &tr, &fo, &again, &err), err);
     CHECK(memcmp(again.x, ftr.x, (size_t)ftr.n * ftr.dim * sizeof(float)), "stale cache hit");
     vm_feature_set_free(&again);
+    // A cache that cannot be written (its directory would be under a regular file) is reported
+    // through cache_err; the features still come back.
+    char bad[1100];
+    snprintf(bad, sizeof bad, "%s/c0_red/notes.txt/cache", vad);
+    vm_error cerr = {0};
+    fo.cache_dir = bad, fo.cache_err = &cerr;
+    CHECK_OK(vm_eval_features(m, &va, &fo, &again, &err), err);
+    CHECK(cerr.code != 0 && again.n == va.n, "cache error %d", cerr.code);
+    vm_feature_set_free(&again);
     vm_feature_set_free(&ftr), vm_feature_set_free(&fva);
     vm_imagefolder_free(&tr), vm_imagefolder_free(&va);
     vm_model_free(m);
