@@ -2,9 +2,12 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <stdlib.h>
 #include "common/log.h"
+#include "eval/export.h"
 
-int vm_cli_config(int *argc, char **argv, vm_config *cfg) {
+// base_text: INI text loaded when no --config is given (NULL: configs/demo.ini when present).
+static int cli_config(int *argc, char **argv, vm_config *cfg, const char *base_text, const char *base_origin) {
     const char *path = NULL;
     const char *sets[256];
     int nsets = 0, out = 1;
@@ -26,7 +29,12 @@ int vm_cli_config(int *argc, char **argv, vm_config *cfg) {
     argv[out] = NULL;
     vm_config_defaults(cfg);
     vm_error err = {0};
-    if (!path && access("configs/demo.ini", R_OK) == 0) path = "configs/demo.ini";
+    if (!path && base_text) {
+        if (vm_config_load_text(cfg, base_text, base_origin, &err)) {
+            fprintf(stderr, "vicmae: %s\n", err.msg);
+            return 2;
+        }
+    } else if (!path && access("configs/demo.ini", R_OK) == 0) path = "configs/demo.ini";
     if (path && vm_config_load(cfg, path, &err)) {
         fprintf(stderr, "vicmae: %s\n", err.msg);
         return 2;
@@ -41,6 +49,26 @@ int vm_cli_config(int *argc, char **argv, vm_config *cfg) {
         return 2;
     }
     return 0;
+}
+
+int vm_cli_config(int *argc, char **argv, vm_config *cfg) { return cli_config(argc, argv, cfg, NULL, NULL); }
+
+int vm_cli_config_ckpt(int *argc, char **argv, const char *ckpt, vm_config *cfg) {
+    int have_config = 0;
+    for (int i = 1; i < *argc; i++)
+        if (!strcmp(argv[i], "--config") || !strncmp(argv[i], "--config=", 9)) have_config = 1;
+    if (have_config || !ckpt) return cli_config(argc, argv, cfg, NULL, NULL);
+    char *ini = NULL;
+    vm_error err = {0};
+    if (vm_ckpt_config(ckpt, &ini, &err)) {
+        fprintf(stderr, "vicmae %s: %s\n", argv[0], err.msg);
+        return 2;
+    }
+    char origin[VM_PATH_MAX + 32];
+    snprintf(origin, sizeof origin, "%s (stored config)", ckpt);
+    int rc = cli_config(argc, argv, cfg, ini, origin);
+    free(ini);
+    return rc;
 }
 
 const char *vm_cli_self(void) {

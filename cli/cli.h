@@ -12,5 +12,8 @@
 // vm_cli_config consumes them from argv (compacting argv, updating *argc), loads and validates.
 // On error it prints the reason and returns non-zero.
 int vm_cli_config(int *argc, char **argv, vm_config *cfg);
+// The same for commands that read a checkpoint: without --config, the configuration stored in
+// the checkpoint (its "config" metadata) is the base that --set applies to.
+int vm_cli_config_ckpt(int *argc, char **argv, const char *ckpt, vm_config *cfg);
 // Path of the running binary's sibling (e.g. to start `vicmae worker` processes).
 const char *vm_cli_self(void);

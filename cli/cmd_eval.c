@@ -39,51 +39,6 @@ static int usage(void) {
     return 2;
 }
 
-// Effective configuration: --config/--set when --config is given, else the checkpoint's stored
-// INI (written to a temporary file so that --set still applies the usual way).
-static int load_config(int *argc, char **argv, const char *ckpt, vm_config *cfg) {
-    int have = 0;
-    for (int i = 1; i < *argc; i++)
-        if (!strcmp(argv[i], "--config") || !strncmp(argv[i], "--config=", 9)) have = 1;
-    char tmp[64] = "";
-    char **args = calloc((size_t)*argc + 3, sizeof *args);
-    if (!args) return 1;
-    memcpy(args, argv, (size_t)*argc * sizeof *args);
-    int n = *argc;
-    if (!have && ckpt) {
-        char *ini = NULL;
-        vm_error err = {0};
-        if (vm_ckpt_config(ckpt, &ini, &err)) {
-            fprintf(stderr, "vicmae %s: %s\n", argv[0], err.msg);
-            free(args);
-            return 2;
-        }
-        snprintf(tmp, sizeof tmp, "/tmp/vicmae-eval-XXXXXX");
-        int fd = mkstemp(tmp);
-        FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
-        int bad = !fp || fputs(ini, fp) < 0;
-        if (fp) bad |= fclose(fp) != 0;
-        free(ini);
-        if (bad) {
-            fprintf(stderr, "vicmae %s: %s: cannot write the stored configuration\n", argv[0], tmp);
-            if (fd >= 0) unlink(tmp);
-            free(args);
-            return 1;
-        }
-        args[n++] = "--config";
-        args[n++] = tmp;
-    }
-    args[n] = NULL;
-    int rc = vm_cli_config(&n, args, cfg);
-    if (tmp[0]) unlink(tmp);
-    // vm_cli_config compacted args: copy the remaining options back.
-    for (int i = 0; i < n; i++) argv[i] = args[i];
-    argv[n] = NULL;
-    *argc = n;
-    free(args);
-    return rc;
-}
-
 static int parse_int(const char *opt, const char *v, int lo, int *out) {
     char *end;
     long x = strtol(v, &end, 10);
@@ -141,7 +96,7 @@ int cmd_eval(int argc, char **argv) {
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--ckpt")) ckpt = argv[i + 1];
     vm_config cfg;
-    int rc = load_config(&argc, argv, ckpt, &cfg);
+    int rc = vm_cli_config_ckpt(&argc, argv, ckpt, &cfg);
     if (rc) return rc;
 
     const char *train_dir = NULL, *val_dir = NULL, *cache = NULL, *json_path = NULL, *backend = NULL, *pool = NULL,

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include "cli/cli.h"
 #include "eval/export.h"
 
@@ -17,60 +16,27 @@ static int usage(void) {
 
 int cmd_export(int argc, char **argv) {
     const char *ckpt = NULL, *out = NULL;
-    int have_config = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(), 0;
-        if (!strcmp(argv[i], "--config") || !strncmp(argv[i], "--config=", 9)) have_config = 1;
         if (!strcmp(argv[i], "--ckpt") && i + 1 < argc) ckpt = argv[i + 1];
     }
     if (!ckpt) {
         fprintf(stderr, "vicmae export: --ckpt is required\n");
         return usage();
     }
-    // The checkpoint's own configuration, through a temporary file so that --set still applies.
-    char tmp[64] = "";
-    char **args = calloc((size_t)argc + 3, sizeof *args);
-    if (!args) return 1;
-    memcpy(args, argv, (size_t)argc * sizeof *args);
-    int n = argc;
-    vm_error err = {0};
-    if (!have_config) {
-        char *ini = NULL;
-        if (vm_ckpt_config(ckpt, &ini, &err)) {
-            fprintf(stderr, "vicmae export: %s\n", err.msg);
-            free(args);
-            return 2;
-        }
-        snprintf(tmp, sizeof tmp, "/tmp/vicmae-export-XXXXXX");
-        int fd = mkstemp(tmp);
-        FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
-        int bad = !fp || fputs(ini, fp) < 0;
-        if (fp) bad |= fclose(fp) != 0;
-        free(ini);
-        if (bad) {
-            fprintf(stderr, "vicmae export: %s: cannot write the stored configuration\n", tmp);
-            if (fd >= 0) unlink(tmp);
-            free(args);
-            return 1;
-        }
-        args[n++] = "--config";
-        args[n++] = tmp;
-    }
-    args[n] = NULL;
     vm_config cfg;
-    int rc = vm_cli_config(&n, args, &cfg);
-    if (tmp[0]) unlink(tmp);
-    if (rc) { free(args); return rc; }
+    vm_error err = {0};
+    int n = argc;
+    int rc = vm_cli_config_ckpt(&n, argv, ckpt, &cfg);  // consumes --config/--set
+    if (rc) return rc;
     for (int i = 1; i < n; i++) {
-        if (!strcmp(args[i], "--ckpt") && i + 1 < n) i++;
-        else if (!strcmp(args[i], "--timm") && i + 1 < n) out = args[++i];
+        if (!strcmp(argv[i], "--ckpt") && i + 1 < n) i++;
+        else if (!strcmp(argv[i], "--timm") && i + 1 < n) out = argv[++i];
         else {
-            fprintf(stderr, "vicmae export: unexpected argument '%s'\n", args[i]);
-            free(args);
+            fprintf(stderr, "vicmae export: unexpected argument '%s'\n", argv[i]);
             return usage();
         }
     }
-    free(args);
     if (!out) {
         fprintf(stderr, "vicmae export: --timm OUT.safetensors is required\n");
         return usage();

@@ -245,13 +245,26 @@ typedef struct {
     const char *path;
     vm_error *err;
     int failed;
-    FILE *fp;
-    int lineno;  // lines read so far: Debian's inih does not pass line numbers to the handler
+    FILE *fp;          // source: a file, or
+    const char *text;  // a string (advanced as it is read)
+    int lineno;        // lines read so far: Debian's inih does not pass line numbers to the handler
 } load_ctx;
 
 static char *count_lines_reader(char *buf, int size, void *stream) {
     load_ctx *ctx = stream;
-    char *r = fgets(buf, size, ctx->fp);
+    char *r;
+    if (ctx->fp) {
+        r = fgets(buf, size, ctx->fp);
+    } else {
+        if (!*ctx->text || size < 2) return NULL;
+        const char *nl = strchr(ctx->text, '\n');
+        size_t n = nl ? (size_t)(nl - ctx->text) + 1 : strlen(ctx->text);
+        if (n > (size_t)size - 1) n = (size_t)size - 1;
+        memcpy(buf, ctx->text, n);
+        buf[n] = 0;
+        ctx->text += n;
+        r = buf;
+    }
     if (r) ctx->lineno++;
     return r;
 }
@@ -275,12 +288,20 @@ static int on_key(void *user, const char *section, const char *name, const char 
 int vm_config_load(vm_config *cfg, const char *path, vm_error *err) {
     FILE *fp = fopen(path, "r");
     if (!fp) return vm_fail(err, VM_EIO, "%s: %s", path, strerror(errno));
-    load_ctx ctx = {cfg, path, err, 0, fp, 0};
+    load_ctx ctx = {cfg, path, err, 0, fp, NULL, 0};
     int rc = ini_parse_stream(count_lines_reader, &ctx, on_key, &ctx);
     fclose(fp);
     if (ctx.failed) return VM_EINVAL;
     if (rc > 0) return vm_fail(err, VM_EINVAL, "%s:%d: syntax error (expected [section] or key = value)", path, rc);
     if (rc < 0) return vm_fail(err, VM_EIO, "%s: could not be read", path);
+    return 0;
+}
+
+int vm_config_load_text(vm_config *cfg, const char *text, const char *origin, vm_error *err) {
+    load_ctx ctx = {cfg, origin, err, 0, NULL, text, 0};
+    int rc = ini_parse_stream(count_lines_reader, &ctx, on_key, &ctx);
+    if (ctx.failed) return VM_EINVAL;
+    if (rc > 0) return vm_fail(err, VM_EINVAL, "%s:%d: syntax error (expected [section] or key = value)", origin, rc);
     return 0;
 }
 

@@ -105,6 +105,9 @@ typedef struct vm_config {
 void vm_config_defaults(vm_config *cfg);
 // Read an INI file over the current values.  Errors name file, line, key and the allowed values.
 int vm_config_load(vm_config *cfg, const char *path, vm_error *err);
+// The same from INI text held in memory (e.g. the configuration stored in a checkpoint); origin
+// names it in messages.
+int vm_config_load_text(vm_config *cfg, const char *text, const char *origin, vm_error *err);
 // Apply "section.key=value".
 int vm_config_override(vm_config *cfg, const char *assignment, vm_error *err);
 // Set one key from text (origin names where the text came from, for messages).

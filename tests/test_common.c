@@ -70,6 +70,17 @@ TEST(config_bad_values_name_allowed) {
     CHECK(strstr(err.msg, "/nonexistent/x.ini"), "%s", err.msg);
 }
 
+TEST(config_load_text_names_origin_and_line) {
+    vm_config cfg;
+    vm_config_defaults(&cfg);
+    vm_error err = {0};
+    CHECK_OK(vm_config_load_text(&cfg, "[model]\nembed_dim = 64\n[loss]\ncontrastive = vicreg\n", "ckpt", &err), err);
+    CHECK_EQ_INT(cfg.model.embed_dim, 64);
+    CHECK_EQ_INT(cfg.loss.contrastive, VM_CON_VICREG);
+    CHECK(vm_config_load_text(&cfg, "[model]\n\ndepth = -3", "m.safetensors (stored config)", &err) == VM_EINVAL);
+    CHECK(strstr(err.msg, "m.safetensors (stored config):3") && strstr(err.msg, "depth"), "%s", err.msg);
+}
+
 TEST(config_override_and_validate) {
     vm_config cfg;
     vm_config_defaults(&cfg);
