@@ -53,6 +53,14 @@ void vm_decoder_options_default(vm_decoder_options *o) {
     o->threads = 1;
 }
 
+// The demuxers of a pipeline, watched for one that gave up (see demux_gave_up).
+#define MAX_DEMUX 4
+typedef struct {
+    GMutex lock;
+    GstElement *el[MAX_DEMUX]; // refs
+    int n;
+} demux_watch;
+
 struct vm_decoder {
     char *uri;                // file:// or any URI
     char *path;               // local path when a file (cache key), else NULL
@@ -74,6 +82,7 @@ struct vm_decoder {
     // decode pipeline (built on the first read)
     GstElement *pipe, *conv, *sink;
     GstBus *bus;
+    demux_watch demux;        // the decode pipeline's demuxers (see demux_gave_up)
     int playing;
     int clean_start;          // decoding has run from the first frame, with no seek since
     int64_t pos;              // index after the last frame pulled; -1 unknown (after a seek)
@@ -163,6 +172,73 @@ static gint autoplug_select(GstElement *bin, GstPad *pad, GstCaps *caps, GstElem
     if (klass && strstr(klass, "Decoder") && strstr(klass, "Audio")) return 2;
     if (GPOINTER_TO_INT(hw_off) && klass && strstr(klass, "Hardware")) return 2;
     return 0;
+}
+
+// ---- demuxers that give up --------------------------------------------------------------------
+// A demuxer that fails on its first read (an MP4 cut before its moov, a container cut inside its
+// header) posts an error and pauses its task.  That error often never reaches our bus: parsebin
+// and decodebin drop the errors of an element they are still plugging (until it reaches PAUSED),
+// and a demuxer whose task starts on an already pooled thread (any worker after its first file)
+// fails on a small file before that, so the pipeline just sits there with no pad, no error and no
+// EOS.  We keep the demuxers of a pipeline and ask them: a sink pad task PAUSED with no source pad
+// ever added means the demuxer found nothing it can play and will produce nothing more.  (Local
+// files are read in pull mode, where the demuxer's sink pad owns the task; in push mode the error
+// comes back as a flow return to the source, whose own error is not filtered.)
+
+static void demux_watch_init(demux_watch *w) {
+    memset(w, 0, sizeof *w);
+    g_mutex_init(&w->lock);
+}
+
+static void demux_watch_clear(demux_watch *w) {
+    for (int i = 0; i < w->n; i++) gst_object_unref(w->el[i]);
+    w->n = 0;
+    g_mutex_clear(&w->lock);
+}
+
+// deep-element-added (any streaming or application thread): remember demuxers.
+static void demux_watch_add(demux_watch *w, GstElement *el) {
+    GstElementFactory *f = gst_element_get_factory(el);
+    const char *klass = f ? gst_element_factory_get_metadata(f, GST_ELEMENT_METADATA_KLASS) : NULL;
+    if (!klass || !strstr(klass, "Demux")) return;
+    g_mutex_lock(&w->lock);
+    if (w->n < MAX_DEMUX) w->el[w->n++] = gst_object_ref(el);
+    g_mutex_unlock(&w->lock);
+}
+
+static void demux_watch_added(GstBin *bin, GstBin *sub, GstElement *el, gpointer w) { demux_watch_add(w, el); }
+
+// Name of a demuxer that gave up (copied into name[cap]), or 0 when none has.
+static int demux_gave_up(demux_watch *w, char *name, size_t cap) {
+    int found = 0;
+    g_mutex_lock(&w->lock);
+    for (int i = 0; i < w->n && !found; i++) {
+        GstElement *el = w->el[i];
+        GST_OBJECT_LOCK(el);
+        GstPad *sp = el->sinkpads ? gst_object_ref(el->sinkpads->data) : NULL;
+        int nsrc = el->numsrcpads;
+        GST_OBJECT_UNLOCK(el);
+        if (sp && nsrc == 0 && gst_pad_get_task_state(sp) == GST_TASK_PAUSED) {
+            GstElementFactory *f = gst_element_get_factory(el);
+            snprintf(name, cap, "%s", f ? gst_plugin_feature_get_name(GST_PLUGIN_FEATURE(f)) : GST_OBJECT_NAME(el));
+            found = 1;
+        }
+        if (sp) gst_object_unref(sp);
+    }
+    g_mutex_unlock(&w->lock);
+    return found;
+}
+
+// The error for a demuxer that gave up: its own message when it did reach the bus, else ours.
+static int fail_demux_gave_up(vm_error *err, const char *name, GstBus *bus, const char *demux) {
+    GstMessage *msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+    if (msg) {
+        int rc = fail_gst_error(err, name, msg, NULL);
+        gst_message_unref(msg);
+        return rc;
+    }
+    return vm_fail(err, VM_ECORRUPT, "%s: truncated or damaged container: the demuxer (%s) stopped without "
+                   "finding a playable stream", name, demux);
 }
 
 // ---- index pass -------------------------------------------------------------------------------
@@ -255,6 +331,9 @@ static int ix_run(vm_decoder *d, int decode, int64_t max_samples, ix_result *r, 
     gst_bin_add_many(GST_BIN(c.pipe), src, bin, NULL);
     gst_element_link(src, bin);
     g_signal_connect(bin, "pad-added", G_CALLBACK(ix_pad_added), &c);
+    demux_watch dw;
+    demux_watch_init(&dw);
+    g_signal_connect(c.pipe, "deep-element-added", G_CALLBACK(demux_watch_added), &dw);
     if (decode)
         g_signal_connect(bin, "autoplug-select", G_CALLBACK(autoplug_select),
                          GINT_TO_POINTER(d->opt.hw == VM_DEC_HW_OFF));
@@ -318,6 +397,11 @@ static int ix_run(vm_decoder *d, int decode, int64_t max_samples, ix_result *r, 
             gst_message_unref(msg);
             last = g_get_monotonic_time();
         }
+        char demux[64];
+        if (!g_atomic_int_get(&c.linked) && demux_gave_up(&dw, demux, sizeof demux)) {
+            rc = fail_demux_gave_up(err, d->name, bus, demux);
+            break;
+        }
         if (eos_on_bus && !g_atomic_int_get(&c.linked)) {
             g_mutex_lock(&c.lock);
             if (c.other[0])
@@ -328,9 +412,9 @@ static int ix_run(vm_decoder *d, int decode, int64_t max_samples, ix_result *r, 
             break;
         }
         if ((g_get_monotonic_time() - last) * 1000 > timeout && d->path && !g_atomic_int_get(&c.npads)) {
-            // A local file cannot stall; no stream after this long means the demuxer gave up.  (Its
-            // error can be lost: parsebin/decodebin drop errors of an element they are still
-            // autoplugging, e.g. qtdemux on an MP4 cut before its moov.)
+            // A local file cannot stall; no stream after this long means something gave up without
+            // a word.  (A demuxer that did is caught at once by demux_gave_up; this is the backstop
+            // for one whose task we cannot see.)
             rc = vm_fail(err, VM_ECORRUPT, "%s: no playable stream found within %d ms (truncated or unreadable container)",
                          d->name, d->opt.timeout_ms);
             break;
@@ -357,6 +441,7 @@ static int ix_run(vm_decoder *d, int decode, int64_t max_samples, ix_result *r, 
     gst_object_unref(bus);
     gst_object_unref(c.pipe);
     gst_object_unref(c.sink);
+    demux_watch_clear(&dw);
     g_mutex_clear(&c.lock);
     if (rc) ix_result_free(r);
     return rc;
@@ -648,6 +733,10 @@ static int build_index(vm_decoder *d, vm_error *err) {
     ix_result pr, dr;
     int rc = ix_run(d, 0, 0, &pr, err);
     if (rc) return rc;
+    if (pr.n == 0 || !pr.caps) { // a header and no packet: e.g. a file cut right after its header
+        ix_result_free(&pr);
+        return vm_fail(err, VM_ECORRUPT, "%s: truncated or damaged file: the video stream has no packet", d->name);
+    }
     GstCaps *pcaps = pr.caps;
     if ((rc = check_decoder(d, pcaps, err))) { ix_result_free(&pr); return rc; }
     gchar *codec = gst_pb_utils_get_codec_description(pcaps);
@@ -759,6 +848,7 @@ vm_decoder *vm_decoder_open(const char *uri_or_path, const vm_decoder_options *o
 
     vm_decoder *d = calloc(1, sizeof *d);
     if (!d) { vm_fail(err, VM_ENOMEM, "%s: decoder", uri_or_path); return NULL; }
+    demux_watch_init(&d->demux);
     d->opt = o;
     d->opt.index_cache = NULL; // the string is the caller's; we keep our copy in cache_dir
     d->pos = -1;
@@ -954,6 +1044,7 @@ static GstPadProbeReturn decoder_caps_probe(GstPad *pad, GstPadProbeInfo *info, 
 // decoders the configured thread count (one decoder per core by default).
 static void deep_element_added(GstBin *bin, GstBin *sub, GstElement *el, gpointer data) {
     vm_decoder *d = data;
+    demux_watch_add(&d->demux, el);
     GstElementFactory *f = gst_element_get_factory(el);
     if (!f) return;
     const char *klass = gst_element_factory_get_metadata(f, GST_ELEMENT_METADATA_KLASS);
@@ -995,6 +1086,8 @@ static int wait_async(vm_decoder *d, vm_error *err) {
             gst_message_unref(msg);
             return rc;
         }
+        char demux[64];
+        if (demux_gave_up(&d->demux, demux, sizeof demux)) return fail_demux_gave_up(err, d->name, d->bus, demux);
         int64_t now_seen = __atomic_load_n(&d->decoded, __ATOMIC_RELAXED) + __atomic_load_n(&d->skipped, __ATOMIC_RELAXED);
         if (now_seen != seen) {
             seen = now_seen;
@@ -1244,6 +1337,8 @@ int vm_decoder_read_frames(vm_decoder *d, const int64_t *idx, int n, uint8_t **d
         gst_object_unref(d->pipe);
         d->pipe = d->conv = d->sink = NULL;
         d->bus = NULL;
+        demux_watch_clear(&d->demux);
+        demux_watch_init(&d->demux);
         return rc;
     }
     for (int k = 0; k < n; k++) {
@@ -1265,6 +1360,7 @@ void vm_decoder_close(vm_decoder *d) {
         gst_object_unref(d->pipe);
     }
     if (d->bus) gst_object_unref(d->bus);
+    demux_watch_clear(&d->demux);
     if (d->cur_caps) gst_caps_unref(d->cur_caps);
     g_free(d->uri);
     free(d->path);

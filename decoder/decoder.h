@@ -26,7 +26,9 @@
 // swscale/ffmpeg/PyAV assume), tagged ones their matrix and range.
 //
 // Threads: one vm_decoder per thread; decoders share nothing but gst_init (done once, internally).
-// Every call that can wait on GStreamer is bounded by options.timeout_ms of no progress.
+// Every call that can wait on GStreamer is bounded by options.timeout_ms of no progress; a truncated
+// or damaged file fails at once (the demuxer's stopped task is checked, as its error message can be
+// dropped by decodebin/parsebin), never after the timeout, which is for sources that stall.
 //
 // Limits: B-frames in AVI (no PTS in the container; GStreamer then repeats timestamps) are refused
 // at open (VM_EUNSUPPORTED); at a damaged start where the decoder drops pictures and repeats

@@ -429,28 +429,100 @@ TEST(error_garbage_file) {
     expect_open_error(write_bytes("garbage.mp4", junk, sizeof junk), VM_ECORRUPT, "type");
 }
 
-TEST(error_truncated_mp4) {
-    // mp4mux writes the moov (the sample table) at the end: cut it off.
-    const char *p = gen_video("h264_gop30.mp4", X264(30) " ! mp4mux", 120, 0);
-    FILE *fp = fopen(p, "rb");
-    CHECK(fp);
+// Read a whole file into memory (caller frees); *n gets its size.
+static char *slurp(const char *path, size_t *n) {
+    FILE *fp = fopen(path, "rb");
+    CHECK(fp, "%s", path);
     fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
+    long size = ftell(fp);
     fseek(fp, 0, SEEK_SET);
-    char *data = malloc(n);
-    CHECK(fread(data, 1, n, fp) == (size_t)n);
+    char *data = malloc(size);
+    CHECK(data && fread(data, 1, size, fp) == (size_t)size, "%s", path);
     fclose(fp);
-    const char *t = write_bytes("truncated.mp4", data, n / 2);
+    *n = size;
+    return data;
+}
+
+// Open must fail with VM_ECORRUPT naming the file, well before the (default, 10 s) timeout: a
+// truncated file is no stalled source.  2 s is generous on purpose (a loaded CI machine); the
+// failure itself takes tens of milliseconds.
+// The message names the file and gives reason (or alt).
+static void expect_truncated_fast(const char *path, const char *reason, const char *alt) {
+    vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
+    CHECK_EQ_INT(o.timeout_ms, 10000);
+    vm_error err = {0};
+    double t0 = vm_now();
+    vm_decoder *d = vm_decoder_open(path, &o, &err);
+    double dt = vm_now() - t0;
+    if (d) vm_decoder_close(d);
+    CHECK(!d && err.code == VM_ECORRUPT, "%s: code %d: %s", path, err.code, err.msg);
+    CHECK(strstr(err.msg, path) && (strcasestr(err.msg, reason) || (alt && strcasestr(err.msg, alt))), "%s", err.msg);
+    CHECK(dt < 2.0, "%s: the error took %.2f s (%s)", path, dt, err.msg);
+}
+
+TEST(error_truncated_mp4) {
+    // mp4mux writes the moov (the sample table) at the end: cut it off, at several points.  The
+    // demuxer fails at once, but parsebin drops its error when it comes before the demuxer is
+    // fully plugged (the usual case once GStreamer's threads are pooled): no error, no EOS, no pad.
+    const char *p = gen_video("h264_gop30.mp4", X264(30) " ! mp4mux", 120, 0);
+    size_t n;
+    char *data = slurp(p, &n);
+    static const int pct[] = {10, 50, 60, 90};
+    for (int k = 0; k < 4; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "truncated%d.mp4", pct[k]);
+        // qtdemux says "no playable streams" (or "incomplete" for a cut inside the moov); when its
+        // message is dropped, we say "no playable stream".
+        expect_truncated_fast(write_bytes(name, data, n * pct[k] / 100), "playable stream", "incomplete");
+    }
+    free(data);
+    // With the moov first (faststart), a cut right after the header leaves a stream with no packet.
+    p = gen_video("h264_faststart.mp4", X264(30) " ! mp4mux faststart=true", 60, 0);
+    data = slurp(p, &n);
+    const char *mdat = memmem(data, n, "mdat", 4);
+    CHECK(mdat && mdat - data + 12 < (long)n, "no mdat box in %s", p);
+    expect_truncated_fast(write_bytes("header-only.mp4", data, mdat - data + 12), "no packet", NULL);
+    free(data);
+}
+
+// The index is built (and cached) from the whole file, then the file is cut short under the
+// decoder, e.g. a dataset being re-copied while a worker reads it.  The cache is keyed by size and
+// mtime, so a later open re-indexes instead of trusting the stale index.  Each failure is fast.
+TEST(error_truncated_after_open) {
+    const char *p = gen_video("h264_gop30.mp4", X264(30) " ! mp4mux", 120, 0);
+    size_t n;
+    char *data = slurp(p, &n);
+    const char *t = write_bytes("shrinks.mp4", data, n);
     free(data);
     vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
-    o.timeout_ms = 3000;
     vm_error err = {0};
-    vm_decoder *d = vm_decoder_open(t, &o, &err);
-    if (d) vm_decoder_close(d);
-    CHECK(!d && err.code == VM_ECORRUPT, "code %d: %s", err.code, err.msg);
-    // qtdemux says "no playable streams"; when parsebin swallows that (a GStreamer race), we say
-    // "no playable stream found within".
+    vm_decoder *a = vm_decoder_open(t, &o, &err); // reads frame 0 before the cut: pipeline running
+    CHECK(a, "%s", err.msg);
+    vm_decoder *b = vm_decoder_open(t, &o, &err); // first read after the cut: pipeline built then
+    CHECK(b, "%s", err.msg);
+    CHECK_EQ_INT(vm_decoder_info(b)->frames, 120);
+    uint8_t *f = malloc(W * H * 3);
+    int64_t first = 0, last = 119;
+    CHECK_OK(vm_decoder_read_frames(a, &first, 1, &f, NULL, &err), err);
+    CHECK(truncate(t, n * 6 / 10) == 0);
+
+    double t0 = vm_now();
+    int rc = vm_decoder_read_frames(b, &last, 1, &f, NULL, &err);
+    double dt = vm_now() - t0;
+    CHECK(rc == VM_ECORRUPT, "rc %d: %s", rc, err.msg);
     CHECK(strstr(err.msg, t) && strcasestr(err.msg, "playable stream"), "%s", err.msg);
+    CHECK(dt < 2.0, "read_frames after the cut (new pipeline) took %.2f s: %s", dt, err.msg);
+
+    t0 = vm_now();
+    rc = vm_decoder_read_frames(a, &last, 1, &f, NULL, &err);
+    dt = vm_now() - t0;
+    CHECK(rc == VM_ECORRUPT, "rc %d: %s", rc, err.msg);
+    CHECK(strstr(err.msg, t) && strstr(err.msg, "frame 119"), "%s", err.msg);
+    CHECK(dt < 2.0, "read_frames after the cut (running pipeline) took %.2f s: %s", dt, err.msg);
+    free(f);
+    vm_decoder_close(a);
+    vm_decoder_close(b);
+    expect_truncated_fast(t, "playable stream", NULL);
 }
 
 TEST(error_audio_only) {
