@@ -91,16 +91,6 @@ static int read_batch(const char *path, uint8_t **pix, int shape[5], vm_error *e
     return rc;
 }
 
-static char *config_text(const vm_config *cfg) {
-    char *text = NULL;
-    size_t n = 0;
-    FILE *fp = open_memstream(&text, &n);
-    if (!fp) return NULL;
-    vm_config_print(cfg, fp);
-    fclose(fp);
-    return text;
-}
-
 // Gather a (2, B, X) view-major host array into (B, 2, X) sample-major at dst.
 static void to_sample_major(int32_t *dst, const int32_t *src, int B, int X) {
     for (int v = 0; v < 2; v++)
@@ -248,7 +238,8 @@ int cmd_debug_step(int argc, char **argv) {
         t[n++] = (vm_st_tensor){"steps.ids_restore", "I32", 4, {steps, B, 2, L}, restore_all,
                                 (size_t)steps * B * 2 * L * 4};
     }
-    char *ini = config_text(&cfg);
+    char *ini = NULL;  // an empty "config" entry on failure
+    vm_config_to_text(&cfg, &ini, NULL, NULL);
     char nsteps[32], total[32];
     snprintf(nsteps, sizeof nsteps, "%d", steps);
     snprintf(total, sizeof total, "%d", cfg.optim.steps > 0 ? cfg.optim.steps : steps);

@@ -305,6 +305,27 @@ int vm_config_load_text(vm_config *cfg, const char *text, const char *origin, vm
     return 0;
 }
 
+int vm_config_from_text(vm_config *cfg, const char *text, const char *origin, vm_error *err) {
+    vm_config_defaults(cfg);
+    int rc = vm_config_load_text(cfg, text, origin, err);
+    return rc ? rc : vm_config_validate(cfg, err);
+}
+
+int vm_config_to_text(const vm_config *cfg, char **text, size_t *len, vm_error *err) {
+    size_t n = 0;
+    *text = NULL;
+    FILE *fp = open_memstream(text, &n);
+    if (!fp) return vm_fail(err, VM_ENOMEM, "config text: out of memory");
+    vm_config_print(cfg, fp);
+    if (fclose(fp) != 0 || !*text) {
+        free(*text);
+        *text = NULL;
+        return vm_fail(err, VM_ENOMEM, "config text: out of memory");
+    }
+    if (len) *len = n;
+    return 0;
+}
+
 int vm_config_override(vm_config *cfg, const char *assignment, vm_error *err) {
     char buf[VM_PATH_MAX + 256];
     snprintf(buf, sizeof buf, "%s", assignment);

@@ -108,6 +108,11 @@ int vm_config_load(vm_config *cfg, const char *path, vm_error *err);
 // The same from INI text held in memory (e.g. the configuration stored in a checkpoint); origin
 // names it in messages.
 int vm_config_load_text(vm_config *cfg, const char *text, const char *origin, vm_error *err);
+// Defaults, then the text, then vm_config_validate (what a worker does with the coordinator's).
+int vm_config_from_text(vm_config *cfg, const char *text, const char *origin, vm_error *err);
+// The effective configuration as INI text (vm_config_print); *text is malloc'ed, caller frees;
+// len may be NULL.
+int vm_config_to_text(const vm_config *cfg, char **text, size_t *len, vm_error *err);
 // Apply "section.key=value".
 int vm_config_override(vm_config *cfg, const char *assignment, vm_error *err);
 // Set one key from text (origin names where the text came from, for messages).

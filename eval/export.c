@@ -21,16 +21,6 @@ const char *vm_export_timm_name(const vm_config *cfg) {
     }
 }
 
-static char *config_text(const vm_config *cfg) {
-    char *text = NULL;
-    size_t n = 0;
-    FILE *fp = open_memstream(&text, &n);
-    if (!fp) return NULL;
-    vm_config_print(cfg, fp);
-    fclose(fp);
-    return text;
-}
-
 int vm_export_timm(vm_model *m, const char *path, vm_error *err) {
     const vm_config *cfg = vm_model_config(m);
     const vm_backend_ops *be = vm_model_backend(m);
@@ -38,7 +28,8 @@ int vm_export_timm(vm_model *m, const char *path, vm_error *err) {
     int nt = vm_model_num_tensors(m);
     float *p = malloc(nf * sizeof *p);
     vm_st_tensor *t = calloc((size_t)nt, sizeof *t);
-    char *ini = config_text(cfg);
+    char *ini = NULL;  // NULL on failure, reported below
+    vm_config_to_text(cfg, &ini, NULL, NULL);
     int rc = 0;
     if (!p || !t || !ini) {
         rc = vm_fail(err, VM_ENOMEM, "%s: out of memory", path);

@@ -13,7 +13,6 @@
 #include <zmq.h>
 #include "common/io.h"
 #include "common/log.h"
-#include "pipeline/cfgtext.h"
 #include "pipeline/dataset.h"
 #include "pipeline/wire.h"
 

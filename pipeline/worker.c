@@ -11,7 +11,6 @@
 #include <zmq.h>
 #include "common/io.h"
 #include "common/log.h"
-#include "pipeline/cfgtext.h"
 #include "pipeline/receiver.h"
 #include "pipeline/wire.h"
 

@@ -3,7 +3,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "common/io.h"
-#include "pipeline/cfgtext.h"
 #include "pipeline/coordinator.h"
 #include "pipeline/dataset.h"
 #include "pipeline/wire.h"

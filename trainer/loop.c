@@ -180,16 +180,6 @@ static int replay_take(replay *r, uint8_t *views, int B, vm_error *err) {
 
 // ---- metrics, checkpoints -------------------------------------------------------------------------
 
-static char *config_text(const vm_config *cfg) {
-    char *text = NULL;
-    size_t n = 0;
-    FILE *fp = open_memstream(&text, &n);
-    if (!fp) return NULL;
-    vm_config_print(cfg, fp);
-    fclose(fp);
-    return text;
-}
-
 // Keep the lines of metrics.jsonl whose "step" is <= step (a resumed run rewrites what follows).
 static int metrics_truncate(const char *path, long step, vm_error *err) {
     FILE *fp = fopen(path, "r");
@@ -294,7 +284,8 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
     uint8_t *msgbuf = NULL;
     size_t msgcap = 0;
     FILE *metrics = NULL;
-    char *ini = config_text(cfg);
+    char *ini = NULL;  // NULL on failure, reported below
+    vm_config_to_text(cfg, &ini, NULL, NULL);
     vm_train_state st = {.seed = (uint64_t)cfg->run.seed};
     long steps_per_epoch = 0, epochs = cfg->pipeline.epochs ? cfg->pipeline.epochs : cfg->optim.epochs;
     long epoch_offset = 0;  // pipeline resume: the receiver counts epochs from 0 again

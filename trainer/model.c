@@ -926,15 +926,7 @@ int vm_model_save(vm_model *m, const char *path, const char *const *meta, int wi
         all[nm++] = meta[i], all[nm++] = meta[i + 1];
     }
     char *ini = NULL;
-    size_t ini_len = 0;
-    if (!has_config) {
-        FILE *fp = open_memstream(&ini, &ini_len);
-        if (fp) {
-            vm_config_print(&m->cfg, fp);
-            fclose(fp);
-            all[nm++] = "config", all[nm++] = ini;
-        }
-    }
+    if (!has_config && vm_config_to_text(&m->cfg, &ini, NULL, NULL) == 0) all[nm++] = "config", all[nm++] = ini;
     all[nm] = NULL;
     int rc = vm_st_write(path, t, n, all, err);
     free(ini);
