@@ -9,13 +9,6 @@
 #include "sampler/sampler.h"
 #include "tests/harness.h"
 
-// GLib allocates a 16 KiB block in a library constructor (before main, under _dl_init) and never
-// frees it; LeakSanitizer would report it in every GStreamer-linked binary.  Only leaks allocated
-// during library initialisation are ignored; the slow unwinder is needed to see _dl_init through
-// GLib's frames (built without frame pointers).  Weak, so that project-wide definitions win.
-__attribute__((weak)) const char *__lsan_default_suppressions(void) { return "leak:_dl_init\n"; }
-__attribute__((weak)) const char *__asan_default_options(void) { return "fast_unwind_on_malloc=0:malloc_context_size=8"; }
-
 // Generate <tmp>/<name> with gst-launch-1.0: `frames` frames of videotestsrc `pattern` at w x h
 // through `encoder_mux` (e.g. "x264enc ! mp4mux").  SKIPs when gst-launch-1.0 is missing.
 static const char *make_video(const char *name, int frames, int w, int h, const char *pattern, const char *enc) {
