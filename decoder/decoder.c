@@ -604,6 +604,18 @@ static void cache_file(const vm_decoder *d, const struct stat *st, char *out, si
     snprintf(out, cap, "%s/%.40s.%016llx.idx", d->cache_dir, base, x);
 }
 
+// Drop the frame index (pts, keyframe flags, reference origins, unreadable marks).
+static void index_free(vm_decoder *d) {
+    free(d->pts);
+    free(d->key);
+    free(d->from);
+    free(d->bad);
+    d->pts = NULL;
+    d->key = NULL;
+    d->from = NULL;
+    d->bad = NULL;
+}
+
 static int cache_load(vm_decoder *d) {
     struct stat st;
     if (!d->path || !d->cache_dir[0] || stat(d->path, &st)) return 1;
@@ -634,14 +646,7 @@ static int cache_load(vm_decoder *d) {
     }
     fclose(fp);
     if (!ok) {
-        free(d->pts);
-        free(d->key);
-        free(d->from);
-        free(d->bad);
-        d->pts = NULL;
-        d->key = NULL;
-        d->from = NULL;
-        d->bad = NULL;
+        index_free(d);
         return 1;
     }
     h.codec[63] = h.container[63] = h.source[15] = 0;
@@ -792,14 +797,7 @@ static int build_index(vm_decoder *d, vm_error *err) {
     if (usable) {
         snprintf(d->source, sizeof d->source, "parse");
     } else { // full decode pass: exact by construction, costs a decode
-        free(d->pts);
-        free(d->key);
-        free(d->from);
-        free(d->bad);
-        d->bad = NULL;
-        d->pts = NULL;
-        d->key = NULL;
-        d->from = NULL;
+        index_free(d);
         ix_result_free(&dr);
         if ((rc = ix_run(d, 1, 0, &dr, err))) { ix_result_free(&pr); return rc; }
         if (index_from_decode(d, &dr)) {
@@ -1364,10 +1362,7 @@ void vm_decoder_close(vm_decoder *d) {
     if (d->cur_caps) gst_caps_unref(d->cur_caps);
     g_free(d->uri);
     free(d->path);
-    free(d->pts);
-    free(d->key);
-    free(d->from);
-    free(d->bad);
+    index_free(d);
     free(d->yuv);
     free(d);
 }
