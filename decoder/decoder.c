@@ -244,7 +244,8 @@ static int fail_demux_gave_up(vm_error *err, const char *name, GstBus *bus, cons
 // ---- index pass -------------------------------------------------------------------------------
 typedef struct {
     GstElement *pipe, *sink;
-    gint linked;              // atomic: appsink linked to the video pad
+    gint claimed;             // atomic: a video pad was chosen for the appsink
+    gint linked;              // atomic: appsink linked to it and running (pulls may start)
     gint npads;               // atomic
     char other[128];          // names of non-video streams (for "no video stream" messages)
     GMutex lock;
@@ -255,12 +256,15 @@ static void ix_pad_added(GstElement *el, GstPad *pad, gpointer data) {
     GstCaps *caps = gst_pad_get_current_caps(pad);
     if (!caps) caps = gst_pad_query_caps(pad, NULL);
     g_atomic_int_inc(&c->npads);
-    if (is_video_caps(caps) && g_atomic_int_compare_and_exchange(&c->linked, 0, 1)) {
+    if (is_video_caps(caps) && g_atomic_int_compare_and_exchange(&c->claimed, 0, 1)) {
         gst_bin_add(GST_BIN(c->pipe), c->sink);
         gst_element_sync_state_with_parent(c->sink);
         GstPad *sp = gst_element_get_static_pad(c->sink, "sink");
         gst_pad_link(pad, sp);
         gst_object_unref(sp);
+        // Only now: an appsink not yet started answers is_eos = TRUE, which the index loop would
+        // take for the end of a stream that has not begun (seen under load as "no picture").
+        g_atomic_int_set(&c->linked, 1);
     } else {
         // Other streams go to a fakesink so that the demuxer never sees not-linked.
         g_mutex_lock(&c->lock);
@@ -402,7 +406,7 @@ static int ix_run(vm_decoder *d, int decode, int64_t max_samples, ix_result *r, 
             rc = fail_demux_gave_up(err, d->name, bus, demux);
             break;
         }
-        if (eos_on_bus && !g_atomic_int_get(&c.linked)) {
+        if (eos_on_bus && !g_atomic_int_get(&c.claimed)) {
             g_mutex_lock(&c.lock);
             if (c.other[0])
                 rc = vm_fail(err, VM_ENOTFOUND, "%s: no video stream (streams: %s)", d->name, c.other);
