@@ -14,7 +14,8 @@ run_one() {  # name, command...
   local name=$1; shift
   local log; log=$(mktemp)
   local t0=$SECONDS
-  "$@" 2>&1 | tee "$log" | grep -E '^(FAIL|SKIP)' || true
+  # Show FAIL/SKIP lines and the indented lines that continue a multi-line reason.
+  "$@" 2>&1 | tee "$log" | awk '/^(FAIL|SKIP)/ {show = 1; print; next} show && /^  / {print; next} {show = 0}' || true
   local rc=${PIPESTATUS[0]}
   local line; line=$(grep -E ': [0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
   if [[ -z "$line" ]]; then
