@@ -114,7 +114,7 @@ static const field schema[] = {
 
     F(train, precision, T_ENUM, train.precision, "fp32", 0, 0, "fp32|bf16", "CUDA matmul precision (CPU is always fp32)"),
     F(train, checkpoint_every, T_INT, train.checkpoint_every, "0", 0, 1e9, NULL, "steps between checkpoints (0 = at the end)"),
-    F(train, slots, T_INT, train.slots, "4", 2, 1024, NULL, "pinned host slots of the CUDA input ring"),
+    F(train, slots, T_INT, train.slots, "4", 2, 1024, NULL, "batch slots the input feed fills ahead of the steps (pinned on CUDA)"),
 };
 #define NFIELDS (sizeof schema / sizeof schema[0])
 

@@ -16,6 +16,7 @@
 #include "common/rng.h"
 #include "pipeline/receiver.h"
 #include "proto/proto.h"
+#include "trainer/feed.h"
 #include "trainer/state.h"
 
 void vm_train_opts_default(vm_train_opts *o) { memset(o, 0, sizeof *o); }
@@ -178,6 +179,69 @@ static int replay_take(replay *r, uint8_t *views, int B, vm_error *err) {
     return 0;
 }
 
+// ---- the data source, run on the input feed's thread (trainer/feed.h) ------------------------------
+
+typedef struct source {
+    int B, S;
+    long remaining;                 // batches still to produce: exactly those the loop will train on
+    replay rp;                      // replay mode when rp.paths is set
+    long epoch, epoch_sample;       // replay: position of the next batch
+    vm_receiver *recv;              // pipeline mode
+    long epoch_offset;              // pipeline resume: the receiver counts epochs from 0 again
+    vm_sample_meta *smeta;          // (B) records of the batch, for save_batches
+    vm_view_meta *vmeta;            // (B, 2)
+    const char *save_batches;       // directory, or NULL
+    long sequence;                  // step number of the next batch (names its stored file)
+    uint8_t *msgbuf;
+    size_t msgcap;
+} source;
+
+// Store a received batch as a proto file named after its step, for `train --replay`.
+static int source_save(source *s, const uint8_t *views, uint32_t ep, vm_error *err) {
+    vm_batch_header h = {.batch = (uint32_t)s->B, .views = 2, .height = (uint32_t)s->S, .width = (uint32_t)s->S,
+                         .codec = VM_BATCH_CODEC_LZ4, .epoch = ep, .sequence = (uint64_t)s->sequence};
+    size_t need = vm_batch_max_size(&h), len = 0;
+    if (need > s->msgcap) {
+        uint8_t *nb = realloc(s->msgbuf, need);
+        if (!nb) return vm_fail(err, VM_ENOMEM, "out of memory");
+        s->msgbuf = nb, s->msgcap = need;
+    }
+    char path[VM_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/batch-%08ld.vmb", s->save_batches, s->sequence);
+    int rc = vm_batch_encode(&h, s->smeta, s->vmeta, views, s->msgbuf, s->msgcap, &len, err);
+    return rc ? rc : vm_batch_file_write(path, s->msgbuf, len, err);
+}
+
+// vm_feed_fill_fn: the next batch of B pairs into views, its epoch into *tag.
+static int source_fill(void *ctx, uint8_t *views, long *tag, vm_error *err) {
+    source *s = ctx;
+    int rc;
+    if (s->remaining <= 0) return 0;
+    if (s->rp.paths) {
+        if (s->epoch_sample + s->B > s->rp.per_epoch) {  // drop the tail: a batch never mixes epochs
+            s->epoch++, s->epoch_sample = 0;
+            if ((rc = replay_seek(&s->rp, s->epoch, 0, err))) return rc;
+        }
+        if ((rc = replay_take(&s->rp, views, s->B, err))) return rc;
+        *tag = s->epoch;
+        s->epoch_sample += s->B;
+    } else {
+        uint32_t ep = 0;
+        int n = vm_receiver_next_batch_ex(s->recv, views, s->smeta, s->vmeta, s->B, &ep, NULL, err);
+        if (n <= 0) return n;
+        *tag = (long)ep + s->epoch_offset;
+        if (s->save_batches && (rc = source_save(s, views, ep, err))) return rc;
+    }
+    s->sequence++, s->remaining--;
+    return 1;
+}
+
+// vm_feed_cancel_fn: a fill() waiting for workers returns.
+static void source_cancel(void *ctx) {
+    source *s = ctx;
+    if (s->recv) vm_receiver_cancel(s->recv, "the trainer stopped");
+}
+
 // ---- metrics, checkpoints -------------------------------------------------------------------------
 
 // Keep the lines of metrics.jsonl whose "step" is <= step (a resumed run rewrites what follows).
@@ -276,25 +340,16 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
     }
 
     vm_model *m = NULL;
-    vm_receiver *recv = NULL;
-    replay rp = {0};
-    uint8_t *views = NULL;
-    vm_sample_meta *smeta = NULL;
-    vm_view_meta *vmeta = NULL;
-    uint8_t *msgbuf = NULL;
-    size_t msgcap = 0;
+    source src = {.B = B, .S = S, .save_batches = o->replay_dir ? NULL : o->save_batches};
+    replay *rp = &src.rp;
+    vm_feed *feed = NULL;
     FILE *metrics = NULL;
     char *ini = NULL;  // NULL on failure, reported below
     vm_config_to_text(cfg, &ini, NULL, NULL);
     vm_train_state st = {.seed = (uint64_t)cfg->run.seed};
     long steps_per_epoch = 0, epochs = cfg->pipeline.epochs ? cfg->pipeline.epochs : cfg->optim.epochs;
-    long epoch_offset = 0;  // pipeline resume: the receiver counts epochs from 0 again
 
     if (!ini) { rc = vm_fail(err, VM_ENOMEM, "out of memory"); goto done; }
-    if (!(views = malloc((size_t)B * sample_bytes))) {
-        rc = vm_fail(err, VM_ENOMEM, "batch buffer of %d pairs of %dx%d: out of memory", B, S, S);
-        goto done;
-    }
     if ((rc = vm_model_create(&m, cfg, be, B, err))) goto done;
     vm_model_init(m, (uint64_t)cfg->run.seed);
     if (o->resume) {
@@ -310,25 +365,28 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
 
     // Data source and plan: steps per epoch (tail dropped), total steps.
     if (o->replay_dir) {
-        rp.size = S, rp.seed = st.seed, rp.sample_bytes = sample_bytes;
-        if ((rc = vm_replay_scan(o->replay_dir, S, &rp.paths, &rp.counts, &rp.nfiles, &rp.per_epoch, err))) goto done;
-        if (!(rp.order = malloc((size_t)rp.nfiles * sizeof *rp.order))) {
+        rp->size = S, rp->seed = st.seed, rp->sample_bytes = sample_bytes;
+        if ((rc = vm_replay_scan(o->replay_dir, S, &rp->paths, &rp->counts, &rp->nfiles, &rp->per_epoch, err)))
+            goto done;
+        if (!(rp->order = malloc((size_t)rp->nfiles * sizeof *rp->order))) {
             rc = vm_fail(err, VM_ENOMEM, "out of memory");
             goto done;
         }
-        steps_per_epoch = rp.per_epoch / B;
+        steps_per_epoch = rp->per_epoch / B;
         if (steps_per_epoch == 0) {
-            rc = vm_fail(err, VM_EINVAL, "%s: %ld samples, fewer than one batch of %d", o->replay_dir, rp.per_epoch, B);
+            rc = vm_fail(err, VM_EINVAL, "%s: %ld samples, fewer than one batch of %d", o->replay_dir, rp->per_epoch, B);
             goto done;
         }
-        if (st.epoch_sample + B > rp.per_epoch) st.epoch++, st.epoch_sample = 0;
-        if ((rc = replay_seek(&rp, st.epoch, st.epoch_sample, err))) goto done;
+        if (st.epoch_sample + B > rp->per_epoch) st.epoch++, st.epoch_sample = 0;
+        if ((rc = replay_seek(rp, st.epoch, st.epoch_sample, err))) goto done;
+        src.epoch = st.epoch, src.epoch_sample = st.epoch_sample;
     } else {
         vm_receiver_opts ro;
         vm_receiver_opts_default(&ro);
         ro.epochs = cfg->optim.steps > 0 ? -1 : (int)(epochs - st.epoch > 0 ? epochs - st.epoch : 1);
         ro.drop_last = 1;
-        if ((rc = vm_receiver_start(&recv, cfg, &ro, err))) goto done;
+        if ((rc = vm_receiver_start(&src.recv, cfg, &ro, err))) goto done;
+        vm_receiver *recv = src.recv;
         if (vm_receiver_views(recv) != 2 || vm_receiver_size(recv) != S) {
             rc = vm_fail(err, VM_EINVAL, "the pipeline delivers %d views of %dx%d, the model trains on pairs of %dx%d",
                          vm_receiver_views(recv), vm_receiver_size(recv), vm_receiver_size(recv), S, S);
@@ -336,11 +394,12 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
         }
         steps_per_epoch = (long)vm_receiver_dataset_size(recv) * vm_pipeline_samples_per_unit(cfg) / B;
         if (steps_per_epoch < 1) steps_per_epoch = 1;
-        epoch_offset = st.epoch;
+        src.epoch_offset = st.epoch;
         if (st.step) vm_info("resume from the pipeline: epoch %ld starts again (the workers' order is not replayable)",
                              st.epoch);
         st.epoch_sample = 0;
-        if (!(smeta = malloc((size_t)B * sizeof *smeta)) || !(vmeta = malloc((size_t)B * 2 * sizeof *vmeta))) {
+        if (!(src.smeta = malloc((size_t)B * sizeof *src.smeta)) ||
+            !(src.vmeta = malloc((size_t)B * 2 * sizeof *src.vmeta))) {
             rc = vm_fail(err, VM_ENOMEM, "out of memory");
             goto done;
         }
@@ -366,57 +425,43 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
         rc = vm_fail(err, VM_EIO, "%s: %s", path, strerror(errno));
         goto done;
     }
-    if (o->save_batches && !o->replay_dir && (rc = vm_mkdirs(o->save_batches, err))) goto done;
+    if (src.save_batches && (rc = vm_mkdirs(src.save_batches, err))) goto done;
+    // The input feed: a thread fills cfg->train.slots batch slots ahead of the steps.
+    src.remaining = end - st.step, src.sequence = st.step;
+    if ((rc = vm_feed_start(&feed, be, cfg->train.slots, (size_t)B * sample_bytes, source_fill, source_cancel, &src,
+                            err)))
+        goto done;
     if (!o->quiet)
         vm_info("train: %s backend, %d pairs of %dx%d per step, steps %ld..%ld of %ld, %ld per epoch, run dir %s",
                 be->name, B, S, S, st.step, end, total, steps_per_epoch, dir);
 
-    watcher w = {.recv = recv, .stop = o->stop, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    watcher w = {.recv = src.recv, .stop = o->stop, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     pthread_t wth;
-    int watching = recv && o->stop && pthread_create(&wth, NULL, watch_stop, &w) == 0;
+    int watching = src.recv && o->stop && pthread_create(&wth, NULL, watch_stop, &w) == 0;
     double t0 = vm_now(), win_t = t0, win_wait = 0, wait_total = 0;
     long win_steps = 0, first_step = st.step;
     int checkpointed = 0;
     while (st.step < end && !(o->stop && *o->stop)) {
-        double t_step = vm_now(), wait = 0;
-        if (rp.paths) {
-            if (st.epoch_sample + B > rp.per_epoch) {  // drop the tail: a batch never mixes epochs
-                st.epoch++, st.epoch_sample = 0;
-                if ((rc = replay_seek(&rp, st.epoch, 0, err))) break;
-            }
-            if ((rc = replay_take(&rp, views, B, err))) break;
-        } else {
-            uint32_t ep = 0;
-            int n = vm_receiver_next_batch_ex(recv, views, smeta, vmeta, B, &ep, &wait, err);
-            if (n < 0) {
-                if (o->stop && *o->stop) break;  // cancelled by the watcher: a clean stop
-                rc = n;
-                break;
-            }
-            if (n == 0) {
-                vm_info("train: the pipeline delivered every epoch after %ld steps (planned %ld)", st.step, total);
-                break;
-            }
-            if ((long)ep + epoch_offset != st.epoch) st.epoch = (long)ep + epoch_offset, st.epoch_sample = 0;
-            if (o->save_batches) {
-                vm_batch_header h = {.batch = (uint32_t)B, .views = 2, .height = (uint32_t)S, .width = (uint32_t)S,
-                                     .codec = VM_BATCH_CODEC_LZ4, .epoch = ep, .sequence = (uint64_t)st.step};
-                size_t need = vm_batch_max_size(&h), len = 0;
-                if (need > msgcap) {
-                    uint8_t *nb = realloc(msgbuf, need);
-                    if (!nb) { rc = vm_fail(err, VM_ENOMEM, "out of memory"); break; }
-                    msgbuf = nb, msgcap = need;
-                }
-                snprintf(path, sizeof path, "%s/batch-%08ld.vmb", o->save_batches, st.step);
-                if ((rc = vm_batch_encode(&h, smeta, vmeta, views, msgbuf, msgcap, &len, err)) ||
-                    (rc = vm_batch_file_write(path, msgbuf, len, err)))
-                    break;
-            }
+        double t_step = vm_now();
+        vm_feed_batch in;
+        int got = vm_feed_next(feed, &in, err);
+        if (got < 0) {
+            if (o->stop && *o->stop) break;  // the watcher cancelled the receiver: a clean stop
+            rc = got;
+            break;
         }
+        if (got == 0) {
+            vm_info("train: the pipeline delivered every epoch after %ld steps (planned %ld)", st.step, total);
+            break;
+        }
+        if (in.tag != st.epoch) st.epoch = in.tag, st.epoch_sample = 0;
         vm_losses ls;
         float lr = 0, gnorm = 0;
-        if ((rc = vm_model_forward_backward(m, views, B, st.step, &ls, err))) break;
+        rc = vm_model_forward_backward_dev(m, in.views, B, st.step, &ls, err);
+        vm_feed_release(feed, &in);
+        if (rc) break;
         vm_model_optimizer_step(m, st.step, &lr, &gnorm);
+        double wait = in.wait_s;
         st.step++, st.epoch_sample += B, st.samples += B;
         double now = vm_now(), dt = now - t_step;
         wait_total += wait, win_wait += wait, win_steps++;
@@ -453,6 +498,8 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
             checkpointed = 1;
         }
     }
+    vm_feed_stop(feed);  // before the final checkpoint: the feed's thread holds the receiver
+    feed = NULL;
     if (watching) {
         pthread_mutex_lock(&w.mu);
         w.done = 1;
@@ -475,10 +522,11 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
 
 done:
     if (metrics) fclose(metrics);
-    vm_receiver_stop(recv);
-    replay_free(&rp);
+    vm_feed_stop(feed);
+    vm_receiver_stop(src.recv);
+    replay_free(rp);
     vm_model_free(m);
-    free(views), free(smeta), free(vmeta), free(msgbuf), free(ini);
+    free(src.smeta), free(src.vmeta), free(src.msgbuf), free(ini);
     close(lock_fd);  // releases the lock
     return rc;
 }

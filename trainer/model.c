@@ -634,8 +634,9 @@ static void bn_views_backward(vm_model *m, const bn_p *p, float *dinp, const flo
 
 // Pairs first_pair .. first_pair + B - 1 of the step's batch; gradients of scale * total are added
 // to the gradient buffer (zeroed first when zero_grads).
-static int forward_backward(vm_model *m, const uint8_t *views, int B, long step, int first_pair, float scale,
-                            int zero_grads, vm_losses *out, vm_error *err) {
+// views_on_backend: views is backend memory (else host memory, uploaded first).
+static int forward_backward(vm_model *m, const uint8_t *views, int views_on_backend, int B, long step, int first_pair,
+                            float scale, int zero_grads, vm_losses *out, vm_error *err) {
     const vm_backend_ops *be = m->be;
     if (B < 1 || B > m->max_batch)
         return vm_fail(err, VM_EINVAL, "model: batch of %d pairs outside [1, %d]", B, m->max_batch);
@@ -647,11 +648,16 @@ static int forward_backward(vm_model *m, const uint8_t *views, int B, long step,
     size_t img_bytes = (size_t)S * S * 3;
 
     // Inputs: views (B, 2, S, S, 3) uploaded straight from the caller's buffer (pinned memory
-    // uploads fast), reordered view-major (2, B, S, S, 3) on the backend; masks drawn and uploaded.
-    be->to_device(m->img_in, views, (size_t)NB * img_bytes);
+    // uploads fast) unless already on the backend, reordered view-major (2, B, S, S, 3) there;
+    // masks drawn and uploaded.
+    const uint8_t *in = views;
+    if (!views_on_backend) {
+        be->to_device(m->img_in, views, (size_t)NB * img_bytes);
+        in = m->img_in;
+    }
     for (int b = 0; b < B; b++)
         for (int v = 0; v < 2; v++)
-            be->copy(m->img_u8 + ((size_t)v * B + b) * img_bytes, m->img_in + ((size_t)b * 2 + v) * img_bytes, img_bytes);
+            be->copy(m->img_u8 + ((size_t)v * B + b) * img_bytes, in + ((size_t)b * 2 + v) * img_bytes, img_bytes);
     draw_masks(m, B, step, first_pair);
     m->last_B = B;
     be->to_device(m->ids_keep, m->h_keep, (size_t)NB * K * sizeof(int32_t));
@@ -771,7 +777,11 @@ static int forward_backward(vm_model *m, const uint8_t *views, int B, long step,
 }
 
 int vm_model_forward_backward(vm_model *m, const uint8_t *views, int B, long step, vm_losses *out, vm_error *err) {
-    return forward_backward(m, views, B, step, 0, 1.0f, 1, out, err);
+    return forward_backward(m, views, 0, B, step, 0, 1.0f, 1, out, err);
+}
+
+int vm_model_forward_backward_dev(vm_model *m, const uint8_t *views, int B, long step, vm_losses *out, vm_error *err) {
+    return forward_backward(m, views, 1, B, step, 0, 1.0f, 1, out, err);
 }
 
 void vm_model_zero_grads(vm_model *m) { m->be->zero(m->grads, m->nfloats * sizeof(float)); }
@@ -779,7 +789,7 @@ void vm_model_zero_grads(vm_model *m) { m->be->zero(m->grads, m->nfloats * sizeo
 int vm_model_forward_backward_micro(vm_model *m, const uint8_t *views, int B, long step, int first_pair, float scale,
                                     vm_losses *out, vm_error *err) {
     if (first_pair < 0) return vm_fail(err, VM_EINVAL, "model: first_pair %d", first_pair);
-    return forward_backward(m, views, B, step, first_pair, scale, 0, out, err);
+    return forward_backward(m, views, 0, B, step, first_pair, scale, 0, out, err);
 }
 
 // ---- features (no masking) ---------------------------------------------------------------------------

@@ -82,6 +82,10 @@ void vm_model_init(vm_model *m, uint64_t seed);
 // views is host memory (pinned memory makes the CUDA upload faster), read before the call returns.
 int vm_model_forward_backward(vm_model *m, const uint8_t *views, int B, long step, vm_losses *losses,
                               vm_error *err);
+// The same with views already in backend memory (device memory on CUDA, e.g. a slot of the input
+// ring of trainer/feed.h): nothing is uploaded; views is read by the ops issued before the return.
+int vm_model_forward_backward_dev(vm_model *m, const uint8_t *views, int B, long step, vm_losses *losses,
+                                  vm_error *err);
 
 // Gradient accumulation (MAE's accum_iter) when a batch does not fit: zero the gradients, then
 // for each micro-batch of B pairs (pairs first_pair .. first_pair+B-1 of the step's batch, which

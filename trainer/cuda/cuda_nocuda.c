@@ -36,7 +36,7 @@ void *vm_cuda_ring_acquire(vm_cuda_ring *r, int *slot) { (void)r, (void)slot; re
 void vm_cuda_ring_submit(vm_cuda_ring *r, int slot, size_t bytes) { (void)r, (void)slot, (void)bytes; }
 void vm_cuda_ring_close(vm_cuda_ring *r) { (void)r; }
 const void *vm_cuda_ring_next(vm_cuda_ring *r, int *slot, size_t *bytes) { (void)r, (void)slot, (void)bytes; return NULL; }
-void vm_cuda_ring_release(vm_cuda_ring *r, int slot) { (void)r, (void)slot; }
+double vm_cuda_ring_release(vm_cuda_ring *r, int slot) { (void)r, (void)slot; return 0; }
 void vm_cuda_ring_get_stats(vm_cuda_ring *r, vm_cuda_ring_stats *st) { (void)r; if (st) *st = (vm_cuda_ring_stats){0}; }
 #else
 // Built with CUDA: the real definitions are in trainer/cuda/*.cu.

@@ -179,7 +179,7 @@ extern "C" const void *vm_cuda_ring_next(vm_cuda_ring *r, int *slot, size_t *byt
 
 // The wait's duration is read here: w1 precedes the ops just issued, so this blocks only until the
 // GPU has started them (the model synchronises every step anyway).
-extern "C" void vm_cuda_ring_release(vm_cuda_ring *r, int k) {
+extern "C" double vm_cuda_ring_release(vm_cuda_ring *r, int k) {
     const char *op = "input ring: release";
     CUDA_CHECK(op, cudaEventRecord(r->consumed[k], g_cu.stream));
     float ms = elapsed_ms(r->w0[k], r->w1[k], op);
@@ -188,6 +188,7 @@ extern "C" void vm_cuda_ring_release(vm_cuda_ring *r, int k) {
     r->state[k] = SLOT_FREE;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
+    return ms * 1e-3;
 }
 
 // Adds the copy times not yet counted (waiting for those copies) and returns the totals.

@@ -53,7 +53,9 @@ void vm_cuda_ring_close(vm_cuda_ring *r);
 // its copy; blocks while none is submitted; NULL when closed and drained.
 const void *vm_cuda_ring_next(vm_cuda_ring *r, int *slot, size_t *bytes);
 // The ops reading the slot have been issued: the slot may be refilled once the GPU passed them.
-void vm_cuda_ring_release(vm_cuda_ring *r, int slot);
+// Returns the seconds the compute stream stood waiting for this slot's copy (also added to the
+// stats' gpu_wait_s); blocks only until the GPU has reached the slot's first op.
+double vm_cuda_ring_release(vm_cuda_ring *r, int slot);
 
 // Totals so far (from the consumer thread; waits for copies in flight to time them).
 void vm_cuda_ring_get_stats(vm_cuda_ring *r, vm_cuda_ring_stats *st);
