@@ -8,7 +8,10 @@
 // or, with replay_dir, from a directory of stored proto batch files (proto/proto.h; any number of
 // samples per file, read in name order and shuffled per epoch by file with Philox keyed by
 // (run.seed, epoch)).  An epoch's samples that do not fill a last batch are dropped, as the
-// receiver's drop_last does, so a batch never mixes epochs.
+// receiver's drop_last does, so a batch never mixes epochs.  A thread reads the source ahead of the
+// steps into [train] slots batch slots (trainer/feed.h; on CUDA pinned slots copied to the device
+// on their own stream), so the step never waits on decompression or upload while the source keeps
+// up; wait_s below is what remains of the wait (the data-wait).
 //
 // Files in RUN_DIR = [run] out_dir:
 //   config.ini               the effective configuration
