@@ -9,15 +9,14 @@
 // (cuBLAS, 8192^3), the step time, pairs/s, model TFLOP/s (matrix products counted analytically,
 // training = 3x forward) and MFU against that GEMM rate.  --profile adds a second pass that
 // synchronises around every heavy op and reports where the time goes (sync overhead included,
-// so its total is a little above the plain step time).  --input runs the real input path beside
-// the steps: a thread parses LZ4 batch messages (the wire format) and decompresses them straight
-// into the pinned slots of the input ring (trainer/cuda/cuda_ring.h), which copies them to the GPU
-// on its own stream; the step loop takes a slot per step.  It reports the path's capacity alone
-// (pairs/s) and the data-wait per step beside the model.  (The model still uploads its views
-// itself: vm_model_forward_backward takes host views; see docs/GPU.md.)  The last line is one
+// so its total is a little above the plain step time).  --input runs the trainer's real input path
+// instead of the in-memory batch: the input feed (trainer/feed.h), whose thread parses LZ4 batch
+// messages (the wire format) and decompresses them straight into the pinned slots of the input ring,
+// which copies them to the GPU on its own stream; each step trains on its slot where it lies on the
+// device (vm_model_forward_backward_dev), as the training loop does.  It reports the path's capacity
+// alone (pairs/s) and the data-wait per step beside the model.  The last line is one
 // machine-readable "result ..." line that bench/gpu.sh collects.
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +26,7 @@
 #include "trainer/backend.h"
 #include "proto/proto.h"
 #include "trainer/cuda/cuda_backend.h"
-#include "trainer/cuda/cuda_ring.h"
+#include "trainer/feed.h"
 #include "trainer/model.h"
 
 static double now(void) {
@@ -129,35 +128,27 @@ static double forward_flops_per_image(const vm_config *cfg, int K) {
     return f;
 }
 
-// ---- the input path: LZ4 messages -> pinned ring slots -> device ---------------------------------------
+// ---- the input path: LZ4 messages -> the input feed's pinned slots -> device ----------------------------
 typedef struct {
-    vm_cuda_ring *ring;
     void **msgs;
     size_t *lens;
-    int nmsg, batches;
+    int nmsg;
+    long left, n;  // batches still to give, given
     size_t raw;
-    int failed;
-    char err[1100];
-} feeder;
+} msg_source;
 
-static void *feed(void *p) {
-    feeder *f = p;
-    for (int i = 0; i < f->batches; i++) {
-        int slot;
-        uint8_t *dst = vm_cuda_ring_acquire(f->ring, &slot);
-        if (!dst) break;
-        vm_batch_view v;
-        vm_error e = {0};
-        if (vm_batch_parse(f->msgs[i % f->nmsg], f->lens[i % f->nmsg], &v, &e) ||
-            vm_batch_decode_pixels(&v, dst, f->raw, &e)) {
-            f->failed = 1;
-            snprintf(f->err, sizeof f->err, "%s", e.msg);
-            break;
-        }
-        vm_cuda_ring_submit(f->ring, slot, f->raw);
-    }
-    vm_cuda_ring_close(f->ring);
-    return NULL;
+// vm_feed_fill_fn: parse and decompress the next stored message straight into the slot.
+static int msg_fill(void *ctx, uint8_t *views, long *tag, vm_error *err) {
+    msg_source *s = ctx;
+    if (s->left <= 0) return 0;
+    int i = (int)(s->n % s->nmsg);
+    vm_batch_view v;
+    int rc = vm_batch_parse(s->msgs[i], s->lens[i], &v, err);
+    if (!rc) rc = vm_batch_decode_pixels(&v, views, s->raw, err);
+    if (rc) return rc;
+    *tag = s->n++;
+    s->left--;
+    return 1;
 }
 
 // nmsg LZ4 messages of B pairs of S x S: smooth gradients with noise in the low bits, so that they
@@ -263,30 +254,32 @@ int main(int argc, char **argv) {
         uint32_t x = vm_rng_u32(&r);
         for (int k = 0; k < 4 && i + k < nv; k++) views[i + k] = (uint8_t)(x >> (8 * k));
     }
-    // The input path: capacity alone, then a feeder beside the steps.
-    vm_cuda_ring *ring = NULL;
-    feeder fd = {0};
-    pthread_t feeder_th;
-    double capacity = 0;
-    vm_cuda_ring_stats rs0 = {0}, rs1 = {0};
+    // The input path: capacity alone, then the feed beside the steps.
+    vm_feed *feed = NULL;
+    msg_source src = {0};
+    double capacity = 0, data_wait = 0;
     if (input) {
-        size_t raw = nv;
-        if (make_messages(&fd.msgs, &fd.lens, 4, B, S)) return 1;
-        printf("input path: LZ4 messages of %.1f MB for %.1f MB of pixels\n", fd.lens[0] / 1e6, raw / 1e6);
-        for (int phase = 0; phase < 2; phase++) {
-            if (vm_cuda_ring_create(&ring, 4, raw, why, sizeof why)) { fprintf(stderr, "gpu_bench: %s\n", why); return 1; }
-            fd.ring = ring, fd.nmsg = 4, fd.raw = raw, fd.batches = phase == 0 ? 16 : warmup + steps, fd.failed = 0;
-            if (pthread_create(&feeder_th, NULL, feed, &fd)) return 1;
-            if (phase == 1) break;  // phase 1 feeds the step loop below
-            double t0 = now();
-            int slot, n = 0;
-            while (vm_cuda_ring_next(ring, &slot, NULL)) vm_cuda_ring_release(ring, slot), n++;
-            be->sync();
-            capacity = n * B / (now() - t0);
-            pthread_join(feeder_th, NULL);
-            if (fd.failed) { fprintf(stderr, "gpu_bench: input path: %s\n", fd.err); return 1; }
-            vm_cuda_ring_free(ring);
-            printf("input path alone (1 decode thread, 4 pinned slots): %.0f pairs/s\n", capacity);
+        src.raw = nv, src.nmsg = 4;
+        if (make_messages(&src.msgs, &src.lens, src.nmsg, B, S)) return 1;
+        printf("input path: LZ4 messages of %.1f MB for %.1f MB of pixels\n", src.lens[0] / 1e6, nv / 1e6);
+        src.left = 16;
+        if (vm_feed_start(&feed, be, cfg.train.slots, nv, msg_fill, NULL, &src, &err)) {
+            fprintf(stderr, "gpu_bench: %s\n", err.msg);
+            return 1;
+        }
+        double t0 = now();
+        vm_feed_batch b;
+        int n = 0, rc;
+        while ((rc = vm_feed_next(feed, &b, &err)) == 1) vm_feed_release(feed, &b), n++;
+        be->sync();
+        capacity = n * B / (now() - t0);
+        vm_feed_stop(feed);
+        if (rc < 0) { fprintf(stderr, "gpu_bench: input path: %s\n", err.msg); return 1; }
+        printf("input path alone (1 decode thread, %d pinned slots): %.0f pairs/s\n", cfg.train.slots, capacity);
+        src.left = warmup + steps, src.n = 0;
+        if (vm_feed_start(&feed, be, cfg.train.slots, nv, msg_fill, NULL, &src, &err)) {
+            fprintf(stderr, "gpu_bench: %s\n", err.msg);
+            return 1;
         }
     }
     vm_losses l;
@@ -294,28 +287,23 @@ int main(int argc, char **argv) {
     double t_fb = 0, t_opt = 0;
     for (int s = 0; s < warmup + steps; s++) {
         if (s == warmup) memset(ptime, 0, sizeof ptime), memset(pcalls, 0, sizeof pcalls);
-        if (s == warmup && ring) vm_cuda_ring_get_stats(ring, &rs0);
-        int slot = -1;
-        if (ring && !vm_cuda_ring_next(ring, &slot, NULL)) {
-            fprintf(stderr, "gpu_bench: input path ended at step %d%s%s\n", s, fd.failed ? ": " : "", fd.err);
+        vm_feed_batch b = {.slot = -1};
+        if (feed && vm_feed_next(feed, &b, &err) != 1) {
+            fprintf(stderr, "gpu_bench: input path ended at step %d: %s\n", s, err.msg);
             return 1;
         }
         double t0 = now();
-        if (vm_model_forward_backward(m, views, B, s, &l, &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 1; }
+        int rc = feed ? vm_model_forward_backward_dev(m, b.views, B, s, &l, &err)
+                      : vm_model_forward_backward(m, views, B, s, &l, &err);
+        if (rc) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 1; }
         double t1 = now();
         vm_model_optimizer_step(m, s, &lr, &gn);
         be->sync();
         double t2 = now();
-        if (ring) vm_cuda_ring_release(ring, slot);
-        if (s >= warmup) t_fb += t1 - t0, t_opt += t2 - t1;
+        if (feed) vm_feed_release(feed, &b);
+        if (s >= warmup) t_fb += t1 - t0, t_opt += t2 - t1, data_wait += b.wait_s;
     }
-    double data_wait = -1;
-    if (ring) {
-        vm_cuda_ring_get_stats(ring, &rs1);
-        pthread_join(feeder_th, NULL);
-        data_wait = (rs1.host_wait_s - rs0.host_wait_s) + (rs1.gpu_wait_s - rs0.gpu_wait_s);
-        vm_cuda_ring_free(ring);
-    }
+    vm_feed_stop(feed);
     if (!isfinite(l.total)) { fprintf(stderr, "gpu_bench: loss is %g\n", l.total); return 1; }
     const int32_t *keep, *restore;
     int mb, K, L;
@@ -331,9 +319,8 @@ int main(int argc, char **argv) {
     printf("model FLOPs %.2f TFLOP/step, %.1f TFLOP/s, MFU %.1f%% of the measured bf16 GEMM rate\n", flops / 1e12,
            tflops, 100 * tflops / peak);
     if (input)
-        printf("input path beside the steps: data-wait %.3f ms/step = %.2f%% of the step (copy %.2f ms/batch on "
-               "its own stream)\n", data_wait / steps * 1e3, 100 * data_wait / (t_fb + t_opt),
-               rs1.batches ? rs1.copy_s / rs1.batches * 1e3 : 0.0);
+        printf("input path beside the steps: data-wait %.3f ms/step = %.2f%% of the step\n", data_wait / steps * 1e3,
+               100 * data_wait / (t_fb + t_opt));
     if (profile) {
         double tot = 0;
         for (int i = 0; i < P_N; i++) tot += ptime[i];
@@ -353,5 +340,7 @@ int main(int argc, char **argv) {
            tflops, tflops / peak, peak, profile ? " profiled=1" : "", extra);
     vm_model_free(m);
     free(views);
+    for (int i = 0; i < src.nmsg; i++) free(src.msgs[i]);
+    free(src.msgs), free(src.lens);
     return 0;
 }
