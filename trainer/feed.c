@@ -1,6 +1,7 @@
 // trainer/feed.c — see feed.h.  One producer thread; the slots are the CUDA input ring or host
 // buffers with the same contract (FIFO; acquire, submit, close / next, release).
 #include "trainer/feed.h"
+#include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,10 @@ static void *produce(void *arg) {
     vm_feed *f = arg;
     int rc = 0;
     vm_error e = {0};
+    // A source may decode with OpenMP (the receiver does, for large batches).  On the CPU backend
+    // the cores belong to the step's ops: a second team here would fight them for every core.
+    // On CUDA the host cores are idle while the GPU computes, so the default team is kept.
+    if (!f->ring) omp_set_num_threads(1);
     for (;;) {
         int k;
         uint8_t *p = slot_acquire(f, &k);
