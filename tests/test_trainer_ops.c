@@ -356,6 +356,259 @@ OPS_TEST(attention_forward_and_backward) {
     arena_reset();
 }
 
+// ---- the CUDA backend's bf16 numerics (trainer/cpu/bf16.c, vm_backend_cpu_bf16) ------------------
+// The emulated ops round their product operands to bf16 and accumulate in fp32: each is compared
+// with double-precision code here that rounds at the same points (so the two agree to fp32
+// accumulation accuracy, BF16_EMU_TOL), and with the fp32 op (they must differ by more than
+// BF16_MIN_DIFF on random non-round inputs, or the rounding did not happen: bf16 keeps 8
+// significant bits, so rounded operands move a product by ~1e-3 relative).
+#define BF16_EMU_TOL 1e-6
+#define BF16_MIN_DIFF 1e-4
+
+static float bits_f(uint32_t u) {
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+static uint32_t f_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+TEST(bf16_round_known_values) {
+    // ties go to the even neighbour: 1 + 2^-8 is halfway between 1 and 1 + 2^-7 (odd), so down;
+    // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even), so up
+    CHECK(vm_bf16_round(1.0f + 0x1p-8f) == 1.0f);
+    CHECK(vm_bf16_round(1.0f + 3 * 0x1p-8f) == 1.0f + 0x1p-6f);
+    CHECK(vm_bf16_round(-1.0f - 0x1p-8f) == -1.0f);
+    CHECK(vm_bf16_round(1.0f + 0x1p-8f + 0x1p-20f) == 1.0f + 0x1p-7f, "above the tie: up");
+    CHECK(vm_bf16_round(1.0f + 0x1p-8f - 0x1p-20f) == 1.0f, "below the tie: down");
+    CHECK(vm_bf16_round(3.14159265f) == 3.140625f, "pi -> 0x4049");
+    CHECK(f_bits(vm_bf16_round(bits_f(0x00008000u))) == 0, "subnormal tie to even (0)");
+    CHECK(f_bits(vm_bf16_round(bits_f(0x00018000u))) == 0x00020000u, "subnormal tie to even (up)");
+    CHECK(f_bits(vm_bf16_round(-0.0f)) == 0x80000000u, "-0 keeps its sign");
+    // specials: Inf kept, NaN stays NaN (also a NaN whose payload is only in the dropped bits),
+    // overflow of the largest finite floats to Inf as round-to-nearest does
+    CHECK(isinf(vm_bf16_round(INFINITY)) && vm_bf16_round(INFINITY) > 0);
+    CHECK(isinf(vm_bf16_round(-INFINITY)) && vm_bf16_round(-INFINITY) < 0);
+    CHECK(isnan(vm_bf16_round(NAN)));
+    CHECK(isnan(vm_bf16_round(bits_f(0x7f800001u))), "signalling NaN with a low payload");
+    CHECK(isnan(vm_bf16_round(bits_f(0xff800001u))));
+    CHECK(isinf(vm_bf16_round(bits_f(0x7f7fffffu))), "FLT_MAX rounds up to Inf");
+    CHECK(f_bits(vm_bf16_round(bits_f(0x7f7f0000u))) == 0x7f7f0000u, "largest bf16 kept");
+    // every finite bf16 value is unchanged; random floats move by at most half a bf16 ulp
+    for (uint32_t h = 0; h < 0x10000u; h++) {
+        float x = bits_f(h << 16);
+        if (isfinite(x)) CHECK(f_bits(vm_bf16_round(x)) == h << 16, "bf16 0x%04x changed", (unsigned)h);
+    }
+    for (int i = 0; i < 100000; i++) {
+        float x = (float)((urand() - 0.5) * pow(2.0, 60 * urand() - 30)), r = vm_bf16_round(x);
+        CHECK((f_bits(r) & 0xffffu) == 0, "not a bf16 value");
+        int e;
+        frexp(x, &e);  // |x| in [2^(e-1), 2^e): bf16 ulp 2^(e-8), half of it 2^(e-9)
+        CHECK(fabs((double)r - x) <= ldexp(1, e - 9), "%.9g -> %.9g: more than half an ulp", x, r);
+    }
+}
+
+// The bf16 products of the float build under test (FB's instruction set).
+static int fb_is_avx2(void) { return FB == vm_cpu_backend_isa("avx2"); }
+static void bf16_copy_f(float *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = vm_bf16_round(src[i]);
+}
+static float *bf16_of(const float *x, size_t n) {
+    float *y = arena_alloc(n * sizeof(float));
+    bf16_copy_f(y, x, n);
+    return y;
+}
+static float *fvec(size_t n, double lo, double hi) { return tof(vec(n, lo, hi), n); }
+static float *fcopy(const float *x, size_t n) {
+    float *y = arena_alloc(n * sizeof(float));
+    memcpy(y, x, n * sizeof(float));
+    return y;
+}
+// ||a - b|| / ||b|| of two float arrays
+static double rel_ff(const float *a, const float *b, size_t n) {
+    double *bd = zeros(n);
+    for (size_t i = 0; i < n; i++) bd[i] = b[i];
+    return rel_err_f(a, bd, n);
+}
+static void emu_check(const char *what, const float *emu, const double *ref, const float *fp32, size_t n) {
+    double e = rel_err_f(emu, ref, n), d = rel_ff(emu, fp32, n);
+    if (getenv("VICMAE_OPS_VERBOSE")) fprintf(stderr, "  bf16  %-30s vs ref %.2e, vs fp32 %.2e\n", what, e, d);
+    CHECK(e < BF16_EMU_TOL, "%s: emulated bf16 differs from the rounded double reference by %.3g", what, e);
+    CHECK(d > BF16_MIN_DIFF, "%s: emulated bf16 is within %.3g of fp32: no rounding happened?", what, d);
+}
+
+OPS_TEST(bf16_matmul_emulation) {
+    const int N = 33, C = 70, OC = 21;
+    void (*fwd)(float *, const float *, const float *, const float *, int, int, int) =
+        fb_is_avx2() ? vm_cpu_bf16_matmul_forward_f_avx2 : vm_cpu_bf16_matmul_forward_f;
+    void (*bwd)(float *, float *, float *, const float *, const float *, const float *, int, int, int) =
+        fb_is_avx2() ? vm_cpu_bf16_matmul_backward_f_avx2 : vm_cpu_bf16_matmul_backward_f;
+    float *x = fvec((size_t)N * C, -1, 1), *w = fvec((size_t)OC * C, -1, 1), *b = fvec(OC, -1, 1);
+    float *g = fvec((size_t)N * OC, -1, 1), *dw0 = fvec((size_t)OC * C, -1, 1), *db0 = fvec(OC, -1, 1);
+    float *x16 = bf16_of(x, (size_t)N * C), *w16 = bf16_of(w, (size_t)OC * C), *g16 = bf16_of(g, (size_t)N * OC);
+    // forward: bias added in fp32 (not rounded)
+    float *out = arena_alloc(sizeof(float) * N * OC), *out32 = arena_alloc(sizeof(float) * N * OC);
+    fwd(out, x, w, b, N, C, OC);
+    FB->matmul_forward(out32, x, w, b, N, C, OC);
+    double *ref = zeros((size_t)N * OC);
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++) {
+            double s = b[o];
+            for (int c = 0; c < C; c++) s += (double)x16[n * C + c] * w16[o * C + c];
+            ref[n * OC + o] = s;
+        }
+    emu_check("bf16 matmul out", out, ref, out32, (size_t)N * OC);
+    // backward: dinp from bf16 dout and weight; dweight += from bf16 dout and inp; dbias += sums of
+    // the fp32 dout, bit for bit the fp32 op's
+    float *dx = arena_alloc(sizeof(float) * N * C), *dw = fcopy(dw0, (size_t)OC * C), *db = fcopy(db0, OC);
+    float *dx32 = arena_alloc(sizeof(float) * N * C), *dw32 = fcopy(dw0, (size_t)OC * C), *db32 = fcopy(db0, OC);
+    for (size_t i = 0; i < (size_t)N * C; i++) dx[i] = 1e3f;
+    bwd(dx, dw, db, g, x, w, N, C, OC);
+    FB->matmul_backward(dx32, dw32, db32, g, x, w, N, C, OC);
+    double *rdx = zeros((size_t)N * C), *rdw = zeros((size_t)OC * C);
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) {
+            double s = 0;
+            for (int o = 0; o < OC; o++) s += (double)g16[n * OC + o] * w16[o * C + c];
+            rdx[n * C + c] = s;
+        }
+    for (int o = 0; o < OC; o++)
+        for (int c = 0; c < C; c++) {
+            double s = 0;
+            for (int n = 0; n < N; n++) s += (double)g16[n * OC + o] * x16[n * C + c];
+            rdw[o * C + c] = s;
+        }
+    emu_check("bf16 matmul dinp", dx, rdx, dx32, (size_t)N * C);
+    double *ddw = zeros((size_t)OC * C), *ddw32 = zeros((size_t)OC * C);  // the increments
+    for (size_t i = 0; i < (size_t)OC * C; i++) ddw[i] = (double)dw[i] - dw0[i], ddw32[i] = (double)dw32[i] - dw0[i];
+    {
+        double e = rel_err(ddw, rdw, (size_t)OC * C), d = rel_err(ddw, ddw32, (size_t)OC * C);
+        // the += onto dw0 rounds the increment to dw0's fp32 ulps: a few 1e-7 relative
+        CHECK(e < 1e-5, "bf16 matmul dweight: increment differs from the rounded reference by %.3g", e);
+        CHECK(d > BF16_MIN_DIFF, "bf16 matmul dweight: within %.3g of fp32: no rounding?", d);
+    }
+    CHECK(memcmp(db, db32, sizeof(float) * OC) == 0, "dbias must be the fp32 column sums of dout");
+    // dinp NULL (first layer) and bias NULL
+    float *dw2 = fcopy(dw0, (size_t)OC * C);
+    bwd(NULL, dw2, NULL, g, x, w, N, C, OC);
+    CHECK(memcmp(dw2, dw, sizeof(float) * OC * C) == 0, "dweight without dinp differs");
+    fwd(out, x, w, NULL, N, C, OC);
+    double s = 0;
+    for (int c = 0; c < C; c++) s += (double)x16[2 * C + c] * w16[5 * C + c];
+    CHECK_NEAR(out[2 * OC + 5], s, 1e-5);
+    arena_reset();
+}
+
+OPS_TEST(bf16_attention_emulation) {
+    const int B = 2, T = 7, C = 16, NH = 2, hs = C / NH, C3 = 3 * C;
+    const size_t nq = (size_t)B * T * C3, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
+    void (*fwd)(float *, float *, const float *, int, int, int, int) =
+        fb_is_avx2() ? vm_cpu_bf16_attention_forward_f_avx2 : vm_cpu_bf16_attention_forward_f;
+    void (*bwd)(float *, float *, const float *, const float *, const float *, int, int, int, int) =
+        fb_is_avx2() ? vm_cpu_bf16_attention_backward_f_avx2 : vm_cpu_bf16_attention_backward_f;
+    float *qkv = fvec(nq, -1.5, 1.5), *dy = fvec(no, -1, 1);
+    float *q16 = bf16_of(qkv, nq), *dy16 = bf16_of(dy, no);
+    float *out = arena_alloc(sizeof(float) * no), *att = arena_alloc(sizeof(float) * na);
+    float *out32 = arena_alloc(sizeof(float) * no), *att32 = arena_alloc(sizeof(float) * na);
+    fwd(out, att, qkv, B, T, C, NH);
+    FB->attention_forward(out32, att32, qkv, B, T, C, NH);
+    // reference forward: scores from bf16 q, k (scale on the sum), softmax in double -> att (the op
+    // keeps fp32 probabilities); out from bf16(att) — the op's own att rounded, so that a value
+    // within an ulp of a bf16 tie cannot round differently here — and bf16 v
+    double *ratt = zeros(na), *rout = zeros(no), *ratt32 = zeros(na);
+    const double scale = 1 / sqrt((double)hs);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                double p[8], z = 0, p32[8], z32 = 0;
+                for (int u = 0; u < T; u++) {
+                    double s = 0, s32 = 0;
+                    for (int i = 0; i < hs; i++) {
+                        size_t iq = (size_t)(b * T + t) * C3 + h * hs + i, ik = (size_t)(b * T + u) * C3 + C + h * hs + i;
+                        s += (double)q16[iq] * q16[ik];
+                        s32 += (double)qkv[iq] * qkv[ik];
+                    }
+                    p[u] = exp(s * scale), p32[u] = exp(s32 * scale);
+                    z += p[u], z32 += p32[u];
+                }
+                double *a = ratt + ((size_t)(b * NH + h) * T + t) * T;
+                for (int u = 0; u < T; u++) a[u] = p[u] / z, ratt32[(a - ratt) + u] = p32[u] / z32;
+                for (int i = 0; i < hs; i++) {
+                    double o = 0;
+                    for (int u = 0; u < T; u++)
+                        o += (double)vm_bf16_round(att[(a - ratt) + u]) * q16[(size_t)(b * T + u) * C3 + 2 * C + h * hs + i];
+                    rout[(size_t)(b * T + t) * C + h * hs + i] = o;
+                }
+            }
+    emu_check("bf16 attention att (fp32 softmax)", att, ratt, att32, na);
+    CHECK(rel_err_f(att32, ratt32, na) < 1e-5, "the fp32 op's att vs double");
+    emu_check("bf16 attention out", out, rout, out32, no);
+    // backward: datt = dO . v (bf16 both), dpre = att (datt - sum) scale in double from the op's
+    // fp32 att; the op leaves bf16(dpre) in scratch: each value a bf16 within half an ulp of the
+    // reference dpre; dq, dk from those rounded values and bf16 k, q; dv from bf16(att), bf16 dO
+    float *dqkv = arena_alloc(sizeof(float) * nq), *scr = arena_alloc(sizeof(float) * na);
+    float *dqkv32 = arena_alloc(sizeof(float) * nq), *scr32 = arena_alloc(sizeof(float) * na);
+    for (size_t i = 0; i < nq; i++) dqkv[i] = 1e3f;
+    bwd(dqkv, scr, dy, qkv, att, B, T, C, NH);
+    FB->attention_backward(dqkv32, scr32, dy, qkv, att32, B, T, C, NH);
+    double *rdq = zeros(nq), dpre_num = 0, dpre_den = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *A = att + (size_t)(b * NH + h) * T * T, *D16 = scr + (size_t)(b * NH + h) * T * T;
+            for (int t = 0; t < T; t++) {
+                double datt[8], s = 0;
+                for (int u = 0; u < T; u++) {
+                    double d = 0;
+                    for (int i = 0; i < hs; i++)
+                        d += (double)dy16[(size_t)(b * T + t) * C + h * hs + i] * q16[(size_t)(b * T + u) * C3 + 2 * C + h * hs + i];
+                    datt[u] = d;
+                    s += A[t * T + u] * d;
+                }
+                for (int u = 0; u < T; u++) {
+                    double dpre = A[t * T + u] * (datt[u] - s) * scale, got = D16[t * T + u];
+                    CHECK((f_bits(D16[t * T + u]) & 0xffffu) == 0, "scratch holds bf16(dpre)");
+                    dpre_num += (got - dpre) * (got - dpre), dpre_den += dpre * dpre;
+                }
+            }
+            for (int i = 0; i < hs; i++)
+                for (int t = 0; t < T; t++) {
+                    double sq = 0, sk = 0, sv = 0;
+                    for (int u = 0; u < T; u++) {
+                        sq += (double)D16[t * T + u] * q16[(size_t)(b * T + u) * C3 + C + h * hs + i];      // dpre k
+                        sk += (double)D16[u * T + t] * q16[(size_t)(b * T + u) * C3 + h * hs + i];          // dpre^T q
+                        sv += (double)vm_bf16_round(A[u * T + t]) * dy16[(size_t)(b * T + u) * C + h * hs + i];  // att^T dO
+                    }
+                    size_t r = (size_t)(b * T + t) * C3 + h * hs + i;
+                    rdq[r] = sq, rdq[r + C] = sk, rdq[r + 2 * C] = sv;
+                }
+        }
+    // each value within half a bf16 ulp (at most 2^-8 relative), norm-wise too, with a little room
+    // for the fp32 computation of dpre; and not equal (it was rounded)
+    double e_dpre = sqrt(dpre_num / dpre_den);
+    CHECK(e_dpre < 0x1p-8 * 1.01 && e_dpre > 1e-4, "bf16(dpre) vs the reference dpre: %.3g relative", e_dpre);
+    emu_check("bf16 attention dqkv", dqkv, rdq, dqkv32, nq);
+    arena_reset();
+}
+
+TEST(cpu_bf16_backend_table) {
+    const vm_backend_ops *f = vm_backend_cpu(0), *h = vm_backend_cpu_bf16(0);
+    CHECK(h != NULL && strcmp(h->name, "cpu-bf16") == 0 && strcmp(f->name, "cpu") == 0);
+    // the products replaced, everything else the CPU table of the same instruction set
+    CHECK(h->matmul_forward != f->matmul_forward && h->matmul_backward != f->matmul_backward);
+    CHECK(h->attention_forward != f->attention_forward && h->attention_backward != f->attention_backward);
+    int avx2 = f == vm_cpu_backend_isa("avx2");
+    CHECK(h->matmul_forward == (avx2 ? vm_cpu_bf16_matmul_forward_f_avx2 : vm_cpu_bf16_matmul_forward_f));
+    CHECK(h->attention_backward == (avx2 ? vm_cpu_bf16_attention_backward_f_avx2 : vm_cpu_bf16_attention_backward_f));
+    CHECK(h->layernorm_forward == f->layernorm_forward && h->gelu_forward == f->gelu_forward &&
+          h->infonce_loss == f->infonce_loss && h->adamw == f->adamw && h->alloc == f->alloc);
+    void (*const *fns)(void) = (void (*const *)(void))((const char *)h + sizeof(const char *));
+    size_t nfn = (sizeof *h - sizeof(const char *)) / sizeof(void (*)(void));
+    for (size_t i = 0; i < nfn; i++) CHECK(fns[i] != NULL, "cpu-bf16 entry %zu is NULL", i);
+}
+
 // ---- pointwise -----------------------------------------------------------------------------------
 static double obj_gelu(void) {
     vm_cpu_gelu_forward_d(S.out, S.in[0], S.n_out);

@@ -19,7 +19,7 @@
 typedef struct vm_backend vm_backend_ops;
 
 struct vm_backend {
-    const char *name;  // "cpu" or "cuda"
+    const char *name;  // "cpu", "cpu-bf16" or "cuda"
 
     // ---- memory ------------------------------------------------------------------------
     void *(*alloc)(size_t bytes);                  // zero-filled; NULL on failure
@@ -144,5 +144,13 @@ struct vm_backend {
 
 // The CPU reference backend (always present).  threads <= 0: all cores.
 const vm_backend_ops *vm_backend_cpu(int threads);
+// The CPU reference with the CUDA backend's bf16 numerics (name "cpu-bf16"): the table of
+// vm_backend_cpu(threads) (same instruction set), except that matmul_forward/backward and
+// attention_forward/backward round their matrix-product operands to bfloat16 (nearest even) exactly
+// where the CUDA backend's bf16 "convert" path does, and accumulate in fp32: linear inp, weight
+// and dout (dbias from the fp32 dout); attention q, k, v, dout, the probabilities for att @ v and
+// dV (softmax and its backward in fp32, att saved fp32) and dpre for dQ, dK.  For tests: its
+// products allocate scratch.  See trainer/cpu/bf16.c.
+const vm_backend_ops *vm_backend_cpu_bf16(int threads);
 // The CUDA backend, or NULL with a reason in why (no GPU, built without CUDA, driver too old).
 const vm_backend_ops *vm_backend_cuda(char *why, size_t why_cap);

@@ -28,10 +28,12 @@ void vm_cpu_blas_serial_end(int prev_threads) {
     if (prev_threads != 1) openblas_set_num_threads(prev_threads);
 }
 
-// Every op of the table, X(name): one list for both tables.
-#define VM_CPU_OPS(X)                                                                           \
-    X(patchify) X(matmul_forward) X(matmul_backward) X(layernorm_forward) X(layernorm_backward) \
-    X(batchnorm_forward) X(batchnorm_backward) X(attention_forward) X(attention_backward)        \
+// Every op of the table, X(name): one list for all tables.  The products (matmul, attention) are
+// listed apart because the bf16 tables take them from trainer/cpu/bf16.c.
+#define VM_CPU_PRODUCT_OPS(X) X(matmul_forward) X(matmul_backward) X(attention_forward) X(attention_backward)
+#define VM_CPU_OTHER_OPS(X)                                                                     \
+    X(patchify) X(layernorm_forward) X(layernorm_backward)                                      \
+    X(batchnorm_forward) X(batchnorm_backward)                                                  \
     X(gelu_forward) X(gelu_backward) X(relu_forward) X(relu_backward) X(add) X(accumulate)       \
     X(scale) X(add_rows) X(add_rows_backward) X(gather_tokens) X(gather_tokens_backward)         \
     X(unshuffle_tokens) X(unshuffle_tokens_backward) X(drop_first_token)                         \
@@ -44,8 +46,16 @@ void vm_cpu_blas_serial_end(int prev_threads) {
 
 #define BASELINE_OP(name) .name = vm_cpu_##name##_f,
 #define AVX2_OP(name) .name = vm_cpu_##name##_f_avx2,
-static const vm_backend_ops cpu_baseline = {.name = "cpu", MEMORY_OPS, VM_CPU_OPS(BASELINE_OP)};
-static const vm_backend_ops cpu_avx2 = {.name = "cpu", MEMORY_OPS, VM_CPU_OPS(AVX2_OP)};
+#define BASELINE_BF16_OP(name) .name = vm_cpu_bf16_##name##_f,
+#define AVX2_BF16_OP(name) .name = vm_cpu_bf16_##name##_f_avx2,
+static const vm_backend_ops cpu_baseline = {
+    .name = "cpu", MEMORY_OPS, VM_CPU_PRODUCT_OPS(BASELINE_OP) VM_CPU_OTHER_OPS(BASELINE_OP)};
+static const vm_backend_ops cpu_avx2 = {
+    .name = "cpu", MEMORY_OPS, VM_CPU_PRODUCT_OPS(AVX2_OP) VM_CPU_OTHER_OPS(AVX2_OP)};
+static const vm_backend_ops cpu_bf16_baseline = {
+    .name = "cpu-bf16", MEMORY_OPS, VM_CPU_PRODUCT_OPS(BASELINE_BF16_OP) VM_CPU_OTHER_OPS(BASELINE_OP)};
+static const vm_backend_ops cpu_bf16_avx2 = {
+    .name = "cpu-bf16", MEMORY_OPS, VM_CPU_PRODUCT_OPS(AVX2_BF16_OP) VM_CPU_OTHER_OPS(AVX2_OP)};
 
 const vm_backend_ops *vm_cpu_backend_isa(const char *isa) {
     if (strcmp(isa, "baseline") == 0) return &cpu_baseline;
@@ -67,4 +77,9 @@ const vm_backend_ops *vm_backend_cpu(int threads) {
     const vm_backend_ops *be = want && *want ? vm_cpu_backend_isa(want) : NULL;
     if (!be) be = vm_cpu_backend_isa("avx2");
     return be ? be : &cpu_baseline;
+}
+
+// The same instruction set as vm_backend_cpu's choice, with the bf16 products of trainer/cpu/bf16.c.
+const vm_backend_ops *vm_backend_cpu_bf16(int threads) {
+    return vm_backend_cpu(threads) == &cpu_avx2 ? &cpu_bf16_avx2 : &cpu_bf16_baseline;
 }

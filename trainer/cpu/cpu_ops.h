@@ -5,6 +5,7 @@
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define real float
 #define FN(name) vm_cpu_##name##_f
@@ -23,6 +24,35 @@
 #include "trainer/cpu/ops_proto.h"
 #undef real
 #undef FN
+
+// ---- the CUDA backend's bf16 numerics (trainer/cpu/bf16.c, vm_backend_cpu_bf16) ----------------
+// x rounded to the nearest bfloat16 (ties to even), returned as the float it represents, as CUDA's
+// __float2bfloat16_rn: finite values beyond the largest bf16 round to +-Inf, Inf stays Inf, NaN
+// stays NaN (quietened), subnormals are rounded, not flushed.
+static inline float vm_bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) u |= 0x00400000u;  // NaN: keep it (quiet), drop low bits
+    else u += 0x7fffu + ((u >> 16) & 1u);                     // round half to even on bit 16
+    u &= 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+// The four ops with bf16-rounded operands (semantics as the same-named fp32 op otherwise).
+#define VM_CPU_BF16_PROTOS(real, sfx)                                                              \
+    void vm_cpu_bf16_matmul_forward##sfx(real *out, const real *inp, const real *weight,            \
+                                         const real *bias, int N, int C, int OC);                   \
+    void vm_cpu_bf16_matmul_backward##sfx(real *dinp, real *dweight, real *dbias, const real *dout, \
+                                          const real *inp, const real *weight, int N, int C, int OC); \
+    void vm_cpu_bf16_attention_forward##sfx(real *out, real *att, const real *qkv, int B, int T,    \
+                                            int C, int NH);                                         \
+    void vm_cpu_bf16_attention_backward##sfx(real *dqkv, real *scratch, const real *dout,           \
+                                             const real *qkv, const real *att, int B, int T, int C, \
+                                             int NH);
+VM_CPU_BF16_PROTOS(float, _f)
+VM_CPU_BF16_PROTOS(float, _f_avx2)
+VM_CPU_BF16_PROTOS(double, _d)
+#undef VM_CPU_BF16_PROTOS
 
 // OpenBLAS (the pthreads build Debian ships) runs its own thread pool; the ops issue their GEMMs
 // from inside OpenMP parallel regions, single-threaded, so that only OpenMP's pool runs.  begin()
