@@ -15,3 +15,10 @@ TRAIN_CPU_BENCH := $(BUILD)/bench/train_cpu_bench
 EXTRA_BINS += $(TRAIN_CPU_BENCH)
 $(TRAIN_CPU_BENCH): $(BUILD)/bench/train_cpu_bench.o $(GPU_BENCH_LIBS)
 	$(CC) $(LDFLAGS) -o $@ $< $(foreach l,$(TRAINER_LIBS),$(BUILD)/lib$(l).a) $(call ldlibs_of,$(TRAINER_LIBS))
+# tools/bf16_diag: how far bf16 rounding moves the tiny model's gradients on the CPU (cpu-bf16 vs
+# fp32, and cpu-bf16 against itself under fp32-level changes): the numbers behind the bf16
+# tolerances of tests/test_cuda_model.c.  Built with `make all` so that it keeps compiling.
+BF16_DIAG := $(BUILD)/tools/bf16_diag
+EXTRA_BINS += $(BF16_DIAG)
+$(BF16_DIAG): $(BUILD)/tools/bf16_diag.o $(GPU_BENCH_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $< $(foreach l,$(TRAINER_LIBS),$(BUILD)/lib$(l).a) $(call ldlibs_of,$(TRAINER_LIBS))

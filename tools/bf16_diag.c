@@ -5,13 +5,8 @@
 // (baseline instead of AVX2 build, products summed exactly in double, product outputs jittered by
 // 1e-6 / 1e-5 relative); per gradient tensor ||a - b|| / max(||b||, 1e-2 ||g||), worst first.
 // --train adds 20 training steps (PER_STEP=1 prints each).  The numbers behind the bf16
-// tolerances of tests/test_cuda_model.c and docs/GPU.md.  Not built by the Makefile:
-//   make BUILD=build-h1 CUDA=1 all   (any build dir; without CUDA drop the CUDA link flags below)
-//   gcc -std=gnu11 -O2 -fopenmp -I. -D_GNU_SOURCE tools/bf16_diag.c -o bf16_diag
-//       build-h1/libtrainer.a build-h1/libcommon.a $(pkg-config --libs openblas libcjson libpng)
-//       -lxxhash -linih -lm -lpthread -L/usr/local/cuda/lib64 -lcublasLt -lcublas -lcudart_static
-//       -ldl -lrt -lstdc++                       (one command line)
-//   ./bf16_diag [--train]          # from the repository root (reads configs/tiny.ini)
+// tolerances of tests/test_cuda_model.c and docs/GPU.md.  Built by `make all`:
+//   build/tools/bf16_diag [--train]   # from the repository root (reads configs/tiny.ini)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
