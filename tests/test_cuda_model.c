@@ -30,10 +30,13 @@
 // tiny/simsiam+cls/vicreg): cpu-bf16 baseline vs AVX2 build 2.9e-3/3.4e-3/1.0e-3; products summed
 // exactly (double) instead of in fp32 1.6e-3/9e-6/1e-6; every product output jittered by 1e-6
 // relative (a pessimistic stand-in for cuBLAS's order, several fp32 ulps on every element)
-// 2.0e-2/2.1e-2/2.1e-2.  3e-2 leaves room over all of these; the 1e-2 would sit below the
-// jitter case and only ~3x above CPU-internal variation, while CUDA differs from the CPU in every
-// op.  A wrong rounding point moves results by the bf16-vs-fp32 distance (next), ~10x more.
-#define TOL_MODEL16_EMU 3e-2
+// 2.0e-2/2.1e-2/2.1e-2 over the tensors above the floor, and 4.2e-2 on tiny's norm.bias, a
+// tensor below the floor (measured against 1e-2 |g|, as here).  The 1e-2 sits below the
+// jitter case, and CUDA differs from the CPU in every op, so the bound is 0.1: 2.4x over the worst
+// jitter case.  What this whole-model check is for is wiring (a wrong tensor, offset or rounding
+// path: O(1) errors, or the bf16-vs-fp32 distance of ~0.2 for rounding left out of a whole path);
+// the rounding points themselves are held to 5e-4 of cpu-bf16 per op in test_cuda_ops.c.
+#define TOL_MODEL16_EMU 0.1
 // bf16 vs the fp32 CPU model: catches a gross bf16 bug (O(1) errors) in either implementation.
 // Measured cpu-bf16 vs cpu fp32 on this debug step (tiny.ini): worst tensor cls_token 0.207
 // (norm.weight 0.204, ...) and losses within 2.3e-4 (loss.con 2.6e-3): bf16 rounding itself, the
