@@ -2,7 +2,8 @@
 # bench/gpu.sh — `make bench-gpu` (also step 3 of tools/gpu-check.sh): ViT-B/16 ViC-MAE training
 # steps at 224, mask 0.75, InfoNCE, on this machine's GPU:
 #   ours     bench/gpu_bench (CUDA backend, bf16 products; pair batches 64 and 128; the real input
-#            path (LZ4 messages decoded into the pinned ring) beside the steps, with its data-wait;
+#            path (the input feed: LZ4 messages decoded into pinned slots, copied on their own stream,
+#            steps on the device-resident slot) with its data-wait;
 #            a profiled run that says where the time goes; fp32 at 64 when time allows)
 #   baseline bench/torch_vitb_step.py with the GPU node's PyTorch (plain `python3`), bf16 autocast:
 #            eager (timm 0.3.2 attention, as MAE), eager + SDPA, and torch.compile when time allows
@@ -43,7 +44,7 @@ run 60 120 "vicmae bf16, 64 pairs"  "$BENCH" --batch 64 --steps "$STEPS" --warmu
 run 60 150 "torch eager, 64 pairs"  "$PY" bench/torch_vitb_step.py --mode eager --batch 64 --steps "$STEPS" || rc=1
 run 60 120 "vicmae bf16, 128 pairs" "$BENCH" --batch 128 --steps "$STEPS" --warmup 3 --precision bf16 || rc=1
 run 60 150 "torch eager, 128 pairs" "$PY" bench/torch_vitb_step.py --mode eager --batch 128 --steps "$STEPS" || rc=1
-run 45 120 "vicmae bf16, 64 pairs, real input path beside the steps (LZ4 -> pinned ring -> GPU)" \
+run 45 120 "vicmae bf16, 64 pairs, the real input path (LZ4 -> pinned slots -> GPU, as the trainer)" \
     "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --input || rc=1
 run 45 90 "vicmae bf16, 64 pairs, profiled (where the time goes)" \
     "$BENCH" --batch 64 --steps 3 --warmup 2 --precision bf16 --profile || rc=1
