@@ -6,7 +6,7 @@
 //                                          check where and how decoding starts, or all of them when
 //                                          the packets carry no usable timestamps)
 //   decode: uridecodebin -> [want probe] videoconvertscale -> capsfilter I420 -> appsink, then
-//           libyuv scale + RGB in copy_sample
+//           libyuv scale + rotation (the orientation tag) + RGB in copy_sample
 // Every wait is bounded: samples are pulled with a short timeout while the bus is polled for errors,
 // and no progress for timeout_ms is VM_ETIMEOUT.
 #include "decoder/decoder.h"
@@ -22,6 +22,7 @@
 #include <gst/pbutils/pbutils.h>
 #include <gst/video/video.h>
 #include <libyuv/convert_argb.h>
+#include <libyuv/rotate.h>
 #include <libyuv/scale.h>
 #include <xxhash.h>
 
@@ -31,7 +32,8 @@
 #define POLL_NS (20 * GST_MSECOND)
 // A seek costs a flush, a demuxer index lookup and decoder restart: about this many decoded frames.
 #define SEEK_COST_FRAMES 4
-#define INDEX_MAGIC "VMIDX004"
+// 005: the orientation gained its mirror flag (flip-rotate-* tags, before cached as no rotation)
+#define INDEX_MAGIC "VMIDX005"
 // Pictures decoded at index time to check the head of the stream against the index.
 #define HEAD_FRAMES 16
 
@@ -94,6 +96,10 @@ struct vm_decoder {
     GstVideoInfo vinfo;
     uint8_t *yuv;             // scaled I420 scratch, yuv_cap bytes
     size_t yuv_cap;
+    uint8_t *rot;             // rotated I420 scratch (upright, out_width x out_height), rot_cap bytes
+    size_t rot_cap;
+    int pre_w, pre_h;         // the output before the orientation is applied: out_width x out_height,
+                              // swapped when the rotation is 90 or 270
     vm_decoder_stats st;
 };
 
@@ -135,7 +141,8 @@ typedef struct {
     char missing[256];
     char container[64];
     char vcodec[64];
-    int rotation;
+    int oriented;             // an image-orientation tag was seen (rotate-0 included)
+    int rotation, flip;       // as vm_video_info
 } bus_notes;
 
 static void note_message(bus_notes *n, GstMessage *msg) {
@@ -155,10 +162,20 @@ static void note_message(bus_notes *n, GstMessage *msg) {
             snprintf(n->vcodec, sizeof n->vcodec, "%s", s);
         g_free(s);
         s = NULL;
+        // "rotate-N": turn the decoded picture N degrees clockwise to show it; "flip-rotate-N":
+        // mirror it left-right first (GStreamer's tag definition; qtdemux maps the tkhd matrix to
+        // these, EXIF orientation 2-8 map to the same).  Anything else is left as no orientation.
         if (gst_tag_list_get_string(tags, GST_TAG_IMAGE_ORIENTATION, &s)) {
-            if (!strcmp(s, "rotate-90")) n->rotation = 90;
-            else if (!strcmp(s, "rotate-180")) n->rotation = 180;
-            else if (!strcmp(s, "rotate-270")) n->rotation = 270;
+            const char *r = s;
+            int flip = g_str_has_prefix(r, "flip-");
+            if (flip) r += 5;
+            int deg = !strcmp(r, "rotate-0") ? 0 : !strcmp(r, "rotate-90") ? 90 : !strcmp(r, "rotate-180") ? 180
+                      : !strcmp(r, "rotate-270") ? 270 : -1;
+            if (deg >= 0) {
+                n->oriented = 1;
+                n->rotation = deg;
+                n->flip = flip;
+            }
         }
         g_free(s);
         gst_tag_list_unref(tags);
@@ -591,7 +608,7 @@ static int64_t match_pts(const vm_decoder *d, int64_t t) {
 typedef struct {
     char magic[8];
     int64_t size, mtime_ns, frames, duration_ns, off;
-    int32_t width, height, rotation, path_len;
+    int32_t width, height, rotation, flip, path_len;
     char codec[64], container[64], source[16];
 } cache_header;
 
@@ -660,6 +677,7 @@ static int cache_load(vm_decoder *d) {
     d->info.width = h.width;
     d->info.height = h.height;
     d->info.rotation = h.rotation;
+    d->info.flip = h.flip;
     snprintf(d->info.codec, sizeof d->info.codec, "%s", h.codec);
     snprintf(d->info.container, sizeof d->info.container, "%s", h.container);
     snprintf(d->source, sizeof d->source, "cache:%s", h.source);
@@ -684,6 +702,7 @@ static void cache_store(const vm_decoder *d) {
     h.width = d->info.width;
     h.height = d->info.height;
     h.rotation = d->info.rotation;
+    h.flip = d->info.flip;
     h.path_len = strlen(d->path);
     snprintf(h.codec, sizeof h.codec, "%s", d->info.codec);
     snprintf(h.container, sizeof h.container, "%s", d->info.container);
@@ -753,6 +772,7 @@ static int build_index(vm_decoder *d, vm_error *err) {
     g_free(codec);
     snprintf(d->info.container, sizeof d->info.container, "%s", pr.notes.container);
     d->info.rotation = pr.notes.rotation;
+    d->info.flip = pr.notes.flip;
     d->info.duration_ns = pr.duration;
 
     // Decode the head: where does decoding really start (a damaged first keyframe yields nothing),
@@ -766,7 +786,10 @@ static int build_index(vm_decoder *d, vm_error *err) {
         return vm_fail(err, VM_ECORRUPT, "%s: the decoder produced no picture", d->name);
     }
     display_size(dr.caps, &d->info.width, &d->info.height);
-    if (!d->info.rotation) d->info.rotation = dr.notes.rotation;
+    if (!pr.notes.oriented && dr.notes.oriented) {
+        d->info.rotation = dr.notes.rotation;
+        d->info.flip = dr.notes.flip;
+    }
     if (usable) {
         set_tolerance(d);
         int64_t first = match_pts(d, dr.pts[0] - seg_offset(&dr));
@@ -891,17 +914,22 @@ vm_decoder *vm_decoder_open(const char *uri_or_path, const vm_decoder_options *o
     vi->unreadable_at = vi->unreadable ? d->bad : NULL;
     vi->index_source = d->source;
     vi->avg_fps = vi->duration_ns > 0 ? vi->frames / (vi->duration_ns / 1e9) : 0;
+    // The output is upright: sizes are those of the picture as shown, after the rotation.
+    const int quarter = vi->rotation == 90 || vi->rotation == 270;
+    const int uw = quarter ? vi->height : vi->width, uh = quarter ? vi->width : vi->height;
     if (o.size_mode == VM_DEC_EXACT) {
         vi->out_width = o.width;
         vi->out_height = o.height;
     } else if (o.size_mode == VM_DEC_SHORT_SIDE) {
-        int w = vi->width, h = vi->height, n = o.short_side;
-        if (w <= h) { vi->out_width = n; vi->out_height = (int)((double)h * n / w + 0.5); }
-        else { vi->out_height = n; vi->out_width = (int)((double)w * n / h + 0.5); }
+        int n = o.short_side;
+        if (uw <= uh) { vi->out_width = n; vi->out_height = (int)((double)uh * n / uw + 0.5); }
+        else { vi->out_height = n; vi->out_width = (int)((double)uw * n / uh + 0.5); }
     } else {
-        vi->out_width = vi->width;
-        vi->out_height = vi->height;
+        vi->out_width = uw;
+        vi->out_height = uh;
     }
+    d->pre_w = quarter ? vi->out_height : vi->out_width;
+    d->pre_h = quarter ? vi->out_width : vi->out_height;
     return d;
 fail:
     vm_decoder_close(d);
@@ -1190,6 +1218,21 @@ static int pull(vm_decoder *d, GstSample **out, vm_error *err) {
     }
 }
 
+// Make *buf hold at least need bytes (contents not kept).  0, or -1 when out of memory.
+static int scratch(uint8_t **buf, size_t *cap, size_t need) {
+    if (need <= *cap) return 0;
+    free(*buf);
+    *buf = malloc(need);
+    *cap = *buf ? need : 0;
+    return *buf ? 0 : -1;
+}
+
+// Scale in YUV to the pre-rotation output size, turn upright, then convert to RGB once.  Both
+// steps before the conversion work on the output size, so the orientation costs one copy of a
+// small I420 picture, and the scale runs before the rotation so it reads the decoder's rows in
+// order.  libyuv's kRotate90 is clockwise, GStreamer's "rotate-90" means "turn 90 degrees
+// clockwise to show": the same number.  A left-right mirror before rotation N is a top-bottom
+// mirror (libyuv reads a negative height bottom-up, at no cost) before rotation N + 180.
 static int copy_sample(vm_decoder *d, GstSample *s, uint8_t *dst, vm_error *err) {
     GstCaps *caps = gst_sample_get_caps(s);
     if (caps != d->cur_caps) {
@@ -1197,7 +1240,7 @@ static int copy_sample(vm_decoder *d, GstSample *s, uint8_t *dst, vm_error *err)
             return vm_fail(err, VM_ECORRUPT, "%s: decoded picture without video caps", d->name);
         gst_caps_replace(&d->cur_caps, caps);
     }
-    const int w = d->info.out_width, h = d->info.out_height;
+    const int w = d->info.out_width, h = d->info.out_height, pw = d->pre_w, ph = d->pre_h;
     const int sw = GST_VIDEO_INFO_WIDTH(&d->vinfo), sh = GST_VIDEO_INFO_HEIGHT(&d->vinfo);
     if (GST_VIDEO_INFO_FORMAT(&d->vinfo) != GST_VIDEO_FORMAT_I420)
         return vm_fail(err, VM_EUNSUPPORTED, "%s: decoded pictures are %s, expected I420", d->name,
@@ -1209,21 +1252,25 @@ static int copy_sample(vm_decoder *d, GstSample *s, uint8_t *dst, vm_error *err)
                   *pv = GST_VIDEO_FRAME_PLANE_DATA(&f, 2);
     int sy = GST_VIDEO_FRAME_PLANE_STRIDE(&f, 0), su = GST_VIDEO_FRAME_PLANE_STRIDE(&f, 1),
         sv = GST_VIDEO_FRAME_PLANE_STRIDE(&f, 2);
+    // Both scratch pictures hold out_width * out_height pixels (the pre-rotation one transposed).
+    const size_t need = (size_t)w * h + 2 * (size_t)((w + 1) / 2) * ((h + 1) / 2);
+    const int scale = sw != pw || sh != ph, rotate = d->info.rotation || d->info.flip;
+    if ((scale && scratch(&d->yuv, &d->yuv_cap, need)) || (rotate && scratch(&d->rot, &d->rot_cap, need))) {
+        gst_video_frame_unmap(&f);
+        return vm_fail(err, VM_ENOMEM, "%s: scaling buffer of %zu bytes", d->name, need);
+    }
     int rc = 0;
-    if (sw != w || sh != h) { // scale in YUV: (sh, sw) -> (h, w), chroma (h+1)/2 x (w+1)/2
+    if (scale) { // in YUV: (sh, sw) -> (ph, pw), chroma (ph+1)/2 x (pw+1)/2
+        const int cw = (pw + 1) / 2, ch = (ph + 1) / 2;
+        uint8_t *dy = d->yuv, *du = dy + (size_t)pw * ph, *dv = du + (size_t)cw * ch;
+        rc = I420Scale(py, sy, pu, su, pv, sv, sw, sh, dy, pw, du, cw, dv, cw, pw, ph, kFilterBox);
+        py = dy, pu = du, pv = dv, sy = pw, su = sv = cw;
+    }
+    if (rc == 0 && rotate) { // (ph, pw) -> (h, w)
         const int cw = (w + 1) / 2, ch = (h + 1) / 2;
-        const size_t need = (size_t)w * h + 2 * (size_t)cw * ch;
-        if (need > d->yuv_cap) {
-            free(d->yuv);
-            d->yuv = malloc(need);
-            d->yuv_cap = d->yuv ? need : 0;
-        }
-        if (!d->yuv) {
-            gst_video_frame_unmap(&f);
-            return vm_fail(err, VM_ENOMEM, "%s: scaling buffer of %zu bytes", d->name, need);
-        }
-        uint8_t *dy = d->yuv, *du = dy + (size_t)w * h, *dv = du + (size_t)cw * ch;
-        rc = I420Scale(py, sy, pu, su, pv, sv, sw, sh, dy, w, du, cw, dv, cw, w, h, kFilterBox);
+        uint8_t *dy = d->rot, *du = dy + (size_t)w * h, *dv = du + (size_t)cw * ch;
+        enum RotationMode mode = (enum RotationMode)((d->info.rotation + (d->info.flip ? 180 : 0)) % 360);
+        rc = I420Rotate(py, sy, pu, su, pv, sv, dy, w, du, cw, dv, cw, pw, d->info.flip ? -ph : ph, mode);
         py = dy, pu = du, pv = dv, sy = w, su = sv = cw;
     }
     // U and V swapped with the "Yvu" constants gives R, G, B byte order (libyuv's RAW).
@@ -1234,7 +1281,9 @@ static int copy_sample(vm_decoder *d, GstSample *s, uint8_t *dst, vm_error *err)
                                    : (full ? &kYvuJPEGConstants : &kYvuI601Constants);
     if (rc == 0) rc = I420ToRGB24Matrix(py, sy, pv, sv, pu, su, dst, w * 3, m, w, h);
     gst_video_frame_unmap(&f);
-    if (rc) return vm_fail(err, VM_EIO, "%s: libyuv failed on a %dx%d -> %dx%d picture", d->name, sw, sh, w, h);
+    if (rc)
+        return vm_fail(err, VM_EIO, "%s: libyuv failed on a %dx%d -> %dx%d picture (%s%d degrees)", d->name, sw, sh,
+                       w, h, d->info.flip ? "mirrored, " : "", d->info.rotation);
     return 0;
 }
 
@@ -1368,5 +1417,6 @@ void vm_decoder_close(vm_decoder *d) {
     free(d->path);
     index_free(d);
     free(d->yuv);
+    free(d->rot);
     free(d);
 }

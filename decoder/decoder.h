@@ -25,6 +25,10 @@
 // H.264 pictures before a wanted one are not decoded at all.  Untagged streams get BT.601 (what
 // swscale/ffmpeg/PyAV assume), tagged ones their matrix and range.
 //
+// Frames come out upright: the image-orientation tag (an MP4's tkhd matrix, as phones write it;
+// rotate-90/180/270 and the mirrored flip-rotate-0/90/180/270) is applied as ffmpeg's autorotate
+// does.  The rotation is done in YUV at the output size, between the scale and the RGB conversion.
+//
 // Threads: one vm_decoder per thread; decoders share nothing but gst_init (done once, internally).
 // Every call that can wait on GStreamer is bounded by options.timeout_ms of no progress; a truncated
 // or damaged file fails at once (the demuxer's stopped task is checked, as its error message can be
@@ -33,7 +37,9 @@
 // Limits: B-frames in AVI (no PTS in the container; GStreamer then repeats timestamps) are refused
 // at open (VM_EUNSUPPORTED); at a damaged start where the decoder drops pictures and repeats
 // timestamps, the frames that cannot be identified are refused (vm_video_info.unreadable_at).
-// Rotation tags are reported, not applied.
+// The orientation is what GStreamer reports: GStreamer 1.22's qtdemux maps 7 of the 8 MP4 matrices
+// and gives no tag for (0 -1; -1 0) (ffmpeg's flip-rotate-90, transverse), nor for any matrix with
+// scale or shear, so those files come out as stored (rotation 0, flip 0).
 #pragma once
 #include <stdint.h>
 #include "common/error.h"
@@ -41,8 +47,10 @@
 typedef struct vm_decoder vm_decoder;
 
 typedef enum {
-    VM_DEC_NATIVE = 0,     // output at the stream's display size (width x height below)
-    VM_DEC_EXACT = 1,      // output exactly width x height (aspect ratio not kept)
+    // Every mode sizes the upright frame (after the orientation tag is applied):
+    VM_DEC_NATIVE = 0,     // the stream's display size: width x height below, or height x width
+                           // when the rotation is 90 or 270
+    VM_DEC_EXACT = 1,      // exactly width x height (aspect ratio not kept)
     VM_DEC_SHORT_SIDE = 2, // scale so the short side is short_side (up or down); the long side is
                            // round(long * short_side / short), keeping the display aspect ratio
 } vm_decoder_size_mode;
@@ -73,10 +81,13 @@ typedef struct vm_video_info {
                              // an I-frame found to be no clean entry point while reading is cleared
     int64_t duration_ns;     // container duration, or last pts + last frame gap when the header has none
     double avg_fps;          // frames / duration (informational only; never used to find frames)
-    int width, height;       // display size of the stream (pixel aspect ratio applied), before rotation
-    int out_width, out_height; // size of the frames read_frames returns (RGB, rows tightly packed)
-    int rotation;            // degrees clockwise from the image-orientation tag (0/90/180/270);
-                             // reported, not applied
+    int width, height;       // display size of the stream (pixel aspect ratio applied), BEFORE the
+                             // orientation: the decoded picture's, as ffprobe's width/height
+    int out_width, out_height; // size of the frames read_frames returns (RGB, rows tightly packed):
+                             // upright, so height-by-width-shaped for a 90/270 rotation in NATIVE mode
+    int rotation;            // degrees clockwise (0/90/180/270) the decoded picture is turned to show
+                             // it upright, from the image-orientation tag; applied by read_frames
+    int flip;                // 1: mirrored left-right before that rotation (flip-rotate-* tags); applied
     char codec[64];          // e.g. "H.264 (High Profile)"
     char container[64];      // e.g. "Quicktime"
     const char *index_source; // "parse" (packets, no pixel decode), "decode" (full decode pass),
