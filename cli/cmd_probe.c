@@ -65,8 +65,8 @@ int cmd_probe(int argc, char **argv) {
             printf("{\"file\": ");
             json_str(stdout, argv[i]);
             printf(", \"frames\": %lld, \"duration\": %.6f, \"rate\": %.6f, \"width\": %d, \"height\": %d, "
-                   "\"rotation\": %d, \"codec\": ",
-                   (long long)v->frames, v->duration_ns / 1e9, v->avg_fps, v->width, v->height, v->rotation);
+                   "\"rotation\": %d, \"flip\": %d, \"codec\": ",
+                   (long long)v->frames, v->duration_ns / 1e9, v->avg_fps, v->width, v->height, v->rotation, v->flip);
             json_str(stdout, v->codec);
             printf(", \"container\": ");
             json_str(stdout, v->container);
@@ -78,9 +78,14 @@ int cmd_probe(int argc, char **argv) {
         } else {
             char bad[64] = "";
             if (v->unreadable) snprintf(bad, sizeof bad, " (%lld unreadable)", (long long)v->unreadable);
+            // The stored size, then the orientation read_frames applies (the frames come out upright):
+            // " rot90", " flip" (mirrored left-right), " flip+rot90" (mirrored, then turned).
+            char orient[32] = "";
+            if (v->flip) snprintf(orient, sizeof orient, " flip");
+            if (v->rotation)
+                snprintf(orient + strlen(orient), sizeof orient - strlen(orient), "%srot%d", v->flip ? "+" : " ", v->rotation);
             printf("%s: %lld frames%s, %.3f s, %.3f fps, %dx%d%s, %s, %s, index %s (%.3f s)\n", argv[i],
-                   (long long)v->frames, bad, v->duration_ns / 1e9, v->avg_fps, v->width, v->height,
-                   v->rotation ? (v->rotation == 90 ? " rot90" : v->rotation == 180 ? " rot180" : " rot270") : "",
+                   (long long)v->frames, bad, v->duration_ns / 1e9, v->avg_fps, v->width, v->height, orient,
                    v->codec, v->container[0] ? v->container : "?", v->index_source, st.index_seconds);
         }
         fflush(stdout);
