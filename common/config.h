@@ -68,6 +68,7 @@ typedef struct vm_config {
         int lease_timeout_ms;        // a leased unit is re-issued after this long without heartbeat
         int codec;                   // vm_codec
         int epochs;                  // stop after this many epochs (0 = optim.epochs)
+        int ordered;                 // bool: batches in the coordinator's unit order, whatever the workers
     } pipeline;
     struct {
         int img_size, patch_size;
