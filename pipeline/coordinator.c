@@ -21,6 +21,8 @@ typedef struct {
 
 #define MAX_SUMMARIES 8
 
+typedef struct { uint32_t epoch; uint64_t unit; } failed_rec;
+
 struct vm_coord {
     vm_coord_opts o;
     unit_rec *units;
@@ -37,21 +39,29 @@ struct vm_coord {
     double epoch_t0;
     vm_epoch_summary done[MAX_SUMMARIES];
     int ndone;
+    int64_t limit;      // lease from the order only below this global position (ordered delivery)
+    failed_rec *failed; // units closed as failed, not yet popped (FIFO)
+    int nfailed, capfailed, failhead;
+    int failed_lost;    // out of memory recording a failure (reported by vm_coord_next_failed)
 };
+
+void vm_coord_unit_order(uint64_t seed, uint32_t epoch, int n, uint32_t *order) {
+    // Fisher-Yates with a stream per epoch: the order depends only on (seed, epoch).
+    vm_rng r;
+    vm_rng_init(&r, seed, vm_rng_stream(VM_RNG_DATA_ORDER, epoch, 0, 0));
+    for (int i = 0; i < n; i++) order[i] = (uint32_t)i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)vm_rng_int(&r, 0, i);
+        uint32_t t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+}
 
 static void start_epoch(vm_coord *c, double now) {
     int n = c->o.n_units;
     for (int i = 0; i < n; i++) c->units[i] = (unit_rec){U_PENDING, 0, -1, 0};
-    // Fisher-Yates with a stream per epoch: the order depends only on (seed, epoch).
-    vm_rng r;
-    vm_rng_init(&r, c->o.seed, vm_rng_stream(VM_RNG_DATA_ORDER, c->epoch, 0, 0));
-    for (int i = 0; i < n; i++) c->order[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)vm_rng_int(&r, 0, i);
-        uint32_t t = c->order[i];
-        c->order[i] = c->order[j];
-        c->order[j] = t;
-    }
+    vm_coord_unit_order(c->o.seed, c->epoch, n, c->order);
     c->cursor = 0;
     c->nretry = 0;
     c->closed = 0;
@@ -66,6 +76,7 @@ vm_coord *vm_coord_new(const vm_coord_opts *opts, double now) {
     if (!c) return NULL;
     c->o = *opts;
     if (c->o.max_attempts <= 0) c->o.max_attempts = 3;
+    c->limit = INT64_MAX;
     c->units = calloc(opts->n_units, sizeof *c->units);
     c->order = calloc(opts->n_units, sizeof *c->order);
     c->retry = calloc(opts->n_units, sizeof *c->retry);
@@ -80,6 +91,7 @@ void vm_coord_free(vm_coord *c) {
     free(c->order);
     free(c->retry);
     free(c->workers);
+    free(c->failed);
     free(c);
 }
 
@@ -123,7 +135,27 @@ static void close_unit(vm_coord *c, unit_rec *u, int state, double now) {
     u->state = state;
     u->owner = -1;
     if (state == U_DONE) c->cur.delivered++;
-    else c->cur.failed++;
+    else {
+        c->cur.failed++;
+        // Ordered delivery skips a failed unit only once it knows: record it for vm_coord_next_failed.
+        if (c->nfailed == c->capfailed) {
+            int nc = c->capfailed ? c->capfailed * 2 : 16;
+            failed_rec *f = malloc((size_t)nc * sizeof *f);
+            if (f) {  // unroll the ring into the new array
+                for (int i = 0; i < c->nfailed; i++) f[i] = c->failed[(c->failhead + i) % c->capfailed];
+                free(c->failed);
+                c->failed = f;
+                c->capfailed = nc;
+                c->failhead = 0;
+            }
+        }
+        if (c->nfailed < c->capfailed) {
+            c->failed[(c->failhead + c->nfailed) % c->capfailed] = (failed_rec){c->epoch, (uint64_t)(u - c->units)};
+            c->nfailed++;
+        } else {
+            c->failed_lost = 1;
+        }
+    }
     if (++c->closed < c->o.n_units) return;
     c->cur.seconds = now - c->epoch_t0;
     if (c->ndone < MAX_SUMMARIES) c->done[c->ndone++] = c->cur;
@@ -176,7 +208,9 @@ int vm_coord_lease(vm_coord *c, int wid, double now, vm_lease *out) {
         uint64_t u = c->retry[--c->nretry];
         if (c->units[u].state == U_PENDING) idx = (int64_t)u;
     }
-    while (idx < 0 && c->cursor < c->o.n_units) {
+    // Re-issued units are exempt from the limit: they were leased below it before, and the head of
+    // the line may be one of them.
+    while (idx < 0 && c->cursor < c->o.n_units && (int64_t)c->epoch * c->o.n_units + c->cursor < c->limit) {
         uint32_t u = c->order[c->cursor++];
         if (c->units[u].state == U_PENDING) idx = u;
     }
@@ -241,6 +275,18 @@ int vm_coord_next_summary(vm_coord *c, vm_epoch_summary *out) {
     memmove(c->done, c->done + 1, (size_t)(--c->ndone) * sizeof *c->done);
     return 1;
 }
+
+int vm_coord_next_failed(vm_coord *c, uint32_t *epoch, uint64_t *unit) {
+    if (c->failed_lost) return -1;
+    if (!c->nfailed) return 0;
+    *epoch = c->failed[c->failhead].epoch;
+    *unit = c->failed[c->failhead].unit;
+    c->failhead = (c->failhead + 1) % c->capfailed;
+    c->nfailed--;
+    return 1;
+}
+
+void vm_coord_set_lease_limit(vm_coord *c, int64_t limit) { c->limit = limit; }
 
 uint32_t vm_coord_epoch(const vm_coord *c) { return c->epoch; }
 int vm_coord_finished(const vm_coord *c) { return c->finished; }

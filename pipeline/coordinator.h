@@ -4,8 +4,10 @@
 // rule here is unit-tested directly.  The receiver thread owns one vm_coord.
 //
 // Units are the videos of the dataset (unit id = dataset index).  Each epoch visits every unit once,
-// in an order drawn from (seed, epoch).  Workers pull: vm_coord_lease hands out the next pending
-// unit.  Results are chunks (epoch, unit, seq): chunk `seq` of a unit is accepted only when it is the
+// in an order drawn from (seed, epoch) (vm_coord_unit_order).  Workers pull: vm_coord_lease hands out
+// the next pending unit: re-issued units first, then the epoch's order.  A unit's global position
+// is epoch * n_units + its index in that order; with a lease limit (ordered delivery, receiver.h)
+// only positions below the limit are leased from the order.  Results are chunks (epoch, unit, seq): chunk `seq` of a unit is accepted only when it is the
 // next one the unit expects, so a chunk seen before is dropped and counted as a duplicate.
 //
 // Semantics — exactly-once per epoch for delivered samples:
@@ -63,8 +65,17 @@ int vm_coord_remove_worker(vm_coord *c, int wid);
 int vm_coord_worker_alive(const vm_coord *c, int wid);
 int vm_coord_worker_leases(const vm_coord *c, int wid);
 
-// Next unit for wid: 1 = *out filled, 0 = none now (the epoch is finishing), -1 = the run is over.
+// Next unit for wid: 1 = *out filled, 0 = none now (the epoch is finishing, or the lease limit is
+// reached), -1 = the run is over.
 int vm_coord_lease(vm_coord *c, int wid, double now, vm_lease *out);
+// Lease units from the order only while their global position (epoch * n_units + index in the
+// epoch's order) is below limit; re-issued units are leased whatever the limit (they were below an
+// earlier one).  The default is INT64_MAX (no limit).  The ordered receiver sets it to the
+// consumer's position plus a window, which bounds the chunks it must hold.
+void vm_coord_set_lease_limit(vm_coord *c, int64_t limit);
+// The unit order of an epoch: order[i] = unit at position i (a permutation of 0..n-1 drawn from
+// (seed, epoch) alone).  The coordinator leases in this order; the ordered receiver delivers in it.
+void vm_coord_unit_order(uint64_t seed, uint32_t epoch, int n, uint32_t *order);
 // A chunk arrived: VM_CHUNK_ACCEPT (deliver it), _DUPLICATE (drop it) or _INVALID (a unit or epoch
 // this coordinator never issued: malformed).  last = the unit's final chunk.
 int vm_coord_chunk(vm_coord *c, int wid, uint32_t epoch, uint64_t unit, uint32_t seq, int last,
@@ -78,6 +89,12 @@ int vm_coord_expire(vm_coord *c, double now, int *lost, int cap);
 // Pop the summary of a completed epoch (1) or return 0 when none is pending.  Call after each
 // chunk/fail/expire; epochs complete in order.
 int vm_coord_next_summary(vm_coord *c, vm_epoch_summary *out);
+// Pop the next unit closed as failed (by vm_coord_fail, or lost with its worker max_attempts times
+// in expire/remove_worker), in the order they failed: 1 = *epoch, *unit filled, 0 = none pending,
+// -1 = a failure could not be recorded (out of memory).  Every chunk of the unit accepted before is
+// already reported by vm_coord_chunk; none is accepted after.  Call after each remove_worker, fail
+// and expire (the records are kept until popped).
+int vm_coord_next_failed(vm_coord *c, uint32_t *epoch, uint64_t *unit);
 uint32_t vm_coord_epoch(const vm_coord *c);       // current epoch
 int vm_coord_finished(const vm_coord *c);         // every epoch done
 // Units leased and not yet delivered or failed (for stats).
