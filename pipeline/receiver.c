@@ -16,10 +16,11 @@
 #include "pipeline/dataset.h"
 #include "pipeline/wire.h"
 
-enum { Q_CHUNK, Q_EPOCH_END, Q_RUN_END };
+enum { Q_CHUNK, Q_EPOCH_END, Q_RUN_END, Q_FAILED };
 
 // A queued item.  Entries are allocated when a worker joins (credits of them) and recycled through
-// a free list, so the hot path allocates nothing; they never move (a zmq_msg_t must not be copied).
+// a free list, so the hot path allocates nothing once warm (ordered mode may hold a lease window's
+// worth, allocated on first need); they never move (a zmq_msg_t must not be copied).
 typedef struct qent {
     struct qent *next;
     int kind;
@@ -29,7 +30,15 @@ typedef struct qent {
     uint64_t session;
     uint32_t epoch;
     uint32_t used;         // samples already taken by next_batch
+    uint64_t unit;         // ordered mode: the entry's key (epoch, unit, seq); Q_FAILED: a failed unit
+    uint32_t seq;
+    uint8_t last;          // the unit's final chunk
+    uint8_t credited;      // its credit went back on arrival (ordered mode): none when consumed
 } qent;
+
+// Ordered mode: chunks waiting for their turn, hashed by (epoch, unit).  Chains stay short: the lease
+// window bounds how many units have chunks here (see handle_request).
+#define HELD_BITS 10
 
 typedef struct wrec {
     uint8_t id[256];       // ROUTER identity of the worker's connection
@@ -47,6 +56,8 @@ typedef struct wrec {
 struct vm_receiver {
     vm_config cfg;
     vm_receiver_opts o;
+    int ordered;           // [pipeline] ordered
+    int epochs;            // epochs to deliver (<= 0: unlimited)
     vm_dataset ds;
     int V, S, spu, chunk;  // views, view side, samples per unit, largest chunk
     size_t sample_bytes, max_msg;
@@ -70,7 +81,13 @@ struct vm_receiver {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     qent *qhead, *qtail, *freelist;
-    int qlen;
+    int qlen;              // chunks queued (FIFO) or held (ordered)
+    qent *held[1 << HELD_BITS];  // ordered mode: chunks and failed-unit records by (epoch, unit)
+    int64_t head_global;   // ordered: global position (epoch * n + index in order) of the next unit
+    uint32_t c_epoch;      // ordered: the epoch being delivered, its order, the next unit and chunk
+    uint32_t *c_order;
+    int c_pos;
+    uint32_t c_seq;
     int64_t *ret;          // per worker: credits to return
     int retcap;
     vm_receiver_stats st;
@@ -164,9 +181,134 @@ static void q_marker(vm_receiver *r, int kind, uint32_t epoch) {
     pthread_mutex_unlock(&r->mu);
 }
 
+// ---- ordered mode: the held chunks ------------------------------------------------------------------
+
+static qent **held_bucket(vm_receiver *r, uint32_t epoch, uint64_t unit) {
+    uint64_t k = ((uint64_t)epoch * 0x9E3779B97F4A7C15ull + unit) * 0xff51afd7ed558ccdull;
+    return &r->held[k >> (64 - HELD_BITS)];
+}
+
+static void held_insert_locked(vm_receiver *r, qent *e) {
+    qent **b = held_bucket(r, e->epoch, e->unit);
+    e->next = *b;
+    *b = e;
+    if (e->kind == Q_CHUNK) r->qlen++;
+    pthread_cond_signal(&r->cv);
+}
+
+// The head unit's next chunk (unlinked), or NULL; *failed = the unit has a failure record (which is
+// unlinked and recycled only when no chunk is found: every chunk accepted before the failure is here).
+static qent *held_take_locked(vm_receiver *r, uint32_t epoch, uint64_t unit, uint32_t seq, int *failed) {
+    qent **fp = NULL;
+    *failed = 0;
+    for (qent **p = held_bucket(r, epoch, unit); *p; p = &(*p)->next) {
+        qent *e = *p;
+        if (e->epoch != epoch || e->unit != unit) continue;
+        if (e->kind == Q_CHUNK && e->seq == seq) {
+            *p = e->next;
+            r->qlen--;
+            return e;
+        }
+        if (e->kind == Q_FAILED) fp = p;
+    }
+    if (fp) {
+        qent *f = *fp;
+        *fp = f->next;
+        f->next = r->freelist;
+        r->freelist = f;
+        *failed = 1;
+    }
+    return NULL;
+}
+
+// Under mu, without waiting: the next item for next_batch.  Q_CHUNK (*out set), Q_EPOCH_END or
+// Q_RUN_END, or -1 when nothing is ready yet.
+static int pop_locked(vm_receiver *r, qent **out) {
+    if (!r->ordered) {  // arrival order
+        qent *e = r->qhead;
+        if (!e) return -1;
+        r->qhead = e->next;
+        if (!r->qhead) r->qtail = NULL;
+        if (e->kind == Q_CHUNK) {
+            r->qlen--;
+            *out = e;
+            return Q_CHUNK;
+        }
+        int kind = e->kind;
+        e->next = r->freelist;
+        r->freelist = e;
+        return kind;
+    }
+    // The epoch's unit order, chunk by chunk; a failed unit is skipped once the coordinator said so.
+    for (;;) {
+        int n = r->ds.n;
+        if (r->c_pos == n) {
+            r->c_epoch++;
+            r->c_pos = 0;
+            r->c_seq = 0;
+            vm_coord_unit_order((uint64_t)r->cfg.run.seed, r->c_epoch, n, r->c_order);
+            return r->epochs > 0 && r->c_epoch >= (uint32_t)r->epochs ? Q_RUN_END : Q_EPOCH_END;
+        }
+        int failed;
+        qent *e = held_take_locked(r, r->c_epoch, r->c_order[r->c_pos], r->c_seq, &failed);
+        if (!e && !failed) return -1;
+        if (e && !e->last) {
+            r->c_seq++;
+        } else {  // the unit is complete (or failed): the next one is the head of the line
+            r->c_pos++;
+            r->c_seq = 0;
+            r->head_global = (int64_t)r->c_epoch * n + r->c_pos;
+        }
+        if (e) {
+            *out = e;
+            return Q_CHUNK;
+        }
+    }
+}
+
+// Ordered mode: how many unit positions past the consumer's head may be leased.  Chunks exist only for
+// leased units, so the held chunks are at most window x chunks-per-unit.  Per live worker the
+// larger of its credits' worth of units and 2 (its prefetch), so that every worker can keep busy
+// while the line waits for one slow unit.
+static int64_t lease_window(vm_receiver *r) {
+    int alive = 0;
+    for (int i = 0; i < r->nw; i++) alive += r->w[i].alive;
+    if (alive < 1) alive = 1;
+    int per_unit = (r->spu + r->chunk - 1) / r->chunk;
+    int per = (r->cfg.pipeline.credits + per_unit - 1) / per_unit;
+    if (per < 2) per = 2;
+    return (int64_t)alive * per;
+}
+
 // ---- epoch events --------------------------------------------------------------------------------
 
+static void io_fail(vm_receiver *r, const char *why) {
+    pthread_mutex_lock(&r->mu);
+    r->io_dead = 1;
+    snprintf(r->io_err, sizeof r->io_err, "%s", why);
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
 static void drain_summaries(vm_receiver *r) {
+    // Failed units first: in ordered mode next_batch skips one only on its record.
+    uint32_t fe;
+    uint64_t fu;
+    int k;
+    while ((k = vm_coord_next_failed(r->coord, &fe, &fu)) != 0) {
+        if (k < 0) { io_fail(r, "receiver: out of memory recording a failed video"); break; }
+        if (!r->ordered) continue;
+        pthread_mutex_lock(&r->mu);
+        qent *e = q_new_locked(r);
+        if (e) {
+            e->kind = Q_FAILED;
+            e->epoch = fe;
+            e->unit = fu;
+            held_insert_locked(r, e);
+        }
+        pthread_mutex_unlock(&r->mu);
+        if (!e) { io_fail(r, "receiver: out of memory"); break; }
+    }
     vm_epoch_summary s;
     while (vm_coord_next_summary(r->coord, &s)) {
         char reasons[512] = "";
@@ -182,11 +324,11 @@ static void drain_summaries(vm_receiver *r) {
         pthread_mutex_lock(&r->mu);
         r->st.epochs_done++;
         pthread_mutex_unlock(&r->mu);
-        q_marker(r, Q_EPOCH_END, s.epoch);
+        if (!r->ordered) q_marker(r, Q_EPOCH_END, s.epoch);  // ordered: next_batch counts units itself
     }
     if (vm_coord_finished(r->coord) && !r->stop_sent) {
         r->stop_sent = 1;
-        q_marker(r, Q_RUN_END, vm_coord_epoch(r->coord));
+        if (!r->ordered) q_marker(r, Q_RUN_END, vm_coord_epoch(r->coord));
         for (int i = 0; i < r->nw; i++)
             if (r->w[i].alive) {
                 vm_wire_msg m = {.type = VM_MSG_STOP, .session = r->w[i].session};
@@ -302,11 +444,14 @@ static void handle_data(vm_receiver *r, int wid, const vm_wire_msg *m, zmq_msg_t
     qent *q = q_new_locked(r);
     if (!q) {
         pthread_mutex_unlock(&r->mu);
-        r->io_dead = 1;
-        snprintf(r->io_err, sizeof r->io_err, "receiver: out of memory");
+        io_fail(r, "receiver: out of memory");
         return;
     }
     q->kind = Q_CHUNK;
+    q->unit = m->unit;
+    q->seq = m->seq;
+    q->last = (m->flags & VM_WIRE_F_LAST) != 0;
+    q->credited = (uint8_t)r->ordered;
     zmq_msg_init(&q->msg);
     zmq_msg_move(&q->msg, body);
     vm_batch_parse(zmq_msg_data(&q->msg), zmq_msg_size(&q->msg), &q->v, NULL);  // re-borrow after the move
@@ -318,8 +463,14 @@ static void handle_data(vm_receiver *r, int wid, const vm_wire_msg *m, zmq_msg_t
     r->st.samples += v.h.batch;
     r->st.bytes_wire += v.h.payload_size;
     r->st.bytes_raw += v.h.raw_size;
-    q_push_locked(r, q);
+    if (r->ordered) held_insert_locked(r, q);
+    else q_push_locked(r, q);
     pthread_mutex_unlock(&r->mu);
+    // Ordered mode returns the credit on arrival, not when next_batch consumes the chunk: a chunk
+    // held for its turn must not hold its worker's credit, or the worker could be unable to send
+    // the very unit the line waits for (a re-issued head unit queued behind its later units).  The
+    // lease window bounds what is held instead (handle_request).
+    if (r->ordered) send_credit(r, wid, 1);
 }
 
 static void handle_request(vm_receiver *r, int wid, const vm_wire_msg *m, double now) {
@@ -331,6 +482,12 @@ static void handle_request(vm_receiver *r, int wid, const vm_wire_msg *m, double
     }
     int want = m->count ? (int)m->count : 1, given = 0;
     if (want > 16) want = 16;
+    if (r->ordered) {
+        pthread_mutex_lock(&r->mu);
+        int64_t head = r->head_global;
+        pthread_mutex_unlock(&r->mu);
+        vm_coord_set_lease_limit(r->coord, head + lease_window(r));
+    }
     for (; given < want; given++) {
         vm_lease l;
         int rc = vm_coord_lease(r->coord, wid, now, &l);
@@ -616,6 +773,7 @@ int vm_receiver_start(vm_receiver **out, const vm_config *cfg, const vm_receiver
     r->cfg = *cfg;
     if (opts) r->o = *opts;
     else vm_receiver_opts_default(&r->o);
+    r->ordered = cfg->pipeline.ordered != 0;
     r->efd = -1;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
@@ -633,8 +791,11 @@ int vm_receiver_start(vm_receiver **out, const vm_config *cfg, const vm_receiver
     if (!r->max_msg) { rc = vm_fail(err, VM_EINVAL, "receiver: chunk shape %ux%ux%ux%u is not valid", h.batch, h.views, h.height, h.width); goto fail; }
     r->staging = malloc((size_t)h.batch * r->sample_bytes);
     r->fail_logged = calloc(r->ds.n, 1);
-    if (!r->staging || !r->fail_logged) { rc = vm_fail(err, VM_ENOMEM, "receiver: out of memory"); goto fail; }
+    r->c_order = malloc((size_t)r->ds.n * sizeof *r->c_order);
+    if (!r->staging || !r->fail_logged || !r->c_order) { rc = vm_fail(err, VM_ENOMEM, "receiver: out of memory"); goto fail; }
+    vm_coord_unit_order((uint64_t)cfg->run.seed, 0, r->ds.n, r->c_order);  // the same order the coordinator leases in
     int epochs = r->o.epochs ? r->o.epochs : cfg->pipeline.epochs ? cfg->pipeline.epochs : cfg->optim.epochs;
+    r->epochs = epochs;
     vm_coord_opts co = {.n_units = r->ds.n, .epochs = epochs, .seed = (uint64_t)cfg->run.seed,
                         .lease_timeout = cfg->pipeline.lease_timeout_ms / 1000.0, .max_attempts = 3};
     r->t0 = r->last_stats = vm_now();
@@ -661,8 +822,9 @@ int vm_receiver_start(vm_receiver **out, const vm_config *cfg, const vm_receiver
         snprintf(r->endpoint, sizeof r->endpoint, "%s", cfg->pipeline.endpoint);
     if (pthread_create(&r->th, NULL, io_main, r) != 0) { rc = vm_fail(err, VM_ENOMEM, "receiver: cannot start its thread"); goto fail; }
     r->th_started = 1;
-    INFO(r, "receiver: %d videos from %s, %d epoch%s, %d x %d x %d x 3 per sample, listening on %s", r->ds.n,
-         r->ds.source, epochs, epochs == 1 ? "" : "s", r->V, r->S, r->S, r->endpoint);
+    INFO(r, "receiver: %d videos from %s, %d epoch%s, %d x %d x %d x 3 per sample, %s, listening on %s", r->ds.n,
+         r->ds.source, epochs, epochs == 1 ? "" : "s", r->V, r->S, r->S,
+         r->ordered ? "ordered delivery" : "arrival order", r->endpoint);
     *out = r;
     return 0;
 fail:
@@ -672,20 +834,14 @@ fail:
 
 static void release_chunk(vm_receiver *r, qent *e) {
     zmq_msg_close(&e->msg);
+    int credit = !e->credited;  // ordered mode credited it on arrival
     pthread_mutex_lock(&r->mu);
-    if (e->wid < r->retcap) r->ret[e->wid]++;
+    if (credit && e->wid < r->retcap) r->ret[e->wid]++;
     e->next = r->freelist;
     r->freelist = e;
     pthread_mutex_unlock(&r->mu);
     uint64_t one = 1;
-    if (write(r->efd, &one, sizeof one) < 0) {}  // counter saturation is harmless: the thread reads all
-}
-
-static void recycle(vm_receiver *r, qent *e) {
-    pthread_mutex_lock(&r->mu);
-    e->next = r->freelist;
-    r->freelist = e;
-    pthread_mutex_unlock(&r->mu);
+    if (credit && write(r->efd, &one, sizeof one) < 0) {}  // counter saturation is harmless: the thread reads all
 }
 
 // Drop the whole chunks recorded for a batch that will not be returned (drop_last tail).
@@ -733,41 +889,38 @@ int vm_receiver_next_batch_ex(vm_receiver *r, uint8_t *views, vm_sample_meta *me
     double waited = 0;
     while (filled < batch_size) {
         if (!r->cur) {
-            // Never sleep on chunks we hold: their credits may be what the workers wait for (a batch
-            // can need more chunks than the workers have credits).
+            qent *e = NULL;
             pthread_mutex_lock(&r->mu);
-            int empty = !r->qhead;
-            pthread_mutex_unlock(&r->mu);
-            if (empty && npend) {
+            int kind = r->cancelled ? -1 : pop_locked(r, &e);
+            if (kind < 0 && npend) {
+                // Never sleep on chunks we hold: their credits may be what the workers wait for (a batch
+                // can need more chunks than the workers have credits).
+                pthread_mutex_unlock(&r->mu);
                 bad += flush_pending(r, npend, why, sizeof why);
                 npend = 0;
+                pthread_mutex_lock(&r->mu);
+                kind = r->cancelled ? -1 : pop_locked(r, &e);
             }
-            pthread_mutex_lock(&r->mu);
             double t = vm_now();
-            while (!r->qhead && !r->io_dead && !r->cancelled) {
+            while (kind < 0 && !r->io_dead && !r->cancelled) {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
                 ts.tv_nsec += 100 * 1000000L;
                 if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
                 pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+                if (!r->cancelled) kind = pop_locked(r, &e);
             }
             double dt = vm_now() - t;
             waited += dt;
             r->st.wait_s += dt;
-            if (!r->qhead || r->cancelled) {
+            if (kind < 0) {
                 int rc = vm_fail(err, r->cancelled ? VM_EAGAIN : VM_EIO, "%s", r->io_err);
                 pthread_mutex_unlock(&r->mu);
                 release_pending(r, npend);
                 return rc;
             }
-            qent *e = r->qhead;
-            r->qhead = e->next;
-            if (!r->qhead) r->qtail = NULL;
-            r->qlen--;
             pthread_mutex_unlock(&r->mu);
-            if (e->kind != Q_CHUNK) {
-                int kind = e->kind;
-                recycle(r, e);
+            if (kind != Q_CHUNK) {
                 if (kind == Q_RUN_END) r->ended = 1;
                 if (filled && !r->o.drop_last) break;  // short last batch
                 if (filled) {
@@ -898,6 +1051,12 @@ void vm_receiver_stop(vm_receiver *r) {
         if (e->kind == Q_CHUNK) zmq_msg_close(&e->msg);
         free(e);
     }
+    for (size_t b = 0; b < sizeof r->held / sizeof r->held[0]; b++)
+        for (qent *e = r->held[b], *n; e; e = n) {
+            n = e->next;
+            if (e->kind == Q_CHUNK) zmq_msg_close(&e->msg);
+            free(e);
+        }
     for (qent *e = r->freelist, *n; e; e = n) {
         n = e->next;
         free(e);
@@ -909,6 +1068,7 @@ void vm_receiver_stop(vm_receiver *r) {
     vm_dataset_free(&r->ds);
     free(r->cfg_text);
     free(r->fail_logged);
+    free(r->c_order);
     free(r->staging);
     free(r->pend);
     free(r->w);
