@@ -263,3 +263,57 @@ TEST(coord_bye_reissues_and_wait_at_epoch_end) {
     CHECK_EQ_INT(l3.epoch, 0);
     vm_coord_free(c);
 }
+
+TEST(coord_lease_limit_reissue_exempt_failed_records_in_order) {
+    vm_coord *c = mk(6, 2, 1.0);
+    uint32_t order[6], order1[6];
+    vm_coord_unit_order(1, 0, 6, order);
+    vm_coord_unit_order(1, 1, 6, order1);
+    CHECK(memcmp(order, order1, sizeof order) != 0, "epochs 0 and 1 have the same order");
+    int a = vm_coord_add_worker(c, 0), b = vm_coord_add_worker(c, 0);
+    vm_lease l[6];
+    vm_coord_set_lease_limit(c, 2);  // positions 0 and 1 only
+    CHECK_EQ_INT(vm_coord_lease(c, a, 0, &l[0]), 1);
+    CHECK_EQ_INT(vm_coord_lease(c, a, 0, &l[1]), 1);
+    CHECK_EQ_INT(vm_coord_lease(c, b, 0, &l[2]), 0);
+    CHECK_EQ_INT(l[0].unit, order[0]);
+    CHECK_EQ_INT(l[1].unit, order[1]);
+    uint32_t fe;
+    uint64_t fu;
+    CHECK_EQ_INT(vm_coord_next_failed(c, &fe, &fu), 0);
+    CHECK_EQ_INT(vm_coord_fail(c, a, 0, l[0].unit, -3), 1);
+    // a is lost: its other unit goes back and is leased even below the limit (it was leased before).
+    vm_coord_touch(c, b, 1.5);
+    int lost[2];
+    CHECK_EQ_INT(vm_coord_expire(c, 1.6, lost, 2), 1);
+    vm_coord_set_lease_limit(c, 0);
+    CHECK_EQ_INT(vm_coord_lease(c, b, 1.6, &l[2]), 1);
+    CHECK_EQ_INT(l[2].unit, order[1]);
+    CHECK_EQ_INT(vm_coord_lease(c, b, 1.6, &l[3]), 0);
+    // ... and lost twice more (b silent, then w leaves): the third loss fails it, after the first failure.
+    CHECK_EQ_INT(vm_coord_expire(c, 3.0, lost, 2), 1);
+    int w3 = vm_coord_add_worker(c, 3.0);
+    CHECK_EQ_INT(vm_coord_lease(c, w3, 3.0, &l[3]), 1);
+    CHECK_EQ_INT(l[3].unit, order[1]);
+    CHECK_EQ_INT(vm_coord_remove_worker(c, w3), 0);
+    CHECK_EQ_INT(vm_coord_next_failed(c, &fe, &fu), 1);
+    CHECK(fe == 0 && fu == order[0], "first failure: epoch %u unit %llu", fe, (unsigned long long)fu);
+    CHECK_EQ_INT(vm_coord_next_failed(c, &fe, &fu), 1);
+    CHECK(fe == 0 && fu == order[1], "second failure: epoch %u unit %llu", fe, (unsigned long long)fu);
+    CHECK_EQ_INT(vm_coord_next_failed(c, &fe, &fu), 0);
+    // The rest of epoch 0 in order, one position at a time; epoch 1 waits for the limit 6 + 1.
+    int w = vm_coord_add_worker(c, 10);
+    for (int p = 2; p < 6; p++) {
+        vm_coord_set_lease_limit(c, p + 1);
+        CHECK_EQ_INT(vm_coord_lease(c, w, 10, &l[4]), 1);
+        CHECK_EQ_INT(l[4].unit, order[p]);
+        CHECK_EQ_INT(vm_coord_lease(c, w, 10, &l[5]), 0);
+        CHECK_EQ_INT(vm_coord_chunk(c, w, 0, l[4].unit, 0, 1, 3, 10), VM_CHUNK_ACCEPT);
+    }
+    CHECK_EQ_INT(vm_coord_epoch(c), 1);
+    CHECK_EQ_INT(vm_coord_lease(c, w, 10, &l[5]), 0);
+    vm_coord_set_lease_limit(c, 7);
+    CHECK_EQ_INT(vm_coord_lease(c, w, 10, &l[5]), 1);
+    CHECK(l[5].epoch == 1 && l[5].unit == order1[0], "epoch %u unit %llu", l[5].epoch, (unsigned long long)l[5].unit);
+    vm_coord_free(c);
+}

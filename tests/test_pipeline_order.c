@@ -1,0 +1,508 @@
+// tests/test_pipeline_order.c — ordered delivery ([pipeline] ordered = true): samples come out in
+// the coordinator's unit order whatever the number of workers and their timing; failed units are
+// skipped in order; a stalled head-of-line worker cannot deadlock the line; `vicmae run --sink
+// --save-batches` and CPU training from the pipeline are identical with 1, 2 or 3 workers.
+//
+// The receiver-level tests fork workers running vm_worker_run with a synthetic source whose pixels
+// are a pure function of (video, epoch, draw, view); the last two run the full binary ($VICMAE_BIN)
+// on a generated dataset and skip where it is absent.
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "common/io.h"
+#include "pipeline/coordinator.h"
+#include "pipeline/receiver.h"
+#include "pipeline/worker.h"
+#include "tests/harness.h"
+
+extern char **environ;
+
+// ---- the synthetic source ---------------------------------------------------------------------
+
+static int fake_V, fake_S, fake_jitter, fake_stall, fake_stalled;
+
+static uint8_t pix(uint64_t video, uint32_t epoch, int draw, int view, size_t i) {
+    return (uint8_t)(video * 31 + epoch * 7 + draw * 13 + view * 5 + i % 17);
+}
+
+static int fake_produce(void *ctx, const char *path, uint64_t video_id, uint32_t epoch, int n, uint8_t *px,
+                        vm_sample_meta *sm, vm_view_meta *vmeta, vm_error *err) {
+    (void)ctx;
+    if (strstr(path, "corrupt")) return vm_fail(err, VM_ECORRUPT, "%s: not a video (synthetic failure)", path);
+    // The stalling worker stops its whole process (heartbeats included) on the "stall" video, once:
+    // the coordinator then presumes it lost and re-issues the unit.
+    if (fake_stall && !fake_stalled && strstr(path, "stall")) {
+        fake_stalled = 1;
+        raise(SIGSTOP);
+    }
+    // Unequal unit times scramble the arrival order between workers.
+    if (fake_jitter) usleep((useconds_t)((video_id * 7 + epoch * 3) % 5) * 1000 * fake_jitter);
+    size_t view = (size_t)fake_S * fake_S * 3;
+    for (int d = 0; d < n; d++) {
+        sm[d] = (vm_sample_meta){.video_id = video_id, .src_width = 100, .src_height = 80};
+        for (int v = 0; v < fake_V; v++) {
+            uint8_t *p = px + ((size_t)d * fake_V + v) * view;
+            for (size_t i = 0; i < view; i++) p[i] = pix(video_id, epoch, d, v, i);
+            vmeta[d * fake_V + v] = (vm_view_meta){.frame = d, .pts_ns = epoch, .crop_w = 10, .crop_h = 10};
+        }
+    }
+    return 0;
+}
+
+static int fake_factory(const vm_config *cfg, vm_unit_source *out, vm_error *err) {
+    (void)err;
+    fake_V = vm_pipeline_views(cfg);
+    fake_S = cfg->model.img_size;
+    *out = (vm_unit_source){NULL, fake_produce, NULL, NULL};
+    return 0;
+}
+
+// ---- helpers ------------------------------------------------------------------------------------
+
+// videos: names "v<i>.mp4", "corrupt<i>.mp4" every corrupt_every-th, "stall<i>.mp4" for i == stall.
+static void base_config(vm_config *cfg, int videos, int corrupt_every, int stall) {
+    vm_config_defaults(cfg);
+    char path[700];
+    snprintf(path, sizeof path, "%s/manifest-%d-%d-%d.txt", vt_tmpdir(), videos, corrupt_every, stall);
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    for (int i = 0; i < videos; i++)
+        fprintf(f, "%s%d.mp4 %d\n",
+                i == stall ? "stall" : corrupt_every && i % corrupt_every == corrupt_every - 1 ? "corrupt" : "v", i, i % 3);
+    fclose(f);
+    snprintf(cfg->data.path, sizeof cfg->data.path, "%s", path);
+    cfg->model.img_size = 16;
+    cfg->model.patch_size = 8;
+    cfg->sampler.pairs_per_video = 3;
+    cfg->pipeline.chunk_samples = 2;  // 2 chunks per unit: chunk order inside a unit matters too
+    cfg->pipeline.credits = 2;
+    cfg->pipeline.heartbeat_ms = 50;
+    cfg->pipeline.lease_timeout_ms = 2000;
+    cfg->pipeline.epochs = 1;
+    cfg->pipeline.ordered = 1;
+    vm_error err = {0};
+    CHECK_OK(vm_config_validate(cfg, &err), err);
+    alarm(90);  // a hang anywhere below kills the binary (a failure), never stalls CI
+}
+
+static void pick_endpoint(vm_config *cfg) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &al) == 0);
+    close(fd);
+    snprintf(cfg->pipeline.endpoint, sizeof cfg->pipeline.endpoint, "tcp://127.0.0.1:%d", ntohs(a.sin_port));
+}
+
+static volatile int child_stop;
+static void child_on_term(int sig) { (void)sig; child_stop = 1; }
+
+// A worker process, forked before the receiver starts its threads; it connects (after delay_ms) and
+// retries until the receiver binds.
+static pid_t spawn_worker(const char *endpoint, int jitter, int stall, int delay_ms) {
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        // Dies with the test, stopped or not: an orphan stopped worker would hold the test's output
+        // pipe open forever.
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        fake_jitter = jitter;
+        fake_stall = stall;
+        struct sigaction sa = {.sa_handler = child_on_term};
+        sigaction(SIGTERM, &sa, NULL);
+        if (delay_ms) usleep((useconds_t)delay_ms * 1000);
+        vm_worker_opts o;
+        vm_worker_opts_default(&o);
+        o.stop_flag = &child_stop;
+        o.connect = endpoint;
+        o.make_source = fake_factory;
+        o.idle_exit_s = 20;
+        o.stats_every_s = 0;
+        o.quiet = 1;
+        vm_error err = {0};
+        int rc = vm_worker_run(&o, NULL, &err);
+        if (rc) fprintf(stderr, "worker: %s\n", err.msg);
+        _exit(rc ? 1 : 0);
+    }
+    return pid;
+}
+
+static int reap(pid_t pid, double timeout_s) {
+    double t0 = vm_now();
+    int status;
+    while (vm_now() - t0 < timeout_s) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        usleep(10000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+static vm_receiver *start(const vm_config *cfg, int drop_last) {
+    vm_receiver_opts o;
+    vm_receiver_opts_default(&o);
+    o.quiet = 1;
+    o.stats_every_s = 0;
+    o.drop_last = drop_last;
+    vm_receiver *r;
+    vm_error err = {0};
+    CHECK_OK(vm_receiver_start(&r, cfg, &o, &err), err);
+    return r;
+}
+
+static void wait_joined(vm_receiver *r, int n) {
+    for (int i = 0; i < 1000; i++) {
+        vm_receiver_stats s;
+        vm_receiver_get_stats(r, &s);
+        if (s.workers_joined >= n) return;
+        usleep(10000);
+    }
+    CHECK(0, "fewer than %d workers joined in 10 s", n);
+}
+
+// Everything next_batch returned, as bytes (per batch: n, epoch, sample and view records, pixels),
+// checked on the way against the expected order: the epoch's unit order, draws 0..spu-1, the failed
+// (corrupt) videos left out.
+typedef struct {
+    uint8_t *bytes;
+    size_t len, cap;
+    int samples, batches, bad_pixels, out_of_order;
+} record;
+
+static void rec_add(record *c, const void *p, size_t n) {
+    if (c->len + n > c->cap) {
+        c->cap = (c->len + n) * 2;
+        c->bytes = realloc(c->bytes, c->cap);
+        CHECK(c->bytes);
+    }
+    memcpy(c->bytes + c->len, p, n);
+    c->len += n;
+}
+
+static int is_corrupt(int video, int corrupt_every) {
+    return corrupt_every && video % corrupt_every == corrupt_every - 1;
+}
+
+static int consume_ordered(vm_receiver *r, const vm_config *cfg, int B, int epochs, int corrupt_every, record *c) {
+    int V = vm_receiver_views(r), S = vm_receiver_size(r), n_units = vm_receiver_dataset_size(r);
+    int spu = cfg->sampler.pairs_per_video;
+    size_t sb = (size_t)V * S * S * 3;
+    uint8_t *px = malloc(B * sb);
+    vm_sample_meta *meta = calloc(B, sizeof *meta);
+    vm_view_meta *vmeta = calloc((size_t)B * V, sizeof *vmeta);
+    uint32_t *order = malloc((size_t)n_units * sizeof *order);
+    // The expected sequence of (epoch, video, draw).
+    int total = 0;
+    int *want = malloc((size_t)epochs * n_units * spu * 3 * sizeof *want);
+    for (int e = 0; e < epochs; e++) {
+        vm_coord_unit_order((uint64_t)cfg->run.seed, (uint32_t)e, n_units, order);
+        for (int p = 0; p < n_units; p++) {
+            if (is_corrupt((int)order[p], corrupt_every)) continue;
+            for (int d = 0; d < spu; d++, total++) {
+                want[total * 3] = e;
+                want[total * 3 + 1] = (int)order[p];
+                want[total * 3 + 2] = d;
+            }
+        }
+    }
+    vm_error err = {0};
+    int n;
+    for (;;) {
+        uint32_t epoch = 0;
+        n = vm_receiver_next_batch_ex(r, px, meta, vmeta, B, &epoch, NULL, &err);
+        if (n <= 0) break;
+        c->batches++;
+        rec_add(c, &n, sizeof n);
+        rec_add(c, &epoch, sizeof epoch);
+        rec_add(c, meta, n * sizeof *meta);
+        rec_add(c, vmeta, (size_t)n * V * sizeof *vmeta);
+        rec_add(c, px, n * sb);
+        for (int b = 0; b < n; b++, c->samples++) {
+            uint64_t vid = meta[b].video_id;
+            int draw = (int)vmeta[b * V].frame, k = c->samples;
+            if (k >= total || want[k * 3] != (int)epoch || want[k * 3 + 1] != (int)vid || want[k * 3 + 2] != draw) {
+                if (!c->out_of_order++)
+                    fprintf(stderr, "    sample %d: epoch %u video %llu draw %d, expected epoch %d video %d draw %d\n", k,
+                            epoch, (unsigned long long)vid, draw, k < total ? want[k * 3] : -1,
+                            k < total ? want[k * 3 + 1] : -1, k < total ? want[k * 3 + 2] : -1);
+            }
+            for (int v = 0; v < V; v++)
+                for (size_t i = 0; i < (size_t)S * S * 3; i += 31)
+                    c->bad_pixels += px[b * sb + v * (size_t)S * S * 3 + i] != pix(vid, epoch, draw, v, i);
+        }
+    }
+    CHECK(n == 0, "next_batch: %s", err.msg);
+    CHECK_EQ_INT(c->samples, total);
+    free(px);
+    free(meta);
+    free(vmeta);
+    free(order);
+    free(want);
+    return n;
+}
+
+// One ordered run of the synthetic pipeline with `workers` workers into *c.
+static void ordered_run(int workers, record *c, vm_receiver_stats *st) {
+    vm_config cfg;
+    base_config(&cfg, 30, 7, -1);  // videos 6, 13, 20, 27 fail
+    cfg.pipeline.epochs = 2;
+    pick_endpoint(&cfg);
+    pid_t pids[3];
+    for (int i = 0; i < workers; i++) pids[i] = spawn_worker(cfg.pipeline.endpoint, 1 + i, 0, 0);
+    vm_receiver *r = start(&cfg, 0);
+    wait_joined(r, workers);
+    consume_ordered(r, &cfg, 5, 2, 7, c);  // B = 5 cuts chunks of 2 and units of 3
+    vm_receiver_get_stats(r, st);
+    vm_receiver_stop(r);
+    for (int i = 0; i < workers; i++) CHECK_EQ_INT(reap(pids[i], 10), 0);
+}
+
+// ---- tests ----------------------------------------------------------------------------------------
+
+TEST(ordered_batches_identical_for_1_and_3_workers_failed_units_skipped_in_order) {
+    record one = {0}, three = {0};
+    vm_receiver_stats s1, s3;
+    ordered_run(1, &one, &s1);
+    ordered_run(3, &three, &s3);
+    CHECK_EQ_INT(one.out_of_order, 0);
+    CHECK_EQ_INT(three.out_of_order, 0);
+    CHECK_EQ_INT(one.bad_pixels, 0);
+    CHECK_EQ_INT(three.bad_pixels, 0);
+    CHECK_EQ_INT(one.samples, 2 * 26 * 3);
+    CHECK_EQ_INT(one.batches, three.batches);
+    CHECK(one.len == three.len && !memcmp(one.bytes, three.bytes, one.len),
+          "batches differ between 1 and 3 workers (%zu vs %zu bytes)", one.len, three.len);
+    CHECK_EQ_INT(s1.units_failed, 8);
+    CHECK_EQ_INT(s3.units_failed, 8);
+    CHECK_EQ_INT(s3.workers_joined, 3);
+    CHECK_EQ_INT(s3.epochs_done, 2);
+    free(one.bytes);
+    free(three.bytes);
+}
+
+static char proc_state(pid_t pid) {
+    char p[64], buf[512];
+    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(p, "r");
+    if (!f) return '?';
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *e = strrchr(buf, ')');  // "pid (comm) S ..."
+    return e && e[1] == ' ' ? e[2] : '?';
+}
+
+// The head-of-line unit's worker stops (SIGSTOP: no heartbeat, no data) after the other worker has
+// sent more early chunks than it has credits.  Were credits returned only on consumption, the other
+// worker could not send the re-issued head unit and the line would wait forever.
+TEST(stalled_head_of_line_worker_reissued_no_deadlock_every_sample_once_in_order) {
+    vm_config cfg;
+    base_config(&cfg, 16, 0, -1);
+    uint32_t order[16];
+    vm_coord_unit_order((uint64_t)cfg.run.seed, 0, 16, order);
+    base_config(&cfg, 16, 0, (int)order[0]);  // the first unit of epoch 0 stalls its first worker
+    pick_endpoint(&cfg);
+    // a joins first and leases the first units; b joins later and takes the next ones.
+    pid_t a = spawn_worker(cfg.pipeline.endpoint, 0, 1, 0), b = spawn_worker(cfg.pipeline.endpoint, 0, 0, 300);
+    // a comes back well after it was declared lost (lease_timeout): its stale chunks must be refused or
+    // dropped, not delivered.  Forked here, before the receiver's threads exist.
+    fflush(NULL);
+    pid_t resumer = fork();
+    CHECK(resumer >= 0);
+    if (resumer == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        usleep((useconds_t)(cfg.pipeline.lease_timeout_ms + 1500) * 1000);
+        kill(a, SIGCONT);
+        _exit(0);
+    }
+    double t0 = vm_now();
+    vm_receiver *r = start(&cfg, 0);
+    wait_joined(r, 2);
+    // The scenario: a stopped on the head unit, b's early chunks held beyond its credits, no re-issue yet.
+    vm_receiver_stats s;
+    int held_max = 0;
+    for (int i = 0; i < 300; i++) {
+        vm_receiver_get_stats(r, &s);
+        if (s.queued > held_max) held_max = s.queued;
+        if (proc_state(a) == 'T' && held_max >= 2 * cfg.pipeline.credits) break;  // b's whole window
+        usleep(5000);
+    }
+    CHECK(proc_state(a) == 'T', "worker a did not stall on the head unit (state %c)", proc_state(a));
+    // More early chunks than b has credits: with credits returned on consumption b would now be blocked.
+    CHECK(held_max > cfg.pipeline.credits, "only %d early chunks held (credits %d)", held_max, cfg.pipeline.credits);
+    CHECK_EQ_INT(s.workers_lost, 0);
+    record c = {0};
+    consume_ordered(r, &cfg, 4, 1, 0, &c);
+    double dt = vm_now() - t0;
+    vm_receiver_get_stats(r, &s);
+    CHECK_EQ_INT(reap(resumer, 10), 0);
+    usleep(300 * 1000);  // a's stale chunks reach the receiver (counted below when they did)
+    vm_receiver_stop(r);
+    kill(a, SIGCONT);
+    CHECK(reap(a, 10) >= 0, "worker a did not exit after STOP");
+    CHECK_EQ_INT(reap(b, 10), 0);
+    CHECK_EQ_INT(c.out_of_order, 0);
+    CHECK_EQ_INT(c.bad_pixels, 0);
+    CHECK_EQ_INT(c.samples, 16 * 3);
+    CHECK_EQ_INT(s.workers_lost, 1);
+    CHECK_EQ_INT(s.units_failed, 0);
+    CHECK_EQ_INT(s.epochs_done, 1);
+    CHECK_EQ_INT(s.samples, 16 * 3);  // accepted once each: a's late copies were refused or dropped
+    CHECK(dt < 30, "the epoch took %.1f s", dt);
+    fprintf(stderr, "    stall: %d early chunks held at most before the re-issue, epoch in %.1f s, %lld rejected, "
+                    "%lld duplicates\n",
+            held_max, dt, (long long)s.rejected, (long long)s.duplicates);
+    free(c.bytes);
+}
+
+// ---- the full binary: sink batch files and CPU training -------------------------------------------
+
+static const char *bin_and_data(char *synth, size_t cap) {
+    const char *bin = getenv("VICMAE_BIN");
+    if (!bin || access(bin, X_OK) != 0) SKIP("VICMAE_BIN (the full vicmae binary) not set or not built");
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s run --help >/dev/null 2>&1", bin);
+    if (system(cmd) != 0) SKIP("%s has no `run` command (built without the pipeline)", bin);
+    snprintf(synth, cap, "%s/synth", vt_tmpdir());
+    char manifest[1100];
+    snprintf(manifest, sizeof manifest, "%s/manifest.txt", synth);
+    if (access(manifest, R_OK) != 0) {
+        snprintf(cmd, sizeof cmd, "%s synth --out %s --videos 8 --size 64x64 --frames 16 --fps 8 >/dev/null 2>&1", bin,
+                 synth);
+        if (system(cmd) != 0) SKIP("`vicmae synth` failed here (no H.264 encoder?): %s", cmd);
+    }
+    return bin;
+}
+
+// Run argv to completion with its output in log; its exit status (or -1 after timeout_s: killed).
+static int run_logged(char **argv, const char *log, double timeout_s) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    CHECK(rc == 0, "cannot start %s", argv[0]);
+    int st = reap(pid, timeout_s);
+    return st;
+}
+
+static uint8_t *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *d = malloc((size_t)n + 1);
+    if (d && fread(d, 1, (size_t)n, f) != (size_t)n) { free(d); d = NULL; }
+    fclose(f);
+    if (d) d[n] = 0;
+    *len = (size_t)n;
+    return d;
+}
+
+static int count_files(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+TEST(sink_save_batches_byte_identical_for_1_and_3_workers) {
+    char synth[1024], s_synth[1100], dir[2][1100], log[1200], wk[8];
+    const char *bin = bin_and_data(synth, sizeof synth);
+    alarm(300);
+    snprintf(s_synth, sizeof s_synth, "data.synth_dir=%s", synth);
+    const int workers[2] = {1, 3};
+    for (int k = 0; k < 2; k++) {
+        snprintf(dir[k], sizeof dir[k], "%s/sink-%dw", vt_tmpdir(), workers[k]);
+        snprintf(wk, sizeof wk, "%d", workers[k]);
+        snprintf(log, sizeof log, "%s.log", dir[k]);
+        char *argv[] = {(char *)bin, "run", "--sink", "--config", "configs/demo.ini", "--set", s_synth,
+                        "--set", "pipeline.endpoint=tcp://127.0.0.1:*", "--set", "pipeline.ordered=true",
+                        "--set", "pipeline.chunk_samples=3", "--set", "sampler.gap_min=0.1", "--set",
+                        "sampler.gap_max=0.5", "--workers", wk, "--epochs", "2", "--batch", "5",
+                        "--save-batches", dir[k], NULL};
+        int st = run_logged(argv, log, 120);
+        CHECK_EQ_INT(st, 0);
+    }
+    int n = count_files(dir[0]);
+    CHECK_EQ_INT(n, 14);  // 2 epochs of 8 videos x 4 pairs in batches of 5: 6 full + a short one each
+    CHECK_EQ_INT(count_files(dir[1]), n);
+    for (int i = 0; i < n; i++) {
+        char a[1200], b[1200];
+        snprintf(a, sizeof a, "%s/batch-%06d.vmb", dir[0], i);
+        snprintf(b, sizeof b, "%s/batch-%06d.vmb", dir[1], i);
+        size_t la, lb;
+        uint8_t *x = slurp(a, &la), *y = slurp(b, &lb);
+        CHECK(x && y, "missing %s or %s", a, b);
+        CHECK(la == lb && !memcmp(x, y, la), "%s and %s differ", a, b);
+        free(x);
+        free(y);
+    }
+}
+
+// The losses of metrics.jsonl (each line up to its timings) of a run dir, as one string.
+static char *losses(const char *run) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run);
+    size_t len;
+    char *s = (char *)slurp(path, &len);
+    if (!s) return NULL;
+    char *out = calloc(len + 1, 1), *o = out;
+    for (char *line = s, *nl; *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        if (!nl) nl = line + strlen(line) - 1;
+        char *cut = strstr(line, "\"step_s\"");
+        size_t keep = cut && cut < nl ? (size_t)(cut - line) : (size_t)(nl - line);
+        memcpy(o, line, keep);
+        o += keep;
+        *o++ = '\n';
+        if (!nl[0] || !nl[1]) break;
+    }
+    free(s);
+    return out;
+}
+
+TEST(cpu_training_from_the_pipeline_same_losses_with_1_and_2_workers) {
+    char synth[1024], s_synth[1100], run[2][1100], s_run[2][1200], log[1300], wk[8];
+    const char *bin = bin_and_data(synth, sizeof synth);
+    alarm(300);
+    snprintf(s_synth, sizeof s_synth, "data.synth_dir=%s", synth);
+    for (int k = 0; k < 2; k++) {
+        snprintf(run[k], sizeof run[k], "%s/train-%dw", vt_tmpdir(), k + 1);
+        snprintf(s_run[k], sizeof s_run[k], "run.out_dir=%s", run[k]);
+        snprintf(wk, sizeof wk, "%d", k + 1);
+        snprintf(log, sizeof log, "%s.log", run[k]);
+        // 8 steps of 8 pairs = 2 epochs of the 8 videos x 4 pairs.
+        char *argv[] = {(char *)bin, "run", "--config", "configs/demo.ini", "--set", s_synth, "--set", s_run[k],
+                        "--set", "run.backend=cpu", "--set", "optim.batch_size=8", "--set", "optim.steps=8",
+                        "--set", "pipeline.endpoint=tcp://127.0.0.1:*", "--set", "pipeline.ordered=true",
+                        "--set", "sampler.gap_min=0.1", "--set", "sampler.gap_max=0.5", "--workers", wk, NULL};
+        int st = run_logged(argv, log, 200);
+        CHECK(st == 0, "vicmae run with %d worker(s): status %d (see %s)", k + 1, st, log);
+    }
+    char *a = losses(run[0]), *b = losses(run[1]);
+    CHECK(a && b);
+    int lines = 0;
+    for (const char *p = a; (p = strchr(p, '\n')); p++) lines++;
+    CHECK_EQ_INT(lines, 8);
+    CHECK(!strcmp(a, b), "metrics differ between 1 and 2 workers:\n%s---\n%s", a, b);
+    free(a);
+    free(b);
+}
