@@ -73,7 +73,7 @@ static const field schema[] = {
     F(pipeline, lease_timeout_ms, T_INT, pipeline.lease_timeout_ms, "10000", 100, 3.6e7, NULL, "re-issue a worker's units after this long without a heartbeat"),
     F(pipeline, codec, T_ENUM, pipeline.codec, "lz4", 0, 0, "lz4|none", "payload codec on the wire"),
     F(pipeline, epochs, T_INT, pipeline.epochs, "0", 0, 1e9, NULL, "stop after this many epochs (0 = optim.epochs)"),
-    F(pipeline, ordered, T_BOOL, pipeline.ordered, "false", 0, 0, NULL, "deliver samples in the epoch's unit order (seed, epoch), chunk by chunk, holding early chunks: batches identical for any number of workers"),
+    F(pipeline, ordered, T_BOOL, pipeline.ordered, "true", 0, 0, NULL, "deliver samples in the epoch's unit order (seed, epoch), chunk by chunk, holding early chunks: batches identical for any number of workers"),
 
     F(model, img_size, T_INT, model.img_size, "224", 8, 4096, NULL, "input resolution (square)"),
     F(model, patch_size, T_INT, model.patch_size, "16", 1, 256, NULL, "patch size P"),

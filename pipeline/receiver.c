@@ -229,8 +229,8 @@ static int pop_locked(vm_receiver *r, qent **out) {
         if (!e) return -1;
         r->qhead = e->next;
         if (!r->qhead) r->qtail = NULL;
+        r->qlen--;  // markers are counted too (q_push_locked)
         if (e->kind == Q_CHUNK) {
-            r->qlen--;
             *out = e;
             return Q_CHUNK;
         }
@@ -243,6 +243,9 @@ static int pop_locked(vm_receiver *r, qent **out) {
     for (;;) {
         int n = r->ds.n;
         if (r->c_pos == n) {
+            // Every unit is consumed or skipped; end the epoch once the coordinator has closed it too
+            // (its summary counted), so that the statistics read after the end include it.
+            if (r->st.epochs_done <= (int)r->c_epoch) return -1;
             r->c_epoch++;
             r->c_pos = 0;
             r->c_seq = 0;
@@ -323,6 +326,7 @@ static void drain_summaries(vm_receiver *r) {
              s.samples, s.bytes / 1e6, s.seconds);
         pthread_mutex_lock(&r->mu);
         r->st.epochs_done++;
+        pthread_cond_signal(&r->cv);  // an ordered next_batch may wait for this at the epoch's end
         pthread_mutex_unlock(&r->mu);
         if (!r->ordered) q_marker(r, Q_EPOCH_END, s.epoch);  // ordered: next_batch counts units itself
     }

@@ -19,12 +19,28 @@
 // it answers workers (HELLO, REQUEST, heartbeats), validates every DATA message (control header,
 // then vm_batch_parse: shape, checksums, block structure), drops duplicates, and queues accepted
 // chunks still compressed, zero-copy (the ZeroMQ message itself).  next_batch, on the caller's
-// thread, takes chunks from any worker in arrival order and LZ4-decodes them straight into the
-// caller's buffer (a chunk split across two batches goes through one staging buffer).
+// thread, takes chunks and LZ4-decodes them straight into the caller's buffer (a chunk split across
+// two batches goes through one staging buffer), in one of two orders:
+//   - arrival order ([pipeline] ordered = false): chunks from any worker as they come.  The samples
+//     are the same whatever the workers, but which samples share a batch depends on their number
+//     and timing.
+//   - ordered ([pipeline] ordered = true): an epoch's samples in the coordinator's unit order
+//     (vm_coord_unit_order(run.seed, epoch)), chunk by chunk within a unit, draws in order within
+//     a chunk; chunks that arrive early are held until their turn.  A unit that failed (corrupt
+//     video, lost with its worker max_attempts times) is skipped at its turn once the coordinator
+//     recorded the failure (chunks it delivered before failing are delivered).  Batches, pixels and
+//     records, are then identical for any number of workers and any timing.
 //
-// Flow control: each worker holds at most `[pipeline] credits` un-consumed messages: a credit
-// returns to the worker when next_batch has consumed its chunk, so the queue here is bounded by
-// credits x workers chunks and a slow trainer slows the workers down instead of growing queues.
+// Flow control: each worker holds at most `[pipeline] credits` unacknowledged messages, and a slow
+// trainer slows the workers down instead of growing queues.
+//   - arrival order: a credit returns to the worker when next_batch has consumed its chunk, so the
+//     queue here is bounded by credits x workers chunks.
+//   - ordered: a credit returns when the chunk is accepted (a held chunk holding its credit could
+//     starve the worker that must send the head-of-line unit: a deadlock, see pipeline/README.md).
+//     Memory is bounded instead by a lease window: units are leased from the order only up to
+//     W = live workers x max(2, ceil(credits / chunks per unit)) positions past the unit next_batch
+//     waits for, so at most W units' chunks are held.  The head unit is always leasable (re-issued
+//     units go first, whatever the window), so next_batch progresses while one worker lives.
 //
 // Epochs: chunks of epoch e+1 are produced only after epoch e is complete, so a batch never mixes
 // epochs.  At the end of each epoch the receiver logs one summary line; with drop_last the samples
@@ -85,7 +101,7 @@ typedef struct vm_receiver_stats {
     int64_t workers_joined, workers_lost;
     int workers_alive;
     int64_t credits_outstanding;         // granted and not yet returned, all workers
-    int queued;                          // chunks waiting for next_batch
+    int queued;                          // chunks waiting for next_batch (queued, or held for their turn)
     double wait_s;                       // total time next_batch waited for data
     uint32_t epoch;                      // current epoch (coordinator)
     int epochs_done;
