@@ -271,15 +271,16 @@ static int pop_locked(vm_receiver *r, qent **out) {
 
 // Ordered mode: how many unit positions past the consumer's head may be leased.  Chunks exist only for
 // leased units, so the held chunks are at most window x chunks-per-unit.  Per live worker the
-// larger of its credits' worth of units and 2 (its prefetch), so that every worker can keep busy
-// while the line waits for one slow unit.
+// larger of its credits' worth of units and 4: twice a worker's default prefetch (2 leases), so a
+// worker that finished its units can take more while the head unit is still being produced
+// elsewhere (with exactly the prefetch the faster worker idles at every uneven unit).
 static int64_t lease_window(vm_receiver *r) {
     int alive = 0;
     for (int i = 0; i < r->nw; i++) alive += r->w[i].alive;
     if (alive < 1) alive = 1;
     int per_unit = (r->spu + r->chunk - 1) / r->chunk;
     int per = (r->cfg.pipeline.credits + per_unit - 1) / per_unit;
-    if (per < 2) per = 2;
+    if (per < 4) per = 4;
     return (int64_t)alive * per;
 }
 

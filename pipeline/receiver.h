@@ -38,7 +38,7 @@
 //   - ordered: a credit returns when the chunk is accepted (a held chunk holding its credit could
 //     starve the worker that must send the head-of-line unit: a deadlock, see pipeline/README.md).
 //     Memory is bounded instead by a lease window: units are leased from the order only up to
-//     W = live workers x max(2, ceil(credits / chunks per unit)) positions past the unit next_batch
+//     W = live workers x max(4, ceil(credits / chunks per unit)) positions past the unit next_batch
 //     waits for, so at most W units' chunks are held.  The head unit is always leasable (re-issued
 //     units go first, whatever the window), so next_batch progresses while one worker lives.
 //
