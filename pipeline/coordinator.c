@@ -71,7 +71,7 @@ static void start_epoch(vm_coord *c, double now) {
 }
 
 vm_coord *vm_coord_new(const vm_coord_opts *opts, double now) {
-    if (opts->n_units <= 0) return NULL;
+    if (opts->n_units <= 0 || opts->start_unit < 0 || opts->start_unit >= opts->n_units) return NULL;
     vm_coord *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->o = *opts;
@@ -81,7 +81,20 @@ vm_coord *vm_coord_new(const vm_coord_opts *opts, double now) {
     c->order = calloc(opts->n_units, sizeof *c->order);
     c->retry = calloc(opts->n_units, sizeof *c->retry);
     if (!c->units || !c->order || !c->retry) { vm_coord_free(c); return NULL; }
+    c->epoch = opts->start_epoch;
+    if (c->o.epochs > 0 && c->epoch >= (uint32_t)c->o.epochs) {
+        c->finished = 1;
+        return c;
+    }
     start_epoch(c, now);
+    // Resume: the units the stopped run consumed are closed as they stand in the order, so positions
+    // (and the lease limit's global positions) mean what they meant in that run.  Closing them here
+    // cannot complete the epoch: start_unit < n_units.
+    for (int i = 0; i < opts->start_unit; i++) c->units[c->order[i]].state = U_DONE;
+    c->closed = opts->start_unit;
+    c->cur.skipped = opts->start_unit;
+    c->cursor = opts->start_unit;
+    c->units[c->order[opts->start_unit]].next_seq = opts->start_seq;
     return c;
 }
 

@@ -37,6 +37,15 @@ typedef struct vm_coord_opts {
     uint64_t seed;         // unit order per epoch
     double lease_timeout;  // seconds without a message before a worker is lost
     int max_attempts;      // a unit whose worker was lost this many times in an epoch fails (0 = 3)
+    // Start position (a resumed run; all 0 = a fresh run).  The coordinator begins at epoch
+    // start_epoch (its order and its samples, as if epochs 0..start_epoch-1 had run; with epochs > 0
+    // the run is over at once when start_epoch >= epochs).  In that first epoch the units at
+    // positions < start_unit of the order are closed without being leased (counted as skipped, not
+    // delivered: they were consumed by the run that stopped), and the unit at start_unit is leased
+    // from chunk start_seq on (its earlier chunks were consumed).  0 <= start_unit < n_units.
+    uint32_t start_epoch;
+    int start_unit;
+    uint32_t start_seq;
 } vm_coord_opts;
 
 typedef struct vm_lease {
@@ -48,12 +57,14 @@ typedef struct vm_lease {
 typedef struct vm_epoch_summary {
     uint32_t epoch;
     int64_t delivered, failed, duplicates, samples, bytes, reissued;
+    int64_t skipped;       // units before the start position (vm_coord_opts.start_unit), first epoch only
     int64_t failed_by_code[VM_COORD_MAX_CODES];  // index -code (VM_ECORRUPT -> 3 ...)
     double seconds;
 } vm_epoch_summary;
 
 enum { VM_CHUNK_ACCEPT = 0, VM_CHUNK_DUPLICATE = 1, VM_CHUNK_INVALID = 2 };
 
+// NULL when out of memory or the options are invalid (n_units <= 0, start_unit outside 0..n_units-1).
 vm_coord *vm_coord_new(const vm_coord_opts *opts, double now);
 void vm_coord_free(vm_coord *c);
 

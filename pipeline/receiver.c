@@ -84,6 +84,7 @@ struct vm_receiver {
     int qlen;              // chunks queued (FIFO) or held (ordered)
     qent *held[1 << HELD_BITS];  // ordered mode: chunks and failed-unit records by (epoch, unit)
     int64_t head_global;   // ordered: global position (epoch * n + index in order) of the next unit
+    uint32_t start_epoch;  // the first epoch delivered (vm_receiver_opts.start_epoch)
     uint32_t c_epoch;      // ordered: the epoch being delivered, its order, the next unit and chunk
     uint32_t *c_order;
     int c_pos;
@@ -98,6 +99,8 @@ struct vm_receiver {
     int staged;
     uint8_t *staging;      // one chunk's pixels, for a chunk split across batches
     int ended;
+    vm_receiver_pos pos;   // the next sample's position (vm_receiver_position)
+    uint32_t skip;         // ordered resume: samples of the first chunk popped that the stopped run consumed
     struct pend { qent *c; uint8_t *dst; } *pend;  // whole chunks of this batch, decoded together
     int pendcap;
 };
@@ -245,16 +248,22 @@ static int pop_locked(vm_receiver *r, qent **out) {
         if (r->c_pos == n) {
             // Every unit is consumed or skipped; end the epoch once the coordinator has closed it too
             // (its summary counted), so that the statistics read after the end include it.
-            if (r->st.epochs_done <= (int)r->c_epoch) return -1;
+            if ((int64_t)r->st.epochs_done + r->start_epoch <= (int64_t)r->c_epoch) return -1;
             r->c_epoch++;
             r->c_pos = 0;
             r->c_seq = 0;
+            r->pos = (vm_receiver_pos){(long)r->c_epoch, 0, 0};
             vm_coord_unit_order((uint64_t)r->cfg.run.seed, r->c_epoch, n, r->c_order);
             return r->epochs > 0 && r->c_epoch >= (uint32_t)r->epochs ? Q_RUN_END : Q_EPOCH_END;
         }
         int failed;
         qent *e = held_take_locked(r, r->c_epoch, r->c_order[r->c_pos], r->c_seq, &failed);
         if (!e && !failed) return -1;
+        // The first chunk of a resumed run's head unit: its samples the stopped run took are dropped
+        // (a failed head unit has none to drop).
+        if (e) e->used = r->skip;
+        r->skip = 0;
+        if (!e) r->pos = (vm_receiver_pos){(long)r->c_epoch, r->c_pos + 1, 0};  // skipped as failed
         if (e && !e->last) {
             r->c_seq++;
         } else {  // the unit is complete (or failed): the next one is the head of the line
@@ -321,9 +330,11 @@ static void drain_summaries(vm_receiver *r) {
             if (s.failed_by_code[k])
                 n += snprintf(reasons + n, sizeof reasons - n, "%s%s %" PRId64, n ? ", " : "",
                               k ? vm_strerror(-k) : "other", s.failed_by_code[k]);
-        INFO(r, "epoch %u: %" PRId64 " videos delivered, %" PRId64 " failed%s%s%s, %" PRId64
+        char skipped[64] = "";
+        if (s.skipped) snprintf(skipped, sizeof skipped, ", %" PRId64 " skipped (consumed before the resume)", s.skipped);
+        INFO(r, "epoch %u: %" PRId64 " videos delivered, %" PRId64 " failed%s%s%s%s, %" PRId64
                 " duplicates dropped, %" PRId64 " re-issued, %" PRId64 " samples, %.1f MB in %.1f s",
-             s.epoch, s.delivered, s.failed, n ? " (" : "", reasons, n ? ")" : "", s.duplicates, s.reissued,
+             s.epoch, s.delivered, s.failed, n ? " (" : "", reasons, n ? ")" : "", skipped, s.duplicates, s.reissued,
              s.samples, s.bytes / 1e6, s.seconds);
         pthread_mutex_lock(&r->mu);
         r->st.epochs_done++;
@@ -798,11 +809,33 @@ int vm_receiver_start(vm_receiver **out, const vm_config *cfg, const vm_receiver
     r->fail_logged = calloc(r->ds.n, 1);
     r->c_order = malloc((size_t)r->ds.n * sizeof *r->c_order);
     if (!r->staging || !r->fail_logged || !r->c_order) { rc = vm_fail(err, VM_ENOMEM, "receiver: out of memory"); goto fail; }
-    vm_coord_unit_order((uint64_t)cfg->run.seed, 0, r->ds.n, r->c_order);  // the same order the coordinator leases in
+    // Start position (resume): checked against this dataset, the epoch's end normalized to the next one.
+    long se = r->o.start_epoch, su = r->o.start_unit, ss = r->o.start_sample;
+    if (se < 0 || se >= (long)UINT32_MAX || su < 0 || su > r->ds.n || ss < 0 || ss >= r->spu || (su == r->ds.n && ss)) {
+        rc = vm_fail(err, VM_ERANGE, "receiver: start position epoch %ld unit %ld sample %ld is outside the dataset "
+                     "(%d videos of %d samples)", se, su, ss, r->ds.n, r->spu);
+        goto fail;
+    }
+    if (!r->ordered && (su || ss)) {
+        rc = vm_fail(err, VM_EINVAL, "receiver: start position unit %ld sample %ld inside epoch %ld: arrival order "
+                     "([pipeline] ordered = false) cannot start inside an epoch", su, ss, se);
+        goto fail;
+    }
+    if (su == r->ds.n) se++, su = 0;
+    r->start_epoch = (uint32_t)se;
+    r->c_epoch = (uint32_t)se;
+    r->c_pos = (int)su;
+    r->c_seq = (uint32_t)(ss / r->chunk);
+    r->skip = (uint32_t)(ss % r->chunk);
+    r->head_global = se * r->ds.n + su;
+    r->pos = (vm_receiver_pos){se, su, ss};
+    vm_coord_unit_order((uint64_t)cfg->run.seed, (uint32_t)se, r->ds.n, r->c_order);  // the order the coordinator leases in
     int epochs = r->o.epochs ? r->o.epochs : cfg->pipeline.epochs ? cfg->pipeline.epochs : cfg->optim.epochs;
     r->epochs = epochs;
+    if (epochs > 0 && se >= epochs) r->ended = 1;  // resumed after the last epoch: nothing to deliver
     vm_coord_opts co = {.n_units = r->ds.n, .epochs = epochs, .seed = (uint64_t)cfg->run.seed,
-                        .lease_timeout = cfg->pipeline.lease_timeout_ms / 1000.0, .max_attempts = 3};
+                        .lease_timeout = cfg->pipeline.lease_timeout_ms / 1000.0, .max_attempts = 3,
+                        .start_epoch = (uint32_t)se, .start_unit = (int)su, .start_seq = r->c_seq};
     r->t0 = r->last_stats = vm_now();
     r->coord = vm_coord_new(&co, r->t0);
     if (!r->coord) { rc = vm_fail(err, VM_ENOMEM, "receiver: out of memory"); goto fail; }
@@ -830,6 +863,8 @@ int vm_receiver_start(vm_receiver **out, const vm_config *cfg, const vm_receiver
     INFO(r, "receiver: %d videos from %s, %d epoch%s, %d x %d x %d x 3 per sample, %s, listening on %s", r->ds.n,
          r->ds.source, epochs, epochs == 1 ? "" : "s", r->V, r->S, r->S,
          r->ordered ? "ordered delivery" : "arrival order", r->endpoint);
+    if (se || su || ss)
+        INFO(r, "receiver: starting at epoch %ld, unit %ld of its order, sample %ld of that unit", se, su, ss);
     *out = r;
     return 0;
 fail:
@@ -975,6 +1010,10 @@ int vm_receiver_next_batch_ex(vm_receiver *r, uint8_t *views, vm_sample_meta *me
         if (epoch) *epoch = c->epoch;
         c->used += k;
         filled += k;
+        // Position: a unit is passed once its last chunk is taken whole.
+        r->pos.epoch = (long)c->epoch;
+        r->pos.sample += k;
+        if (c->used == n && c->last) r->pos.unit++, r->pos.sample = 0;
         if (c->used == n) {
             r->cur = NULL;
             if (k != n) release_chunk(r, c);  // a whole chunk (k == n) is released after pass 2
@@ -997,6 +1036,11 @@ int vm_receiver_next_batch_ex(vm_receiver *r, uint8_t *views, vm_sample_meta *me
 int vm_receiver_next_batch(vm_receiver *r, uint8_t *views, vm_sample_meta *meta, int batch_size,
                            double *wait_seconds, vm_error *err) {
     return vm_receiver_next_batch_ex(r, views, meta, NULL, batch_size, NULL, wait_seconds, err);
+}
+
+int vm_receiver_position(const vm_receiver *r, vm_receiver_pos *out) {
+    *out = r->pos;
+    return r->ordered;
 }
 
 int vm_receiver_views(const vm_receiver *r) { return r->V; }

@@ -62,9 +62,29 @@ typedef struct vm_receiver_opts {
     int drop_last;         // 1 (default): batches are always full; 0: the last batch of an epoch may be short
     double stats_every_s;  // period of the statistics log line (0 = never; default 10)
     int quiet;             // 1: no info lines (tests); warnings still go out
+    // Start position (a resumed run; all 0 = from the start).  Deliver from epoch start_epoch on: its
+    // unit order and its samples, exactly as a run that started at 0 delivers that epoch (epochs
+    // still counts from 0: with epochs > 0 and start_epoch >= epochs nothing is delivered).
+    // Ordered mode only, a position inside that epoch (vm_receiver_position of the stopped run):
+    // the units at positions < start_unit of the epoch's order are not leased (nor decoded), the
+    // unit at start_unit is leased from the chunk holding its sample start_sample (the worker skips
+    // the chunks before it) and that chunk's samples before start_sample are dropped here.  A unit
+    // that fails counts as one position whether it fails now or failed in the stopped run, so failed
+    // (corrupt) videos shift nothing.  start_unit = videos (the epoch's end) means the next epoch.
+    // Refused: start_unit outside 0..videos, start_sample outside 0..pairs_per_video-1 (0 when
+    // start_unit = videos), or start_unit/start_sample > 0 in arrival order (not replayable).
+    long start_epoch, start_unit, start_sample;
 } vm_receiver_opts;
 
 void vm_receiver_opts_default(vm_receiver_opts *o);
+
+// Where the next sample next_batch hands out comes from: epoch, position of its unit in that
+// epoch's order (units consumed or skipped as failed before it), samples of that unit already
+// handed out.  After a batch this is the position to resume from (vm_receiver_opts.start_*); a
+// drop_last tail not yet dropped counts as not consumed (the resumed run drops it again).
+typedef struct vm_receiver_pos {
+    long epoch, unit, sample;
+} vm_receiver_pos;
 
 // Open the dataset of cfg ([data]), bind cfg->pipeline.endpoint (tcp://HOST:* picks a free port;
 // see vm_receiver_endpoint) and start the thread.
@@ -80,6 +100,10 @@ int vm_receiver_next_batch(vm_receiver *r, uint8_t *views, vm_sample_meta *meta,
 // the batch belongs to (may be NULL).
 int vm_receiver_next_batch_ex(vm_receiver *r, uint8_t *views, vm_sample_meta *meta, vm_view_meta *view_meta,
                               int batch_size, uint32_t *epoch, double *wait_seconds, vm_error *err);
+
+// The position after the samples handed out so far (consumer thread).  1 = *out filled (ordered
+// mode), 0 = arrival order, whose position is not replayable (only out->epoch is filled).
+int vm_receiver_position(const vm_receiver *r, vm_receiver_pos *out);
 
 int vm_receiver_views(const vm_receiver *r);         // V
 int vm_receiver_size(const vm_receiver *r);          // S (= [model] img_size)
