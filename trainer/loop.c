@@ -14,6 +14,7 @@
 #include "common/io.h"
 #include "common/log.h"
 #include "common/rng.h"
+#include "pipeline/dataset.h"
 #include "pipeline/receiver.h"
 #include "proto/proto.h"
 #include "trainer/feed.h"
@@ -181,13 +182,21 @@ static int replay_take(replay *r, uint8_t *views, int B, vm_error *err) {
 
 // ---- the data source, run on the input feed's thread (trainer/feed.h) ------------------------------
 
+// Where the data stands after a batch: its epoch and, from the ordered pipeline, the unit position
+// (pipeline/receiver.h vm_receiver_pos; unit -1 = none).  The feed's thread runs ahead of the steps,
+// so each batch's position travels in a ring indexed by the batch's sequence number (its tag).
+typedef struct batch_pos {
+    long epoch, unit, sample;
+} batch_pos;
+
 typedef struct source {
     int B, S;
     long remaining;                 // batches still to produce: exactly those the loop will train on
     replay rp;                      // replay mode when rp.paths is set
     long epoch, epoch_sample;       // replay: position of the next batch
     vm_receiver *recv;              // pipeline mode
-    long epoch_offset;              // pipeline resume: the receiver counts epochs from 0 again
+    batch_pos *pos;                 // [npos] positions by sequence % npos: npos > slots, so fill() never
+    int npos;                       // overwrites one the loop has not read (batch seq + slots waits for seq's release)
     vm_sample_meta *smeta;          // (B) records of the batch, for save_batches
     vm_view_meta *vmeta;            // (B, 2)
     const char *save_batches;       // directory, or NULL
@@ -212,26 +221,30 @@ static int source_save(source *s, const uint8_t *views, uint32_t ep, vm_error *e
     return rc ? rc : vm_batch_file_write(path, s->msgbuf, len, err);
 }
 
-// vm_feed_fill_fn: the next batch of B pairs into views, its epoch into *tag.
+// vm_feed_fill_fn: the next batch of B pairs into views, its sequence number into *tag and its
+// position into pos[tag % npos].
 static int source_fill(void *ctx, uint8_t *views, long *tag, vm_error *err) {
     source *s = ctx;
     int rc;
     if (s->remaining <= 0) return 0;
+    batch_pos *bp = &s->pos[s->sequence % s->npos];
     if (s->rp.paths) {
         if (s->epoch_sample + s->B > s->rp.per_epoch) {  // drop the tail: a batch never mixes epochs
             s->epoch++, s->epoch_sample = 0;
             if ((rc = replay_seek(&s->rp, s->epoch, 0, err))) return rc;
         }
         if ((rc = replay_take(&s->rp, views, s->B, err))) return rc;
-        *tag = s->epoch;
+        *bp = (batch_pos){s->epoch, -1, 0};
         s->epoch_sample += s->B;
     } else {
         uint32_t ep = 0;
         int n = vm_receiver_next_batch_ex(s->recv, views, s->smeta, s->vmeta, s->B, &ep, NULL, err);
         if (n <= 0) return n;
-        *tag = (long)ep + s->epoch_offset;
+        vm_receiver_pos p;
+        *bp = vm_receiver_position(s->recv, &p) ? (batch_pos){(long)ep, p.unit, p.sample} : (batch_pos){(long)ep, -1, 0};
         if (s->save_batches && (rc = source_save(s, views, ep, err))) return rc;
     }
+    *tag = s->sequence;
     s->sequence++, s->remaining--;
     return 1;
 }
@@ -346,7 +359,7 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
     FILE *metrics = NULL;
     char *ini = NULL;  // NULL on failure, reported below
     vm_config_to_text(cfg, &ini, NULL, NULL);
-    vm_train_state st = {.seed = (uint64_t)cfg->run.seed};
+    vm_train_state st = {.seed = (uint64_t)cfg->run.seed, .unit = -1};
     long steps_per_epoch = 0, epochs = cfg->pipeline.epochs ? cfg->pipeline.epochs : cfg->optim.epochs;
 
     if (!ini) { rc = vm_fail(err, VM_ENOMEM, "out of memory"); goto done; }
@@ -383,8 +396,38 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
     } else {
         vm_receiver_opts ro;
         vm_receiver_opts_default(&ro);
-        ro.epochs = cfg->optim.steps > 0 ? -1 : (int)(epochs - st.epoch > 0 ? epochs - st.epoch : 1);
+        ro.epochs = cfg->optim.steps > 0 ? -1 : (int)epochs;
         ro.drop_last = 1;
+        // Resume: the receiver starts at the checkpoint's epoch (its unit order and samples); with
+        // ordered delivery and a unit position in the state file, at the very sample.
+        ro.start_epoch = st.epoch;
+        int exact = 0;
+        if (st.step && !cfg->pipeline.ordered) {
+            vm_info("resume from the pipeline: epoch %ld starts again ([pipeline] ordered = false: the workers' "
+                    "arrival order is not replayable)", st.epoch);
+        } else if (st.step && st.unit < 0) {
+            vm_info("resume from the pipeline: epoch %ld starts again (the workers' order is not replayable)", st.epoch);
+        } else if (st.step) {
+            // The position counts units of this dataset: another dataset (or pairs_per_video) makes it meaningless.
+            vm_dataset ds;
+            if ((rc = vm_dataset_open_config(&ds, cfg, err))) {
+                vm_error_prefix(err, "dataset: ");
+                goto done;
+            }
+            int n = ds.n, spu = vm_pipeline_samples_per_unit(cfg);
+            vm_dataset_free(&ds);
+            if (st.videos != n || st.unit > n || st.unit_sample >= spu || (st.unit == n && st.unit_sample)) {
+                vm_warn("%s: data position unit %ld sample %ld of %ld videos does not fit this dataset (%d videos of "
+                        "%d samples): epoch %ld starts again", o->resume, st.unit, st.unit_sample, st.videos, n, spu,
+                        st.epoch);
+            } else {
+                exact = 1;
+                ro.start_unit = st.unit, ro.start_sample = st.unit_sample;
+                vm_info("resume from the pipeline: epoch %ld continues at unit %ld of its order, sample %ld of that "
+                        "unit (ordered delivery)", st.epoch, st.unit, st.unit_sample);
+            }
+        }
+        if (!exact) st.epoch_sample = 0, st.unit = -1;
         if ((rc = vm_receiver_start(&src.recv, cfg, &ro, err))) goto done;
         vm_receiver *recv = src.recv;
         if (vm_receiver_views(recv) != 2 || vm_receiver_size(recv) != S) {
@@ -394,10 +437,7 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
         }
         steps_per_epoch = (long)vm_receiver_dataset_size(recv) * vm_pipeline_samples_per_unit(cfg) / B;
         if (steps_per_epoch < 1) steps_per_epoch = 1;
-        src.epoch_offset = st.epoch;
-        if (st.step) vm_info("resume from the pipeline: epoch %ld starts again (the workers' order is not replayable)",
-                             st.epoch);
-        st.epoch_sample = 0;
+        st.videos = vm_receiver_dataset_size(recv);
         if (!(src.smeta = malloc((size_t)B * sizeof *src.smeta)) ||
             !(src.vmeta = malloc((size_t)B * 2 * sizeof *src.vmeta))) {
             rc = vm_fail(err, VM_ENOMEM, "out of memory");
@@ -428,6 +468,11 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
     if (src.save_batches && (rc = vm_mkdirs(src.save_batches, err))) goto done;
     // The input feed: a thread fills cfg->train.slots batch slots ahead of the steps.
     src.remaining = end - st.step, src.sequence = st.step;
+    src.npos = cfg->train.slots + 2;
+    if (!(src.pos = calloc((size_t)src.npos, sizeof *src.pos))) {
+        rc = vm_fail(err, VM_ENOMEM, "out of memory");
+        goto done;
+    }
     if ((rc = vm_feed_start(&feed, be, cfg->train.slots, (size_t)B * sample_bytes, source_fill, source_cancel, &src,
                             err)))
         goto done;
@@ -454,7 +499,8 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
             vm_info("train: the pipeline delivered every epoch after %ld steps (planned %ld)", st.step, total);
             break;
         }
-        if (in.tag != st.epoch) st.epoch = in.tag, st.epoch_sample = 0;
+        batch_pos bp = src.pos[in.tag % src.npos];  // read before the slot goes back to the feed
+        if (bp.epoch != st.epoch) st.epoch = bp.epoch, st.epoch_sample = 0;
         vm_losses ls;
         float lr = 0, gnorm = 0;
         rc = vm_model_forward_backward_dev(m, in.views, B, st.step, &ls, err);
@@ -463,6 +509,7 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
         vm_model_optimizer_step(m, st.step, &lr, &gnorm);
         double wait = in.wait_s;
         st.step++, st.epoch_sample += B, st.samples += B;
+        st.unit = bp.unit, st.unit_sample = bp.sample;
         double now = vm_now(), dt = now - t_step;
         wait_total += wait, win_wait += wait, win_steps++;
         if (st.step == first_step + 1) res->first = ls;
@@ -526,7 +573,7 @@ done:
     vm_receiver_stop(src.recv);
     replay_free(rp);
     vm_model_free(m);
-    free(src.smeta), free(src.vmeta), free(src.msgbuf), free(ini);
+    free(src.smeta), free(src.vmeta), free(src.msgbuf), free(src.pos), free(ini);
     close(lock_fd);  // releases the lock
     return rc;
 }

@@ -38,7 +38,8 @@ int vm_state_save(vm_model *m, const char *path, const vm_train_state *st, const
     uint64_t sum;
     int rc = vm_state_checksum(m, &sum, err);
     if (rc) return vm_error_prefix(err, "%s: ", path);
-    char step[32], total[32], seed[32], epoch[32], esample[32], samples[32], check[32];
+    char step[32], total[32], seed[32], epoch[32], esample[32], samples[32], check[32], unit[32], usample[32],
+        videos[32];
     snprintf(step, sizeof step, "%ld", st->step);
     snprintf(total, sizeof total, "%ld", st->total_steps);
     snprintf(seed, sizeof seed, "%" PRIu64, st->seed);
@@ -46,10 +47,16 @@ int vm_state_save(vm_model *m, const char *path, const vm_train_state *st, const
     snprintf(esample, sizeof esample, "%ld", st->epoch_sample);
     snprintf(samples, sizeof samples, "%ld", st->samples);
     snprintf(check, sizeof check, "%016" PRIx64, sum);
+    snprintf(unit, sizeof unit, "%ld", st->unit);
+    snprintf(usample, sizeof usample, "%ld", st->unit_sample);
+    snprintf(videos, sizeof videos, "%ld", st->videos);
     const char *meta[] = {"format", VM_STATE_FORMAT, "step", step, "total_steps", total, "seed", seed,
                           "rng", "philox4x32-10; masks keyed by (seed, step)", "data_epoch", epoch,
                           "data_epoch_sample", esample, "data_samples", samples, "checksum", check,
-                          "config", config_text ? config_text : "", NULL};
+                          "config", config_text ? config_text : "",
+                          // last: absent when the run has no unit position (the list ends here)
+                          st->unit >= 0 ? "data_unit" : NULL, unit, "data_unit_sample", usample,
+                          "data_videos", videos, NULL};
     return vm_model_save(m, path, meta, 1, err);
 }
 
@@ -81,6 +88,13 @@ static int read_meta(const vm_st_file *f, const char *path, vm_train_state *st, 
         (rc = meta_long(f, path, "seed", &seed, err)) || (rc = meta_long(f, path, "data_epoch", &st->epoch, err)) ||
         (rc = meta_long(f, path, "data_epoch_sample", &st->epoch_sample, err)) ||
         (rc = meta_long(f, path, "data_samples", &st->samples, err)))
+        return rc;
+    // The unit position came later: a file without it resumes as before (the epoch starts again).
+    st->unit = -1;
+    if (vm_st_meta(f, "data_unit") &&
+        ((rc = meta_long(f, path, "data_unit", &st->unit, err)) ||
+         (rc = meta_long(f, path, "data_unit_sample", &st->unit_sample, err)) ||
+         (rc = meta_long(f, path, "data_videos", &st->videos, err))))
         return rc;
     st->seed = (uint64_t)seed;
     const char *c = vm_st_meta(f, "checksum");

@@ -5,7 +5,8 @@
 //   with the optimizer), so that the file alone is a consistent snapshot;
 //   "__metadata__": format "vicmae-train-state-1", step (optimizer steps done), total_steps (where
 //   the cosine ends), seed (the Philox key: masks are pure functions of (seed, step), so seed and
-//   step ARE the trainer's RNG state), data position (epoch, samples of that epoch consumed), the
+//   step ARE the trainer's RNG state), data position (epoch, samples of that epoch consumed; from
+//   the ordered pipeline also the unit position, below), the
 //   effective configuration as INI text, and checksum: XXH3-64 over every tensor's values in table
 //   order (params, then m and v of the trained tensors, then num_batches_tracked), which catches the
 //   flipped bits that the safetensors structure checks cannot see.
@@ -26,6 +27,13 @@ typedef struct vm_train_state {
     long epoch;             // data position: current epoch (0-based)
     long epoch_sample;      // samples of that epoch already consumed
     long samples;           // samples consumed since the start of the run (all epochs)
+    // Pipeline position with ordered delivery (pipeline/receiver.h vm_receiver_pos), so that a resumed
+    // run continues at the very sample: units of the epoch's order done (consumed, or skipped as
+    // failed), samples taken from the next one, and the dataset's size it refers to.  Counting
+    // units, not samples, keeps it exact when videos fail (they fail again in the resumed run and
+    // are skipped at the same positions).  unit = -1: no such position (replay, arrival order, or
+    // a file written before these fields: metadata data_unit absent), the epoch starts again.
+    long unit, unit_sample, videos;
 } vm_train_state;
 
 // Write the model, its optimizer moments and st to path atomically.  config_text (may be NULL) is
