@@ -186,6 +186,50 @@ TEST(coord_every_unit_once_per_epoch_shuffled) {
     vm_coord_free(c);
 }
 
+// A resumed run: epoch 1 from position 4 of its order, the unit there from chunk 1.  The units
+// before it are never leased, the epoch still completes (its summary counts them skipped), and the
+// next epoch is a whole one in its own order.
+TEST(coord_start_position_skips_consumed_units_and_chunks) {
+    vm_coord_opts o = {.n_units = 10, .epochs = 3, .seed = 1, .lease_timeout = 5, .max_attempts = 3,
+                       .start_epoch = 1, .start_unit = 4, .start_seq = 1};
+    vm_coord *c = vm_coord_new(&o, 0);
+    CHECK(c);
+    uint32_t order[10];
+    vm_coord_unit_order(1, 1, 10, order);
+    int w = vm_coord_add_worker(c, 0);
+    for (int i = 4; i < 10; i++) {
+        vm_lease l;
+        CHECK_EQ_INT(vm_coord_lease(c, w, 0, &l), 1);
+        CHECK_EQ_INT(l.epoch, 1);
+        CHECK_EQ_INT(l.unit, order[i]);
+        CHECK_EQ_INT(l.first_seq, i == 4 ? 1 : 0);
+        if (i == 4) CHECK_EQ_INT(vm_coord_chunk(c, w, 1, l.unit, 0, 0, 2, 10), VM_CHUNK_DUPLICATE);  // consumed before
+        for (uint32_t q = l.first_seq; q < 2; q++)
+            CHECK_EQ_INT(vm_coord_chunk(c, w, 1, l.unit, q, q == 1, 2, 10), VM_CHUNK_ACCEPT);
+    }
+    vm_epoch_summary s;
+    CHECK_EQ_INT(vm_coord_next_summary(c, &s), 1);
+    CHECK_EQ_INT(s.epoch, 1);
+    CHECK_EQ_INT(s.skipped, 4);
+    CHECK_EQ_INT(s.delivered, 6);
+    CHECK_EQ_INT(s.samples, 22);  // 5 whole units of 4 samples + the head unit's last chunk
+    CHECK_EQ_INT(vm_coord_epoch(c), 2);
+    vm_lease l;
+    CHECK_EQ_INT(vm_coord_lease(c, w, 0, &l), 1);
+    vm_coord_unit_order(1, 2, 10, order);
+    CHECK_EQ_INT(l.unit, order[0]);
+    CHECK_EQ_INT(l.first_seq, 0);
+    vm_coord_free(c);
+    // Starting at or past the last epoch: the run is over; a position outside the epoch is refused.
+    o.start_epoch = 3, o.start_unit = 0, o.start_seq = 0;
+    CHECK((c = vm_coord_new(&o, 0)));
+    CHECK(vm_coord_finished(c));
+    CHECK_EQ_INT(vm_coord_lease(c, vm_coord_add_worker(c, 0), 0, &l), -1);
+    vm_coord_free(c);
+    o.start_epoch = 0, o.start_unit = 10;
+    CHECK(vm_coord_new(&o, 0) == NULL);
+}
+
 TEST(coord_lost_worker_reissue_resumes_after_delivered_chunks) {
     vm_coord *c = mk(3, 1, 1.0);
     int a = vm_coord_add_worker(c, 0), b = vm_coord_add_worker(c, 0);

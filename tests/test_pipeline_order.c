@@ -150,9 +150,10 @@ static int reap(pid_t pid, double timeout_s) {
     return -1;
 }
 
-static vm_receiver *start(const vm_config *cfg, int drop_last) {
+static vm_receiver *start_at(const vm_config *cfg, int drop_last, long epoch, long unit, long sample) {
     vm_receiver_opts o;
     vm_receiver_opts_default(&o);
+    o.start_epoch = epoch, o.start_unit = unit, o.start_sample = sample;
     o.quiet = 1;
     o.stats_every_s = 0;
     o.drop_last = drop_last;
@@ -161,6 +162,8 @@ static vm_receiver *start(const vm_config *cfg, int drop_last) {
     CHECK_OK(vm_receiver_start(&r, cfg, &o, &err), err);
     return r;
 }
+
+static vm_receiver *start(const vm_config *cfg, int drop_last) { return start_at(cfg, drop_last, 0, 0, 0); }
 
 static void wait_joined(vm_receiver *r, int n) {
     for (int i = 0; i < 1000; i++) {
@@ -196,7 +199,9 @@ static int is_corrupt(int video, int corrupt_every) {
 }
 
 // In arrival order (cfg ordered = false) only the multiset is checked: every expected sample once.
-static int consume_ordered(vm_receiver *r, const vm_config *cfg, int B, int epochs, int corrupt_every, record *c) {
+// from: the expected samples before it are not delivered (a receiver started at a resume position).
+static int consume_ordered_from(vm_receiver *r, const vm_config *cfg, int B, int epochs, int corrupt_every, int from,
+                                record *c) {
     int V = vm_receiver_views(r), S = vm_receiver_size(r), n_units = vm_receiver_dataset_size(r);
     int spu = cfg->sampler.pairs_per_video;
     size_t sb = (size_t)V * S * S * 3;
@@ -233,7 +238,7 @@ static int consume_ordered(vm_receiver *r, const vm_config *cfg, int B, int epoc
         rec_add(c, px, n * sb);
         for (int b = 0; b < n; b++, c->samples++) {
             uint64_t vid = meta[b].video_id;
-            int draw = (int)vmeta[b * V].frame, k = c->samples;
+            int draw = (int)vmeta[b * V].frame, k = c->samples + from;
             if (epoch < (uint32_t)epochs && vid < (uint64_t)n_units && draw >= 0 && draw < spu)
                 seen[((size_t)epoch * n_units + vid) * spu + draw]++;
             if (cfg->pipeline.ordered && (k >= total || want[k * 3] != (int)epoch || want[k * 3 + 1] != (int)vid || want[k * 3 + 2] != draw)) {
@@ -248,8 +253,8 @@ static int consume_ordered(vm_receiver *r, const vm_config *cfg, int B, int epoc
         }
     }
     CHECK(n == 0, "next_batch: %s", err.msg);
-    CHECK_EQ_INT(c->samples, total);
-    for (int k = 0; k < total; k++) {
+    CHECK_EQ_INT(c->samples, total - from);
+    for (int k = from; k < total; k++) {
         int e = want[k * 3], v = want[k * 3 + 1], d = want[k * 3 + 2], m = seen[((size_t)e * n_units + v) * spu + d];
         CHECK(m == 1, "epoch %d video %d draw %d seen %d times", e, v, d, m);
     }
@@ -260,6 +265,10 @@ static int consume_ordered(vm_receiver *r, const vm_config *cfg, int B, int epoc
     free(order);
     free(want);
     return n;
+}
+
+static int consume_ordered(vm_receiver *r, const vm_config *cfg, int B, int epochs, int corrupt_every, record *c) {
+    return consume_ordered_from(r, cfg, B, epochs, corrupt_every, 0, c);
 }
 
 // One run of the synthetic pipeline with `workers` workers into *c.
@@ -526,4 +535,66 @@ TEST(cpu_training_from_the_pipeline_same_losses_with_1_and_2_workers) {
     CHECK(!strcmp(a, b), "metrics differ between 1 and 2 workers:\n%s---\n%s", a, b);
     free(a);
     free(b);
+}
+
+// A resumed run's receiver: started inside epoch 0 at a unit of the order and a sample inside its
+// second chunk, it delivers exactly the rest of the straight sequence (failed units skipped at
+// their positions, before and after the start), and the units before the start are never leased:
+// only the chunks from the start on are accepted.
+TEST(ordered_start_position_delivers_the_rest_of_the_sequence_from_2_workers) {
+    vm_config cfg;
+    base_config(&cfg, 30, 7, -1);  // videos 6, 13, 20, 27 fail
+    cfg.sampler.pairs_per_video = 5;  // chunks of 2: sample 3 lies in chunk 1, after 1 of its samples
+    cfg.pipeline.epochs = 2;
+    pick_endpoint(&cfg);
+    uint32_t order[30];
+    vm_coord_unit_order((uint64_t)cfg.run.seed, 0, 30, order);
+    int pos = 12, from = 3, corrupt_before = 0;
+    while (is_corrupt((int)order[pos], 7)) pos++;  // a position whose unit has samples
+    for (int i = 0; i < pos; i++) corrupt_before += is_corrupt((int)order[i], 7);
+    from += (pos - corrupt_before) * 5;
+    CHECK(corrupt_before > 0, "no failed unit before the start position (order changed?)");
+    pid_t pids[2];
+    for (int i = 0; i < 2; i++) pids[i] = spawn_worker(cfg.pipeline.endpoint, 1 + i, 0, 0);
+    vm_receiver *r = start_at(&cfg, 0, 0, pos, 3);
+    vm_receiver_pos p;
+    CHECK_EQ_INT(vm_receiver_position(r, &p), 1);
+    CHECK(p.epoch == 0 && p.unit == pos && p.sample == 3);
+    wait_joined(r, 2);
+    record c = {0};
+    consume_ordered_from(r, &cfg, 4, 2, 7, from, &c);
+    vm_receiver_stats s;
+    vm_receiver_get_stats(r, &s);
+    vm_receiver_stop(r);
+    for (int i = 0; i < 2; i++) CHECK_EQ_INT(reap(pids[i], 10), 0);
+    CHECK_EQ_INT(c.out_of_order, 0);
+    CHECK_EQ_INT(c.bad_pixels, 0);
+    CHECK_EQ_INT(c.samples, 2 * 26 * 5 - from);
+    CHECK_EQ_INT(s.samples, c.samples + 1);  // + the sample of chunk 1 consumed before the start
+    CHECK_EQ_INT(s.epochs_done, 2);
+    CHECK_EQ_INT(s.units_failed, 8 - corrupt_before);  // those before the start are not leased again
+    fprintf(stderr, "    started at unit %d (after %d failed) sample 3: %d of %d samples delivered, in order\n", pos,
+            corrupt_before, c.samples, 2 * 26 * 5);
+    free(c.bytes);
+}
+
+TEST(start_position_refused_outside_the_dataset_or_in_arrival_order) {
+    vm_config cfg;
+    base_config(&cfg, 5, 0, -1);
+    pick_endpoint(&cfg);
+    vm_receiver_opts o;
+    vm_receiver_opts_default(&o);
+    o.quiet = 1;
+    vm_receiver *r = NULL;
+    vm_error err = {0};
+    o.start_unit = 6;
+    CHECK_EQ_INT(vm_receiver_start(&r, &cfg, &o, &err), VM_ERANGE);
+    CHECK(strstr(err.msg, "unit 6") && strstr(err.msg, "5 videos"), "%s", err.msg);
+    o.start_unit = 1, o.start_sample = 3;  // pairs_per_video = 3
+    CHECK_EQ_INT(vm_receiver_start(&r, &cfg, &o, &err), VM_ERANGE);
+    cfg.pipeline.ordered = 0;
+    o.start_sample = 0;
+    CHECK_EQ_INT(vm_receiver_start(&r, &cfg, &o, &err), VM_EINVAL);
+    CHECK(strstr(err.msg, "ordered"), "%s", err.msg);
+    CHECK(r == NULL);
 }
