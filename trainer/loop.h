@@ -27,7 +27,14 @@
 // With replay (and the CPU backend) the continued run is bitwise identical to an uninterrupted one:
 // masks, lr and w_con are pure functions of (seed, step), the data order of (seed, epoch), and the
 // state file holds everything else.  metrics.jsonl is cut back to the checkpoint's step first.
-// From the pipeline, the partially consumed epoch starts again (workers' order is not replayable).
+// From the pipeline with ordered delivery ([pipeline] ordered = true) the run continues at the very
+// sample, also bitwise on the CPU and whatever the number of workers: the state file holds the
+// receiver's position after the last step's batch (epoch, units of its order done, samples taken
+// from the next unit: pipeline/receiver.h vm_receiver_pos), and the receiver starts there (the
+// units done are not leased, the head unit's consumed samples are dropped).  Units, not samples,
+// are counted, so videos that fail (and fail again) shift nothing.  In arrival order, from a state
+// file without that position (replay, older files) or for another dataset, the partially consumed
+// epoch starts again (its own unit order and samples); the log says which.
 #pragma once
 #include <signal.h>
 #include "common/config.h"
