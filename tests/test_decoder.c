@@ -347,30 +347,43 @@ TEST(decoder_releases_every_object) {
     decode_some(p); // warm-up
     g_signal_emit_by_name(tracer, "activity-start-tracking");
     decode_some(p);
-    GstStructure *cp = NULL;
-    g_signal_emit_by_name(tracer, "activity-get-checkpoint", &cp);
-    g_signal_emit_by_name(tracer, "activity-stop-tracking");
-    gst_object_unref(tracer);
-    CHECK(cp);
-    // The checkpoint lists every creation and every destruction: alive = created more often than
-    // destroyed, per address (addresses get reused).
-    const GValue *created = gst_structure_get_value(cp, "objects-created-list");
-    const GValue *removed = gst_structure_get_value(cp, "objects-removed-list");
+    // Each checkpoint lists the creations and destructions since the previous one: alive = created
+    // more often than destroyed, per address (addresses get reused).  GStreamer may drop its last
+    // reference to a buffer from one of its own threads just after close returned (about 1 run in
+    // 20 showed one GstBuffer or GstMemory alive at the first checkpoint), so checkpoints are
+    // summed for up to 2 s: what is still alive then is a leak.
     GHashTable *net = g_hash_table_new(g_direct_hash, g_direct_equal);
     GHashTable *type = g_hash_table_new(g_direct_hash, g_direct_equal);
-    for (int pass = 0; pass < 2; pass++) {
-        const GValue *list = pass ? removed : created;
-        guint len = list ? gst_value_list_get_size(list) : 0;
-        for (guint i = 0; i < len; i++) {
-            const GstStructure *o = gst_value_get_structure(gst_value_list_get_value(list, i));
-            guint64 addr = 0;
-            gst_structure_get_uint64(o, "address", &addr);
-            gpointer key = GSIZE_TO_POINTER((gsize)addr);
-            int c = GPOINTER_TO_INT(g_hash_table_lookup(net, key)) + (pass ? -1 : 1);
-            g_hash_table_insert(net, key, GINT_TO_POINTER(c));
-            if (!pass) g_hash_table_insert(type, key, (gpointer)g_intern_string(gst_structure_get_string(o, "type-name")));
+    int alive = 0;
+    for (int round = 0; round < 40; round++) {
+        if (round) g_usleep(50 * 1000);
+        GstStructure *cp = NULL;
+        g_signal_emit_by_name(tracer, "activity-get-checkpoint", &cp);
+        CHECK(cp);
+        for (int pass = 0; pass < 2; pass++) {
+            const GValue *list = gst_structure_get_value(cp, pass ? "objects-removed-list" : "objects-created-list");
+            guint len = list ? gst_value_list_get_size(list) : 0;
+            for (guint i = 0; i < len; i++) {
+                const GstStructure *o = gst_value_get_structure(gst_value_list_get_value(list, i));
+                guint64 addr = 0;
+                gst_structure_get_uint64(o, "address", &addr);
+                gpointer key = GSIZE_TO_POINTER((gsize)addr);
+                int c = GPOINTER_TO_INT(g_hash_table_lookup(net, key)) + (pass ? -1 : 1);
+                g_hash_table_insert(net, key, GINT_TO_POINTER(c));
+                if (!pass)
+                    g_hash_table_insert(type, key, (gpointer)g_intern_string(gst_structure_get_string(o, "type-name")));
+            }
         }
+        gst_structure_free(cp);
+        GHashTableIter it;
+        gpointer k, v;
+        alive = 0;
+        g_hash_table_iter_init(&it, net);
+        while (g_hash_table_iter_next(&it, &k, &v)) alive += GPOINTER_TO_INT(v) > 0;
+        if (!alive) break;
     }
+    g_signal_emit_by_name(tracer, "activity-stop-tracking");
+    gst_object_unref(tracer);
     guint n = 0;
     char what[512] = "";
     GHashTableIter it;
@@ -382,8 +395,7 @@ TEST(decoder_releases_every_object) {
         }
     g_hash_table_destroy(net);
     g_hash_table_destroy(type);
-    gst_structure_free(cp);
-    CHECK(n == 0, "%u GStreamer objects still alive after close:%s", n, what);
+    CHECK(n == 0 && alive == 0, "%u GStreamer objects still alive 2 s after close:%s", n, what);
 }
 
 // ---- errors -----------------------------------------------------------------------------------
