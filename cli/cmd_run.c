@@ -15,11 +15,12 @@
 #include "cli/local.h"
 #include "common/io.h"
 #include "common/log.h"
+#include "trainer/loop.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: vicmae run [--config FILE] [--set k=v ...] [--workers N] [--epochs N] [--sink]\n"
-            "                  [--save-batches DIR] [--batch B]\n"
+            "                  [--save-batches DIR] [--batch B] [--resume RUN_DIR|CKPT] [--stop-after STEPS]\n"
             "  Start the trainer (`vicmae train`) bound at [pipeline] endpoint and N local workers\n"
             "  (`vicmae worker --connect ...`, default [pipeline] workers, 0 = cores - 1, at least 1) as\n"
             "  separate processes.  Ctrl-C is forwarded (the trainer gets SIGINT, workers SIGTERM); a\n"
@@ -30,6 +31,9 @@ static void usage(FILE *f) {
             "                  for `vicmae train --replay DIR` and `vicmae inspect`\n"
             "  --epochs N      stop after N epochs (sets [pipeline] epochs)\n"
             "  --batch B       samples per batch (default [optim] batch_size)\n"
+            "  --resume X      continue the run of X (`vicmae train --resume`: its stored configuration\n"
+            "                  unless --config is given; with ordered delivery at the exact sample)\n"
+            "  --stop-after N  stop with a checkpoint once N steps are done (`vicmae train --stop-after`)\n"
             "  Extra workers on other hosts may join: `vicmae worker --connect tcp://THIS_HOST:PORT`.\n");
 }
 
@@ -83,7 +87,10 @@ static int endpoint_ready(const char *ep) {
     return ok;
 }
 
-static int run_trainer(const vm_config *cfg, int argc_orig, char **argv_orig, int workers, int epochs) {
+// The trainer runs `vicmae train` with the same --config/--set options, the resolved endpoint and
+// epochs, and --resume / --stop-after when given (NULL: not given).
+static int run_trainer(const vm_config *cfg, int argc_orig, char **argv_orig, int workers, int epochs,
+                       const char *resume, const char *stop_after) {
     if (!have_trainer()) {
         fprintf(stderr, "vicmae run: the trainer (`vicmae train`) is not built yet in this binary; "
                         "`vicmae run --sink` runs the pipeline without training\n");
@@ -101,7 +108,7 @@ static int run_trainer(const vm_config *cfg, int argc_orig, char **argv_orig, in
         return 2;
     }
     // The trainer gets the same --config/--set options, plus the resolved endpoint and epochs.
-    char *targv[80];
+    char *targv[90];  // up to 74 copied options + endpoint, epochs, resume, stop-after, NULL
     char setep[400], setepochs[64];
     int n = 0;
     targv[n++] = "train";
@@ -121,6 +128,8 @@ static int run_trainer(const vm_config *cfg, int argc_orig, char **argv_orig, in
         targv[n++] = "--set";
         targv[n++] = setepochs;
     }
+    if (resume) targv[n++] = "--resume", targv[n++] = (char *)resume;
+    if (stop_after) targv[n++] = "--stop-after", targv[n++] = (char *)stop_after;
     targv[n] = NULL;
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
@@ -186,8 +195,15 @@ int cmd_run(int argc, char **argv) {
     int argc_orig = argc < 255 ? argc : 255;
     for (int i = 0; i < argc_orig; i++) orig[i] = argv[i];
     orig[argc_orig] = NULL;
+    // With --resume the checkpoint's stored configuration is the base (as `vicmae train` does), so
+    // that this process binds the endpoint and starts the workers the resumed trainer expects.
+    const char *resume = NULL, *stop_after = NULL;
+    char state_path[VM_PATH_MAX + 64];
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--resume")) resume = argv[i + 1];
+    if (resume) vm_train_state_path(resume, state_path, sizeof state_path);
     vm_config cfg;
-    if (vm_cli_config(&argc, argv, &cfg)) return 2;
+    if (vm_cli_config_ckpt(&argc, argv, resume ? state_path : NULL, &cfg)) return 2;
     int sink = 0, workers = -1, epochs = 0, batch = 0;
     const char *save = NULL;
     for (int i = 1; i < argc; i++) {
@@ -198,13 +214,19 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--epochs")) epochs = atoi(v);
         else if (!strcmp(a, "--batch")) batch = atoi(v);
         else if (!strcmp(a, "--save-batches")) save = v;
+        else if (!strcmp(a, "--resume")) resume = v;
+        else if (!strcmp(a, "--stop-after")) stop_after = v;
         else { usage(stderr); return 2; }
         i++;
     }
     if (workers < 0) workers = cfg.pipeline.workers ? cfg.pipeline.workers : vm_local_default_workers();
     if (save && !sink) { fprintf(stderr, "vicmae run: --save-batches needs --sink\n"); return 2; }
+    if (sink && (resume || stop_after)) {
+        fprintf(stderr, "vicmae run: --resume and --stop-after are for training, not --sink\n");
+        return 2;
+    }
     vm_log_set_role("run");
-    if (!sink) return run_trainer(&cfg, argc_orig, orig, workers, epochs);
+    if (!sink) return run_trainer(&cfg, argc_orig, orig, workers, epochs, resume, stop_after);
 
     vm_sink_opts o = {.cfg = &cfg, .workers = workers, .epochs = epochs, .batch = batch, .save_dir = save};
     vm_sink_result res;

@@ -344,3 +344,39 @@ TEST(pipeline_resume_exact_with_a_corrupt_video_failing_again) {
     CHECK(text && strstr(text, "video failed"), "the corrupt video did not fail again after the resume (see %s)", log);
     free(text);
 }
+
+// `vicmae run --stop-after` then `vicmae run --resume` (trainer + local workers, both times): the
+// same losses and model as one `vicmae run` that never stopped.
+TEST(run_stop_after_then_run_resume_equals_one_run) {
+    char synth[1024], s_synth[1100], straight[1100], split[1100], s_run[1200], log[1300];
+    const char *bin = bin_and_data(synth, sizeof synth);
+    snprintf(s_synth, sizeof s_synth, "data.synth_dir=%s", synth);
+    snprintf(straight, sizeof straight, "%s/run-straight", vt_tmpdir());
+    snprintf(split, sizeof split, "%s/run-split", vt_tmpdir());
+    const char *runs[3] = {straight, split, split};
+    for (int k = 0; k < 3; k++) {
+        snprintf(s_run, sizeof s_run, "run.out_dir=%s", runs[k]);
+        char *argv[40] = {(char *)bin, "run", RUN_SETS(s_synth, s_run), "--set", "optim.steps=6"};
+        int n = 0;
+        while (argv[n]) n++;
+        if (k == 1) argv[n++] = "--stop-after", argv[n++] = "3";
+        if (k == 2) argv[n++] = "--resume", argv[n++] = split;
+        argv[n] = NULL;
+        snprintf(log, sizeof log, "%s.%d.log", runs[k], k);
+        pid_t pid = spawn_logged(argv, log);
+        int st;
+        CHECK(waitpid(pid, &st, 0) == pid);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "vicmae run (%d) exited with status %d (see %s)", k, st, log);
+        CHECK_EQ_INT(metrics_lines(runs[k]), k == 1 ? 3 : 6);
+        if (k == 2) {  // it continued from step 3 (a fresh run would also write 6 equal lines)
+            char *text = loop_slurp(log, NULL);
+            CHECK(text && strstr(text, "steps 3..6 of 6"), "the resumed run did not start at step 3 (see %s)", log);
+            free(text);
+        }
+    }
+    char *a = metrics_losses(straight), *b = metrics_losses(split);
+    CHECK(!strcmp(a, b), "losses differ between one run and run --stop-after + run --resume:\n%s---\n%s", a, b);
+    free(a);
+    free(b);
+    CHECK(same_model(straight, split) > 10);
+}
