@@ -53,6 +53,10 @@ static int cli_config(int *argc, char **argv, vm_config *cfg, const char *base_t
 
 int vm_cli_config(int *argc, char **argv, vm_config *cfg) { return cli_config(argc, argv, cfg, NULL, NULL); }
 
+int vm_cli_config_base(int *argc, char **argv, const char *base_text, const char *origin, vm_config *cfg) {
+    return cli_config(argc, argv, cfg, base_text, origin);
+}
+
 int vm_cli_config_ckpt(int *argc, char **argv, const char *ckpt, vm_config *cfg) {
     int have_config = 0;
     for (int i = 1; i < *argc; i++)

@@ -15,5 +15,8 @@ int vm_cli_config(int *argc, char **argv, vm_config *cfg);
 // The same for commands that read a checkpoint: without --config, the configuration stored in
 // the checkpoint (its "config" metadata) is the base that --set applies to.
 int vm_cli_config_ckpt(int *argc, char **argv, const char *ckpt, vm_config *cfg);
+// The same with that base already in memory (INI text, e.g. from vm_state_peek; NULL = none):
+// used only when --config is absent; origin names it in messages.
+int vm_cli_config_base(int *argc, char **argv, const char *base_text, const char *origin, vm_config *cfg);
 // Path of the running binary's sibling (e.g. to start `vicmae worker` processes).
 const char *vm_cli_self(void);

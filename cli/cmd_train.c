@@ -41,76 +41,52 @@ static int usage(void) {
 
 int cmd_train(int argc, char **argv) {
     const char *resume = NULL;
-    int have_config = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(), 0;
-        if (!strcmp(argv[i], "--config") || !strncmp(argv[i], "--config=", 9)) have_config = 1;
         if (!strcmp(argv[i], "--resume") && i + 1 < argc) resume = argv[i + 1];
     }
-    // --resume without --config: the configuration stored in the checkpoint, written to a file so
-    // that --set overrides still apply the usual way.
-    char state_path[VM_PATH_MAX + 64] = "", cfg_tmp[64] = "";
-    char **args = calloc((size_t)argc + 3, sizeof *args);
-    if (!args) return 1;
-    memcpy(args, argv, (size_t)argc * sizeof *args);
-    int nargs = argc;
+    // --resume: the state file must be readable; without --config its stored configuration is the
+    // base that --set applies to.
+    char state_path[VM_PATH_MAX + 64] = "", origin[VM_PATH_MAX + 96] = "";
+    char *stored = NULL;
     if (resume) {
         vm_train_state_path(resume, state_path, sizeof state_path);
         vm_train_state st;
-        char *text = NULL;
         vm_error err = {0};
-        if (vm_state_peek(state_path, &st, &text, &err)) {
+        if (vm_state_peek(state_path, &st, &stored, &err)) {
             fprintf(stderr, "vicmae train: cannot resume: %s\n", err.msg);
-            free(args);
             return 1;
         }
-        if (!have_config) {
-            snprintf(cfg_tmp, sizeof cfg_tmp, "/tmp/vicmae-resume-%d.ini", (int)getpid());
-            FILE *fp = fopen(cfg_tmp, "w");
-            if (!fp || fputs(text, fp) < 0) {
-                fprintf(stderr, "vicmae train: %s: cannot write the stored configuration\n", cfg_tmp);
-                if (fp) fclose(fp);
-                free(text), free(args);
-                return 1;
-            }
-            fclose(fp);
-            args[nargs++] = "--config";
-            args[nargs++] = cfg_tmp;
-        }
-        free(text);
+        snprintf(origin, sizeof origin, "%s (stored config)", state_path);
     }
-    args[nargs] = NULL;
     vm_config cfg;
-    int rc = vm_cli_config(&nargs, args, &cfg);
-    if (cfg_tmp[0]) unlink(cfg_tmp);
-    if (rc) { free(args); return rc; }
+    int rc = vm_cli_config_base(&argc, argv, stored, origin, &cfg);
+    free(stored);
+    if (rc) return rc;
 
     vm_train_opts o;
     vm_train_opts_default(&o);
     const char *backend = NULL;
-    for (int i = 1; i < nargs; i++) {
-        const char *a = args[i];
-        if (i + 1 < nargs && !strcmp(a, "--replay")) o.replay_dir = args[++i];
-        else if (i + 1 < nargs && !strcmp(a, "--backend")) backend = args[++i];
-        else if (i + 1 < nargs && !strcmp(a, "--resume")) i++;
-        else if (i + 1 < nargs && !strcmp(a, "--save-batches")) o.save_batches = args[++i];
-        else if (i + 1 < nargs && !strcmp(a, "--stop-after")) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (i + 1 < argc && !strcmp(a, "--replay")) o.replay_dir = argv[++i];
+        else if (i + 1 < argc && !strcmp(a, "--backend")) backend = argv[++i];
+        else if (i + 1 < argc && !strcmp(a, "--resume")) i++;
+        else if (i + 1 < argc && !strcmp(a, "--save-batches")) o.save_batches = argv[++i];
+        else if (i + 1 < argc && !strcmp(a, "--stop-after")) {
             char *end;
-            o.stop_after = strtol(args[++i], &end, 10);
+            o.stop_after = strtol(argv[++i], &end, 10);
             if (*end || o.stop_after < 1) {
-                fprintf(stderr, "vicmae train: --stop-after '%s': expected a positive step count\n", args[i]);
-                free(args);
+                fprintf(stderr, "vicmae train: --stop-after '%s': expected a positive step count\n", argv[i]);
                 return 2;
             }
         } else {
             fprintf(stderr, "vicmae train: unexpected argument '%s'\n", a);
-            free(args);
             return usage();
         }
     }
     if (backend && strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
         fprintf(stderr, "vicmae train: --backend '%s': expected cpu or cuda\n", backend);
-        free(args);
         return 2;
     }
     // Backend: --backend, else [run] backend; auto = CUDA when vm_backend_cuda() offers one.
@@ -122,7 +98,6 @@ int cmd_train(int argc, char **argv) {
         o.be = vm_backend_cuda(why, sizeof why);
         if (!o.be && want == VM_BACKEND_CUDA) {
             fprintf(stderr, "vicmae train: CUDA backend unavailable: %s\n", why);
-            free(args);
             return 1;
         }
         if (!o.be) vm_info("train: no CUDA backend (%s): training on the CPU", why);
@@ -140,7 +115,6 @@ int cmd_train(int argc, char **argv) {
     vm_train_result res;
     vm_error err = {0};
     rc = vm_train(&cfg, &o, &res, &err);
-    free(args);
     if (rc) {
         fprintf(stderr, "vicmae train: %s\n", err.msg);
         return 1;
