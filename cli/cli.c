@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include "common/log.h"
 #include "eval/export.h"
+#include "trainer/loop.h"
+#include "trainer/state.h"
 
 // base_text: INI text loaded when no --config is given (NULL: configs/demo.ini when present).
 static int cli_config(int *argc, char **argv, vm_config *cfg, const char *base_text, const char *base_origin) {
@@ -53,8 +55,21 @@ static int cli_config(int *argc, char **argv, vm_config *cfg, const char *base_t
 
 int vm_cli_config(int *argc, char **argv, vm_config *cfg) { return cli_config(argc, argv, cfg, NULL, NULL); }
 
-int vm_cli_config_base(int *argc, char **argv, const char *base_text, const char *origin, vm_config *cfg) {
-    return cli_config(argc, argv, cfg, base_text, origin);
+int vm_cli_config_resume(int *argc, char **argv, const char *resume, char *state_path, size_t cap,
+                         vm_config *cfg) {
+    if (!resume) return cli_config(argc, argv, cfg, NULL, NULL);
+    vm_train_state_path(resume, state_path, cap);
+    vm_train_state st;
+    char *stored = NULL, origin[VM_PATH_MAX + 96];
+    vm_error err = {0};
+    if (vm_state_peek(state_path, &st, &stored, &err)) {
+        fprintf(stderr, "vicmae %s: cannot resume: %s\n", argv[0], err.msg);
+        return 1;
+    }
+    snprintf(origin, sizeof origin, "%s (stored config)", state_path);
+    int rc = cli_config(argc, argv, cfg, stored, origin);
+    free(stored);
+    return rc;
 }
 
 int vm_cli_config_ckpt(int *argc, char **argv, const char *ckpt, vm_config *cfg) {

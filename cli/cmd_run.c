@@ -15,8 +15,6 @@
 #include "cli/local.h"
 #include "common/io.h"
 #include "common/log.h"
-#include "trainer/loop.h"
-#include "trainer/state.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -199,24 +197,12 @@ int cmd_run(int argc, char **argv) {
     // With --resume the checkpoint's stored configuration is the base (as `vicmae train` does), so
     // that this process binds the endpoint and starts the workers the resumed trainer expects.
     const char *resume = NULL, *stop_after = NULL;
-    char state_path[VM_PATH_MAX + 64], origin[VM_PATH_MAX + 96] = "";
-    char *stored = NULL;
+    char state_path[VM_PATH_MAX + 64];
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--resume")) resume = argv[i + 1];
-    if (resume) {
-        vm_train_state_path(resume, state_path, sizeof state_path);
-        vm_train_state st;
-        vm_error err = {0};
-        if (vm_state_peek(state_path, &st, &stored, &err)) {
-            fprintf(stderr, "vicmae run: cannot resume: %s\n", err.msg);
-            return 1;
-        }
-        snprintf(origin, sizeof origin, "%s (stored config)", state_path);
-    }
     vm_config cfg;
-    int crc = vm_cli_config_base(&argc, argv, stored, origin, &cfg);
-    free(stored);
-    if (crc) return 2;
+    int crc = vm_cli_config_resume(&argc, argv, resume, state_path, sizeof state_path, &cfg);
+    if (crc) return crc;
     int sink = 0, workers = -1, epochs = 0, batch = 0;
     const char *save = NULL;
     for (int i = 1; i < argc; i++) {

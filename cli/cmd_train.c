@@ -16,7 +16,6 @@
 #include "common/log.h"
 #include "trainer/cuda/cuda_backend.h"
 #include "trainer/loop.h"
-#include "trainer/state.h"
 
 static volatile sig_atomic_t g_stop;  // set by the signal handler, polled by the loop between steps
 static void on_signal(int sig) {
@@ -45,23 +44,9 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(), 0;
         if (!strcmp(argv[i], "--resume") && i + 1 < argc) resume = argv[i + 1];
     }
-    // --resume: the state file must be readable; without --config its stored configuration is the
-    // base that --set applies to.
-    char state_path[VM_PATH_MAX + 64] = "", origin[VM_PATH_MAX + 96] = "";
-    char *stored = NULL;
-    if (resume) {
-        vm_train_state_path(resume, state_path, sizeof state_path);
-        vm_train_state st;
-        vm_error err = {0};
-        if (vm_state_peek(state_path, &st, &stored, &err)) {
-            fprintf(stderr, "vicmae train: cannot resume: %s\n", err.msg);
-            return 1;
-        }
-        snprintf(origin, sizeof origin, "%s (stored config)", state_path);
-    }
+    char state_path[VM_PATH_MAX + 64] = "";
     vm_config cfg;
-    int rc = vm_cli_config_base(&argc, argv, stored, origin, &cfg);
-    free(stored);
+    int rc = vm_cli_config_resume(&argc, argv, resume, state_path, sizeof state_path, &cfg);
     if (rc) return rc;
 
     vm_train_opts o;
