@@ -19,14 +19,11 @@
 #include "pipeline/wire.h"
 #include "pipeline/worker.h"
 #include "tests/harness.h"
+#include "tests/test_pipeline_util.h"
 
 // ---- the synthetic source ---------------------------------------------------------------------
 
 static int fake_V, fake_S, fake_sleep_ms;
-
-static uint8_t pix(uint64_t video, uint32_t epoch, int draw, int view, size_t i) {
-    return (uint8_t)(video * 31 + epoch * 7 + draw * 13 + view * 5 + i % 17);
-}
 
 static int fake_produce(void *ctx, const char *path, uint64_t video_id, uint32_t epoch, int n, uint8_t *px,
                         vm_sample_meta *sm, vm_view_meta *vmeta, vm_error *err) {
@@ -77,21 +74,6 @@ static void base_config(vm_config *cfg, int videos, int corrupt_every) {
     alarm(60);  // a hang anywhere below kills the binary (a failure), never stalls CI
 }
 
-static volatile int child_stop;
-static void child_on_term(int sig) { (void)sig; child_stop = 1; }
-
-// A free loopback port, written into cfg.  Workers are forked BEFORE the receiver starts its
-// threads (fork in a threaded process can copy a held lock into the child); they connect and retry
-// until the receiver binds.
-static void pick_endpoint(vm_config *cfg) {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &al) == 0);
-    close(fd);
-    snprintf(cfg->pipeline.endpoint, sizeof cfg->pipeline.endpoint, "tcp://127.0.0.1:%d", ntohs(a.sin_port));
-}
-
 static pid_t spawn_worker(const char *endpoint, int sleep_ms) {
     fflush(NULL);
     pid_t pid = fork();
@@ -116,19 +98,6 @@ static pid_t spawn_worker(const char *endpoint, int sleep_ms) {
         _exit(rc ? 1 : st.sessions == 1 ? 0 : 10 + (int)(st.sessions < 100 ? st.sessions : 99));
     }
     return pid;
-}
-
-static int reap(pid_t pid, double timeout_s) {
-    double t0 = vm_now();
-    int status;
-    while (vm_now() - t0 < timeout_s) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        usleep(10000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
 }
 
 // Consume the whole run; count each (video, draw) and check every pixel.  counts[video * 8 + draw].
@@ -168,17 +137,6 @@ static int consume(vm_receiver *r, int B, int max_batches, double sleep_s, consu
     free(vmeta);
     CHECK(n >= 0, "next_batch: %s", err.msg);
     return n;
-}
-
-// Wait until n workers have joined (a loaded machine may take a while to schedule a new child).
-static void wait_joined(vm_receiver *r, int n) {
-    for (int i = 0; i < 1000; i++) {
-        vm_receiver_stats s;
-        vm_receiver_get_stats(r, &s);
-        if (s.workers_joined >= n) return;
-        usleep(10000);
-    }
-    CHECK(0, "fewer than %d workers joined in 10 s", n);
 }
 
 static vm_receiver *start(const vm_config *cfg, int drop_last) {

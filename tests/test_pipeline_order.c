@@ -23,16 +23,13 @@
 #include "pipeline/receiver.h"
 #include "pipeline/worker.h"
 #include "tests/harness.h"
+#include "tests/test_pipeline_util.h"
 
 extern char **environ;
 
 // ---- the synthetic source ---------------------------------------------------------------------
 
 static int fake_V, fake_S, fake_jitter, fake_stall, fake_stalled;
-
-static uint8_t pix(uint64_t video, uint32_t epoch, int draw, int view, size_t i) {
-    return (uint8_t)(video * 31 + epoch * 7 + draw * 13 + view * 5 + i % 17);
-}
 
 static int fake_produce(void *ctx, const char *path, uint64_t video_id, uint32_t epoch, int n, uint8_t *px,
                         vm_sample_meta *sm, vm_view_meta *vmeta, vm_error *err) {
@@ -94,18 +91,6 @@ static void base_config(vm_config *cfg, int videos, int corrupt_every, int stall
     alarm(90);  // a hang anywhere below kills the binary (a failure), never stalls CI
 }
 
-static void pick_endpoint(vm_config *cfg) {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &al) == 0);
-    close(fd);
-    snprintf(cfg->pipeline.endpoint, sizeof cfg->pipeline.endpoint, "tcp://127.0.0.1:%d", ntohs(a.sin_port));
-}
-
-static volatile int child_stop;
-static void child_on_term(int sig) { (void)sig; child_stop = 1; }
-
 // A worker process, forked before the receiver starts its threads; it connects (after delay_ms) and
 // retries until the receiver binds.
 static pid_t spawn_worker(const char *endpoint, int jitter, int stall, int delay_ms) {
@@ -137,19 +122,6 @@ static pid_t spawn_worker(const char *endpoint, int jitter, int stall, int delay
     return pid;
 }
 
-static int reap(pid_t pid, double timeout_s) {
-    double t0 = vm_now();
-    int status;
-    while (vm_now() - t0 < timeout_s) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        usleep(10000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
-}
-
 static vm_receiver *start_at(const vm_config *cfg, int drop_last, long epoch, long unit, long sample) {
     vm_receiver_opts o;
     vm_receiver_opts_default(&o);
@@ -164,16 +136,6 @@ static vm_receiver *start_at(const vm_config *cfg, int drop_last, long epoch, lo
 }
 
 static vm_receiver *start(const vm_config *cfg, int drop_last) { return start_at(cfg, drop_last, 0, 0, 0); }
-
-static void wait_joined(vm_receiver *r, int n) {
-    for (int i = 0; i < 1000; i++) {
-        vm_receiver_stats s;
-        vm_receiver_get_stats(r, &s);
-        if (s.workers_joined >= n) return;
-        usleep(10000);
-    }
-    CHECK(0, "fewer than %d workers joined in 10 s", n);
-}
 
 // Everything next_batch returned, as bytes (per batch: n, epoch, sample and view records, pixels),
 // checked on the way against the expected order: the epoch's unit order, draws 0..spu-1, the failed
