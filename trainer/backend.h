@@ -27,6 +27,9 @@ struct vm_backend {
     void (*to_device)(void *dst, const void *src_host, size_t bytes);
     void (*to_host)(void *dst_host, const void *src, size_t bytes);
     void (*copy)(void *dst, const void *src, size_t bytes);  // device to device
+    // rows blocks of `bytes` each, block r from src + r * src_pitch to dst + r * dst_pitch (device to
+    // device): one call where a layout change would take `rows` copies.
+    void (*copy_rows)(void *dst, size_t dst_pitch, const void *src, size_t src_pitch, size_t bytes, size_t rows);
     void (*zero)(void *ptr, size_t bytes);
     void (*sync)(void);
 

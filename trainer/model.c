@@ -655,9 +655,9 @@ static int forward_backward(vm_model *m, const uint8_t *views, int views_on_back
         be->to_device(m->img_in, views, (size_t)NB * img_bytes);
         in = m->img_in;
     }
-    for (int b = 0; b < B; b++)
-        for (int v = 0; v < 2; v++)
-            be->copy(m->img_u8 + ((size_t)v * B + b) * img_bytes, in + ((size_t)b * 2 + v) * img_bytes, img_bytes);
+    for (int v = 0; v < 2; v++)  // view v of every pair: B images, 2 images apart in the input
+        be->copy_rows(m->img_u8 + (size_t)v * B * img_bytes, img_bytes, in + (size_t)v * img_bytes, 2 * img_bytes,
+                      img_bytes, (size_t)B);
     draw_masks(m, B, step, first_pair);
     m->last_B = B;
     be->to_device(m->ids_keep, m->h_keep, (size_t)NB * K * sizeof(int32_t));

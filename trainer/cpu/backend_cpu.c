@@ -16,6 +16,9 @@ static void *cpu_alloc(size_t bytes) {
 }
 static void cpu_free(void *ptr) { free(ptr); }
 static void cpu_copy(void *dst, const void *src, size_t bytes) { memmove(dst, src, bytes); }
+static void cpu_copy_rows(void *dst, size_t dst_pitch, const void *src, size_t src_pitch, size_t bytes, size_t rows) {
+    for (size_t r = 0; r < rows; r++) memmove((char *)dst + r * dst_pitch, (const char *)src + r * src_pitch, bytes);
+}
 static void cpu_zero(void *ptr, size_t bytes) { memset(ptr, 0, bytes); }
 static void cpu_sync(void) {}
 
@@ -42,7 +45,7 @@ void vm_cpu_blas_serial_end(int prev_threads) {
 
 #define MEMORY_OPS                                                                              \
     .alloc = cpu_alloc, .free = cpu_free, .to_device = cpu_copy, .to_host = cpu_copy,            \
-    .copy = cpu_copy, .zero = cpu_zero, .sync = cpu_sync
+    .copy = cpu_copy, .copy_rows = cpu_copy_rows, .zero = cpu_zero, .sync = cpu_sync
 
 #define BASELINE_OP(name) .name = vm_cpu_##name##_f,
 #define AVX2_OP(name) .name = vm_cpu_##name##_f_avx2,

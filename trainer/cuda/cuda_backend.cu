@@ -123,6 +123,12 @@ static void cu_copy(void *dst, const void *src, size_t bytes) {
     CUDA_CHECK("copy", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, g_cu.stream));
 }
 
+static void cu_copy_rows(void *dst, size_t dst_pitch, const void *src, size_t src_pitch, size_t bytes, size_t rows) {
+    if (!bytes || !rows) return;
+    CUDA_CHECK("copy_rows", cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, bytes, rows, cudaMemcpyDeviceToDevice,
+                                              g_cu.stream));
+}
+
 static void cu_zero(void *p, size_t bytes) {
     if (!bytes) return;
     CUDA_CHECK("zero", cudaMemsetAsync(p, 0, bytes, g_cu.stream));
@@ -659,6 +665,7 @@ static int cuda_init(char *why, size_t cap) {
     cuda_ops.to_device = cu_to_device;
     cuda_ops.to_host = cu_to_host;
     cuda_ops.copy = cu_copy;
+    cuda_ops.copy_rows = cu_copy_rows;
     cuda_ops.zero = cu_zero;
     cuda_ops.sync = cu_sync;
 #define SET(name) cuda_ops.name = cu_##name;
