@@ -91,9 +91,11 @@ static void base_config(vm_config *cfg, int videos, int corrupt_every, int stall
     alarm(90);  // a hang anywhere below kills the binary (a failure), never stalls CI
 }
 
-// A worker process, forked before the receiver starts its threads; it connects (after delay_ms) and
-// retries until the receiver binds.
-static pid_t spawn_worker(const char *endpoint, int jitter, int stall, int delay_ms) {
+static char proc_state(pid_t pid);
+
+// A worker process, forked before the receiver starts its threads; it connects and retries until
+// the receiver binds.
+static pid_t spawn_worker(const char *endpoint, int jitter, int stall, pid_t after_stop) {
     fflush(NULL);
     pid_t pid = fork();
     CHECK(pid >= 0);
@@ -105,7 +107,9 @@ static pid_t spawn_worker(const char *endpoint, int jitter, int stall, int delay
         fake_stall = stall;
         struct sigaction sa = {.sa_handler = child_on_term};
         sigaction(SIGTERM, &sa, NULL);
-        if (delay_ms) usleep((useconds_t)delay_ms * 1000);
+        // after_stop: connect only once that worker is stopped (on the head unit), so which worker
+        // leases the head unit does not depend on how fast each one starts on a loaded machine
+        for (int i = 0; after_stop && i < 3000 && proc_state(after_stop) != 'T'; i++) usleep(10000);
         vm_worker_opts o;
         vm_worker_opts_default(&o);
         o.stop_flag = &child_stop;
@@ -306,8 +310,8 @@ TEST(stalled_head_of_line_worker_reissued_no_deadlock_every_sample_once_in_order
     vm_coord_unit_order((uint64_t)cfg.run.seed, 0, 16, order);
     base_config(&cfg, 16, 0, (int)order[0]);  // the first unit of epoch 0 stalls its first worker
     pick_endpoint(&cfg);
-    // a joins first and leases the first units; b joins later and takes the next ones.
-    pid_t a = spawn_worker(cfg.pipeline.endpoint, 0, 1, 0), b = spawn_worker(cfg.pipeline.endpoint, 0, 0, 300);
+    // a joins alone and leases the first units; b joins once a is stopped and takes the next ones.
+    pid_t a = spawn_worker(cfg.pipeline.endpoint, 0, 1, 0), b = spawn_worker(cfg.pipeline.endpoint, 0, 0, a);
     // a comes back well after it was declared lost (lease_timeout): its stale chunks must be refused or
     // dropped, not delivered.  Forked here, before the receiver's threads exist.
     fflush(NULL);
@@ -315,6 +319,8 @@ TEST(stalled_head_of_line_worker_reissued_no_deadlock_every_sample_once_in_order
     CHECK(resumer >= 0);
     if (resumer == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        // counted from a's stop, which a loaded machine (ASan, 2 cores) may delay by seconds
+        for (int i = 0; i < 3000 && proc_state(a) != 'T'; i++) usleep(10000);
         usleep((useconds_t)(cfg.pipeline.lease_timeout_ms + 1500) * 1000);
         kill(a, SIGCONT);
         _exit(0);
@@ -325,7 +331,8 @@ TEST(stalled_head_of_line_worker_reissued_no_deadlock_every_sample_once_in_order
     // The scenario: a stopped on the head unit, b's early chunks held beyond its credits, no re-issue yet.
     vm_receiver_stats s;
     int held_max = 0;
-    for (int i = 0; i < 300; i++) {
+    for (int i = 0; i < 3000 && proc_state(a) != 'T'; i++) usleep(5000);  // a reaches the head unit
+    for (int i = 0; i < 300; i++) {  // then 1.5 s, well inside the lease timeout, for b's early chunks
         vm_receiver_get_stats(r, &s);
         if (s.queued > held_max) held_max = s.queued;
         if (proc_state(a) == 'T' && held_max >= 2 * cfg.pipeline.credits) break;  // b's whole window
