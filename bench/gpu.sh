@@ -4,7 +4,9 @@
 #   ours     bench/gpu_bench (CUDA backend, bf16 products; pair batches 64 and 128; the real input
 #            path (the input feed: LZ4 messages decoded into pinned slots, copied on their own stream,
 #            steps on the device-resident slot) with its data-wait;
-#            a profiled run that says where the time goes; fp32 at 64 when time allows)
+#            a profiled run that says where the time goes; the alternatives the defaults replaced
+#            (attention through batched cuBLAS GEMMs, the bias kernel instead of the cuBLASLt
+#            epilogue, cuBLAS FAST_16BF); fp32 at 64 when time allows)
 #   baseline bench/torch_vitb_step.py with the GPU node's PyTorch (plain `python3`), bf16 autocast:
 #            eager (timm 0.3.2 attention, as MAE), eager + SDPA, and torch.compile when time allows
 # all in the same run on the same GPU, and prints a summary table with ratios against PyTorch eager
@@ -48,8 +50,11 @@ run 45 120 "vicmae bf16, 64 pairs, the real input path (LZ4 -> pinned slots -> G
     "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --input || rc=1
 run 45 90 "vicmae bf16, 64 pairs, profiled (where the time goes)" \
     "$BENCH" --batch 64 --steps 3 --warmup 2 --precision bf16 --profile || rc=1
+run 45 120 "vicmae bf16, attention through batched cuBLAS GEMMs (not fused), 64 pairs" \
+    "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --attention cublas || rc=1
+run 45 120 "vicmae bf16, bias kernel instead of the cuBLASLt epilogue, 64 pairs" \
+    "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --no-lt || rc=1
 run 45 120 "vicmae bf16 (cuBLAS FAST_16BF path), 64 pairs" "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --bf16-path fast || rc=1
-run 45 120 "vicmae bf16 + cuBLASLt bias epilogue, 64 pairs" "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --lt || rc=1
 run 45 150 "torch sdpa, 64 pairs"   "$PY" bench/torch_vitb_step.py --mode sdpa --batch 64 --steps "$STEPS" || rc=1
 run 45 120 "vicmae fp32, 64 pairs"  "$BENCH" --batch 64 --steps 3 --warmup 1 --precision fp32 || rc=1
 # torch.compile takes minutes to compile; it runs last, with what is left, and may not finish.

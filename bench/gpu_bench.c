@@ -1,8 +1,8 @@
 // bench/gpu_bench.c — training-step throughput of the model on the CUDA backend (bench/gpu.sh).
 //
 //   gpu_bench [--config configs/vit_b16.ini] [--batch 64] [--steps 10] [--warmup 3]
-//             [--precision bf16|fp32] [--bf16-path convert|fast] [--lt] [--profile] [--peak-n 8192]
-//             [--input]
+//             [--precision bf16|fp32] [--bf16-path convert|fast] [--no-lt] [--attention fused|cublas]
+//             [--profile] [--peak-n 8192] [--input] [--attention-alone]
 //
 // Synthetic in-memory batches (random uint8 views, uploaded every step as the trainer does),
 // full steps (forward + backward + AdamW).  Prints the measured bf16 GEMM rate of the device
@@ -14,7 +14,9 @@
 // messages (the wire format) and decompresses them straight into the pinned slots of the input ring,
 // which copies them to the GPU on its own stream; each step trains on its slot where it lies on the
 // device (vm_model_forward_backward_dev), as the training loop does.  It reports the path's capacity
-// alone (pairs/s) and the data-wait per step beside the model.  The last line is one
+// alone (pairs/s) and the data-wait per step beside the model.  --attention-alone first times the
+// attention op by itself on the model's encoder and decoder shapes, batched cuBLAS vs fused, forward
+// and backward, with the effective bandwidth of the bytes its contract moves.  The last line is one
 // machine-readable "result ..." line that bench/gpu.sh collects.
 #include <math.h>
 #include <stdio.h>
@@ -128,6 +130,60 @@ static double forward_flops_per_image(const vm_config *cfg, int K) {
     return f;
 }
 
+// ---- attention alone: both paths on the model's encoder and decoder shapes ---------------------------
+// Mean ms of `iters` calls of fwd or bwd after one warm-up call.
+static double time_attention(const vm_backend_ops *be, int bwd, int iters, float *out, float *att, float *qkv,
+                             float *g, float *dqkv, float *scr, int B, int T, int C, int NH) {
+    double t0 = 0;
+    for (int i = 0; i <= iters; i++) {
+        if (i == 1) be->sync(), t0 = now();
+        if (bwd) be->attention_backward(dqkv, scr, g, qkv, att, B, T, C, NH);
+        else be->attention_forward(out, att, qkv, B, T, C, NH);
+    }
+    be->sync();
+    return (now() - t0) / iters * 1e3;
+}
+
+// Prints, for the encoder (1 + K tokens) and decoder (1 + L tokens) of B images, forward and backward
+// times of the batched-cuBLAS and fused paths, and the bytes the op's contract moves at least (qkv,
+// out, att written then read; dout, dqkv) as an effective bandwidth.
+static void attention_micro(const vm_backend_ops *be, const vm_config *cfg, int B) {
+    const typeof(cfg->model) *mc = &cfg->model;
+    int L = (mc->img_size / mc->patch_size) * (mc->img_size / mc->patch_size);
+    int K = (int)(L * (1.0 - mc->mask_ratio));
+    struct { const char *name; int T, C, NH; } sh[2] = {{"encoder", 1 + K, mc->embed_dim, mc->num_heads},
+                                                        {"decoder", 1 + L, mc->decoder_embed_dim, mc->decoder_num_heads}};
+    int saved = vm_backend_cuda_fused_attention();
+    for (int k = 0; k < 2; k++) {
+        int T = sh[k].T, C = sh[k].C, NH = sh[k].NH;
+        size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
+        float *h = malloc(nq * sizeof(float));
+        float *qkv = be->alloc(nq * 4), *g = be->alloc(no * 4), *out = be->alloc(no * 4), *att = be->alloc(na * 4),
+              *dqkv = be->alloc(nq * 4), *scr = be->alloc(na * 4);
+        if (!h || !qkv || !g || !out || !att || !dqkv || !scr) {
+            printf("attention alone, %s: out of memory\n", sh[k].name);
+            return;
+        }
+        vm_rng r;
+        vm_rng_init(&r, 9, (uint64_t)k);
+        for (size_t i = 0; i < nq; i++) h[i] = 2 * vm_rng_uniformf(&r) - 1;
+        be->to_device(qkv, h, nq * 4);
+        be->to_device(g, h, no * 4);
+        double bytes_f = 4.0 * (nq + no + na), bytes_b = 4.0 * (nq + no + na + nq);
+        for (int fused = 0; fused < 2; fused++) {
+            vm_backend_cuda_set_fused_attention(fused);
+            double f = time_attention(be, 0, 10, out, att, qkv, g, dqkv, scr, B, T, C, NH);
+            double b = time_attention(be, 1, 10, out, att, qkv, g, dqkv, scr, B, T, C, NH);
+            printf("attention alone, %s (B %d, T %d, %d heads of %d), %-6s: forward %.3f ms (%.0f GB/s), backward %.3f ms "
+                   "(%.0f GB/s)%s\n", sh[k].name, B, T, NH, C / NH, fused ? "fused" : "cuBLAS", f, bytes_f / f / 1e6, b,
+                   bytes_b / b / 1e6,
+                   fused && !vm_backend_cuda_fused_attention_takes(T, C, NH, 0) ? " (shape not taken: cuBLAS)" : "");
+        }
+        be->free(qkv), be->free(g), be->free(out), be->free(att), be->free(dqkv), be->free(scr), free(h);
+    }
+    vm_backend_cuda_set_fused_attention(saved);
+}
+
 // ---- the input path: LZ4 messages -> the input feed's pinned slots -> device ----------------------------
 typedef struct {
     void **msgs;
@@ -183,7 +239,8 @@ static int make_messages(void ***msgs, size_t **lens, int nmsg, int B, int S) {
 
 static int usage(void) {
     fprintf(stderr, "usage: gpu_bench [--config INI] [--batch PAIRS] [--steps N] [--warmup N] "
-                    "[--precision bf16|fp32] [--bf16-path convert|fast] [--lt] [--profile] [--input]\n"
+                    "[--precision bf16|fp32] [--bf16-path convert|fast] [--no-lt] [--attention fused|cublas] "
+                    "[--profile] [--input] [--attention-alone]\n"
                     "                 [--peak-n N (0: skip the GEMM rate)]\n"
                     "                 [--set section.key=value]...\n");
     return 2;
@@ -191,7 +248,8 @@ static int usage(void) {
 
 int main(int argc, char **argv) {
     const char *config = "configs/vit_b16.ini", *precision = "bf16", *path = "convert";
-    int B = 64, steps = 10, warmup = 3, profile = 0, peak_n = 8192, lt = 0, input = 0;
+    int B = 64, steps = 10, warmup = 3, profile = 0, peak_n = 8192, lt = 1, input = 0, micro = 0;
+    const char *attention = "fused";
     vm_config cfg;
     vm_error err = {0};
     vm_config_defaults(&cfg);
@@ -200,8 +258,9 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--profile")) { profile = 1; continue; }
-        if (!strcmp(a, "--lt")) { lt = 1; continue; }
+        if (!strcmp(a, "--no-lt")) { lt = 0; continue; }
         if (!strcmp(a, "--input")) { input = 1; continue; }
+        if (!strcmp(a, "--attention-alone")) { micro = 1; continue; }
         if (!v) return usage();
         if (!strcmp(a, "--config")) config = v;
         else if (!strcmp(a, "--batch")) B = atoi(v);
@@ -210,6 +269,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--precision")) precision = v;
         else if (!strcmp(a, "--peak-n")) peak_n = atoi(v);
         else if (!strcmp(a, "--bf16-path")) path = v;
+        else if (!strcmp(a, "--attention")) attention = v;
         else if (!strcmp(a, "--set") && nsets < 32) sets[nsets++] = v;
         else return usage();
         i++;
@@ -221,6 +281,8 @@ int main(int argc, char **argv) {
     cfg.optim.warmup_steps = 0;  // a real lr from the first step (speed does not depend on it)
     int bf16 = !strcmp(precision, "bf16"), fast = !strcmp(path, "fast");
     if ((!bf16 && strcmp(precision, "fp32")) || (!fast && strcmp(path, "convert"))) return usage();
+    int fused = !strcmp(attention, "fused");
+    if (!fused && strcmp(attention, "cublas")) return usage();
 
     char why[512];
     const vm_backend_ops *be = vm_backend_cuda(why, sizeof why);
@@ -228,6 +290,7 @@ int main(int argc, char **argv) {
     vm_backend_cuda_set_precision(bf16);
     vm_backend_cuda_set_bf16_path(fast);
     vm_backend_cuda_set_lt(lt);
+    vm_backend_cuda_set_fused_attention(fused);
     if (fast && !vm_backend_cuda_bf16_path()) {
         fprintf(stderr, "gpu_bench: this cuBLAS refuses CUBLAS_COMPUTE_32F_FAST_16BF: no fast bf16 path\n");
         return 4;
@@ -238,6 +301,10 @@ int main(int argc, char **argv) {
     printf("device: %s\n", dev);
     printf("cuBLAS bf16 GEMM %d^3 (fp32 accumulate): %.1f TFLOP/s\n", peak_n, peak);
 
+    if (micro) {
+        if (!bf16 || fast) { fprintf(stderr, "gpu_bench: --attention-alone compares the bf16 convert paths\n"); return 2; }
+        attention_micro(be, &cfg, 2 * B);
+    }
     vm_backend_ops prof;
     if (profile) prof = profiled(be);
     vm_model *m;
@@ -313,7 +380,9 @@ int main(int argc, char **argv) {
     double tflops = flops / step / 1e12;
     printf("model: %s, %d pairs/step, %d of %d patches visible, %.1f M params, precision %s%s\n", config, B, K, L,
            vm_model_num_trainable(m) / 1e6, precision, bf16 ? (fast ? " (cuBLAS FAST_16BF)" : " (bf16 operand copies)") : "");
-    if (lt) printf("linear layers with bias through cuBLASLt (bias in the epilogue)\n");
+    printf("linear layers with bias: %s; attention: %s\n",
+           vm_backend_cuda_lt() ? "cuBLASLt, bias in the epilogue" : "cublasGemmEx + bias kernel",
+           bf16 && !fast && fused ? "fused kernels where the shape allows" : "batched cuBLAS GEMMs + softmax kernel");
     printf("step %.2f ms (forward+backward %.2f, optimizer %.2f), %.1f pairs/s, loss %.4f\n", step * 1e3,
            t_fb / steps * 1e3, t_opt / steps * 1e3, B / step, l.total);
     printf("model FLOPs %.2f TFLOP/step, %.1f TFLOP/s, MFU %.1f%% of the measured bf16 GEMM rate\n", flops / 1e12,
@@ -335,8 +404,8 @@ int main(int argc, char **argv) {
     char extra[128] = "";
     if (input) snprintf(extra, sizeof extra, " input_pairs_per_s=%.0f data_wait_pct=%.3f", capacity,
                         100 * data_wait / (t_fb + t_opt));
-    printf("result impl=vicmae%s%s precision=%s%s batch=%d step_ms=%.3f pairs_per_s=%.2f tflops=%.2f mfu=%.4f peak=%.1f%s%s\n",
-           lt ? "-lt" : "", input ? "-input" : "", precision, bf16 && fast ? "-fast" : "", B, step * 1e3, B / step,
+    printf("result impl=vicmae%s%s%s precision=%s%s batch=%d step_ms=%.3f pairs_per_s=%.2f tflops=%.2f mfu=%.4f peak=%.1f%s%s\n",
+           vm_backend_cuda_lt() ? "" : "-nolt", bf16 && !fast && !fused ? "-cublasatt" : "", input ? "-input" : "", precision, bf16 && fast ? "-fast" : "", B, step * 1e3, B / step,
            tflops, tflops / peak, peak, profile ? " profiled=1" : "", extra);
     vm_model_free(m);
     free(views);

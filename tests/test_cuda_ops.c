@@ -269,11 +269,40 @@ TEST(cuda_attention) {
     check_attention(1, 197, 64, 1);  // decoder-like length
 }
 
-TEST(cuda_attention_bf16) {
+TEST(cuda_attention_bf16) {  // the batched cuBLAS path
     setup(1, 7);
+    vm_backend_cuda_set_fused_attention(0);
     check_attention(2, 13, 32, 4);
     check_attention(3, 50, 128, 2);
     check_attention(1, 197, 64, 1);
+    check_attention(2, 197, 512, 16);
+    vm_backend_cuda_set_fused_attention(1);
+    vm_backend_cuda_set_precision(0);
+}
+
+// The fused kernels (trainer/cuda/cuda_attention.cu), on shapes they must take: every head size,
+// T a multiple of 16 and not (padding rows and columns), one and several query rounds of the
+// backward.  Same reference and tolerance as the cuBLAS path: the rounding points are the same.
+TEST(cuda_attention_fused_bf16) {
+    setup(1, 11);
+    vm_backend_cuda_set_fused_attention(1);
+    static const int shapes[][5] = {  // B, T, C, NH, backward fused too (-1: as shared memory allows)
+        {2, 13, 32, 2, 1},    // hs 16, one partial tile
+        {3, 50, 128, 2, 1},   // encoder-like: 1 + 49 visible tokens, hs 64
+        {2, 197, 512, 16, 1}, // decoder-like: 1 + 196 tokens, hs 32 (two backward rounds)
+        {2, 64, 256, 2, 1},   // hs 128
+        {1, 100, 256, 2, 0},  // hs 128, too many dK/dV tiles for the fused backward: cuBLAS there
+        {2, 256, 128, 4, -1}, // the longest sequence, hs 32 (backward: 234 KB of shared memory)
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        const int *s = shapes[i];
+        CHECK(vm_backend_cuda_fused_attention_takes(s[1], s[2], s[3], 0), "fused forward takes T=%d C=%d NH=%d", s[1], s[2], s[3]);
+        CHECK(s[4] < 0 || vm_backend_cuda_fused_attention_takes(s[1], s[2], s[3], 1) == s[4],
+              "fused backward takes T=%d C=%d NH=%d: %d", s[1], s[2], s[3], !s[4]);
+        check_attention(s[0], s[1], s[2], s[3]);
+    }
+    CHECK(!vm_backend_cuda_fused_attention_takes(13, 32, 4, 0), "head size 8 is not taken");
+    CHECK(!vm_backend_cuda_fused_attention_takes(257, 128, 4, 0), "T = 257 is not taken");
     vm_backend_cuda_set_precision(0);
 }
 

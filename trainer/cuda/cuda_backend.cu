@@ -193,8 +193,8 @@ static void gemm_ex(const char *op, cublasOperation_t ta, cublasOperation_t tb, 
 static int convert_bf16(void) { return g_cu.bf16 && !g_cu.bf16_fast; }
 
 // ---- cuBLASLt: linear forward with the bias added in the GEMM's epilogue ----------------------------
-// Optional (vm_backend_cuda_set_lt / VICMAE_CUDA_LT=1) until measured faster: it saves one pass
-// over the output per biased linear layer.  A plan (descriptors + the heuristic's algorithm) is
+// On by default (vm_backend_cuda_set_lt / VICMAE_CUDA_LT=0|1): it saves one pass over the output
+// per biased linear layer.  A plan (descriptors + the heuristic's algorithm) is
 // cached per shape, operand type, compute type and pointer alignment (the heuristic takes the
 // alignment of A, B, D and of the bias pointer into account).
 static cublasLtHandle_t g_lt;
@@ -424,6 +424,7 @@ __global__ void attention_softmax_backward_kernel(float *dpre32, __nv_bfloat16 *
 
 void cu_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
     const char *op = "attention_forward";
+    if (convert_bf16() && cuda_attention_fused_forward(out, att, qkv, B, T, C, NH, op)) return;
     int hs = C / NH, count = B * NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t off = 0;
@@ -456,6 +457,7 @@ void cu_attention_forward(float *out, float *att, const float *qkv, int B, int T
 void cu_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
                            const float *att, int B, int T, int C, int NH) {
     const char *op = "attention_backward";
+    if (convert_bf16() && cuda_attention_fused_backward(dqkv, dout, qkv, att, B, T, C, NH, op)) return;
     int hs = C / NH, count = B * NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t off = 0;
@@ -506,6 +508,8 @@ extern "C" void vm_backend_cuda_set_precision(int bf16) { g_cu.bf16 = bf16 ? 1 :
 extern "C" void vm_backend_cuda_set_bf16_path(int fast) { g_cu.bf16_fast = fast && g_cu.fast_ok ? 1 : 0; }
 extern "C" int vm_backend_cuda_bf16_path(void) { return g_cu.bf16_fast; }
 extern "C" int vm_backend_cuda_precision(void) { return g_cu.bf16; }
+extern "C" void vm_backend_cuda_set_fused_attention(int on) { g_cu.fused_attention = on ? 1 : 0; }
+extern "C" int vm_backend_cuda_fused_attention(void) { return g_cu.fused_attention; }
 extern "C" int vm_backend_cuda_device_name(char *buf, size_t cap) {
     if (!g_cu.ready) {
         if (buf && cap) snprintf(buf, cap, "none (CUDA backend not initialised)");
@@ -586,6 +590,12 @@ static int cuda_init(char *why, size_t cap) {
         else if (!strcmp(s, "convert")) g_cu.bf16_fast = 0;
         else { snprintf(why, cap, "VICMAE_CUDA_BF16=%s: use convert or fast", s); return -1; }
     }
+    g_cu.fused_attention = 1;
+    if (const char *s = getenv("VICMAE_CUDA_ATTENTION")) {
+        if (!strcmp(s, "fused")) g_cu.fused_attention = 1;
+        else if (!strcmp(s, "cublas")) g_cu.fused_attention = 0;
+        else { snprintf(why, cap, "VICMAE_CUDA_ATTENTION=%s: use fused or cublas", s); return -1; }
+    }
     g_cu.num_sms = p.multiProcessorCount;
     snprintf(g_cu.device_name, sizeof g_cu.device_name, "%.180s, sm_%d%d, %d SMs, %.0f GiB", p.name, p.major,
              p.minor, p.multiProcessorCount, p.totalGlobalMem / 1073741824.0);
@@ -620,7 +630,8 @@ static int cuda_init(char *why, size_t cap) {
         snprintf(why, cap, "cublasLtCreate: %s", cublas_status_name(s));
         return -1;
     }
-    if (const char *v = getenv("VICMAE_CUDA_LT")) g_use_lt = !strcmp(v, "1");
+    g_use_lt = 1;
+    if (const char *v = getenv("VICMAE_CUDA_LT")) g_use_lt = strcmp(v, "0") != 0;
     if ((e = cudaMalloc(&g_cu.blas_ws, CUBLAS_WS_BYTES)) != cudaSuccess) {
         snprintf(why, cap, "cuBLAS workspace: %s", cudaGetErrorString(e));
         return -1;

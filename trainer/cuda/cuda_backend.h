@@ -32,12 +32,23 @@ int vm_backend_cuda_precision(void);
 void vm_backend_cuda_set_bf16_path(int fast);
 int vm_backend_cuda_bf16_path(void);
 
-// Linear layers with a bias through cuBLASLt, the bias added in the GEMM's epilogue (1), or
-// cublasGemmEx + a bias kernel (0, default until the benchmark shows Lt faster on the device).
-// VICMAE_CUDA_LT=1 sets it when the backend starts.  Shapes no cuBLASLt algorithm takes fall back.
+// Linear layers with a bias through cuBLASLt, the bias added in the GEMM's epilogue (1, default:
+// ViT-B/16 steps 9% faster on an H100, bench/gpu.sh), or cublasGemmEx + a bias kernel (0).
+// VICMAE_CUDA_LT=0|1 sets it when the backend starts.  Shapes no cuBLASLt algorithm takes fall back.
 // Like set_bf16_path, effective only after vm_backend_cuda() (vm_backend_cuda_lt() says).
 void vm_backend_cuda_set_lt(int on);
 int vm_backend_cuda_lt(void);
+
+// Attention in bf16 "convert" mode: fused kernels (1, default; trainer/cuda/cuda_attention.cu:
+// one block per sample and head, scores in shared memory, tensor-core products, the same rounding
+// points as the cuBLAS path) or batched cuBLAS GEMMs around a softmax kernel (0).  Shapes the fused
+// kernels do not take (head size other than 16/32/64/128, T > 256, too little shared memory) use
+// cuBLAS either way.  VICMAE_CUDA_ATTENTION=fused|cublas sets it when the backend starts.
+void vm_backend_cuda_set_fused_attention(int on);
+int vm_backend_cuda_fused_attention(void);
+// Would the fused kernels take this shape (backward = 0: forward, 1: backward)?  0 before
+// vm_backend_cuda() has set the backend up.
+int vm_backend_cuda_fused_attention_takes(int T, int C, int NH, int backward);
 
 // Name of the device in use ("NVIDIA H100 80GB HBM3, sm_90, 79 GiB") into buf; 0 on success,
 // -1 when the backend is not initialised (or built without CUDA).

@@ -24,6 +24,7 @@ struct vm_cuda_state {
     int bf16;                  // precision of the matrix products (vm_backend_cuda_set_precision)
     int bf16_fast;             // bf16 path: 0 = our bf16 copies + bf16 GEMM, 1 = cuBLAS FAST_16BF on fp32
     int fast_ok;               // this cuBLAS accepts CUBLAS_COMPUTE_32F_FAST_16BF (probed at start)
+    int fused_attention;       // bf16 convert path: attention through cuda_attention.cu (default 1)
     int num_sms;
     cudaStream_t stream;       // every op runs here, in issue order
     cublasHandle_t blas;
@@ -99,6 +100,12 @@ void cuda_sgemm(const char *op, cublasOperation_t ta, cublasOperation_t tb, int 
                 float alpha, const float *A, int lda, const float *B, int ldb, float beta, float *C,
                 int ldc);
 
+// Fused bf16 attention (cuda_attention.cu): 1 when it ran the op, 0 when fused attention is off or
+// the shape is not one it takes (the caller then uses the cuBLAS path).
+int cuda_attention_fused_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
+                                 const char *op);
+int cuda_attention_fused_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B,
+                                  int T, int C, int NH, const char *op);
 // Op entry points defined in the other files, collected into the table by cuda_backend.cu.
 #define VM_CU_OPS(X)                                                                               \
     X(patchify) X(matmul_forward) X(matmul_backward) X(layernorm_forward) X(layernorm_backward)    \

@@ -17,6 +17,12 @@ void vm_backend_cuda_set_bf16_path(int fast) { (void)fast; }
 void vm_backend_cuda_set_lt(int on) { (void)on; }
 int vm_backend_cuda_lt(void) { return 0; }
 int vm_backend_cuda_bf16_path(void) { return 0; }
+void vm_backend_cuda_set_fused_attention(int on) { (void)on; }
+int vm_backend_cuda_fused_attention(void) { return 0; }
+int vm_backend_cuda_fused_attention_takes(int T, int C, int NH, int backward) {
+    (void)T, (void)C, (void)NH, (void)backward;
+    return 0;
+}
 int vm_backend_cuda_device_name(char *buf, size_t cap) {
     if (buf && cap) snprintf(buf, cap, "none (built without CUDA)");
     return -1;
