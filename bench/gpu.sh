@@ -49,7 +49,7 @@ run 60 150 "torch eager, 128 pairs" "$PY" bench/torch_vitb_step.py --mode eager 
 run 45 120 "vicmae bf16, 64 pairs, the real input path (LZ4 -> pinned slots -> GPU, as the trainer)" \
     "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --input || rc=1
 run 45 90 "vicmae bf16, 64 pairs, profiled (where the time goes)" \
-    "$BENCH" --batch 64 --steps 3 --warmup 2 --precision bf16 --profile || rc=1
+    "$BENCH" --batch 64 --steps 3 --warmup 2 --precision bf16 --profile --attention-alone || rc=1
 run 45 120 "vicmae bf16, attention through batched cuBLAS GEMMs (not fused), 64 pairs" \
     "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --attention cublas || rc=1
 run 45 120 "vicmae bf16, bias kernel instead of the cuBLASLt epilogue, 64 pairs" \

@@ -1,7 +1,7 @@
 // bench/gpu_bench.c — training-step throughput of the model on the CUDA backend (bench/gpu.sh).
 //
 //   gpu_bench [--config configs/vit_b16.ini] [--batch 64] [--steps 10] [--warmup 3]
-//             [--precision bf16|fp32] [--bf16-path convert|fast] [--no-lt] [--attention fused|cublas]
+//             [--precision bf16|fp32] [--bf16-path convert|fast] [--no-lt] [--attention auto|fused|cublas]
 //             [--profile] [--peak-n 8192] [--input] [--attention-alone]
 //
 // Synthetic in-memory batches (random uint8 views, uploaded every step as the trainer does),
@@ -171,7 +171,7 @@ static void attention_micro(const vm_backend_ops *be, const vm_config *cfg, int 
         be->to_device(g, h, no * 4);
         double bytes_f = 4.0 * (nq + no + na), bytes_b = 4.0 * (nq + no + na + nq);
         for (int fused = 0; fused < 2; fused++) {
-            vm_backend_cuda_set_fused_attention(fused);
+            vm_backend_cuda_set_fused_attention(fused ? VM_ATTENTION_FUSED : VM_ATTENTION_CUBLAS);
             double f = time_attention(be, 0, 10, out, att, qkv, g, dqkv, scr, B, T, C, NH);
             double b = time_attention(be, 1, 10, out, att, qkv, g, dqkv, scr, B, T, C, NH);
             printf("attention alone, %s (B %d, T %d, %d heads of %d), %-6s: forward %.3f ms (%.0f GB/s), backward %.3f ms "
@@ -239,7 +239,7 @@ static int make_messages(void ***msgs, size_t **lens, int nmsg, int B, int S) {
 
 static int usage(void) {
     fprintf(stderr, "usage: gpu_bench [--config INI] [--batch PAIRS] [--steps N] [--warmup N] "
-                    "[--precision bf16|fp32] [--bf16-path convert|fast] [--no-lt] [--attention fused|cublas] "
+                    "[--precision bf16|fp32] [--bf16-path convert|fast] [--no-lt] [--attention auto|fused|cublas] "
                     "[--profile] [--input] [--attention-alone]\n"
                     "                 [--peak-n N (0: skip the GEMM rate)]\n"
                     "                 [--set section.key=value]...\n");
@@ -249,7 +249,7 @@ static int usage(void) {
 int main(int argc, char **argv) {
     const char *config = "configs/vit_b16.ini", *precision = "bf16", *path = "convert";
     int B = 64, steps = 10, warmup = 3, profile = 0, peak_n = 8192, lt = 1, input = 0, micro = 0;
-    const char *attention = "fused";
+    const char *attention = "auto";
     vm_config cfg;
     vm_error err = {0};
     vm_config_defaults(&cfg);
@@ -281,8 +281,9 @@ int main(int argc, char **argv) {
     cfg.optim.warmup_steps = 0;  // a real lr from the first step (speed does not depend on it)
     int bf16 = !strcmp(precision, "bf16"), fast = !strcmp(path, "fast");
     if ((!bf16 && strcmp(precision, "fp32")) || (!fast && strcmp(path, "convert"))) return usage();
-    int fused = !strcmp(attention, "fused");
-    if (!fused && strcmp(attention, "cublas")) return usage();
+    int fused = !strcmp(attention, "fused") ? VM_ATTENTION_FUSED : !strcmp(attention, "auto") ? VM_ATTENTION_AUTO
+                                                                   : VM_ATTENTION_CUBLAS;
+    if (fused == VM_ATTENTION_CUBLAS && strcmp(attention, "cublas")) return usage();
 
     char why[512];
     const vm_backend_ops *be = vm_backend_cuda(why, sizeof why);
@@ -382,7 +383,9 @@ int main(int argc, char **argv) {
            vm_model_num_trainable(m) / 1e6, precision, bf16 ? (fast ? " (cuBLAS FAST_16BF)" : " (bf16 operand copies)") : "");
     printf("linear layers with bias: %s; attention: %s\n",
            vm_backend_cuda_lt() ? "cuBLASLt, bias in the epilogue" : "cublasGemmEx + bias kernel",
-           bf16 && !fast && fused ? "fused kernels where the shape allows" : "batched cuBLAS GEMMs + softmax kernel");
+           !bf16 || fast || fused == VM_ATTENTION_CUBLAS ? "batched cuBLAS GEMMs + softmax kernel"
+           : fused == VM_ATTENTION_AUTO ? "fused forward, fused backward for T >= 128 (auto)"
+                                        : "fused kernels where the shape allows");
     printf("step %.2f ms (forward+backward %.2f, optimizer %.2f), %.1f pairs/s, loss %.4f\n", step * 1e3,
            t_fb / steps * 1e3, t_opt / steps * 1e3, B / step, l.total);
     printf("model FLOPs %.2f TFLOP/step, %.1f TFLOP/s, MFU %.1f%% of the measured bf16 GEMM rate\n", flops / 1e12,
@@ -405,7 +408,7 @@ int main(int argc, char **argv) {
     if (input) snprintf(extra, sizeof extra, " input_pairs_per_s=%.0f data_wait_pct=%.3f", capacity,
                         100 * data_wait / (t_fb + t_opt));
     printf("result impl=vicmae%s%s%s precision=%s%s batch=%d step_ms=%.3f pairs_per_s=%.2f tflops=%.2f mfu=%.4f peak=%.1f%s%s\n",
-           vm_backend_cuda_lt() ? "" : "-nolt", bf16 && !fast && !fused ? "-cublasatt" : "", input ? "-input" : "", precision, bf16 && fast ? "-fast" : "", B, step * 1e3, B / step,
+           vm_backend_cuda_lt() ? "" : "-nolt", bf16 && !fast && fused != VM_ATTENTION_AUTO ? (fused ? "-fusedatt" : "-cublasatt") : "", input ? "-input" : "", precision, bf16 && fast ? "-fast" : "", B, step * 1e3, B / step,
            tflops, tflops / peak, peak, profile ? " profiled=1" : "", extra);
     vm_model_free(m);
     free(views);

@@ -271,12 +271,12 @@ TEST(cuda_attention) {
 
 TEST(cuda_attention_bf16) {  // the batched cuBLAS path
     setup(1, 7);
-    vm_backend_cuda_set_fused_attention(0);
+    vm_backend_cuda_set_fused_attention(VM_ATTENTION_CUBLAS);
     check_attention(2, 13, 32, 4);
     check_attention(3, 50, 128, 2);
     check_attention(1, 197, 64, 1);
     check_attention(2, 197, 512, 16);
-    vm_backend_cuda_set_fused_attention(1);
+    vm_backend_cuda_set_fused_attention(VM_ATTENTION_AUTO);
     vm_backend_cuda_set_precision(0);
 }
 
@@ -285,7 +285,7 @@ TEST(cuda_attention_bf16) {  // the batched cuBLAS path
 // backward.  Same reference and tolerance as the cuBLAS path: the rounding points are the same.
 TEST(cuda_attention_fused_bf16) {
     setup(1, 11);
-    vm_backend_cuda_set_fused_attention(1);
+    vm_backend_cuda_set_fused_attention(VM_ATTENTION_FUSED);
     static const int shapes[][5] = {  // B, T, C, NH, backward fused too (-1: as shared memory allows)
         {2, 13, 32, 2, 1},    // hs 16, one partial tile
         {3, 50, 128, 2, 1},   // encoder-like: 1 + 49 visible tokens, hs 64
@@ -303,6 +303,7 @@ TEST(cuda_attention_fused_bf16) {
     }
     CHECK(!vm_backend_cuda_fused_attention_takes(13, 32, 4, 0), "head size 8 is not taken");
     CHECK(!vm_backend_cuda_fused_attention_takes(257, 128, 4, 0), "T = 257 is not taken");
+    vm_backend_cuda_set_fused_attention(VM_ATTENTION_AUTO);
     vm_backend_cuda_set_precision(0);
 }
 

@@ -4,7 +4,8 @@
 #   1. the GPU tests: tests/test_cuda_* (every op vs the CPU backend, fp32 and bf16; whole-model
 #      debug step and 20 training steps vs the CPU; `train --replay` vs the CPU; the input ring);
 #   2. compute-sanitizer memcheck over the op tests, model debug steps (bf16) and a short training
-#      (the training loop on stored batch files: test_cuda_train, fp32 and bf16);
+#      (the training loop on stored batch files: test_cuda_train, fp32 and bf16); racecheck and
+#      synccheck over the fused attention kernels;
 #   3. the GPU benchmark (bench/gpu.sh: ViT-B/16, ours vs PyTorch on the same GPU);
 #   4. the trainer's CPU tests test_trainer_*, in the time that is left;
 # and prints a short table LAST.  Logs: with OUT set, two files $OUT/gpu-check-summary.txt and
@@ -96,13 +97,13 @@ for b in "$TESTBIN"/test_cuda_*; do
 done
 
 # ---- 2. compute-sanitizer --------------------------------------------------------------------------
-sanitize() {  # label, command...
-  local label=$1; shift
-  local f="$LOG/memcheck-$label.log" t0=$SECONDS
-  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 99 --print-limit 20 "$@" >"$f" 2>&1
-  local rc=$? summ; summ=$(grep -E 'ERROR SUMMARY' "$f" | tail -1)
-  if [ $rc -eq 0 ]; then row "memcheck $label" PASS "${summ:-no summary} ($((SECONDS - t0))s)"
-  else row "memcheck $label" FAIL "exit $rc: ${summ:-see $f} ($((SECONDS - t0))s)"; grep -m5 -E '=========  ?(Invalid|Program hit|Error)' "$f"; fi
+sanitize() {  # label, command...   (TOOL=racecheck etc.; memcheck by default)
+  local label=$1 tool=${TOOL:-memcheck}; shift
+  local f="$LOG/$tool-$label.log" t0=$SECONDS
+  timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 "$@" >"$f" 2>&1
+  local rc=$? summ; summ=$(grep -E '(ERROR|RACECHECK) SUMMARY' "$f" | tail -1)
+  if [ $rc -eq 0 ]; then row "$tool $label" PASS "${summ:-no summary} ($((SECONDS - t0))s)"
+  else row "$tool $label" FAIL "exit $rc: ${summ:-see $f} ($((SECONDS - t0))s)"; grep -m5 -E '=========  ?(Invalid|Program hit|Error|Race)' "$f"; fi
 }
 if command -v compute-sanitizer >/dev/null; then
   echo "== compute-sanitizer memcheck"
@@ -113,6 +114,11 @@ if command -v compute-sanitizer >/dev/null; then
   sanitize debug-step "$TESTBIN/test_cuda_model"
   unset VICMAE_MEMCHECK VICMAE_TEST_FILTER
   sanitize train "$TESTBIN/test_cuda_train"   # the training loop on replayed batch files, fp32 + bf16
+  # the fused attention kernels share memory between warps: races and barrier misuse
+  export VICMAE_MEMCHECK=1
+  TOOL=racecheck sanitize fused-attention "$TESTBIN/test_cuda_ops" cuda_attention_fused_bf16
+  TOOL=synccheck sanitize fused-attention "$TESTBIN/test_cuda_ops" cuda_attention_fused_bf16
+  unset VICMAE_MEMCHECK
 else
   row memcheck FAIL "compute-sanitizer not found in PATH ($CUDA_HOME/bin)"
 fi

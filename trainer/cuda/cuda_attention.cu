@@ -16,7 +16,8 @@
 //
 // Shapes taken: head size 16, 32, 64 or 128, T <= 256, and (backward) at most 32 (key tile, column
 // tile) pairs per head, within the device's shared memory; anything else returns 0 and the caller
-// uses the cuBLAS path.
+// uses the cuBLAS path.  In the default mode (auto) the backward runs fused only for T >= 128,
+// where it measured faster; the forward wherever it is taken.
 #include <mma.h>
 #include "trainer/cuda/cuda_internal.cuh"
 #include "trainer/cuda/cuda_backend.h"
@@ -202,6 +203,18 @@ __device__ void store_rows(float *dst, size_t ld, const float *stage, int ldo, i
     }
 }
 
+// The saved probabilities of rows first and first + 1 (columns lane, lane + 32, ...; zero past T).
+__device__ __forceinline__ void load_att_pair(float (&a)[2][MAX_T / 32], const float *att_bh, int first, int T,
+                                              int lane) {
+#pragma unroll
+    for (int k = 0; k < 2; k++)
+#pragma unroll
+        for (int i = 0; i < MAX_T / 32; i++) {
+            int t = first + k, c = lane + 32 * i;
+            a[k][i] = t < T && c < T ? __ldg(att_bh + (size_t)t * T + c) : 0.0f;
+        }
+}
+
 // dqkv (B, T, 3C) = from dout (B, T, C), qkv and the saved att.  Grid: B * NH blocks of BWD_WARPS
 // warps.  Query tiles are taken BWD_WARPS at a time (a round): each warp makes its tile's dP, then
 // dS and P (bf16, in its score rows) and dQ; after a block barrier every warp adds the round's
@@ -236,6 +249,10 @@ attention_fused_backward_kernel(float *dqkv, const float *dout, const float *qkv
         const int qt = round * BWD_WARPS + warp;
         if (qt < ntiles) {
             bf16 *S16 = (bf16 *)Sw;  // row r: dS at bf16 columns [0, Tp), P at [ldb, ldb + Tp)
+            // The att rows of the first two query rows are in flight while dP is made; from then on
+            // the next pair's loads overlap the current pair's arithmetic.
+            float an[2][MAX_T / 32];
+            load_att_pair(an, att_bh, qt * 16, T, lane);
             // dP (16, Tp) = dO_tile (16, hs) @ V^T
             a_row ga[NC];
 #pragma unroll
@@ -252,19 +269,22 @@ attention_fused_backward_kernel(float *dqkv, const float *dout, const float *qkv
                 wmma::store_matrix_sync(Sw + j * 16, s, l.ldb, wmma::mem_row_major);
             }
             __syncwarp();
-            // softmax backward per row: dS = att * (dP - sum(att * dP)) * scale.  Two rows at a time:
-            // their att loads are in flight together.  Padding rows and columns get dS = P = 0.
+            // softmax backward per row: dS = att * (dP - sum(att * dP)) * scale, two rows at a time.
+            // Padding rows and columns get dS = P = 0.
             for (int r0 = 0; r0 < 16; r0 += 2) {
                 float a[2][MAX_T / 32], g[2][MAX_T / 32], dot[2];
+#pragma unroll
+                for (int k = 0; k < 2; k++)
+#pragma unroll
+                    for (int i = 0; i < MAX_T / 32; i++) a[k][i] = an[k][i];
+                if (r0 + 2 < 16) load_att_pair(an, att_bh, qt * 16 + r0 + 2, T, lane);
 #pragma unroll
                 for (int k = 0; k < 2; k++) {
                     const int t = qt * 16 + r0 + k;
 #pragma unroll
                     for (int i = 0; i < MAX_T / 32; i++) {
                         int c = lane + 32 * i;
-                        bool in = t < T && c < T;
-                        a[k][i] = in ? __ldg(att_bh + (size_t)t * T + c) : 0.0f;
-                        g[k][i] = in ? Sw[(r0 + k) * l.ldb + c] : 0.0f;
+                        g[k][i] = t < T && c < T ? Sw[(r0 + k) * l.ldb + c] : 0.0f;
                     }
                 }
 #pragma unroll
@@ -393,6 +413,10 @@ int cuda_attention_fused_forward(float *out, float *att, const float *qkv, int B
 int cuda_attention_fused_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T,
                                   int C, int NH, const char *op) {
     if (!g_cu.fused_attention || !vm_backend_cuda_fused_attention_takes(T, C, NH, 1)) return 0;
+    // auto: the fused backward pays for long sequences only.  Measured on an H100 at 64 pairs
+    // (gpu_bench --attention-alone): decoder T = 197, 0.91 ms fused vs 1.40 ms cuBLAS; encoder
+    // T = 50, 0.28 ms fused vs 0.19 ms cuBLAS (half its warps idle with 4 query tiles of 16).
+    if (g_cu.fused_attention == VM_ATTENTION_AUTO && T < 128) return 0;
     int hs = C / NH;
     size_t smem = layout_of(T, hs).bwd;
     float scale = 1.0f / sqrtf((float)hs);

@@ -508,7 +508,9 @@ extern "C" void vm_backend_cuda_set_precision(int bf16) { g_cu.bf16 = bf16 ? 1 :
 extern "C" void vm_backend_cuda_set_bf16_path(int fast) { g_cu.bf16_fast = fast && g_cu.fast_ok ? 1 : 0; }
 extern "C" int vm_backend_cuda_bf16_path(void) { return g_cu.bf16_fast; }
 extern "C" int vm_backend_cuda_precision(void) { return g_cu.bf16; }
-extern "C" void vm_backend_cuda_set_fused_attention(int on) { g_cu.fused_attention = on ? 1 : 0; }
+extern "C" void vm_backend_cuda_set_fused_attention(int mode) {
+    g_cu.fused_attention = mode == VM_ATTENTION_FUSED || mode == VM_ATTENTION_AUTO ? mode : VM_ATTENTION_CUBLAS;
+}
 extern "C" int vm_backend_cuda_fused_attention(void) { return g_cu.fused_attention; }
 extern "C" int vm_backend_cuda_device_name(char *buf, size_t cap) {
     if (!g_cu.ready) {
@@ -590,11 +592,12 @@ static int cuda_init(char *why, size_t cap) {
         else if (!strcmp(s, "convert")) g_cu.bf16_fast = 0;
         else { snprintf(why, cap, "VICMAE_CUDA_BF16=%s: use convert or fast", s); return -1; }
     }
-    g_cu.fused_attention = 1;
+    g_cu.fused_attention = VM_ATTENTION_AUTO;
     if (const char *s = getenv("VICMAE_CUDA_ATTENTION")) {
-        if (!strcmp(s, "fused")) g_cu.fused_attention = 1;
-        else if (!strcmp(s, "cublas")) g_cu.fused_attention = 0;
-        else { snprintf(why, cap, "VICMAE_CUDA_ATTENTION=%s: use fused or cublas", s); return -1; }
+        if (!strcmp(s, "auto")) g_cu.fused_attention = VM_ATTENTION_AUTO;
+        else if (!strcmp(s, "fused")) g_cu.fused_attention = VM_ATTENTION_FUSED;
+        else if (!strcmp(s, "cublas")) g_cu.fused_attention = VM_ATTENTION_CUBLAS;
+        else { snprintf(why, cap, "VICMAE_CUDA_ATTENTION=%s: use auto, fused or cublas", s); return -1; }
     }
     g_cu.num_sms = p.multiProcessorCount;
     snprintf(g_cu.device_name, sizeof g_cu.device_name, "%.180s, sm_%d%d, %d SMs, %.0f GiB", p.name, p.major,

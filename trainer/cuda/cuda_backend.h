@@ -39,12 +39,16 @@ int vm_backend_cuda_bf16_path(void);
 void vm_backend_cuda_set_lt(int on);
 int vm_backend_cuda_lt(void);
 
-// Attention in bf16 "convert" mode: fused kernels (1, default; trainer/cuda/cuda_attention.cu:
-// one block per sample and head, scores in shared memory, tensor-core products, the same rounding
-// points as the cuBLAS path) or batched cuBLAS GEMMs around a softmax kernel (0).  Shapes the fused
-// kernels do not take (head size other than 16/32/64/128, T > 256, too little shared memory) use
-// cuBLAS either way.  VICMAE_CUDA_ATTENTION=fused|cublas sets it when the backend starts.
-void vm_backend_cuda_set_fused_attention(int on);
+// Attention in bf16 "convert" mode: batched cuBLAS GEMMs around a softmax kernel, or fused kernels
+// (trainer/cuda/cuda_attention.cu: one block per sample and head, scores in shared memory,
+// tensor-core products, the same rounding points as the cuBLAS path).  Modes: VM_ATTENTION_CUBLAS;
+// VM_ATTENTION_AUTO (default): the fused forward wherever it takes the shape, the fused backward
+// where it measured faster (T >= 128: the decoder); VM_ATTENTION_FUSED: fused wherever taken.
+// Shapes the fused kernels do not take (head size other than 16/32/64/128, T > 256, too little
+// shared memory) use cuBLAS in every mode.  Both save the fp32 probabilities, so the forward and
+// backward paths mix freely.  VICMAE_CUDA_ATTENTION=cublas|auto|fused sets it when the backend starts.
+enum { VM_ATTENTION_CUBLAS = 0, VM_ATTENTION_AUTO = 1, VM_ATTENTION_FUSED = 2 };
+void vm_backend_cuda_set_fused_attention(int mode);
 int vm_backend_cuda_fused_attention(void);
 // Would the fused kernels take this shape (backward = 0: forward, 1: backward)?  0 before
 // vm_backend_cuda() has set the backend up.

@@ -24,7 +24,7 @@ struct vm_cuda_state {
     int bf16;                  // precision of the matrix products (vm_backend_cuda_set_precision)
     int bf16_fast;             // bf16 path: 0 = our bf16 copies + bf16 GEMM, 1 = cuBLAS FAST_16BF on fp32
     int fast_ok;               // this cuBLAS accepts CUBLAS_COMPUTE_32F_FAST_16BF (probed at start)
-    int fused_attention;       // bf16 convert path: attention through cuda_attention.cu (default 1)
+    int fused_attention;       // bf16 convert path: VM_ATTENTION_* (cuda_backend.h), default auto
     int num_sms;
     cudaStream_t stream;       // every op runs here, in issue order
     cublasHandle_t blas;

@@ -17,7 +17,7 @@ void vm_backend_cuda_set_bf16_path(int fast) { (void)fast; }
 void vm_backend_cuda_set_lt(int on) { (void)on; }
 int vm_backend_cuda_lt(void) { return 0; }
 int vm_backend_cuda_bf16_path(void) { return 0; }
-void vm_backend_cuda_set_fused_attention(int on) { (void)on; }
+void vm_backend_cuda_set_fused_attention(int mode) { (void)mode; }
 int vm_backend_cuda_fused_attention(void) { return 0; }
 int vm_backend_cuda_fused_attention_takes(int T, int C, int NH, int backward) {
     (void)T, (void)C, (void)NH, (void)backward;
