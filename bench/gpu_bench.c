@@ -73,6 +73,8 @@ WRAP(P_RESID, add, (float *o, const float *a, const float *b, size_t n), (o, a, 
 WRAP(P_RESID, accumulate, (float *d, const float *s, size_t n), (d, s, n))
 WRAP(P_ADAMW, adamw, (float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps,
      float wd, int t, float gs), (p, g, m, v, n, lr, b1, b2, eps, wd, t, gs))
+WRAP(P_ADAMW, adamw_ranges, (float *p, const float *g, float *m, float *v, const vm_adamw_range *r, int nr, float lr,
+     float b1, float b2, float eps, float wd, int t, float gs), (p, g, m, v, r, nr, lr, b1, b2, eps, wd, t, gs))
 WRAP(P_UPLOAD, to_device, (void *d, const void *s, size_t n), (d, s, n))
 WRAP(P_LOSSES, mae_loss, (float *l, float *dp, const float *p, const float *t, const float *m, int B, int L, int D,
      int np, float dl), (l, dp, p, t, m, B, L, D, np, dl))
@@ -100,6 +102,7 @@ static vm_backend_ops profiled(const vm_backend_ops *be) {
     p.add = w_add;
     p.accumulate = w_accumulate;
     p.adamw = w_adamw;
+    p.adamw_ranges = w_adamw_ranges;
     p.to_device = w_to_device;
     p.mae_loss = w_mae_loss;
     p.infonce_loss = w_infonce_loss;

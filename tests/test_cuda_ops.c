@@ -494,6 +494,27 @@ TEST(cuda_optimizer) {
     CHECK_DEV("adamw param", d_p, p, n);
     CHECK_DEV("adamw m", d_m, m, n);
     CHECK_DEV("adamw v", d_v, v, n);
+    // many ranges in one call: with and without decay, one longer than a chunk of the kernel, one
+    // empty, and gaps between them that must stay as they are
+    const vm_adamw_range ranges[] = {{0, 10, 1}, {17, 5000, 0}, {5017, 0, 1}, {5020, 30000, 1}, {40000, 60003, 0}};
+    const int nr = sizeof ranges / sizeof *ranges;
+    float *p0 = hcopy(p, n);
+    for (int t = 4; t <= 5; t++) {
+        cpu->adamw_ranges(p, g, m, v, ranges, nr, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.05f, t, 0.8f);
+        cu->adamw_ranges(d_p, d_g, d_m, d_v, ranges, nr, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.05f, t, 0.8f);
+    }
+    CHECK_DEV("adamw ranges param", d_p, p, n);
+    CHECK_DEV("adamw ranges m", d_m, m, n);
+    CHECK_DEV("adamw ranges v", d_v, v, n);
+    float *back = hnan(n);
+    cu->to_host(back, d_p, n * sizeof(float));
+    size_t gaps = 0, moved = 0;
+    for (size_t i = 0; i < n; i++) {
+        int in = 0;
+        for (int k = 0; k < nr; k++) in |= i >= ranges[k].off && i < ranges[k].off + ranges[k].n;
+        if (!in) gaps++, moved += memcmp(&back[i], &p0[i], sizeof(float)) != 0;
+    }
+    CHECK(gaps == 4990 && moved == 0, "%zu of %zu floats outside the ranges changed", moved, gaps);
 }
 
 // ---- memory entries ---------------------------------------------------------------------------------------

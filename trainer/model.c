@@ -24,22 +24,25 @@ static const float IMNET_STD[3] = {0.229f, 0.224f, 0.225f};
 typedef struct { size_t ln1w, ln1b, qkvw, qkvb, projw, projb, ln2w, ln2b, fc1w, fc1b, fc2w, fc2b; } blk_p;
 typedef struct { size_t w, b, rm, rv; } bn_p;
 
-// Saved activations of one block over N = NB*T rows of width C.  The LayerNorm outputs and the
-// GELU output are not kept: the backward pass recomputes them (cheap, pointwise or per row, and
-// bitwise the same), which saves about a quarter of the activation memory (llm.c does the same
-// with GELU).
+// Saved activations of one block over N = NB*T rows of width C.  The two LayerNorm outputs and
+// the GELU output are saved by default; with [train] recompute = true they are not (ln1, ln2,
+// gelu NULL): the backward pass recomputes them from the saved inputs, mean and rstd (pointwise or
+// per row, bitwise the same values), which saves about a quarter of the activation memory (llm.c
+// does the same with GELU) for a few % more work per step (about 5% of a ViT-B step on a GPU).
 typedef struct {
     float *ln1_mean, *ln1_rstd;        // (N), (N)
+    float *ln1;                        // (N, C) norm1 output (NULL: recomputed)
     float *qkv;                        // (N, 3C)
     float *att;                        // (NB, NH, T, T)
     float *atty;                       // (N, C) attention output before proj
     float *res1;                       // (N, C) x + proj(atty)
     float *ln2_mean, *ln2_rstd;        // (N), (N)
+    float *ln2;                        // (N, C) norm2 output (NULL: recomputed)
     float *fc1;                        // (N, HD) before GELU
+    float *gelu;                       // (N, HD) GELU output (NULL: recomputed)
     float *res2;                       // (N, C) block output
 } blk_a;
 
-typedef struct { size_t off, n; int decay; } opt_run;  // a run of trainable floats with one decay
 struct noise_idx { float noise; int32_t idx; };
 
 struct vm_model {
@@ -58,7 +61,7 @@ struct vm_model {
     vm_tensor_info *tab;
     int ntab, captab;
     size_t nfloats, ntrain;
-    opt_run *runs;
+    vm_adamw_range *runs;  // the trainable floats in runs of one weight decay, for AdamW
     int nruns;
 
     // parameter offsets
@@ -217,16 +220,16 @@ static void build_table(vm_model *m) {
         m->pr3_w = linear(m, &m->pr3_b, m->po, m->qh, "predictor.3");
     }
     m->nfloats = (m->nfloats + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
-    // Coalesce neighbouring trainable tensors of the same decay into one optimizer call each.
+    // Coalesce neighbouring trainable tensors of the same decay into one range each.
     m->runs = calloc((size_t)m->ntab, sizeof *m->runs);
     for (int i = 0; i < m->ntab; i++) {
         const vm_tensor_info *t = &m->tab[i];
         if (t->kind != VM_TENSOR_PARAM) continue;
-        opt_run *r = m->nruns ? &m->runs[m->nruns - 1] : NULL;
+        vm_adamw_range *r = m->nruns ? &m->runs[m->nruns - 1] : NULL;
         if (r && r->decay == t->decay && i > 0 && m->tab[i - 1].kind == VM_TENSOR_PARAM) {
             r->n = t->offset + t->numel - r->off;
         } else {
-            m->runs[m->nruns++] = (opt_run){t->offset, t->numel, t->decay};
+            m->runs[m->nruns++] = (vm_adamw_range){t->offset, t->numel, t->decay};
         }
     }
 }
@@ -243,16 +246,20 @@ static void *carve(planner *p, size_t n, size_t es) {
 }
 #define FL(n) ((float *)carve(pl, (size_t)(n), sizeof(float)))
 
-static void plan_block(planner *pl, blk_a *a, size_t N, size_t natt, int C, int HD) {
+// save: keep the LayerNorm and GELU outputs for the backward pass (not [train] recompute)
+static void plan_block(planner *pl, blk_a *a, size_t N, size_t natt, int C, int HD, int save) {
     a->ln1_mean = FL(N);
     a->ln1_rstd = FL(N);
+    a->ln1 = save ? FL(N * C) : NULL;
     a->qkv = FL(N * 3 * C);
     a->att = FL(natt);
     a->atty = FL(N * C);
     a->res1 = FL(N * C);
     a->ln2_mean = FL(N);
     a->ln2_rstd = FL(N);
+    a->ln2 = save ? FL(N * C) : NULL;
     a->fc1 = FL(N * HD);
+    a->gelu = save ? FL(N * HD) : NULL;
     a->res2 = FL(N * C);
 }
 
@@ -273,13 +280,15 @@ static void plan(vm_model *m, planner *pl) {
     m->target = FL((size_t)NB * m->L * m->PD);
     m->pe = FL((size_t)NB * m->L * m->D);
     m->x0 = FL(Ne * m->D);
-    for (int i = 0; i < m->depth; i++) plan_block(pl, &m->ea[i], Ne, Ae, m->D, m->HD);
+    const int save = !m->cfg.train.recompute;
+    for (int i = 0; i < m->depth; i++) plan_block(pl, &m->ea[i], Ne, Ae, m->D, m->HD, save);
     m->enc_out = FL(Ne * m->D);
     m->enc_mean = FL(Ne);
     m->enc_rstd = FL(Ne);
     m->dec_emb = FL(Ne * m->Dd);
     m->dec_x0 = FL(Nd * m->Dd);
-    for (int i = 0; i < m->ddepth; i++) plan_block(pl, &m->da[i], Nd, (size_t)NB * m->DNH * Td * Td, m->Dd, m->HDd);
+    for (int i = 0; i < m->ddepth; i++)
+        plan_block(pl, &m->da[i], Nd, (size_t)NB * m->DNH * Td * Td, m->Dd, m->HDd, save);
     m->dec_out = FL(Nd * m->Dd);
     m->dec_mean = FL(Nd);
     m->dec_rstd = FL(Nd);
@@ -575,41 +584,52 @@ static void draw_masks(vm_model *m, int B, long step, int first_pair) {
 #define PW(o) (m->params + (o))
 #define GW(o) (m->grads + (o))
 
-// Scratch use: the forward pass writes the LayerNorm outputs to dln and the GELU output to dh2
-// (both free until the backward pass), the attention projection and fc2 outputs to tmp.
+// The LayerNorm and GELU outputs go to the block's saved buffers, or with [train] recompute to
+// scratch: the LayerNorm outputs to dln and the GELU output to dh2 (both free until the backward
+// pass).  The attention projection and fc2 outputs go to tmp.
 static void block_forward(vm_model *m, const blk_p *p, blk_a *a, const float *x, int NB, int T, int C, int NH, int HD) {
     const vm_backend_ops *be = m->be;
     int N = NB * T;
-    float *ln = m->dln, *gelu = m->dh2;
-    be->layernorm_forward(ln, a->ln1_mean, a->ln1_rstd, x, PW(p->ln1w), PW(p->ln1b), N, C, LN_EPS);
-    be->matmul_forward(a->qkv, ln, PW(p->qkvw), PW(p->qkvb), N, C, 3 * C);
+    float *ln1 = a->ln1 ? a->ln1 : m->dln, *ln2 = a->ln2 ? a->ln2 : m->dln, *gelu = a->gelu ? a->gelu : m->dh2;
+    be->layernorm_forward(ln1, a->ln1_mean, a->ln1_rstd, x, PW(p->ln1w), PW(p->ln1b), N, C, LN_EPS);
+    be->matmul_forward(a->qkv, ln1, PW(p->qkvw), PW(p->qkvb), N, C, 3 * C);
     be->attention_forward(a->atty, a->att, a->qkv, NB, T, C, NH);
     be->matmul_forward(m->tmp, a->atty, PW(p->projw), PW(p->projb), N, C, C);
     be->add(a->res1, x, m->tmp, (size_t)N * C);
-    be->layernorm_forward(ln, a->ln2_mean, a->ln2_rstd, a->res1, PW(p->ln2w), PW(p->ln2b), N, C, LN_EPS);
-    be->matmul_forward(a->fc1, ln, PW(p->fc1w), PW(p->fc1b), N, C, HD);
+    be->layernorm_forward(ln2, a->ln2_mean, a->ln2_rstd, a->res1, PW(p->ln2w), PW(p->ln2b), N, C, LN_EPS);
+    be->matmul_forward(a->fc1, ln2, PW(p->fc1w), PW(p->fc1b), N, C, HD);
     be->gelu_forward(gelu, a->fc1, (size_t)N * HD);
     be->matmul_forward(m->tmp, gelu, PW(p->fc2w), PW(p->fc2b), N, HD, C);
     be->add(a->res2, a->res1, m->tmp, (size_t)N * C);
 }
 
-// dres (N, C) holds d(block output) on entry and d(block input x) on return.  The GELU output is
-// recomputed into dh2 and the LayerNorm outputs into tmp (their saved mean/rstd are rewritten
-// with the same values).
+// dres (N, C) holds d(block output) on entry and d(block input x) on return.  The LayerNorm and
+// GELU outputs are the saved ones, or with [train] recompute recomputed: the GELU output into dh2
+// and the LayerNorm outputs into tmp (their saved mean/rstd are rewritten with the same values).
 static void block_backward(vm_model *m, blk_a *a, const blk_p *p, const float *x, int NB, int T, int C, int NH,
                            int HD) {
     const vm_backend_ops *be = m->be;
     int N = NB * T;
-    be->gelu_forward(m->dh2, a->fc1, (size_t)N * HD);
-    be->matmul_backward(m->dh1, GW(p->fc2w), GW(p->fc2b), m->dres, m->dh2, PW(p->fc2w), N, HD, C);
+    const float *gelu = a->gelu, *ln2 = a->ln2, *ln1 = a->ln1;
+    if (!gelu) {
+        be->gelu_forward(m->dh2, a->fc1, (size_t)N * HD);
+        gelu = m->dh2;
+    }
+    be->matmul_backward(m->dh1, GW(p->fc2w), GW(p->fc2b), m->dres, gelu, PW(p->fc2w), N, HD, C);
     be->gelu_backward(m->dh2, a->fc1, m->dh1, (size_t)N * HD);
-    be->layernorm_forward(m->tmp, a->ln2_mean, a->ln2_rstd, a->res1, PW(p->ln2w), PW(p->ln2b), N, C, LN_EPS);
-    be->matmul_backward(m->dln, GW(p->fc1w), GW(p->fc1b), m->dh2, m->tmp, PW(p->fc1w), N, C, HD);
+    if (!ln2) {
+        be->layernorm_forward(m->tmp, a->ln2_mean, a->ln2_rstd, a->res1, PW(p->ln2w), PW(p->ln2b), N, C, LN_EPS);
+        ln2 = m->tmp;
+    }
+    be->matmul_backward(m->dln, GW(p->fc1w), GW(p->fc1b), m->dh2, ln2, PW(p->fc1w), N, C, HD);
     be->layernorm_backward(m->dres, GW(p->ln2w), GW(p->ln2b), m->dln, a->res1, PW(p->ln2w), a->ln2_mean, a->ln2_rstd, N, C);
     be->matmul_backward(m->dln, GW(p->projw), GW(p->projb), m->dres, a->atty, PW(p->projw), N, C, C);
     be->attention_backward(m->dqkv, m->datt, m->dln, a->qkv, a->att, NB, T, C, NH);
-    be->layernorm_forward(m->tmp, a->ln1_mean, a->ln1_rstd, x, PW(p->ln1w), PW(p->ln1b), N, C, LN_EPS);
-    be->matmul_backward(m->dln, GW(p->qkvw), GW(p->qkvb), m->dqkv, m->tmp, PW(p->qkvw), N, C, 3 * C);
+    if (!ln1) {
+        be->layernorm_forward(m->tmp, a->ln1_mean, a->ln1_rstd, x, PW(p->ln1w), PW(p->ln1b), N, C, LN_EPS);
+        ln1 = m->tmp;
+    }
+    be->matmul_backward(m->dln, GW(p->qkvw), GW(p->qkvb), m->dqkv, ln1, PW(p->qkvw), N, C, 3 * C);
     be->layernorm_backward(m->dres, GW(p->ln1w), GW(p->ln1b), m->dln, x, PW(p->ln1w), a->ln1_mean, a->ln1_rstd, N, C);
 }
 
@@ -846,11 +866,8 @@ void vm_model_optimizer_step(vm_model *m, long step, float *lr_out, float *norm_
     if (clip > 0 && clip / (norm + 1e-6) < 1.0) scale = (float)(clip / (norm + 1e-6));
     float lr = (float)vm_model_lr(&m->cfg, step, m->total_steps);
     const typeof(m->cfg.optim) *o = &m->cfg.optim;
-    for (int i = 0; i < m->nruns; i++) {
-        const opt_run *r = &m->runs[i];
-        be->adamw(m->params + r->off, m->grads + r->off, m->m + r->off, m->v + r->off, r->n, lr, (float)o->beta1,
-                  (float)o->beta2, (float)o->eps, r->decay ? (float)o->weight_decay : 0.0f, (int)(step + 1), scale);
-    }
+    be->adamw_ranges(m->params, m->grads, m->m, m->v, m->runs, m->nruns, lr, (float)o->beta1, (float)o->beta2,
+                     (float)o->eps, (float)o->weight_decay, (int)(step + 1), scale);
     be->sync();
     if (lr_out) *lr_out = lr;
     if (norm_out) *norm_out = norm;

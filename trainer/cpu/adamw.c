@@ -44,4 +44,14 @@ void FN(adamw)(real *param, const real *grad, real *m, real *v, size_t N, real l
     }
 }
 
+// The ranges one after the other: on the CPU a call per range costs nothing worth saving.
+void FN(adamw_ranges)(real *param, const real *grad, real *m, real *v, const vm_adamw_range *ranges, int nranges,
+                      real lr, real beta1, real beta2, real eps, real weight_decay, int t, real grad_scale) {
+    for (int i = 0; i < nranges; i++) {
+        const vm_adamw_range *r = &ranges[i];
+        FN(adamw)(param + r->off, grad + r->off, m + r->off, v + r->off, r->n, lr, beta1, beta2, eps,
+                  r->decay ? weight_decay : 0, t, grad_scale);
+    }
+}
+
 #endif

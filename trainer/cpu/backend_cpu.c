@@ -41,7 +41,7 @@ void vm_cpu_blas_serial_end(int prev_threads) {
     X(scale) X(add_rows) X(add_rows_backward) X(gather_tokens) X(gather_tokens_backward)         \
     X(unshuffle_tokens) X(unshuffle_tokens_backward) X(drop_first_token)                         \
     X(drop_first_token_backward) X(pool_forward) X(pool_backward) X(mae_loss) X(infonce_loss)     \
-    X(simsiam_loss) X(vicreg_loss) X(sumsq) X(adamw)
+    X(simsiam_loss) X(vicreg_loss) X(sumsq) X(adamw) X(adamw_ranges)
 
 #define MEMORY_OPS                                                                              \
     .alloc = cpu_alloc, .free = cpu_free, .to_device = cpu_copy, .to_host = cpu_copy,            \

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include "trainer/backend.h"  // vm_adamw_range
 
 #define real float
 #define FN(name) vm_cpu_##name##_f

@@ -60,3 +60,5 @@ void FN(vicreg_loss)(real *loss, real *terms, real *dz1, real *dz2, const real *
 void FN(sumsq)(real *out, const real *x, size_t N);
 void FN(adamw)(real *param, const real *grad, real *m, real *v, size_t N, real lr, real beta1,
                real beta2, real eps, real weight_decay, int t, real grad_scale);
+void FN(adamw_ranges)(real *param, const real *grad, real *m, real *v, const vm_adamw_range *ranges, int nranges,
+                      real lr, real beta1, real beta2, real eps, real weight_decay, int t, real grad_scale);

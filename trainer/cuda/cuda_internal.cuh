@@ -113,7 +113,7 @@ int cuda_attention_fused_backward(float *dqkv, const float *dout, const float *q
     X(gelu_forward) X(gelu_backward) X(relu_forward) X(relu_backward) X(add) X(accumulate) X(scale) \
     X(add_rows) X(add_rows_backward) X(gather_tokens) X(gather_tokens_backward) X(unshuffle_tokens) \
     X(unshuffle_tokens_backward) X(drop_first_token) X(drop_first_token_backward) X(pool_forward)  \
-    X(pool_backward) X(mae_loss) X(infonce_loss) X(simsiam_loss) X(vicreg_loss) X(sumsq) X(adamw)
+    X(pool_backward) X(mae_loss) X(infonce_loss) X(simsiam_loss) X(vicreg_loss) X(sumsq) X(adamw) X(adamw_ranges)
 
 void cu_patchify(float *out, const uint8_t *img, int B, int H, int W, int P, int conv_order,
                  const float mean[3], const float std[3]);
@@ -168,6 +168,9 @@ void cu_vicreg_loss(float *loss, float *terms, float *dz1, float *dz2, const flo
 void cu_sumsq(float *out, const float *x, size_t N);
 void cu_adamw(float *param, const float *grad, float *m, float *v, size_t N, float lr, float beta1,
               float beta2, float eps, float weight_decay, int t, float grad_scale);
+void cu_adamw_ranges(float *param, const float *grad, float *m, float *v, const vm_adamw_range *ranges,
+                     int nranges, float lr, float beta1, float beta2, float eps, float weight_decay, int t,
+                     float grad_scale);
 
 // Column sums in a fixed order (deterministic, double accumulation):
 //   dst[c] = (accumulate ? dst[c] : 0) + sum over r < rows of f(r, c)      (c < cols)

@@ -2,6 +2,8 @@
 // for gradient clipping and the fused AdamW update.  All in fp32 with double sums, whatever the
 // precision of the matrix products; the scalar results are read back to the host (one small
 // synchronising copy per call).
+#include <stdlib.h>
+#include <string.h>
 #include "trainer/cuda/cuda_internal.cuh"
 
 #define GRID_STRIDE(i, n) \
@@ -50,29 +52,102 @@ void cu_sumsq(float *out, const float *x, size_t N) {
 // torch.optim.AdamW's order of operations (as the CPU reference): param *= 1 - lr wd;
 // m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; param -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps),
 // with the bias corrections computed in double on the host.
-__global__ void adamw_kernel(float *param, const float *grad, float *m, float *v, size_t n, float beta1,
-                             float beta2, float eps, float decay, float step_size, float bc2_sqrt,
-                             float grad_scale) {
-    float a1 = 1.0f - beta1, a2 = 1.0f - beta2;
-    GRID_STRIDE(i, n) {
-        float g = grad_scale == 1.0f ? grad[i] : grad[i] * grad_scale;
-        float mi = m[i] * beta1 + g * a1;
-        float vi = v[i] * beta2 + g * g * a2;
-        m[i] = mi;
-        v[i] = vi;
-        param[i] = param[i] * decay - step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));
-    }
+struct adamw_step {  // the scalars of one step (bias corrections in double on the host)
+    float beta1, beta2, eps, step_size, bc2_sqrt, grad_scale;
+};
+
+static adamw_step adamw_step_of(float lr, float beta1, float beta2, float eps, int t, float grad_scale) {
+    double bc1 = 1.0 - pow((double)beta1, (double)t), bc2 = 1.0 - pow((double)beta2, (double)t);
+    return adamw_step{beta1, beta2, eps, (float)((double)lr / bc1), (float)sqrt(bc2), grad_scale};
+}
+
+__device__ __forceinline__ void adamw_element(float *param, const float *grad, float *m, float *v, size_t i,
+                                              const adamw_step &s, float decay) {
+    float g = s.grad_scale == 1.0f ? grad[i] : grad[i] * s.grad_scale;
+    float mi = m[i] * s.beta1 + g * (1.0f - s.beta1);
+    float vi = v[i] * s.beta2 + g * g * (1.0f - s.beta2);
+    m[i] = mi;
+    v[i] = vi;
+    param[i] = param[i] * decay - s.step_size * (mi / (sqrtf(vi) / s.bc2_sqrt + s.eps));
+}
+
+__global__ void adamw_kernel(float *param, const float *grad, float *m, float *v, size_t n, adamw_step s,
+                             float decay) {
+    GRID_STRIDE(i, n) adamw_element(param, grad, m, v, i, s, decay);
 }
 
 void cu_adamw(float *param, const float *grad, float *m, float *v, size_t N, float lr, float beta1, float beta2,
               float eps, float weight_decay, int t, float grad_scale) {
     if (!N) return;
-    double bc1 = 1.0 - pow((double)beta1, (double)t), bc2 = 1.0 - pow((double)beta2, (double)t);
-    float step_size = (float)((double)lr / bc1), bc2_sqrt = (float)sqrt(bc2);
     float decay = (float)(1.0 - (double)lr * weight_decay);
-    adamw_kernel<<<grid_for(N, 256), 256, 0, g_cu.stream>>>(param, grad, m, v, N, beta1, beta2, eps, decay,
-                                                            step_size, bc2_sqrt, grad_scale);
+    adamw_kernel<<<grid_for(N, 256), 256, 0, g_cu.stream>>>(param, grad, m, v, N,
+                                                            adamw_step_of(lr, beta1, beta2, eps, t, grad_scale), decay);
     LAUNCH_CHECK("adamw");
+}
+
+// ---- AdamW over many ranges in one kernel ------------------------------------------------------------
+// Each block updates one chunk of ADAMW_CHUNK floats of one range, from a table of (range, start)
+// built once per range table and kept on the device with the ranges (the model passes the same
+// table every step).
+#define ADAMW_CHUNK 4096
+struct adamw_chunk {
+    unsigned range;
+    unsigned start;  // first float of the chunk within its range
+};
+static struct {
+    vm_adamw_range *host;  // the table the device copies were made from
+    int nranges, nchunks;
+    vm_adamw_range *ranges;
+    adamw_chunk *chunks;
+} g_adamw;
+
+__global__ void adamw_ranges_kernel(float *param, const float *grad, float *m, float *v,
+                                    const vm_adamw_range *ranges, const adamw_chunk *chunks, adamw_step s,
+                                    float decay) {
+    adamw_chunk c = chunks[blockIdx.x];
+    vm_adamw_range r = ranges[c.range];
+    size_t end = min((size_t)c.start + ADAMW_CHUNK, r.n);
+    float d = r.decay ? decay : 1.0f;
+    for (size_t i = c.start + threadIdx.x; i < end; i += blockDim.x) adamw_element(param, grad, m, v, r.off + i, s, d);
+}
+
+// Device copies of the range table and its chunk table, rebuilt when the table differs.
+static void adamw_upload(const vm_adamw_range *ranges, int nranges, const char *op) {
+    if (g_adamw.host && g_adamw.nranges == nranges && !memcmp(g_adamw.host, ranges, nranges * sizeof *ranges)) return;
+    size_t nchunks = 0;
+    for (int i = 0; i < nranges; i++) {
+        if (ranges[i].n > 0xffffffffu) cuda_fatal(op, "range", "a range of more than 2^32 floats");
+        nchunks += (ranges[i].n + ADAMW_CHUNK - 1) / ADAMW_CHUNK;
+    }
+    adamw_chunk *chunks = (adamw_chunk *)malloc((nchunks ? nchunks : 1) * sizeof *chunks);
+    vm_adamw_range *host = (vm_adamw_range *)malloc(nranges * sizeof *ranges);
+    if (!chunks || !host) cuda_fatal(op, "malloc", "out of host memory");
+    size_t k = 0;
+    for (int i = 0; i < nranges; i++)
+        for (size_t st = 0; st < ranges[i].n; st += ADAMW_CHUNK) chunks[k++] = adamw_chunk{(unsigned)i, (unsigned)st};
+    memcpy(host, ranges, nranges * sizeof *ranges);
+    CUDA_CHECK(op, cudaStreamSynchronize(g_cu.stream));  // the old tables may still be in use
+    cudaFree(g_adamw.ranges), cudaFree(g_adamw.chunks), free(g_adamw.host);
+    CUDA_CHECK(op, cudaMalloc((void **)&g_adamw.ranges, nranges * sizeof *ranges));
+    CUDA_CHECK(op, cudaMalloc((void **)&g_adamw.chunks, (nchunks ? nchunks : 1) * sizeof *chunks));
+    CUDA_CHECK(op, cudaMemcpy(g_adamw.ranges, ranges, nranges * sizeof *ranges, cudaMemcpyHostToDevice));
+    CUDA_CHECK(op, cudaMemcpy(g_adamw.chunks, chunks, nchunks * sizeof *chunks, cudaMemcpyHostToDevice));
+    free(chunks);
+    g_adamw.host = host, g_adamw.nranges = nranges, g_adamw.nchunks = (int)nchunks;
+}
+
+void cu_adamw_ranges(float *param, const float *grad, float *m, float *v, const vm_adamw_range *ranges,
+                     int nranges, float lr, float beta1, float beta2, float eps, float weight_decay, int t,
+                     float grad_scale) {
+    const char *op = "adamw_ranges";
+    if (nranges <= 0) return;
+    adamw_upload(ranges, nranges, op);
+    if (!g_adamw.nchunks) return;
+    float decay = (float)(1.0 - (double)lr * weight_decay);
+    adamw_ranges_kernel<<<g_adamw.nchunks, 256, 0, g_cu.stream>>>(param, grad, m, v, g_adamw.ranges, g_adamw.chunks,
+                                                                  adamw_step_of(lr, beta1, beta2, eps, t, grad_scale),
+                                                                  decay);
+    LAUNCH_CHECK(op);
 }
 
 // ---- MAE reconstruction loss ---------------------------------------------------------------------------
