@@ -116,6 +116,7 @@ static const field schema[] = {
     F(train, precision, T_ENUM, train.precision, "fp32", 0, 0, "fp32|bf16", "CUDA matmul precision (CPU is always fp32)"),
     F(train, checkpoint_every, T_INT, train.checkpoint_every, "0", 0, 1e9, NULL, "steps between checkpoints (0 = at the end)"),
     F(train, slots, T_INT, train.slots, "4", 2, 1024, NULL, "batch slots the input feed fills ahead of the steps (pinned on CUDA)"),
+    F(train, recompute, T_BOOL, train.recompute, "false", 0, 0, NULL, "recompute each block's LayerNorm and GELU outputs in the backward pass instead of saving them (less activation memory, a few % more compute; same bits)"),
 };
 #define NFIELDS (sizeof schema / sizeof schema[0])
 

@@ -99,6 +99,7 @@ typedef struct vm_config {
         int precision;               // vm_precision
         int checkpoint_every;        // steps (0 = only at the end)
         int slots;                   // pinned host slots of the input ring
+        int recompute;               // bool: LayerNorm and GELU outputs recomputed in the backward pass, not saved
     } train;
 } vm_config;
 

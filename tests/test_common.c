@@ -95,6 +95,38 @@ TEST(config_override_and_validate) {
     CHECK(strstr(err.msg, "patch_size"), "%s", err.msg);
 }
 
+// [train] recompute: a bool, false by default (save the activations); true/false/on/off/1/0 accepted,
+// anything else refused naming the file, line, key and what is allowed; printed so that it reloads.
+TEST(config_train_recompute) {
+    vm_config cfg;
+    vm_config_defaults(&cfg);
+    vm_error err = {0};
+    CHECK_EQ_INT(cfg.train.recompute, 0);
+    CHECK_OK(vm_config_load(&cfg, write_tmp("rc.ini", "[train]\nrecompute = true\n"), &err), err);
+    CHECK_EQ_INT(cfg.train.recompute, 1);
+    CHECK_OK(vm_config_validate(&cfg, &err), err);
+    CHECK_OK(vm_config_override(&cfg, "train.recompute=off", &err), err);
+    CHECK_EQ_INT(cfg.train.recompute, 0);
+    CHECK_OK(vm_config_override(&cfg, "train.recompute=1", &err), err);
+    CHECK_EQ_INT(cfg.train.recompute, 1);
+    CHECK(vm_config_load(&cfg, write_tmp("rc-bad.ini", "[train]\nprecision = fp32\nrecompute = sometimes\n"), &err) ==
+          VM_EINVAL);
+    CHECK(strstr(err.msg, "rc-bad.ini:3") && strstr(err.msg, "recompute") && strstr(err.msg, "sometimes") &&
+              strstr(err.msg, "true or false"),
+          "%s", err.msg);
+    CHECK(vm_config_override(&cfg, "train.recompute=2", &err) == VM_EINVAL);
+    CHECK(strstr(err.msg, "recompute") && strstr(err.msg, "true or false"), "%s", err.msg);
+    CHECK_EQ_INT(cfg.train.recompute, 1);  // a refused value changes nothing
+    char *text = NULL;
+    CHECK_OK(vm_config_to_text(&cfg, &text, NULL, &err), err);
+    CHECK(strstr(text, "recompute = true"), "printed config:\n%s", text);
+    vm_config back;
+    vm_config_defaults(&back);
+    CHECK_OK(vm_config_load_text(&back, text, "printed", &err), err);
+    CHECK_EQ_INT(back.train.recompute, 1);
+    free(text);
+}
+
 TEST(config_print_round_trips) {
     vm_config a, b;
     vm_config_defaults(&a);

@@ -112,6 +112,56 @@ TEST(replay_is_deterministic) {
     loop_same_checkpoint(p1, p2);
 }
 
+// [train] recompute (set as a user would, through the config) trains the same run: the same
+// metrics and checkpoint bitwise as the default (saved activations), also when a run stopped with
+// one setting is resumed with the other; the run directory's config says which was used.
+TEST(replay_recompute_changes_no_bit) {
+    char data[1024], r1[1024], r2[1024], r3[1024], p1[1100], p2[1100];
+    subdir(data, sizeof data, "rc-data");
+    subdir(r1, sizeof r1, "rc-saved");
+    subdir(r2, sizeof r2, "rc-recomputed");
+    subdir(r3, sizeof r3, "rc-resumed");
+    loop_write_batches(data, 4, 4, 32, 5);
+    vm_config cfg = loop_tiny(r1);
+    cfg.run.threads = 2;
+    vm_train_opts o;
+    vm_train_opts_default(&o);
+    o.replay_dir = data, o.quiet = 1;
+    vm_train_result r;
+    vm_error err = {0};
+    CHECK_OK(vm_train(&cfg, &o, &r, &err), err);
+    snprintf(cfg.run.out_dir, sizeof cfg.run.out_dir, "%s", r2);
+    CHECK_OK(vm_config_override(&cfg, "train.recompute=true", &err), err);
+    CHECK_OK(vm_train(&cfg, &o, &r, &err), err);
+    char *m1 = loop_metrics_without_times(r1), *m2 = loop_metrics_without_times(r2);
+    CHECK(m1 && m2);
+    CHECK(!strcmp(m1, m2), "metrics differ:\n%s\n---\n%s", m1, m2);
+    free(m1), free(m2);
+    snprintf(p1, sizeof p1, "%s/train_state.safetensors", r1);
+    snprintf(p2, sizeof p2, "%s/train_state.safetensors", r2);
+    loop_same_checkpoint(p1, p2);
+    snprintf(p2, sizeof p2, "%s/config.ini", r2);
+    char *ini = loop_slurp(p2, NULL);
+    CHECK(ini && strstr(ini, "recompute = true"), "config.ini:\n%s", ini ? ini : "(unreadable)");
+    free(ini);
+    // 3 of the 8 steps saving, the rest recomputing
+    snprintf(cfg.run.out_dir, sizeof cfg.run.out_dir, "%s", r3);
+    cfg.train.recompute = 0, o.stop_after = 3;
+    CHECK_OK(vm_train(&cfg, &o, &r, &err), err);
+    CHECK_EQ_INT(r.steps, 3);
+    char state[1100];
+    vm_train_state_path(r3, state, sizeof state);
+    cfg.train.recompute = 1, o.stop_after = 0, o.resume = state;
+    CHECK_OK(vm_train(&cfg, &o, &r, &err), err);
+    CHECK_EQ_INT(r.steps, 8);
+    m1 = loop_metrics_without_times(r1), m2 = loop_metrics_without_times(r3);
+    CHECK(m1 && m2);
+    CHECK(!strcmp(m1, m2), "metrics differ:\n%s\n---\n%s", m1, m2);
+    free(m1), free(m2);
+    snprintf(p2, sizeof p2, "%s/train_state.safetensors", r3);
+    loop_same_checkpoint(p1, p2);
+}
+
 // The reconstruction loss falls on structured images (the loop trains, it does not just run).
 TEST(replay_learns) {
     char data[1024], run[1024];

@@ -566,6 +566,67 @@ TEST(gradient_accumulation_matches_full_batch) {
     vm_model_free(a), vm_model_free(b);
 }
 
+// [train] recompute: the backward pass recomputes the LayerNorm and GELU outputs instead of reading
+// the saved ones.  The same ops on the same inputs: losses, gradients (after every step) and
+// parameters are bitwise those of the default, with every contrastive loss and with two threads;
+// and the plan holds exactly the saved outputs less.
+TEST(recompute_gives_the_same_bits) {
+    const char *kinds[] = {"infonce", "simsiam", "vicreg", "none"};
+    for (int k = 0; k < 4; k++) {
+        vm_config cfg = tiny(kinds[k]);
+        cfg.optim.clip_grad = 1.0;
+        uint8_t *views = make_views(cfg.model.img_size, 30 + k);
+        vm_model *m[2];
+        vm_error err = {0};
+        for (int r = 0; r < 2; r++) {
+            cfg.train.recompute = r;
+            CHECK_OK(vm_model_create(&m[r], &cfg, vm_backend_cpu(k == 0 ? 2 : 1), B, &err), err);
+            vm_model_init(m[r], 31);
+        }
+        size_t nf = vm_model_num_floats(m[0]);
+        for (int s = 0; s < 3; s++) {
+            vm_losses ls[2];
+            float *g[2];
+            for (int r = 0; r < 2; r++) {
+                CHECK_OK(vm_model_forward_backward(m[r], views, B, s, &ls[r], &err), err);
+                g[r] = host_copy(m[r], vm_model_grads(m[r]));
+            }
+            CHECK(memcmp(&ls[0], &ls[1], sizeof ls[0]) == 0, "%s step %d: losses differ (%.9g vs %.9g)", kinds[k], s,
+                  ls[0].total, ls[1].total);
+            size_t diff = 0;
+            for (size_t i = 0; i < nf; i++) diff += memcmp(&g[0][i], &g[1][i], sizeof(float)) != 0;
+            CHECK(diff == 0, "%s step %d: %zu gradient values differ with recompute", kinds[k], s, diff);
+            free(g[0]), free(g[1]);
+            for (int r = 0; r < 2; r++) {
+                float lr, norm;
+                vm_model_optimizer_step(m[r], s, &lr, &norm);
+            }
+        }
+        float *p0 = host_copy(m[0], vm_model_params(m[0])), *p1 = host_copy(m[1], vm_model_params(m[1]));
+        CHECK(memcmp(p0, p1, nf * sizeof(float)) == 0, "%s: parameters differ after 3 steps", kinds[k]);
+        free(p0), free(p1), free(views);
+        vm_model_free(m[0]), vm_model_free(m[1]);
+    }
+    // Memory: saving adds the two LayerNorm outputs and the GELU output of every block, each
+    // carved at a 256-byte boundary.  Encoder rows: max(2B (1 + K), 1 + L) (features of one
+    // unmasked image), decoder rows 2B (1 + L).
+    vm_config cfg = tiny("infonce");
+    size_t pb, saved, recomputed;
+    vm_error err = {0};
+    CHECK_OK(vm_model_memory(&cfg, B, &pb, &saved, &err), err);
+    cfg.train.recompute = 1;
+    CHECK_OK(vm_model_memory(&cfg, B, &pb, &recomputed, &err), err);
+    const typeof(cfg.model) *c = &cfg.model;
+    size_t L = (size_t)(c->img_size / c->patch_size) * (c->img_size / c->patch_size), K = (size_t)(L * (1 - c->mask_ratio));
+    size_t Ne = 2 * B * (1 + K) > 1 + L ? 2 * B * (1 + K) : 1 + L, Nd = 2 * B * (1 + L);
+    size_t HD = (size_t)(c->embed_dim * c->mlp_ratio), HDd = (size_t)(c->decoder_embed_dim * c->mlp_ratio);
+    size_t floats = c->depth * Ne * (2 * c->embed_dim + HD) + c->decoder_depth * Nd * (2 * c->decoder_embed_dim + HDd);
+    size_t pads = 3 * 256 * (size_t)(c->depth + c->decoder_depth);
+    CHECK(saved - recomputed >= floats * sizeof(float) && saved - recomputed < floats * sizeof(float) + pads,
+          "saved %zu, recomputed %zu bytes of activations: expected %zu more (+ padding)", saved, recomputed,
+          floats * sizeof(float));
+}
+
 // The memory plan without allocating: agrees with a created model, grows with the batch; prints
 // the figures of the ViT configurations for people sizing GPU batches.
 TEST(memory_plan) {
@@ -584,8 +645,11 @@ TEST(memory_plan) {
         vm_config_defaults(&c);
         if (vm_config_load(&c, cfgs[i], &err)) continue;  // optional files
         CHECK_OK(vm_model_memory(&c, 64, &pb, &ab, &err), err);
-        printf("    %s: %.1f M parameters (%.0f MB with grads and AdamW), activations %.2f GB for 64 pairs\n", cfgs[i],
-               pb / 16.0 / 1e6, pb / 1e6, ab / 1e9);
+        c.train.recompute = 1;
+        CHECK_OK(vm_model_memory(&c, 64, &pb2, &ab2, &err), err);
+        printf("    %s: %.1f M parameters (%.0f MB with grads and AdamW), activations %.2f GB for 64 pairs "
+               "(%.2f GB with [train] recompute)\n", cfgs[i], pb / 16.0 / 1e6, pb / 1e6, ab / 1e9, ab2 / 1e9);
+        CHECK(ab2 < ab);
         // MAE ViT-B/16 dec512d8b (~112M with its position embeddings) + projector 768-4096-4096-128 (~20.5M)
         if (i == 1) CHECK(pb / 16 > 128e6 && pb / 16 < 136e6, "ViT-B/16 ViC-MAE has ~132M values, got %zu", pb / 16);
     }

@@ -67,8 +67,9 @@ int vm_model_create(vm_model **out, const vm_config *cfg, const vm_backend_ops *
                     vm_error *err);
 void vm_model_free(vm_model *m);
 // What vm_model_create would allocate on the backend, without allocating: parameters + gradients +
-// AdamW m and v (4 buffers), and activations for max_batch pairs (fp32; no recomputation).  E.g.
-// to pick the largest micro-batch that fits a GPU.
+// AdamW m and v (4 buffers), and activations for max_batch pairs (fp32; with each block's
+// LayerNorm and GELU outputs unless cfg->train.recompute).  E.g. to pick the largest micro-batch
+// that fits a GPU.
 int vm_model_memory(const vm_config *cfg, int max_batch, size_t *param_bytes, size_t *act_bytes, vm_error *err);
 
 // MAE initialisation from a seed (Philox, stream per tensor): xavier_uniform for every Linear and
