@@ -94,48 +94,6 @@ __global__ void layernorm_backward_kernel(float *dinp, const float *dout, const 
     }
 }
 
-// The same, fused with the parameter gradients: a block takes a chunk of rows, its warps a row at
-// a time; each warp adds dout * xhat (dweight) and dout (dbias) of its rows into its own columns of
-// shared memory, then the block adds its warps in order into one partial per chunk (double), which
-// colsum_finish_kernel adds in chunk order: the order of every sum is fixed by N and the SM count.
-// One pass over dout and inp instead of three.
-#define LN_BWD_WARPS 4
-__global__ void layernorm_backward_fused_kernel(float *dinp, double *pw, double *pb, const float *dout,
-                                                const float *inp, const float *w, const float *mean,
-                                                const float *rstd, int N, int C, int rows_per_chunk) {
-    extern __shared__ float lnpart[];  // (LN_BWD_WARPS, 2, C)
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    float *sw = lnpart + (size_t)warp * 2 * C, *sb = sw + C;
-    for (int i = lane; i < C; i += 32) sw[i] = 0.0f, sb[i] = 0.0f;
-    int r1 = min(N, (blockIdx.x + 1) * rows_per_chunk);
-    for (int row = blockIdx.x * rows_per_chunk + warp; row < r1; row += LN_BWD_WARPS) {
-        const float *x = inp + (size_t)row * C, *g = dout + (size_t)row * C;
-        float m = mean[row], r = rstd[row];
-        float sg = 0.0f, sgx = 0.0f;
-        for (int i = lane; i < C; i += 32) {
-            float gi = g[i] * (w ? w[i] : 1.0f);
-            sg += gi;
-            sgx += gi * (x[i] - m) * r;
-        }
-        sg = warp_sum(sg) / C;
-        sgx = warp_sum(sgx) / C;
-        float *d = dinp + (size_t)row * C;
-        for (int i = lane; i < C; i += 32) {
-            float xhat = (x[i] - m) * r, gi = g[i] * (w ? w[i] : 1.0f);
-            d[i] += r * (gi - sg - (x[i] - m) * r * sgx);
-            sw[i] += g[i] * xhat;
-            sb[i] += g[i];
-        }
-    }
-    __syncthreads();
-    for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        double a = 0.0, b = 0.0;
-        for (int k = 0; k < LN_BWD_WARPS; k++) a += lnpart[(size_t)k * 2 * C + c], b += lnpart[(size_t)k * 2 * C + C + c];
-        pw[(size_t)blockIdx.x * C + c] = a;
-        pb[(size_t)blockIdx.x * C + c] = b;
-    }
-}
-
 struct LnDweight {  // dout * xhat
     const float *dout, *inp, *mean, *rstd;
     int C;
@@ -154,22 +112,6 @@ void cu_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
                            const float *weight, const float *mean, const float *rstd, int N, int C) {
     const char *op = "layernorm_backward";
     size_t off = 0;
-    size_t smem = (size_t)LN_BWD_WARPS * 2 * C * sizeof(float);
-    if (dinp && dweight && dbias && smem <= 48 * 1024 && N > 0) {  // the model's case: one pass
-        int chunks = (int)min((size_t)4 * g_cu.num_sms, (size_t)ceil_div(N, 4 * LN_BWD_WARPS));
-        int per = (int)ceil_div(N, chunks);
-        chunks = (int)ceil_div(N, per);
-        double *pw = (double *)cuda_ws(&off, (size_t)chunks * C * sizeof(double), op);
-        double *pb = (double *)cuda_ws(&off, (size_t)chunks * C * sizeof(double), op);
-        layernorm_backward_fused_kernel<<<chunks, 32 * LN_BWD_WARPS, smem, g_cu.stream>>>(
-            dinp, pw, pb, dout, inp, weight, mean, rstd, N, C, per);
-        LAUNCH_CHECK(op);
-        colsum_finish_kernel<<<ceil_div(C, 256), 256, 0, g_cu.stream>>>(dweight, pw, chunks, C, 1);
-        LAUNCH_CHECK(op);
-        colsum_finish_kernel<<<ceil_div(C, 256), 256, 0, g_cu.stream>>>(dbias, pb, chunks, C, 1);
-        LAUNCH_CHECK(op);
-        return;
-    }
     if (dinp) {
         layernorm_backward_kernel<<<ceil_div(N, 8), 256, 0, g_cu.stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
         LAUNCH_CHECK(op);
