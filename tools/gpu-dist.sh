@@ -3,8 +3,9 @@
 # everything the GPU checks run, and gather it in gpu-dist/ for a GPU node that has the CUDA
 # runtime, driver and compute-sanitizer but no -dev packages and no GStreamer:
 #
-#   gpu-dist/bin/      vicmae-trainer, test_cuda_*, test_trainer_*, gpu_bench (host debug info
-#                      stripped; the kernels keep -lineinfo for compute-sanitizer)
+#   gpu-dist/bin.tar.gz  bin/: vicmae-trainer, test_cuda_*, test_trainer_*, gpu_bench (host debug
+#                      info stripped; the kernels keep -lineinfo for compute-sanitizer), packed: 40 MB
+#                      of programs that each carry the kernels, 13 MB packed
 #   gpu-dist/lib.tar.gz  every non-system shared library they load (OpenBLAS + gfortran/quadmath,
 #                      gomp, inih, png, cjson, zmq + its dependencies, lz4, xxhash, ...), packed
 #                      because OpenBLAS alone is 36 MB; tools/gpu-check.sh unpacks it to gpu-dist/lib.
@@ -79,8 +80,11 @@ glibc=$(for f in "$DIST"/bin/* "$DIST"/lib/*; do objdump -T "$f" 2>/dev/null | g
   echo "bin:"; (cd "$DIST/bin" && ls -l | awk 'NR>1 {printf "  %-28s %9d\n", $9, $5}')
   echo "lib:"; (cd "$DIST/lib" && ls -l | awk 'NR>1 {printf "  %-28s %9d\n", $9, $5}')
 } > "$DIST/MANIFEST"
+# Packed: the device tool of this workplace carries at most 64 MiB.
 tar -C "$DIST" -czf "$DIST/lib.tar.gz" lib
-rm -rf "$DIST/lib"
+tar -C "$DIST" -czf "$DIST/bin.tar.gz" bin
+nprog=$(ls "$DIST/bin" | wc -l)
+rm -rf "$DIST/lib" "$DIST/bin"
 cp tools/gpu-check.sh "$DIST/"   # the scripts also travel with the tree; this copy documents the pairing
-echo "gpu-dist: $(du -sh "$DIST" | cut -f1) in $DIST/ ($(ls "$DIST/bin" | wc -l) programs, $(grep -c '^  ' "$DIST/MANIFEST") files); needs ${glibc:-glibc}"
+echo "gpu-dist: $(du -sh "$DIST" | cut -f1) in $DIST/ ($nprog programs, $(grep -c '^  ' "$DIST/MANIFEST") files); needs ${glibc:-glibc}"
 echo "gpu-dist: on the GPU node, from the repo root: tools/gpu-check.sh   (carry $DIST/)"
