@@ -87,6 +87,16 @@ int cmd_train(int argc, char **argv) {
         }
         if (!o.be) vm_info("train: no CUDA backend (%s): training on the CPU", why);
     }
+    if (o.be) {  // which CUDA paths this run takes (docs/GPU.md; VICMAE_CUDA_* change them)
+        char dev[256];
+        vm_backend_cuda_device_name(dev, sizeof dev);
+        int bf16 = vm_backend_cuda_precision(), fast = vm_backend_cuda_bf16_path(), att = vm_backend_cuda_fused_attention();
+        vm_info("train: CUDA on %s: %s products%s, attention %s, linear biases %s", dev, bf16 ? "bf16" : "fp32",
+                !bf16 ? "" : fast ? " (cuBLAS FAST_16BF)" : " (bf16 operand copies)",
+                !bf16 || fast || att == VM_ATTENTION_CUBLAS ? "batched cuBLAS"
+                : att == VM_ATTENTION_AUTO ? "auto (fused forward; fused backward for T >= 128)" : "fused",
+                vm_backend_cuda_lt() ? "in the cuBLASLt epilogue" : "by a kernel");
+    }
     if (!o.be) o.be = vm_backend_cpu(cfg.run.threads);
     if (resume) o.resume = state_path;
 
