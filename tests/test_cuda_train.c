@@ -6,7 +6,7 @@
 #include "tests/harness.h"
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"  // the helper header serves several tests
-#include "tests/test_trainer_resume_util.h"
+#include "tests/test_trainer_util.h"
 #pragma GCC diagnostic pop
 #include <unistd.h>
 #include "trainer/backend.h"
@@ -21,25 +21,20 @@ static void train_both(int bf16, double tol) {
     if (!cu) SKIP("no GPU: %s", why);
     vm_backend_cuda_set_precision(bf16);
     vm_backend_cuda_set_bf16_path(0);
-    char data[1024], run_cpu[1024], run_gpu[1024];
-    snprintf(data, sizeof data, "%s/data-%d", vt_tmpdir(), bf16);
-    snprintf(run_cpu, sizeof run_cpu, "%s/run-cpu-%d", vt_tmpdir(), bf16);
-    snprintf(run_gpu, sizeof run_gpu, "%s/run-gpu-%d", vt_tmpdir(), bf16);
-    loop_write_batches(data, 5, 3, 32, 11);  // 15 pairs per epoch, batches of 4: 3 steps x 2 epochs
-    vm_train_result rc, rg;
-    vm_error err = {0};
-    vm_train_opts o;
+    char name[64], run_gpu[1024];
+    snprintf(name, sizeof name, "cpu-%d", bf16);
+    loop_replay t;  // its run directory: the CPU run
+    loop_replay_setup(&t, name);
+    snprintf(name, sizeof name, "gpu-%d-run", bf16);
+    loop_subdir(run_gpu, sizeof run_gpu, name);
+    loop_write_batches(t.data, 5, 3, 32, 11);  // 15 pairs per epoch, batches of 4: 3 steps x 2 epochs
 
-    vm_config cfg = loop_tiny(run_cpu);
-    vm_train_opts_default(&o);
-    o.replay_dir = data, o.quiet = 1, o.be = vm_backend_cpu(0);
-    CHECK_OK(vm_train(&cfg, &o, &rc, &err), err);
+    t.o.be = vm_backend_cpu(0);
+    vm_train_result rc = loop_replay_train(&t);
 
-    cfg = loop_tiny(run_gpu);
-    cfg.train.precision = bf16 ? VM_PREC_BF16 : VM_PREC_FP32;  // (cmd_train selects it; set above too)
-    vm_train_opts_default(&o);
-    o.replay_dir = data, o.quiet = 1, o.be = cu;
-    CHECK_OK(vm_train(&cfg, &o, &rg, &err), err);
+    t.cfg.train.precision = bf16 ? VM_PREC_BF16 : VM_PREC_FP32;  // (cmd_train selects it; set above too)
+    t.o.be = cu;
+    vm_train_result rg = loop_replay_train_in(&t, run_gpu);
 
     CHECK_EQ_INT(rg.steps, rc.steps);
     CHECK(rg.steps >= 6, "only %ld steps", rg.steps);

@@ -20,7 +20,7 @@
 #include "common/io.h"
 #include "pipeline/coordinator.h"
 #include "tests/harness.h"
-#include "tests/test_trainer_resume_util.h"
+#include "tests/test_trainer_util.h"
 #include "trainer/safetensors.h"
 #include "trainer/state.h"
 

@@ -1,15 +1,24 @@
-// tests/test_trainer_resume_util.h — helpers of the training-loop tests: a tiny configuration and a
-// directory of stored proto batch files whose pixels have structure the model can learn.
+// tests/test_trainer_util.h — helpers of the training-loop tests (test_trainer_loop.c,
+// test_trainer_resume.c, test_trainer_resume_run.c, test_cuda_train.c): a tiny configuration, a
+// directory of stored proto batch files whose pixels have structure the model can learn, the set-up
+// of a run that replays them, and comparisons of two run directories.
 #pragma once
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include "common/config.h"
 #include "common/rng.h"
 #include "proto/proto.h"
 #include "tests/harness.h"
+#include "trainer/loop.h"
 #include "trainer/safetensors.h"
+
+// <test's temporary directory>/name into out.
+static __attribute__((unused)) void loop_subdir(char *out, size_t cap, const char *name) {
+    snprintf(out, cap, "%s/%s", vt_tmpdir(), name);
+}
 
 // configs/tiny.ini values (tests must not depend on the working directory), 1 thread, no warmups.
 static __attribute__((unused)) vm_config loop_tiny(const char *out_dir) {
@@ -128,4 +137,65 @@ static __attribute__((unused)) void loop_same_checkpoint(const char *pa, const c
         CHECK((!ma && !mb) || (ma && mb && !strcmp(ma, mb)), "%s: metadata %s differs", pb, keys[k]);
     }
     vm_st_close(a), vm_st_close(b);
+}
+
+// Two run directories hold the same file name (a safetensors checkpoint), as loop_same_checkpoint says.
+static __attribute__((unused)) void loop_same_run_file(const char *a_dir, const char *b_dir, const char *name) {
+    char pa[1100], pb[1100];
+    snprintf(pa, sizeof pa, "%s/%s", a_dir, name);
+    snprintf(pb, sizeof pb, "%s/%s", b_dir, name);
+    loop_same_checkpoint(pa, pb);
+}
+
+// Two run directories wrote the same metrics.jsonl but for the timing fields; with lines > 0, that
+// many steps each.
+static __attribute__((unused)) void loop_same_metrics(const char *a_dir, const char *b_dir, int lines) {
+    char *a = loop_metrics_without_times(a_dir), *b = loop_metrics_without_times(b_dir);
+    CHECK(a && b);
+    if (lines > 0) CHECK_EQ_INT(loop_count_lines(a), lines);
+    CHECK(!strcmp(a, b), "metrics differ:\n%s---\n%s", a, b);
+    free(a), free(b);
+}
+
+// A training run on replayed batch files, as most loop tests set one up.  The test writes the
+// batches into data (loop_write_batches), may change cfg and o, then trains (loop_replay_train).
+typedef struct {
+    char data[1024];    // <tmpdir>/<name>-data: the batch files (not created here)
+    char run[1024];     // <tmpdir>/<name>-run: the run directory, cfg.run.out_dir to begin with
+    vm_config cfg;      // loop_tiny(run)
+    vm_train_opts o;    // the defaults, replaying data, quiet (o.replay_dir points into this struct)
+} loop_replay;
+
+static __attribute__((unused)) void loop_replay_setup(loop_replay *t, const char *name) {
+    char sub[1024];
+    snprintf(sub, sizeof sub, "%s-data", name);
+    loop_subdir(t->data, sizeof t->data, sub);
+    snprintf(sub, sizeof sub, "%s-run", name);
+    loop_subdir(t->run, sizeof t->run, sub);
+    t->cfg = loop_tiny(t->run);
+    vm_train_opts_default(&t->o);
+    t->o.replay_dir = t->data, t->o.quiet = 1;
+}
+
+// Train t->cfg with t->o; a failure ends the test with the reason.  The result of the run.
+static __attribute__((unused)) vm_train_result loop_replay_train(const loop_replay *t) {
+    vm_train_result r;
+    vm_error err = {0};
+    CHECK_OK(vm_train(&t->cfg, &t->o, &r, &err), err);
+    return r;
+}
+
+// The same into another run directory (which stays cfg.run.out_dir for the runs after).
+static __attribute__((unused)) vm_train_result loop_replay_train_in(loop_replay *t, const char *run_dir) {
+    snprintf(t->cfg.run.out_dir, sizeof t->cfg.run.out_dir, "%s", run_dir);
+    return loop_replay_train(t);
+}
+
+// The vicmae-trainer binary beside $VICMAE_BIN into out (for the command-line tests); skips the
+// test where it is not set or not built.
+static __attribute__((unused)) void loop_trainer_bin(char *out, size_t cap) {
+    const char *bin = getenv("VICMAE_BIN");
+    if (!bin) SKIP("VICMAE_BIN not set (tests/run.sh sets it)");
+    snprintf(out, cap, "%.*s/vicmae-trainer", (int)(strrchr(bin, '/') ? strrchr(bin, '/') - bin : 1), bin);
+    if (access(out, X_OK) != 0) SKIP("%s not built", out);
 }
