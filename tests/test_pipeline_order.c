@@ -23,9 +23,8 @@
 #include "pipeline/receiver.h"
 #include "pipeline/worker.h"
 #include "tests/harness.h"
+#include "tests/test_binary_util.h"
 #include "tests/test_pipeline_util.h"
-
-extern char **environ;
 
 // ---- the synthetic source ---------------------------------------------------------------------
 
@@ -368,35 +367,9 @@ TEST(stalled_head_of_line_worker_reissued_no_deadlock_every_sample_once_in_order
 
 // ---- the full binary: sink batch files and CPU training -------------------------------------------
 
-static const char *bin_and_data(char *synth, size_t cap) {
-    const char *bin = getenv("VICMAE_BIN");
-    if (!bin || access(bin, X_OK) != 0) SKIP("VICMAE_BIN (the full vicmae binary) not set or not built");
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s run --help >/dev/null 2>&1", bin);
-    if (system(cmd) != 0) SKIP("%s has no `run` command (built without the pipeline)", bin);
-    snprintf(synth, cap, "%s/synth", vt_tmpdir());
-    char manifest[1100];
-    snprintf(manifest, sizeof manifest, "%s/manifest.txt", synth);
-    if (access(manifest, R_OK) != 0) {
-        snprintf(cmd, sizeof cmd, "%s synth --out %s --videos 8 --size 64x64 --frames 16 --fps 8 >/dev/null 2>&1", bin,
-                 synth);
-        if (system(cmd) != 0) SKIP("`vicmae synth` failed here (no H.264 encoder?): %s", cmd);
-    }
-    return bin;
-}
-
 // Run argv to completion with its output in log; its exit status (or -1 after timeout_s: killed).
 static int run_logged(char **argv, const char *log, double timeout_s) {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    CHECK(rc == 0, "cannot start %s", argv[0]);
-    int st = reap(pid, timeout_s);
-    return st;
+    return reap(spawn_logged(argv, log), timeout_s);
 }
 
 static uint8_t *slurp(const char *path, size_t *len) {

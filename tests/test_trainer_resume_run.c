@@ -20,42 +20,10 @@
 #include "common/io.h"
 #include "pipeline/coordinator.h"
 #include "tests/harness.h"
+#include "tests/test_binary_util.h"
 #include "tests/test_trainer_util.h"
 #include "trainer/safetensors.h"
 #include "trainer/state.h"
-
-extern char **environ;
-
-// The full binary and a generated dataset of 8 short videos (shared by the tests of this file).
-static const char *bin_and_data(char *synth, size_t cap) {
-    const char *bin = getenv("VICMAE_BIN");
-    if (!bin || access(bin, X_OK) != 0) SKIP("VICMAE_BIN (the full vicmae binary) not set or not built");
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s run --help >/dev/null 2>&1", bin);
-    if (system(cmd) != 0) SKIP("%s has no `run` command (built without the pipeline)", bin);
-    snprintf(synth, cap, "%s/synth", vt_tmpdir());
-    char manifest[1100];
-    snprintf(manifest, sizeof manifest, "%s/manifest.txt", synth);
-    if (access(manifest, R_OK) != 0) {
-        snprintf(cmd, sizeof cmd, "%s synth --out %s --videos 8 --size 64x64 --frames 16 --fps 8 >/dev/null 2>&1", bin,
-                 synth);
-        if (system(cmd) != 0) SKIP("`vicmae synth` failed here (no H.264 encoder?): %s", cmd);
-    }
-    return bin;
-}
-
-// Start argv with stdout and stderr in LOG (kept with the test directory for a failing test).
-static pid_t spawn_logged(char **argv, const char *log) {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    CHECK(rc == 0, "cannot start %s", argv[0]);
-    return pid;
-}
 
 static int metrics_lines(const char *run) {
     char path[1100];
