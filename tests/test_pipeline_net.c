@@ -29,15 +29,7 @@ static int fake_produce(void *ctx, const char *path, uint64_t video_id, uint32_t
                         vm_sample_meta *sm, vm_view_meta *vmeta, vm_error *err) {
     if (strstr(path, "corrupt")) return vm_fail(err, VM_ECORRUPT, "%s: not a video (synthetic failure)", path);
     if (fake_sleep_ms) usleep(fake_sleep_ms * 1000);
-    size_t view = (size_t)fake_S * fake_S * 3;
-    for (int d = 0; d < n; d++) {
-        sm[d] = (vm_sample_meta){.video_id = video_id, .src_width = 100, .src_height = 80};
-        for (int v = 0; v < fake_V; v++) {
-            uint8_t *p = px + ((size_t)d * fake_V + v) * view;
-            for (size_t i = 0; i < view; i++) p[i] = pix(video_id, epoch, d, v, i);
-            vmeta[d * fake_V + v] = (vm_view_meta){.frame = d, .pts_ns = epoch, .crop_w = 10, .crop_h = 10};
-        }
-    }
+    synthetic_samples(video_id, epoch, n, fake_V, fake_S, px, sm, vmeta);
     return 0;
 }
 
@@ -80,16 +72,8 @@ static pid_t spawn_worker(const char *endpoint, int sleep_ms) {
     CHECK(pid >= 0);
     if (pid == 0) {
         fake_sleep_ms = sleep_ms;
-        struct sigaction sa = {.sa_handler = child_on_term};
-        sigaction(SIGTERM, &sa, NULL);
         vm_worker_opts o;
-        vm_worker_opts_default(&o);
-        o.stop_flag = &child_stop;
-        o.connect = endpoint;
-        o.make_source = fake_factory;
-        o.idle_exit_s = 20;
-        o.stats_every_s = 0;
-        o.quiet = 1;
+        child_worker_opts(&o, endpoint, fake_factory);
         vm_error err = {0};
         vm_worker_stats st;
         int rc = vm_worker_run(&o, &st, &err);

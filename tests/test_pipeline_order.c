@@ -42,15 +42,7 @@ static int fake_produce(void *ctx, const char *path, uint64_t video_id, uint32_t
     }
     // Unequal unit times scramble the arrival order between workers.
     if (fake_jitter) usleep((useconds_t)((video_id * 7 + epoch * 3) % 5) * 1000 * fake_jitter);
-    size_t view = (size_t)fake_S * fake_S * 3;
-    for (int d = 0; d < n; d++) {
-        sm[d] = (vm_sample_meta){.video_id = video_id, .src_width = 100, .src_height = 80};
-        for (int v = 0; v < fake_V; v++) {
-            uint8_t *p = px + ((size_t)d * fake_V + v) * view;
-            for (size_t i = 0; i < view; i++) p[i] = pix(video_id, epoch, d, v, i);
-            vmeta[d * fake_V + v] = (vm_view_meta){.frame = d, .pts_ns = epoch, .crop_w = 10, .crop_h = 10};
-        }
-    }
+    synthetic_samples(video_id, epoch, n, fake_V, fake_S, px, sm, vmeta);
     return 0;
 }
 
@@ -104,19 +96,11 @@ static pid_t spawn_worker(const char *endpoint, int jitter, int stall, pid_t aft
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         fake_jitter = jitter;
         fake_stall = stall;
-        struct sigaction sa = {.sa_handler = child_on_term};
-        sigaction(SIGTERM, &sa, NULL);
+        vm_worker_opts o;
+        child_worker_opts(&o, endpoint, fake_factory);  // (SIGTERM stops it from here on)
         // after_stop: connect only once that worker is stopped (on the head unit), so which worker
         // leases the head unit does not depend on how fast each one starts on a loaded machine
         for (int i = 0; after_stop && i < 3000 && proc_state(after_stop) != 'T'; i++) usleep(10000);
-        vm_worker_opts o;
-        vm_worker_opts_default(&o);
-        o.stop_flag = &child_stop;
-        o.connect = endpoint;
-        o.make_source = fake_factory;
-        o.idle_exit_s = 20;
-        o.stats_every_s = 0;
-        o.quiet = 1;
         vm_error err = {0};
         int rc = vm_worker_run(&o, NULL, &err);
         if (rc) fprintf(stderr, "worker: %s\n", err.msg);

@@ -1,5 +1,6 @@
 // tests/test_pipeline_util.h — what the receiver-level pipeline tests (test_pipeline_net.c,
-// test_pipeline_order.c) share: the synthetic pixel rule, a free endpoint, forked-worker plumbing.
+// test_pipeline_order.c) share: the synthetic pixel rule and samples, a free endpoint, forked-worker
+// plumbing.
 #pragma once
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -12,6 +13,7 @@
 #include "common/config.h"
 #include "common/io.h"
 #include "pipeline/receiver.h"
+#include "pipeline/worker.h"
 #include "tests/harness.h"
 
 // The synthetic source's pixel i of (video, epoch, draw, view): what the consumer checks.
@@ -19,9 +21,40 @@ static __attribute__((unused)) uint8_t pix(uint64_t video, uint32_t epoch, int d
     return (uint8_t)(video * 31 + epoch * 7 + draw * 13 + view * 5 + i % 17);
 }
 
+// What a synthetic source produces for a unit: n samples of video_id in epoch, each of V views of
+// S x S RGB pixels by the rule above, with their metadata (frame = draw, pts_ns = epoch).
+static __attribute__((unused)) void synthetic_samples(uint64_t video_id, uint32_t epoch, int n, int V, int S,
+                                                      uint8_t *px, vm_sample_meta *sm, vm_view_meta *vmeta) {
+    size_t view = (size_t)S * S * 3;
+    for (int d = 0; d < n; d++) {
+        sm[d] = (vm_sample_meta){.video_id = video_id, .src_width = 100, .src_height = 80};
+        for (int v = 0; v < V; v++) {
+            uint8_t *p = px + ((size_t)d * V + v) * view;
+            for (size_t i = 0; i < view; i++) p[i] = pix(video_id, epoch, d, v, i);
+            vmeta[d * V + v] = (vm_view_meta){.frame = d, .pts_ns = epoch, .crop_w = 10, .crop_h = 10};
+        }
+    }
+}
+
 // A forked worker stops cleanly on SIGTERM through its stop flag.
 static volatile int child_stop;
 static __attribute__((unused)) void child_on_term(int sig) { (void)sig; child_stop = 1; }
+
+// In a forked worker: stop cleanly on SIGTERM, and the options of a quiet worker that connects to
+// endpoint, takes its samples from make_source and stops with child_stop (or after 20 s without an
+// answer from a coordinator).
+static __attribute__((unused)) void child_worker_opts(vm_worker_opts *o, const char *endpoint,
+                                                      vm_source_factory make_source) {
+    struct sigaction sa = {.sa_handler = child_on_term};
+    sigaction(SIGTERM, &sa, NULL);
+    vm_worker_opts_default(o);
+    o->stop_flag = &child_stop;
+    o->connect = endpoint;
+    o->make_source = make_source;
+    o->idle_exit_s = 20;
+    o->stats_every_s = 0;
+    o->quiet = 1;
+}
 
 // A free loopback port, written into cfg.  Workers are forked BEFORE the receiver starts its
 // threads (fork in a threaded process can copy a held lock into the child); they connect and retry
