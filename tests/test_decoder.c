@@ -13,6 +13,7 @@
 #include "common/rng.h"
 #include "decoder/decoder.h"
 #include "tests/harness.h"
+#include "tests/test_decoder_util.h"
 
 #define W 160
 #define H 120
@@ -28,34 +29,11 @@ static void draw_frame(uint8_t *rgb, int n) {
         }
 }
 
-// Read the number back from a decoded frame of any size (block centres, luma threshold).
-static int read_number(const uint8_t *rgb, int w, int h) {
-    int n = 0;
-    for (int bit = 0; bit < BITS; bit++) {
-        int bx = bit % 4, by = bit / 4;
-        int cx = (2 * bx + 1) * w / 8, cy = (2 * by + 1) * h / 6;
-        int sum = 0, cnt = 0;
-        for (int y = cy - h / 24; y <= cy + h / 24; y++)
-            for (int x = cx - w / 32; x <= cx + w / 32; x++) {
-                const uint8_t *p = rgb + ((size_t)y * w + x) * 3;
-                sum += p[0] + p[1] + p[2];
-                cnt += 3;
-            }
-        if (sum / cnt > 128) n |= 1 << bit;
-    }
-    return n;
-}
+// Read the number back from a decoded frame of any size.
+static int read_number(const uint8_t *rgb, int w, int h) { return read_blocks(rgb, w, h, BITS / 4); }
 
-// Frame n's timestamp: constant 25 fps, or a variable rate cycling through uneven durations.
-static int64_t frame_time(int n, int vfr) {
-    if (!vfr) return (int64_t)n * GST_SECOND / 25;
-    static const int64_t ms[5] = {20, 40, 100, 33, 67};
-    int64_t t = 0;
-    for (int i = 0; i < n; i++) t += ms[i % 5] * GST_MSECOND;
-    return t;
-}
-
-// Encode `frames` numbered frames through "appsrc ! videoconvert ! <chain> ! filesink".
+// A video of `frames` numbered frames, encoded through "appsrc ! videoconvert ! <chain> ! filesink"
+// into the test directory (once per binary: later tests reuse it); its path.
 static const char *gen_video(const char *name, const char *chain, int frames, int vfr) {
     static char path[8][1024];
     static int slot;
@@ -64,56 +42,8 @@ static const char *gen_video(const char *name, const char *chain, int frames, in
     snprintf(out, 1024, "%s/%s", vt_tmpdir(), name);
     struct stat st;
     if (stat(out, &st) == 0 && st.st_size > 0) return out; // made by an earlier test in this run
-    char desc[2048];
-    snprintf(desc, sizeof desc,
-             "appsrc name=src format=time caps=video/x-raw,format=RGB,width=%d,height=%d,framerate=%s "
-             "! videoconvert ! %s ! filesink location=%s",
-             W, H, vfr ? "0/1" : "25/1", chain, out);
-    GError *ge = NULL;
-    GstElement *p = gst_parse_launch(desc, &ge);
-    CHECK(p && !ge, "gst_parse_launch(%s): %s", desc, ge ? ge->message : "?");
-    GstElement *src = gst_bin_get_by_name(GST_BIN(p), "src");
-    gst_element_set_state(p, GST_STATE_PLAYING);
-    for (int n = 0; n < frames; n++) {
-        GstBuffer *b = gst_buffer_new_allocate(NULL, W * H * 3, NULL);
-        GstMapInfo m;
-        gst_buffer_map(b, &m, GST_MAP_WRITE);
-        draw_frame(m.data, n);
-        gst_buffer_unmap(b, &m);
-        GST_BUFFER_PTS(b) = frame_time(n, vfr);
-        GST_BUFFER_DURATION(b) = frame_time(n + 1, vfr) - frame_time(n, vfr);
-        CHECK(gst_app_src_push_buffer(GST_APP_SRC(src), b) == GST_FLOW_OK, "%s: push frame %d", name, n);
-    }
-    gst_app_src_end_of_stream(GST_APP_SRC(src));
-    GstBus *bus = gst_element_get_bus(p);
-    GstMessage *msg = gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
-    int ok = msg && GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS;
-    char why[512] = "timeout";
-    if (msg && !ok) {
-        GError *e = NULL;
-        gst_message_parse_error(msg, &e, NULL);
-        snprintf(why, sizeof why, "%s", e->message);
-        g_error_free(e);
-    }
-    if (msg) gst_message_unref(msg);
-    gst_object_unref(bus);
-    gst_element_set_state(p, GST_STATE_NULL);
-    gst_object_unref(src);
-    gst_object_unref(p);
-    CHECK(ok, "encoding %s: %s", name, why);
+    encode_frames(out, chain, W, H, frames, vfr, draw_frame);
     return out;
-}
-
-static vm_decoder_options opts(int mode, int a, int b) {
-    vm_decoder_options o;
-    vm_decoder_options_default(&o);
-    o.size_mode = mode;
-    if (mode == VM_DEC_EXACT) { o.width = a; o.height = b; }
-    if (mode == VM_DEC_SHORT_SIDE) o.short_side = a;
-    static char cache[1100];
-    snprintf(cache, sizeof cache, "%s/index-cache", vt_tmpdir());
-    o.index_cache = cache;
-    return o;
 }
 
 // Open, check the frame count and timestamps, then read random sorted sets and one full pass.
@@ -439,20 +369,6 @@ TEST(error_garbage_file) {
     vm_rng_init(&rng, 7, 0);
     for (size_t i = 0; i < sizeof junk; i++) junk[i] = vm_rng_u32(&rng);
     expect_open_error(write_bytes("garbage.mp4", junk, sizeof junk), VM_ECORRUPT, "type");
-}
-
-// Read a whole file into memory (caller frees); *n gets its size.
-static char *slurp(const char *path, size_t *n) {
-    FILE *fp = fopen(path, "rb");
-    CHECK(fp, "%s", path);
-    fseek(fp, 0, SEEK_END);
-    long size = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *data = malloc(size);
-    CHECK(data && fread(data, 1, size, fp) == (size_t)size, "%s", path);
-    fclose(fp);
-    *n = size;
-    return data;
 }
 
 // Open must fail with VM_ECORRUPT naming the file, well before the (default, 10 s) timeout: a

@@ -20,6 +20,7 @@
 #include "common/rng.h"
 #include "decoder/decoder.h"
 #include "tests/harness.h"
+#include "tests/test_decoder_util.h"
 
 #define W 160
 #define H 96
@@ -85,23 +86,8 @@ static void unorient(const uint8_t *rgb, int ow, int oh, int rot, int flip, uint
         }
 }
 
-// The frame number from a stored-orientation picture of any size (block centres, luma threshold).
-static int read_number(const uint8_t *rgb, int w, int h) {
-    int n = 0;
-    for (int bit = 0; bit < 8; bit++) {
-        int bx = bit % 4, by = bit / 4;
-        int cx = (2 * bx + 1) * w / 8, cy = (2 * by + 1) * h / 4;
-        int sum = 0, cnt = 0;
-        for (int y = cy - h / 16; y <= cy + h / 16; y++)
-            for (int x = cx - w / 32; x <= cx + w / 32; x++) {
-                const uint8_t *p = rgb + ((size_t)y * w + x) * 3;
-                sum += p[0] + p[1] + p[2];
-                cnt += 3;
-            }
-        if (sum / cnt > 128) n |= 1 << bit;
-    }
-    return n;
-}
+// The frame number from a stored-orientation picture of any size.
+static int read_number(const uint8_t *rgb, int w, int h) { return read_blocks(rgb, w, h, 2); }
 
 // Mean colour of a small patch inside corner k of an upright w x h picture (well within the
 // square, whatever the scale: the square covers 1/10 of the stored width, 1/6 of its height).
@@ -136,37 +122,8 @@ static void check_markers(const uint8_t *rgb, int w, int h, const orient_case *o
 
 // Encode FRAMES numbered frames at 25 fps into an MP4 (B-frames, GOP 30).
 static void gen_mp4(const char *out) {
-    gst_init(NULL, NULL);
-    char desc[2048];
-    snprintf(desc, sizeof desc,
-             "appsrc name=src format=time caps=video/x-raw,format=RGB,width=%d,height=%d,framerate=25/1 "
-             "! videoconvert ! x264enc speed-preset=veryfast bframes=2 b-adapt=false key-int-max=30 ! h264parse "
-             "! mp4mux ! filesink location=%s", W, H, out);
-    GError *ge = NULL;
-    GstElement *p = gst_parse_launch(desc, &ge);
-    CHECK(p && !ge, "gst_parse_launch(%s): %s", desc, ge ? ge->message : "?");
-    GstElement *src = gst_bin_get_by_name(GST_BIN(p), "src");
-    gst_element_set_state(p, GST_STATE_PLAYING);
-    for (int n = 0; n < FRAMES; n++) {
-        GstBuffer *b = gst_buffer_new_allocate(NULL, W * H * 3, NULL);
-        GstMapInfo m;
-        gst_buffer_map(b, &m, GST_MAP_WRITE);
-        draw_frame(m.data, n);
-        gst_buffer_unmap(b, &m);
-        GST_BUFFER_PTS(b) = (int64_t)n * GST_SECOND / 25;
-        GST_BUFFER_DURATION(b) = GST_SECOND / 25;
-        CHECK(gst_app_src_push_buffer(GST_APP_SRC(src), b) == GST_FLOW_OK, "push frame %d", n);
-    }
-    gst_app_src_end_of_stream(GST_APP_SRC(src));
-    GstBus *bus = gst_element_get_bus(p);
-    GstMessage *msg = gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
-    int ok = msg && GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS;
-    if (msg) gst_message_unref(msg);
-    gst_object_unref(bus);
-    gst_element_set_state(p, GST_STATE_NULL);
-    gst_object_unref(src);
-    gst_object_unref(p);
-    CHECK(ok, "encoding %s failed", out);
+    encode_frames(out, "x264enc speed-preset=veryfast bframes=2 b-adapt=false key-int-max=30 ! h264parse ! mp4mux", W,
+                  H, FRAMES, 0, draw_frame);
 }
 
 static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]; }
@@ -176,14 +133,8 @@ static void put_be32(uint8_t *p, uint32_t v) { p[0] = v >> 24, p[1] = v >> 16, p
 // tkhd: size, "tkhd", version, flags[3], then 20 (v0) or 32 (v1) bytes of times and ids, 16 bytes
 // of layer/volume, then the 3x3 matrix of 32-bit fixed point (16.16; the last column 2.30).
 static void write_with_matrix(const char *src, const char *dst, int a, int b, int c, int d) {
-    FILE *fp = fopen(src, "rb");
-    CHECK(fp, "%s", src);
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    uint8_t *buf = malloc(n);
-    CHECK(buf && fread(buf, 1, n, fp) == (size_t)n, "%s", src);
-    fclose(fp);
+    size_t n;
+    uint8_t *buf = (uint8_t *)slurp(src, &n);
     uint8_t *t = memmem(buf, n, "tkhd", 4);
     CHECK(t && t + 4 + 4 + 32 + 16 + 36 <= buf + n, "no tkhd box in %s", src);
     CHECK(!memmem(t + 4, buf + n - t - 4, "tkhd", 4), "%s has more than one track", src);
@@ -192,22 +143,10 @@ static void write_with_matrix(const char *src, const char *dst, int a, int b, in
           src);
     const int32_t v[9] = {a * 65536, b * 65536, 0, c * 65536, d * 65536, 0, 0, 0, 1 << 30};
     for (int i = 0; i < 9; i++) put_be32(m + 4 * i, (uint32_t)v[i]);
-    fp = fopen(dst, "wb");
-    CHECK(fp && fwrite(buf, 1, n, fp) == (size_t)n, "%s", dst);
+    FILE *fp = fopen(dst, "wb");
+    CHECK(fp && fwrite(buf, 1, n, fp) == n, "%s", dst);
     fclose(fp);
     free(buf);
-}
-
-static vm_decoder_options opts(int mode, int a, int b) {
-    vm_decoder_options o;
-    vm_decoder_options_default(&o);
-    o.size_mode = mode;
-    if (mode == VM_DEC_EXACT) { o.width = a; o.height = b; }
-    if (mode == VM_DEC_SHORT_SIDE) o.short_side = a;
-    static char cache[1100];
-    snprintf(cache, sizeof cache, "%s/index-cache", vt_tmpdir());
-    o.index_cache = cache;
-    return o;
 }
 
 // The generated MP4 and its copy with case oc's matrix (paths in this test's tmpdir).
