@@ -165,7 +165,8 @@ static void attention_micro(const vm_backend_ops *be, const vm_config *cfg, int 
               *dqkv = be->alloc(nq * 4), *scr = be->alloc(na * 4);
         if (!h || !qkv || !g || !out || !att || !dqkv || !scr) {
             printf("attention alone, %s: out of memory\n", sh[k].name);
-            return;
+            be->free(qkv), be->free(g), be->free(out), be->free(att), be->free(dqkv), be->free(scr), free(h);
+            break;
         }
         vm_rng r;
         vm_rng_init(&r, 9, (uint64_t)k);
