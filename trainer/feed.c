@@ -26,8 +26,7 @@ struct vm_feed {
     pthread_cond_t cv;
     int src_rc;                  // 0 = the source ended, < 0 = its error (src_err)
     vm_error src_err;
-    pthread_t thread;
-    int started;
+    pthread_t thread;            // running from a successful vm_feed_start until vm_feed_stop
 };
 
 // ---- slots --------------------------------------------------------------------------------------
@@ -151,7 +150,6 @@ int vm_feed_start(vm_feed **out, const vm_backend_ops *be, int slots, size_t bat
         feed_free(f);
         return rc;
     }
-    f->started = 1;
     *out = f;
     return 0;
 }
@@ -181,10 +179,8 @@ void vm_feed_release(vm_feed *f, vm_feed_batch *b) {
 
 void vm_feed_stop(vm_feed *f) {
     if (!f) return;
-    if (f->started) {
-        slot_close(f);                   // a producer waiting for a free slot returns
-        if (f->cancel) f->cancel(f->ctx);  // one blocked in its source returns
-        pthread_join(f->thread, NULL);
-    }
+    slot_close(f);                     // a producer waiting for a free slot returns
+    if (f->cancel) f->cancel(f->ctx);  // one blocked in its source returns
+    pthread_join(f->thread, NULL);
     feed_free(f);
 }
