@@ -255,6 +255,45 @@ static void source_cancel(void *ctx) {
     if (s->recv) vm_receiver_cancel(s->recv, "the trainer stopped");
 }
 
+// ---- resuming from the pipeline -----------------------------------------------------------------------
+
+// Where the receiver starts (ro) for the state st: at the checkpoint's epoch (its unit order and
+// samples); with ordered delivery and a unit position that fits this dataset, at the very sample.
+// Otherwise the epoch starts again and st's position within it is reset.
+static int pipeline_resume_position(const vm_config *cfg, vm_train_state *st, const char *state_path,
+                                    vm_receiver_opts *ro, vm_error *err) {
+    ro->start_epoch = st->epoch;
+    int exact = 0;
+    if (st->step && !cfg->pipeline.ordered) {
+        vm_info("resume from the pipeline: epoch %ld starts again ([pipeline] ordered = false: the workers' "
+                "arrival order is not replayable)", st->epoch);
+    } else if (st->step && st->unit < 0) {
+        vm_info("resume from the pipeline: epoch %ld starts again (the workers' order is not replayable)", st->epoch);
+    } else if (st->step) {
+        // The position counts units of this dataset: another dataset (or pairs_per_video) makes it meaningless.
+        vm_dataset ds;
+        int rc = vm_dataset_open_config(&ds, cfg, err);
+        if (rc) {
+            vm_error_prefix(err, "dataset: ");
+            return rc;
+        }
+        int n = ds.n, spu = vm_pipeline_samples_per_unit(cfg);
+        vm_dataset_free(&ds);
+        if (st->videos != n || st->unit > n || st->unit_sample >= spu || (st->unit == n && st->unit_sample)) {
+            vm_warn("%s: data position unit %ld sample %ld of %ld videos does not fit this dataset (%d videos of "
+                    "%d samples): epoch %ld starts again", state_path, st->unit, st->unit_sample, st->videos, n, spu,
+                    st->epoch);
+        } else {
+            exact = 1;
+            ro->start_unit = st->unit, ro->start_sample = st->unit_sample;
+            vm_info("resume from the pipeline: epoch %ld continues at unit %ld of its order, sample %ld of that "
+                    "unit (ordered delivery)", st->epoch, st->unit, st->unit_sample);
+        }
+    }
+    if (!exact) st->epoch_sample = 0, st->unit = -1;
+    return 0;
+}
+
 // ---- metrics, checkpoints -------------------------------------------------------------------------
 
 // Keep the lines of metrics.jsonl whose "step" is <= step (a resumed run rewrites what follows).
@@ -398,36 +437,7 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
         vm_receiver_opts_default(&ro);
         ro.epochs = cfg->optim.steps > 0 ? -1 : (int)epochs;
         ro.drop_last = 1;
-        // Resume: the receiver starts at the checkpoint's epoch (its unit order and samples); with
-        // ordered delivery and a unit position in the state file, at the very sample.
-        ro.start_epoch = st.epoch;
-        int exact = 0;
-        if (st.step && !cfg->pipeline.ordered) {
-            vm_info("resume from the pipeline: epoch %ld starts again ([pipeline] ordered = false: the workers' "
-                    "arrival order is not replayable)", st.epoch);
-        } else if (st.step && st.unit < 0) {
-            vm_info("resume from the pipeline: epoch %ld starts again (the workers' order is not replayable)", st.epoch);
-        } else if (st.step) {
-            // The position counts units of this dataset: another dataset (or pairs_per_video) makes it meaningless.
-            vm_dataset ds;
-            if ((rc = vm_dataset_open_config(&ds, cfg, err))) {
-                vm_error_prefix(err, "dataset: ");
-                goto done;
-            }
-            int n = ds.n, spu = vm_pipeline_samples_per_unit(cfg);
-            vm_dataset_free(&ds);
-            if (st.videos != n || st.unit > n || st.unit_sample >= spu || (st.unit == n && st.unit_sample)) {
-                vm_warn("%s: data position unit %ld sample %ld of %ld videos does not fit this dataset (%d videos of "
-                        "%d samples): epoch %ld starts again", o->resume, st.unit, st.unit_sample, st.videos, n, spu,
-                        st.epoch);
-            } else {
-                exact = 1;
-                ro.start_unit = st.unit, ro.start_sample = st.unit_sample;
-                vm_info("resume from the pipeline: epoch %ld continues at unit %ld of its order, sample %ld of that "
-                        "unit (ordered delivery)", st.epoch, st.unit, st.unit_sample);
-            }
-        }
-        if (!exact) st.epoch_sample = 0, st.unit = -1;
+        if ((rc = pipeline_resume_position(cfg, &st, o->resume, &ro, err))) goto done;
         if ((rc = vm_receiver_start(&src.recv, cfg, &ro, err))) goto done;
         vm_receiver *recv = src.recv;
         if (vm_receiver_views(recv) != 2 || vm_receiver_size(recv) != S) {
