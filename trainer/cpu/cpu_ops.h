@@ -39,21 +39,6 @@ static inline float vm_bf16_round(float x) {
     memcpy(&x, &u, sizeof x);
     return x;
 }
-// The four ops with bf16-rounded operands (semantics as the same-named fp32 op otherwise).
-#define VM_CPU_BF16_PROTOS(real, sfx)                                                              \
-    void vm_cpu_bf16_matmul_forward##sfx(real *out, const real *inp, const real *weight,            \
-                                         const real *bias, int N, int C, int OC);                   \
-    void vm_cpu_bf16_matmul_backward##sfx(real *dinp, real *dweight, real *dbias, const real *dout, \
-                                          const real *inp, const real *weight, int N, int C, int OC); \
-    void vm_cpu_bf16_attention_forward##sfx(real *out, real *att, const real *qkv, int B, int T,    \
-                                            int C, int NH);                                         \
-    void vm_cpu_bf16_attention_backward##sfx(real *dqkv, real *scratch, const real *dout,           \
-                                             const real *qkv, const real *att, int B, int T, int C, \
-                                             int NH);
-VM_CPU_BF16_PROTOS(float, _f)
-VM_CPU_BF16_PROTOS(float, _f_avx2)
-VM_CPU_BF16_PROTOS(double, _d)
-#undef VM_CPU_BF16_PROTOS
 
 // OpenBLAS (the pthreads build Debian ships) runs its own thread pool; the ops issue their GEMMs
 // from inside OpenMP parallel regions, single-threaded, so that only OpenMP's pool runs.  begin()

@@ -62,3 +62,13 @@ void FN(adamw)(real *param, const real *grad, real *m, real *v, size_t N, real l
                real beta2, real eps, real weight_decay, int t, real grad_scale);
 void FN(adamw_ranges)(real *param, const real *grad, real *m, real *v, const vm_adamw_range *ranges, int nranges,
                       real lr, real beta1, real beta2, real eps, real weight_decay, int t, real grad_scale);
+
+// trainer/cpu/bf16.c: the four products with bf16-rounded operands (the CUDA backend's bf16
+// numerics, vm_backend_cpu_bf16); semantics as the same-named fp32 op otherwise.
+void FN(bf16_matmul_forward)(real *out, const real *inp, const real *weight, const real *bias, int N,
+                             int C, int OC);
+void FN(bf16_matmul_backward)(real *dinp, real *dweight, real *dbias, const real *dout,
+                              const real *inp, const real *weight, int N, int C, int OC);
+void FN(bf16_attention_forward)(real *out, real *att, const real *qkv, int B, int T, int C, int NH);
+void FN(bf16_attention_backward)(real *dqkv, real *scratch, const real *dout, const real *qkv,
+                                 const real *att, int B, int T, int C, int NH);
