@@ -33,7 +33,6 @@ typedef struct qent {
     uint64_t unit;         // ordered mode: the entry's key (epoch, unit, seq); Q_FAILED: a failed unit
     uint32_t seq;
     uint8_t last;          // the unit's final chunk
-    uint8_t credited;      // its credit went back on arrival (ordered mode): none when consumed
 } qent;
 
 // Ordered mode: chunks waiting for their turn, hashed by (epoch, unit).  Chains stay short: the lease
@@ -467,7 +466,6 @@ static void handle_data(vm_receiver *r, int wid, const vm_wire_msg *m, zmq_msg_t
     q->unit = m->unit;
     q->seq = m->seq;
     q->last = (m->flags & VM_WIRE_F_LAST) != 0;
-    q->credited = (uint8_t)r->ordered;
     zmq_msg_init(&q->msg);
     zmq_msg_move(&q->msg, body);
     vm_batch_parse(zmq_msg_data(&q->msg), zmq_msg_size(&q->msg), &q->v, NULL);  // re-borrow after the move
@@ -874,7 +872,7 @@ fail:
 
 static void release_chunk(vm_receiver *r, qent *e) {
     zmq_msg_close(&e->msg);
-    int credit = !e->credited;  // ordered mode credited it on arrival
+    int credit = !r->ordered;  // ordered mode credited it on arrival (handle_data)
     pthread_mutex_lock(&r->mu);
     if (credit && e->wid < r->retcap) r->ret[e->wid]++;
     e->next = r->freelist;
