@@ -125,33 +125,29 @@ void FN(bf16_attention_backward)(real *dqkv, real *scratch, const real *dout, co
     FN(bf16_copy)(qkv16, qkv, nq);
     FN(bf16_copy)(g16, dout, ng);
     int blas_threads = vm_cpu_blas_serial_begin();
-#pragma omp parallel
-    {
-        real *P = bf16_scratch((size_t)T * T * sizeof(real));  // (T, T) bf16(att) of a head
-#pragma omp for schedule(dynamic, 1)
-        for (int bh = 0; bh < B * NH; bh++) {
-            int b = bh / NH, h = bh % NH;
-            const real *q = qkv16 + (size_t)b * T * C3 + (size_t)h * hs, *k = q + C, *v = q + 2 * C;
-            real *dq = dqkv + (size_t)b * T * C3 + (size_t)h * hs, *dk = dq + C, *dv = dq + 2 * C;
-            const real *A = att + (size_t)bh * T * T;
-            const real *dy = g16 + (size_t)b * T * C + (size_t)h * hs;
-            real *D = scratch + (size_t)bh * T * T;
-            for (size_t i = 0; i < (size_t)T * T; i++) P[i] = BF16R(A[i]);
-            // dv (T, hs) = bf16(A)^T @ dy;  D (T, T) = datt = dy @ v^T (fp32 sums)
-            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1, P, T, dy, C, 0, dv, C3);
-            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1, dy, C, v, C3, 0, D, T);
-            for (int t = 0; t < T; t++) {  // softmax backward in fp32 from the fp32 att, then bf16
-                const real *a = A + (size_t)t * T;
-                real *d = D + (size_t)t * T;
-                real s = 0;
-                for (int u = 0; u < T; u++) s += a[u] * d[u];
-                for (int u = 0; u < T; u++) d[u] = BF16R(a[u] * (d[u] - s) * scale);
-            }
-            // dq (T, hs) = bf16(dpre) @ k;  dk (T, hs) = bf16(dpre)^T @ q
-            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1, D, T, k, C3, 0, dq, C3);
-            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1, D, T, q, C3, 0, dk, C3);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        const real *q = qkv16 + (size_t)b * T * C3 + (size_t)h * hs, *k = q + C, *v = q + 2 * C;
+        real *dq = dqkv + (size_t)b * T * C3 + (size_t)h * hs, *dk = dq + C, *dv = dq + 2 * C;
+        const real *A = att + (size_t)bh * T * T;
+        const real *dy = g16 + (size_t)b * T * C + (size_t)h * hs;
+        real *D = scratch + (size_t)bh * T * T;
+        // dv (T, hs) = bf16(A)^T @ dy, bf16(A) held in the head's scratch until D overwrites it
+        for (size_t i = 0; i < (size_t)T * T; i++) D[i] = BF16R(A[i]);
+        GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1, D, T, dy, C, 0, dv, C3);
+        // D (T, T) = datt = dy @ v^T (fp32 sums)
+        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1, dy, C, v, C3, 0, D, T);
+        for (int t = 0; t < T; t++) {  // softmax backward in fp32 from the fp32 att, then bf16
+            const real *a = A + (size_t)t * T;
+            real *d = D + (size_t)t * T;
+            real s = 0;
+            for (int u = 0; u < T; u++) s += a[u] * d[u];
+            for (int u = 0; u < T; u++) d[u] = BF16R(a[u] * (d[u] - s) * scale);
         }
-        free(P);
+        // dq (T, hs) = bf16(dpre) @ k;  dk (T, hs) = bf16(dpre)^T @ q
+        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1, D, T, k, C3, 0, dq, C3);
+        GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1, D, T, q, C3, 0, dk, C3);
     }
     vm_cpu_blas_serial_end(blas_threads);
     free(qkv16);
