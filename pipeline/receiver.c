@@ -82,9 +82,9 @@ struct vm_receiver {
     qent *qhead, *qtail, *freelist;
     int qlen;              // chunks queued (FIFO) or held (ordered)
     qent *held[1 << HELD_BITS];  // ordered mode: chunks and failed-unit records by (epoch, unit)
-    int64_t head_global;   // ordered: global position (epoch * n + index in order) of the next unit
     uint32_t start_epoch;  // the first epoch delivered (vm_receiver_opts.start_epoch)
-    uint32_t c_epoch;      // ordered: the epoch being delivered, its order, the next unit and chunk
+    uint32_t c_epoch;      // ordered: the epoch being delivered, its order, the next unit and chunk;
+                           // c_epoch * n + c_pos is the head unit's global position (handle_request)
     uint32_t *c_order;
     int c_pos;
     uint32_t c_seq;
@@ -268,7 +268,6 @@ static int pop_locked(vm_receiver *r, qent **out) {
         } else {  // the unit is complete (or failed): the next one is the head of the line
             r->c_pos++;
             r->c_seq = 0;
-            r->head_global = (int64_t)r->c_epoch * n + r->c_pos;
         }
         if (e) {
             *out = e;
@@ -498,7 +497,7 @@ static void handle_request(vm_receiver *r, int wid, const vm_wire_msg *m, double
     if (want > 16) want = 16;
     if (r->ordered) {
         pthread_mutex_lock(&r->mu);
-        int64_t head = r->head_global;
+        int64_t head = (int64_t)r->c_epoch * r->ds.n + r->c_pos;  // the unit next_batch waits for
         pthread_mutex_unlock(&r->mu);
         vm_coord_set_lease_limit(r->coord, head + lease_window(r));
     }
@@ -825,7 +824,6 @@ int vm_receiver_start(vm_receiver **out, const vm_config *cfg, const vm_receiver
     r->c_pos = (int)su;
     r->c_seq = (uint32_t)(ss / r->chunk);
     r->skip = (uint32_t)(ss % r->chunk);
-    r->head_global = se * r->ds.n + su;
     r->pos = (vm_receiver_pos){se, su, ss};
     vm_coord_unit_order((uint64_t)cfg->run.seed, (uint32_t)se, r->ds.n, r->c_order);  // the order the coordinator leases in
     int epochs = r->o.epochs ? r->o.epochs : cfg->pipeline.epochs ? cfg->pipeline.epochs : cfg->optim.epochs;
