@@ -93,6 +93,11 @@ static void nz_att_b(float *dqkv, float *scratch, const float *dout, const float
 // ---- one model per backend, the same parameters ----
 enum { NB = 9 };
 static const char *bname[NB] = {"fp32", "bf16", "bf16-baseline-isa", "bf16-exact-acc", "fp32-baseline-isa", "fp32-exact-acc", "bf16-baseline+exact", "bf16-noise-1e-6", "bf16-noise-1e-5"};
+// what the training comparison measures each backend against: bf16 against fp32, the bf16
+// variants against bf16, the fp32 variants against fp32
+static const int bref[NB] = {0, 0, 1, 1, 0, 0, 1, 1, 1};
+// the globals that backend k's products read: exact sums of bf16 products, the noise size
+static void select_backend(int k) { g_dacc_bf16 = k == 3 || k == 6; g_eps = k == 7 ? 1e-6 : 1e-5; }
 
 typedef struct {
     vm_model *m[NB];
@@ -172,7 +177,7 @@ static void run_case(const char *title, const char *const *overrides, const vm_b
     for (size_t i = 0; i < nv; i++) views[i] = (uint8_t)((i / 3 % S) * 200 / S + vm_rng_int(&rg, 0, 55));
     printf("== %s: debug step (||a - b|| / max(||b||, 1e-2 ||g_b||) per gradient tensor)\n", title);
     for (int k = 0; k < NB; k++) {
-        g_dacc_bf16 = k == 3 || k == 6; g_eps = k == 7 ? 1e-6 : 1e-5;
+        select_backend(k);
         if (vm_model_forward_backward(r.m[k], views, B, 0, &r.l[k], &err)) { fprintf(stderr, "%s\n", err.msg); exit(1); }
         r.g[k] = vm_model_grads(r.m[k]);
     }
@@ -192,7 +197,7 @@ static void run_case(const char *title, const char *const *overrides, const vm_b
             float lr, gn[NB];
             vm_losses l[NB];
             for (int k = 0; k < NB; k++) {
-                g_dacc_bf16 = k == 3 || k == 6; g_eps = k == 7 ? 1e-6 : 1e-5;
+                select_backend(k);
                 vm_model_forward_backward(r.m[k], views, B, step, &l[k], &err);
                 vm_model_optimizer_step(r.m[k], step, &lr, &gn[k]);
             }
@@ -200,14 +205,14 @@ static void run_case(const char *title, const char *const *overrides, const vm_b
                 printf("    step %2ld loss fp32 %.6f bf16 %.6f pert %.6f  gn fp32 %.5f bf16 %.5f pert %.5f\n", step,
                        l[0].total, l[1].total, l[6].total, gn[0], gn[1], gn[6]);
             for (int k = 1; k < NB; k++) {
-                int ref = k == 1 ? 0 : k == 2 || k == 3 || k >= 6 ? 1 : 0;
+                int ref = bref[k];
                 wl[k] = fmax(wl[k], fabs(l[k].total - l[ref].total) / fabs(l[ref].total));
                 wg[k] = fmax(wg[k], fabs(gn[k] - gn[ref]) / fabs(gn[ref]));
             }
         }
         printf("  20 training steps, worst relative difference over the steps:\n");
         for (int k = 1; k < NB; k++) {
-            int ref = k == 1 ? 0 : k == 2 || k == 3 || k >= 6 ? 1 : 0;
+            int ref = bref[k];
             printf("    %-18s vs %-5s loss %.3e  grad norm %.3e\n", bname[k], bname[ref], wl[k], wg[k]);
         }
     }
@@ -215,26 +220,25 @@ static void run_case(const char *title, const char *const *overrides, const vm_b
     free(views);
 }
 
+// be's table with the four products replaced
+static vm_backend_ops with_products(const vm_backend_ops *be, typeof(be->matmul_forward) mm_f,
+                                    typeof(be->matmul_backward) mm_b, typeof(be->attention_forward) att_f,
+                                    typeof(be->attention_backward) att_b) {
+    vm_backend_ops t = *be;
+    t.matmul_forward = mm_f, t.matmul_backward = mm_b, t.attention_forward = att_f, t.attention_backward = att_b;
+    return t;
+}
+
 int main(int argc, char **argv) {
     int train = argc > 1 && !strcmp(argv[1], "--train");
     const vm_backend_ops *f32 = vm_backend_cpu(0), *bf = vm_backend_cpu_bf16(0), *base = vm_cpu_backend_isa("baseline");
-    static vm_backend_ops bfbase, bfd, f32d;
-    bfbase = *base;
-    bfbase.matmul_forward = vm_cpu_bf16_matmul_forward_f, bfbase.matmul_backward = vm_cpu_bf16_matmul_backward_f;
-    bfbase.attention_forward = vm_cpu_bf16_attention_forward_f, bfbase.attention_backward = vm_cpu_bf16_attention_backward_f;
-    bfd = *bf;
-    bfd.matmul_forward = dacc_mm_f, bfd.matmul_backward = dacc_mm_b, bfd.attention_forward = dacc_att_f,
-    bfd.attention_backward = dacc_att_b;
-    f32d = bfd;  // same wrappers, fp32 ops (g_dacc_bf16 = 0)
+    vm_backend_ops bfbase = with_products(base, vm_cpu_bf16_matmul_forward_f, vm_cpu_bf16_matmul_backward_f,
+                                          vm_cpu_bf16_attention_forward_f, vm_cpu_bf16_attention_backward_f);
+    vm_backend_ops bfd = with_products(bf, dacc_mm_f, dacc_mm_b, dacc_att_f, dacc_att_b);
+    vm_backend_ops f32d = bfd;  // same wrappers, fp32 ops (g_dacc_bf16 = 0)
     f32d.name = "cpu";
-    static vm_backend_ops both;
-    both = bfd;
-    both.layernorm_forward = base->layernorm_forward;  // every other op from the baseline table
-    { vm_backend_ops t = *base; t.matmul_forward = bfd.matmul_forward; t.matmul_backward = bfd.matmul_backward;
-      t.attention_forward = bfd.attention_forward; t.attention_backward = bfd.attention_backward; both = t; }
-    static vm_backend_ops nz;
-    nz = *vm_cpu_backend_isa("avx2");
-    nz.matmul_forward = nz_mm_f, nz.matmul_backward = nz_mm_b, nz.attention_forward = nz_att_f, nz.attention_backward = nz_att_b;
+    vm_backend_ops both = with_products(base, dacc_mm_f, dacc_mm_b, dacc_att_f, dacc_att_b);
+    vm_backend_ops nz = with_products(vm_cpu_backend_isa("avx2"), nz_mm_f, nz_mm_b, nz_att_f, nz_att_b);
     const vm_backend_ops *be[NB] = {f32, bf, &bfbase, &bfd, base, &f32d, &both, &nz, &nz};
     printf("backends: %s (default ISA), %s\n", f32->name, bf->name);
     static const char *const simsiam[] = {"loss.contrastive=simsiam", "model.pool=cls", NULL};
