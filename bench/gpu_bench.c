@@ -288,6 +288,10 @@ int main(int argc, char **argv) {
     int fused = !strcmp(attention, "fused") ? VM_ATTENTION_FUSED : !strcmp(attention, "auto") ? VM_ATTENTION_AUTO
                                                                    : VM_ATTENTION_CUBLAS;
     if (fused == VM_ATTENTION_CUBLAS && strcmp(attention, "cublas")) return usage();
+    if (micro && (!bf16 || fast)) {
+        fprintf(stderr, "gpu_bench: --attention-alone compares the bf16 convert paths\n");
+        return 2;
+    }
 
     char why[512];
     const vm_backend_ops *be = vm_backend_cuda(why, sizeof why);
@@ -306,10 +310,7 @@ int main(int argc, char **argv) {
     printf("device: %s\n", dev);
     printf("cuBLAS bf16 GEMM %d^3 (fp32 accumulate): %.1f TFLOP/s\n", peak_n, peak);
 
-    if (micro) {
-        if (!bf16 || fast) { fprintf(stderr, "gpu_bench: --attention-alone compares the bf16 convert paths\n"); return 2; }
-        attention_micro(be, &cfg, 2 * B);
-    }
+    if (micro) attention_micro(be, &cfg, 2 * B);
     vm_backend_ops prof;
     if (profile) prof = profiled(be);
     vm_model *m;
