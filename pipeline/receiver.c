@@ -172,17 +172,6 @@ static qent *q_new_locked(vm_receiver *r) {
     return e;
 }
 
-static void q_marker(vm_receiver *r, int kind, uint32_t epoch) {
-    pthread_mutex_lock(&r->mu);
-    qent *e = q_new_locked(r);
-    if (e) {
-        e->kind = kind;
-        e->epoch = epoch;
-        q_push_locked(r, e);
-    }
-    pthread_mutex_unlock(&r->mu);
-}
-
 // ---- ordered mode: the held chunks ------------------------------------------------------------------
 
 static qent **held_bucket(vm_receiver *r, uint32_t epoch, uint64_t unit) {
@@ -196,6 +185,22 @@ static void held_insert_locked(vm_receiver *r, qent *e) {
     *b = e;
     if (e->kind == Q_CHUNK) r->qlen++;
     pthread_cond_signal(&r->cv);
+}
+
+// A marker: Q_EPOCH_END or Q_RUN_END queued (arrival order), or the Q_FAILED record of a unit held
+// beside its chunks (ordered).  -1 when out of memory.
+static int q_marker(vm_receiver *r, int kind, uint32_t epoch, uint64_t unit) {
+    pthread_mutex_lock(&r->mu);
+    qent *e = q_new_locked(r);
+    if (e) {
+        e->kind = kind;
+        e->epoch = epoch;
+        e->unit = unit;
+        if (kind == Q_FAILED) held_insert_locked(r, e);
+        else q_push_locked(r, e);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return e ? 0 : -1;
 }
 
 // The head unit's next chunk (unlinked), or NULL; *failed = the unit has a failure record (which is
@@ -308,17 +313,7 @@ static void drain_summaries(vm_receiver *r) {
     int k;
     while ((k = vm_coord_next_failed(r->coord, &fe, &fu)) != 0) {
         if (k < 0) { io_fail(r, "receiver: out of memory recording a failed video"); break; }
-        if (!r->ordered) continue;
-        pthread_mutex_lock(&r->mu);
-        qent *e = q_new_locked(r);
-        if (e) {
-            e->kind = Q_FAILED;
-            e->epoch = fe;
-            e->unit = fu;
-            held_insert_locked(r, e);
-        }
-        pthread_mutex_unlock(&r->mu);
-        if (!e) { io_fail(r, "receiver: out of memory"); break; }
+        if (r->ordered && q_marker(r, Q_FAILED, fe, fu)) { io_fail(r, "receiver: out of memory"); break; }
     }
     vm_epoch_summary s;
     while (vm_coord_next_summary(r->coord, &s)) {
@@ -338,11 +333,11 @@ static void drain_summaries(vm_receiver *r) {
         r->st.epochs_done++;
         pthread_cond_signal(&r->cv);  // an ordered next_batch may wait for this at the epoch's end
         pthread_mutex_unlock(&r->mu);
-        if (!r->ordered) q_marker(r, Q_EPOCH_END, s.epoch);  // ordered: next_batch counts units itself
+        if (!r->ordered) q_marker(r, Q_EPOCH_END, s.epoch, 0);  // ordered: next_batch counts units itself
     }
     if (vm_coord_finished(r->coord) && !r->stop_sent) {
         r->stop_sent = 1;
-        if (!r->ordered) q_marker(r, Q_RUN_END, vm_coord_epoch(r->coord));
+        if (!r->ordered) q_marker(r, Q_RUN_END, vm_coord_epoch(r->coord), 0);
         for (int i = 0; i < r->nw; i++)
             if (r->w[i].alive) {
                 vm_wire_msg m = {.type = VM_MSG_STOP, .session = r->w[i].session};
