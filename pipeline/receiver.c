@@ -700,11 +700,9 @@ static void *io_main(void *arg) {
     int tick_ms = r->cfg.pipeline.heartbeat_ms < 100 ? r->cfg.pipeline.heartbeat_ms : 100;
     while (!atomic_load(&r->stop)) {
         if (zmq_poll(items, 2, tick_ms) < 0 && zmq_errno() != EINTR) {
-            pthread_mutex_lock(&r->mu);
-            r->io_dead = 1;
-            snprintf(r->io_err, sizeof r->io_err, "receiver: zmq_poll: %s", zmq_strerror(zmq_errno()));
-            pthread_cond_broadcast(&r->cv);
-            pthread_mutex_unlock(&r->mu);
+            char why[sizeof r->io_err];
+            snprintf(why, sizeof why, "receiver: zmq_poll: %s", zmq_strerror(zmq_errno()));
+            io_fail(r, why);
             break;
         }
         double now = vm_now();
