@@ -40,8 +40,8 @@ struct vm_coord {
     vm_epoch_summary done[MAX_SUMMARIES];
     int ndone;
     int64_t limit;      // lease from the order only below this global position (ordered delivery)
-    failed_rec *failed; // units closed as failed, not yet popped (FIFO)
-    int nfailed, capfailed, failhead;
+    failed_rec *failed; // units closed as failed: [failhead, nfailed) not yet popped (FIFO; both
+    int nfailed, capfailed, failhead;  // indices go back to 0 when the caller has popped them all)
     int failed_lost;    // out of memory recording a failure (reported by vm_coord_next_failed)
 };
 
@@ -153,21 +153,11 @@ static void close_unit(vm_coord *c, unit_rec *u, int state, double now) {
         // Ordered delivery skips a failed unit only once it knows: record it for vm_coord_next_failed.
         if (c->nfailed == c->capfailed) {
             int nc = c->capfailed ? c->capfailed * 2 : 16;
-            failed_rec *f = malloc((size_t)nc * sizeof *f);
-            if (f) {  // unroll the ring into the new array
-                for (int i = 0; i < c->nfailed; i++) f[i] = c->failed[(c->failhead + i) % c->capfailed];
-                free(c->failed);
-                c->failed = f;
-                c->capfailed = nc;
-                c->failhead = 0;
-            }
+            failed_rec *f = realloc(c->failed, (size_t)nc * sizeof *f);
+            if (f) c->failed = f, c->capfailed = nc;
         }
-        if (c->nfailed < c->capfailed) {
-            c->failed[(c->failhead + c->nfailed) % c->capfailed] = (failed_rec){c->epoch, (uint64_t)(u - c->units)};
-            c->nfailed++;
-        } else {
-            c->failed_lost = 1;
-        }
+        if (c->nfailed < c->capfailed) c->failed[c->nfailed++] = (failed_rec){c->epoch, (uint64_t)(u - c->units)};
+        else c->failed_lost = 1;
     }
     if (++c->closed < c->o.n_units) return;
     c->cur.seconds = now - c->epoch_t0;
@@ -291,11 +281,13 @@ int vm_coord_next_summary(vm_coord *c, vm_epoch_summary *out) {
 
 int vm_coord_next_failed(vm_coord *c, uint32_t *epoch, uint64_t *unit) {
     if (c->failed_lost) return -1;
-    if (!c->nfailed) return 0;
+    if (c->failhead == c->nfailed) {  // all popped: the array starts over
+        c->failhead = c->nfailed = 0;
+        return 0;
+    }
     *epoch = c->failed[c->failhead].epoch;
     *unit = c->failed[c->failhead].unit;
-    c->failhead = (c->failhead + 1) % c->capfailed;
-    c->nfailed--;
+    c->failhead++;
     return 1;
 }
 
