@@ -98,8 +98,6 @@ struct vm_decoder {
     size_t yuv_cap;
     uint8_t *rot;             // rotated I420 scratch (upright, out_width x out_height), rot_cap bytes
     size_t rot_cap;
-    int pre_w, pre_h;         // the output before the orientation is applied: out_width x out_height,
-                              // swapped when the rotation is 90 or 270
     vm_decoder_stats st;
 };
 
@@ -928,8 +926,6 @@ vm_decoder *vm_decoder_open(const char *uri_or_path, const vm_decoder_options *o
         vi->out_width = uw;
         vi->out_height = uh;
     }
-    d->pre_w = quarter ? vi->out_height : vi->out_width;
-    d->pre_h = quarter ? vi->out_width : vi->out_height;
     return d;
 fail:
     vm_decoder_close(d);
@@ -1240,7 +1236,9 @@ static int copy_sample(vm_decoder *d, GstSample *s, uint8_t *dst, vm_error *err)
             return vm_fail(err, VM_ECORRUPT, "%s: decoded picture without video caps", d->name);
         gst_caps_replace(&d->cur_caps, caps);
     }
-    const int w = d->info.out_width, h = d->info.out_height, pw = d->pre_w, ph = d->pre_h;
+    // (pw, ph): the output before the orientation is applied, (w, h) transposed by a quarter turn.
+    const int w = d->info.out_width, h = d->info.out_height, quarter = d->info.rotation % 180 != 0;
+    const int pw = quarter ? h : w, ph = quarter ? w : h;
     const int sw = GST_VIDEO_INFO_WIDTH(&d->vinfo), sh = GST_VIDEO_INFO_HEIGHT(&d->vinfo);
     if (GST_VIDEO_INFO_FORMAT(&d->vinfo) != GST_VIDEO_FORMAT_I420)
         return vm_fail(err, VM_EUNSUPPORTED, "%s: decoded pictures are %s, expected I420", d->name,
