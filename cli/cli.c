@@ -55,8 +55,11 @@ static int cli_config(int *argc, char **argv, vm_config *cfg, const char *base_t
 
 int vm_cli_config(int *argc, char **argv, vm_config *cfg) { return cli_config(argc, argv, cfg, NULL, NULL); }
 
-int vm_cli_config_resume(int *argc, char **argv, const char *resume, char *state_path, size_t cap,
-                         vm_config *cfg) {
+int vm_cli_config_resume(int *argc, char **argv, char *state_path, size_t cap, vm_config *cfg) {
+    const char *resume = NULL;
+    for (int i = 1; i + 1 < *argc; i++)
+        if (!strcmp(argv[i], "--resume")) resume = argv[i + 1];
+    state_path[0] = 0;
     if (!resume) return cli_config(argc, argv, cfg, NULL, NULL);
     vm_train_state_path(resume, state_path, cap);
     vm_train_state st;

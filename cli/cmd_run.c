@@ -196,15 +196,12 @@ int cmd_run(int argc, char **argv) {
     orig[argc_orig] = NULL;
     // With --resume the checkpoint's stored configuration is the base (as `vicmae train` does), so
     // that this process binds the endpoint and starts the workers the resumed trainer expects.
-    const char *resume = NULL, *stop_after = NULL;
     char state_path[VM_PATH_MAX + 64];
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--resume")) resume = argv[i + 1];
     vm_config cfg;
-    int crc = vm_cli_config_resume(&argc, argv, resume, state_path, sizeof state_path, &cfg);
+    int crc = vm_cli_config_resume(&argc, argv, state_path, sizeof state_path, &cfg);
     if (crc) return crc;
     int sink = 0, workers = -1, epochs = 0, batch = 0;
-    const char *save = NULL;
+    const char *save = NULL, *resume = NULL, *stop_after = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--sink")) { sink = 1; continue; }

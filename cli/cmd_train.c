@@ -39,14 +39,11 @@ static int usage(void) {
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *resume = NULL;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(), 0;
-        if (!strcmp(argv[i], "--resume") && i + 1 < argc) resume = argv[i + 1];
-    }
-    char state_path[VM_PATH_MAX + 64] = "";
+    char state_path[VM_PATH_MAX + 64];
     vm_config cfg;
-    int rc = vm_cli_config_resume(&argc, argv, resume, state_path, sizeof state_path, &cfg);
+    int rc = vm_cli_config_resume(&argc, argv, state_path, sizeof state_path, &cfg);
     if (rc) return rc;
 
     vm_train_opts o;
@@ -98,7 +95,7 @@ int cmd_train(int argc, char **argv) {
                 vm_backend_cuda_lt() ? "in the cuBLASLt epilogue" : "by a kernel");
     }
     if (!o.be) o.be = vm_backend_cpu(cfg.run.threads);
-    if (resume) o.resume = state_path;
+    if (state_path[0]) o.resume = state_path;  // --resume given
 
     vm_log_set_role("trainer");
     struct sigaction sa = {0};
