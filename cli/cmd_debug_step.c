@@ -14,7 +14,7 @@
 //   steps.loss (N, 4) [total, rec, con, w_con], steps.lr (N), steps.grad_norm (N),
 //   steps.ids_keep (N, B, 2, K), steps.ids_restore (N, B, 2, L), final.<name> after the N steps.
 // Metadata: "config" (the effective INI), "backend", "precision" (CUDA follows [train] precision),
-// "steps", "total_steps".
+// "activations" (bf16 with [train] activations = bf16 on CUDA, else fp32), "steps", "total_steps".
 // BATCH_FILE is a proto batch message (vicmae --save-batches) or a .npy of uint8 (B, 2, H, W, 3).
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +158,7 @@ int cmd_debug_step(int argc, char **argv) {
     }
     vm_model_init(m, (uint64_t)cfg.run.seed);
     vm_model_set_total_steps(m, steps);
+    int act16 = vm_model_bf16_activations(m);
     int ntab = vm_model_num_tensors(m), K, L;
     vm_model_last_masks(m, NULL, NULL, NULL, &K, &L);
     size_t nf = vm_model_num_floats(m), fbytes = nf * sizeof(float);
@@ -244,7 +245,8 @@ int cmd_debug_step(int argc, char **argv) {
     snprintf(nsteps, sizeof nsteps, "%d", steps);
     snprintf(total, sizeof total, "%d", cfg.optim.steps > 0 ? cfg.optim.steps : steps);
     const char *meta[] = {"format", "vicmae-debug-step-1", "config", ini ? ini : "", "backend", be->name,
-                          "precision", bf16 ? "bf16" : "fp32", "steps", nsteps, "total_steps", total, NULL};
+                          "precision", bf16 ? "bf16" : "fp32", "activations", act16 ? "bf16" : "fp32", "steps", nsteps,
+                          "total_steps", total, NULL};
     rc = vm_st_write(out_path, t, n, meta, &err);
     if (rc) fprintf(stderr, "vicmae debug-step: %s\n", err.msg);
     else

@@ -88,8 +88,9 @@ int cmd_train(int argc, char **argv) {
         char dev[256];
         vm_backend_cuda_device_name(dev, sizeof dev);
         int bf16 = vm_backend_cuda_precision(), fast = vm_backend_cuda_bf16_path(), att = vm_backend_cuda_fused_attention();
-        vm_info("train: CUDA on %s: %s products%s, attention %s, linear biases %s", dev, bf16 ? "bf16" : "fp32",
-                !bf16 ? "" : fast ? " (cuBLAS FAST_16BF)" : " (bf16 operand copies)",
+        vm_info("train: CUDA on %s: %s products%s, %s activations, attention %s, linear biases %s", dev,
+                bf16 ? "bf16" : "fp32", !bf16 ? "" : fast ? " (cuBLAS FAST_16BF)" : " (bf16 operand copies)",
+                cfg.train.activations == VM_ACT_BF16 ? "bf16" : "fp32",
                 !bf16 || fast || att == VM_ATTENTION_CUBLAS ? "batched cuBLAS"
                 : att == VM_ATTENTION_AUTO ? "auto (fused forward; fused backward for T >= 128)" : "fused",
                 vm_backend_cuda_lt() ? "in the cuBLASLt epilogue" : "by a kernel");

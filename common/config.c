@@ -116,6 +116,7 @@ static const field schema[] = {
     F(train, precision, T_ENUM, train.precision, "fp32", 0, 0, "fp32|bf16", "CUDA matmul precision (CPU is always fp32)"),
     F(train, checkpoint_every, T_INT, train.checkpoint_every, "0", 0, 1e9, NULL, "steps between checkpoints (0 = at the end)"),
     F(train, slots, T_INT, train.slots, "4", 2, 1024, NULL, "batch slots the input feed fills ahead of the steps (pinned on CUDA)"),
+    F(train, activations, T_ENUM, train.activations, "fp32", 0, 0, "fp32|bf16", "storage of each block's activations that only feed matrix products (LayerNorm, qkv, attention, fc1, GELU outputs); bf16 needs precision = bf16 and a backend with bf16 activations (CUDA; the CPU stays fp32)"),
     F(train, recompute, T_BOOL, train.recompute, "false", 0, 0, NULL, "recompute each block's LayerNorm and GELU outputs in the backward pass instead of saving them (less activation memory, a few % more compute; same bits)"),
 };
 #define NFIELDS (sizeof schema / sizeof schema[0])
@@ -363,6 +364,9 @@ int vm_config_validate(const vm_config *c, vm_error *err) {
     if (c->sampler.ratio_min > c->sampler.ratio_max)
         return vm_fail(err, VM_EINVAL, "[sampler] ratio_min %g is larger than ratio_max %g", c->sampler.ratio_min,
                        c->sampler.ratio_max);
+    if (c->train.activations == VM_ACT_BF16 && c->train.precision != VM_PREC_BF16)
+        return vm_fail(err, VM_EINVAL, "[train] activations = bf16 needs precision = bf16 (bf16 activations feed bf16 "
+                       "matrix products)");
     if (c->loss.contrastive == VM_CON_INFONCE && c->optim.batch_size < 2)
         return vm_fail(err, VM_EINVAL, "[optim] batch_size %d: InfoNCE needs at least 2 pairs for negatives",
                        c->optim.batch_size);

@@ -23,6 +23,7 @@ typedef enum { VM_POOL_MEAN, VM_POOL_CLS } vm_pool;
 typedef enum { VM_CON_INFONCE, VM_CON_SIMSIAM, VM_CON_VICREG, VM_CON_NONE } vm_contrastive;
 typedef enum { VM_WARMUP_LINEAR, VM_WARMUP_COSINE } vm_warmup_shape;
 typedef enum { VM_PREC_FP32, VM_PREC_BF16 } vm_precision;
+typedef enum { VM_ACT_FP32, VM_ACT_BF16 } vm_act_dtype;
 
 typedef struct vm_config {
     struct {
@@ -100,6 +101,7 @@ typedef struct vm_config {
         int checkpoint_every;        // steps (0 = only at the end)
         int slots;                   // pinned host slots of the input ring
         int recompute;               // bool: LayerNorm and GELU outputs recomputed in the backward pass, not saved
+        int activations;             // vm_act_dtype: storage of the block activations that feed matrix products
     } train;
 } vm_config;
 

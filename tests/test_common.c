@@ -127,6 +127,22 @@ TEST(config_train_recompute) {
     free(text);
 }
 
+// [train] activations: fp32 by default; bf16 only together with bf16 products.
+TEST(config_train_activations) {
+    vm_config cfg;
+    vm_error err = {0};
+    vm_config_defaults(&cfg);
+    CHECK_EQ_INT(cfg.train.activations, VM_ACT_FP32);
+    CHECK_OK(vm_config_load(&cfg, write_tmp("act.ini", "[train]\nprecision = bf16\nactivations = bf16\n"), &err), err);
+    CHECK_EQ_INT(cfg.train.activations, VM_ACT_BF16);
+    CHECK(vm_config_load(&cfg, write_tmp("act-bad.ini", "[train]\nactivations = fp16\n"), &err) == VM_EINVAL &&
+              strstr(err.msg, "fp32|bf16"), "%s", err.msg);
+    vm_config_defaults(&cfg);
+    CHECK_OK(vm_config_load(&cfg, write_tmp("act-fp32.ini", "[train]\nprecision = fp32\nactivations = bf16\n"), &err),
+             err);
+    CHECK(vm_config_validate(&cfg, &err) == VM_EINVAL && strstr(err.msg, "needs precision = bf16"), "%s", err.msg);
+}
+
 TEST(config_print_round_trips) {
     vm_config a, b;
     vm_config_defaults(&a);

@@ -6,7 +6,8 @@
 //  - 20 training steps (AdamW, warmup, clipping): the CUDA losses track the CPU losses.
 // fp32 and bf16; bf16 against both the CPU-bf16 reference (vm_backend_cpu_bf16: the same rounding
 // points, so tight) and the fp32 CPU model (loose: bf16 rounding itself moves this tiny model's
-// gradients by up to 0.2).  Skips with the reason without a GPU.
+// gradients by up to 0.2); and bf16 with bf16 activations ([train] activations).  Skips with the
+// reason without a GPU.
 #include <stdlib.h>
 #include <string.h>
 #include "common/config.h"
@@ -311,4 +312,26 @@ TEST(cuda_model_debug_step_lt) {
         vm_backend_cuda_set_lt(0);
         teardown(&p);
     }
+}
+
+// [train] activations = bf16: the block activations stored as bf16 on the GPU and in the cpu-bf16
+// reference (the fp32 CPU model keeps fp32 ones): the same comparisons as the bf16 convert path,
+// with the bias epilogue off and on, and 20 steps of training.  The rounding points of each op are
+// held to cpu-bf16 in test_cuda_ops.c (cuda_bf16_activations).
+TEST(cuda_model_bf16_activations) {
+    static const char *const act[] = {"train.precision=bf16", "train.activations=bf16", NULL};
+    pair_t p;
+    for (int lt = 0; lt < 2; lt++) {
+        setup(&p, 1, act, 4);
+        CHECK(vm_model_bf16_activations(p.mg) && vm_model_bf16_activations(p.mb) && !vm_model_bf16_activations(p.mc),
+              "bf16 activations: cuda %d, cpu-bf16 %d, cpu %d", vm_model_bf16_activations(p.mg),
+              vm_model_bf16_activations(p.mb), vm_model_bf16_activations(p.mc));
+        vm_backend_cuda_set_lt(lt);
+        check_debug_step_bf16(&p, lt ? "bf16 activations + cuBLASLt bias epilogue" : "bf16 activations");
+        vm_backend_cuda_set_lt(0);
+        teardown(&p);
+    }
+    setup(&p, 1, act, 4);
+    check_training_bf16(&p);
+    teardown(&p);
 }

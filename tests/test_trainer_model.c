@@ -647,9 +647,13 @@ TEST(memory_plan) {
         CHECK_OK(vm_model_memory(&c, 64, &pb, &ab, &err), err);
         c.train.recompute = 1;
         CHECK_OK(vm_model_memory(&c, 64, &pb2, &ab2, &err), err);
+        size_t ab16;
+        c.train.recompute = 0, c.train.precision = VM_PREC_BF16, c.train.activations = VM_ACT_BF16;
+        CHECK_OK(vm_model_memory(&c, 64, &pb2, &ab16, &err), err);
         printf("    %s: %.1f M parameters (%.0f MB with grads and AdamW), activations %.2f GB for 64 pairs "
-               "(%.2f GB with [train] recompute)\n", cfgs[i], pb / 16.0 / 1e6, pb / 1e6, ab / 1e9, ab2 / 1e9);
-        CHECK(ab2 < ab);
+               "(%.2f GB with [train] recompute, %.2f GB with activations = bf16)\n", cfgs[i], pb / 16.0 / 1e6,
+               pb / 1e6, ab / 1e9, ab2 / 1e9, ab16 / 1e9);
+        CHECK(ab2 < ab && ab16 < ab);
         // MAE ViT-B/16 dec512d8b (~112M with its position embeddings) + projector 768-4096-4096-128 (~20.5M)
         if (i == 1) CHECK(pb / 16 > 128e6 && pb / 16 < 136e6, "ViT-B/16 ViC-MAE has ~132M values, got %zu", pb / 16);
     }
@@ -677,4 +681,117 @@ TEST(gradients_outside_trainable_tensors_are_zero) {
         free(g), free(trainable), free(views);
         vm_model_free(m);
     }
+}
+
+// ---- bf16 activations ([train] activations = bf16) ------------------------------------------------
+
+// ||a - b|| / ||b|| over the whole gradient buffers of two models.
+static double grad_rel(vm_model *a, vm_model *b) {
+    float *ga = host_copy(a, vm_model_grads(a)), *gb = host_copy(b, vm_model_grads(b));
+    double dd = 0, nn = 0;
+    for (size_t i = 0; i < vm_model_num_floats(a); i++) dd += pow((double)ga[i] - gb[i], 2), nn += (double)gb[i] * gb[i];
+    free(ga), free(gb);
+    return nn > 0 ? sqrt(dd / nn) : INFINITY;
+}
+
+// Who stores bf16: the cpu-bf16 reference (the only CPU table with the bf16-activation ops) does,
+// the fp32 CPU backend does not (the CPU stays fp32); a config asking for bf16 activations with fp32
+// products is refused.  The plan holds exactly half the bytes of every block activation that
+// feeds a product.
+TEST(bf16_activations_plan) {
+    vm_config cfg = tiny("infonce");
+    vm_error err = {0};
+    CHECK_OK(vm_config_set(&cfg, "train", "activations", "bf16", "test", &err), err);
+    CHECK(vm_config_validate(&cfg, &err) != 0 && strstr(err.msg, "precision = bf16"), "accepted: %s", err.msg);
+    CHECK_OK(vm_config_set(&cfg, "train", "precision", "bf16", "test", &err), err);
+    CHECK_OK(vm_config_validate(&cfg, &err), err);
+    vm_model *m = NULL;
+    CHECK_OK(vm_model_create(&m, &cfg, vm_backend_cpu(1), B, &err), err);
+    CHECK(!vm_model_bf16_activations(m), "the fp32 CPU backend has no bf16 activations");
+    vm_model_free(m);
+    CHECK_OK(vm_model_create(&m, &cfg, vm_backend_cpu_bf16(1), B, &err), err);
+    CHECK(vm_model_bf16_activations(m), "cpu-bf16 runs with bf16 activations");
+    vm_model_free(m);
+    for (int recompute = 0; recompute < 2; recompute++) {
+        cfg.train.recompute = recompute;
+        size_t pb, a16, a32;
+        CHECK_OK(vm_model_memory(&cfg, B, &pb, &a16, &err), err);
+        cfg.train.activations = VM_ACT_FP32;
+        CHECK_OK(vm_model_memory(&cfg, B, &pb, &a32, &err), err);
+        cfg.train.activations = VM_ACT_BF16;
+        const typeof(cfg.model) *c = &cfg.model;
+        size_t L = (size_t)(c->img_size / c->patch_size) * (c->img_size / c->patch_size);
+        size_t K = (size_t)(L * (1 - c->mask_ratio));
+        size_t Ne = 2 * B * (1 + K) > 1 + L ? 2 * B * (1 + K) : 1 + L, Nd = 2 * B * (1 + L);
+        size_t HD = (size_t)(c->embed_dim * c->mlp_ratio), HDd = (size_t)(c->decoder_embed_dim * c->mlp_ratio);
+        // qkv 3C, atty C, fc1 HD always; ln1 C, ln2 C, gelu HD when saved
+        size_t ke = 4 * c->embed_dim + HD + (recompute ? 0 : 2 * c->embed_dim + HD);
+        size_t kd = 4 * c->decoder_embed_dim + HDd + (recompute ? 0 : 2 * c->decoder_embed_dim + HDd);
+        size_t values = c->depth * Ne * ke + c->decoder_depth * Nd * kd, pads = 6 * 256 * (size_t)(c->depth + c->decoder_depth);
+        CHECK(a32 - a16 + pads >= values * 2 && a32 - a16 <= values * 2 + pads,
+              "recompute %d: fp32 %zu, bf16 %zu bytes of activations: expected %zu less (+- padding)", recompute, a32,
+              a16, values * 2);
+    }
+}
+
+// Numerics on the cpu-bf16 reference: bf16 activations change the step by bf16 rounding only —
+// losses and gradients near the fp32 CPU's, and measurably apart from bf16 products on fp32
+// activations (or no activation was rounded); bitwise the same with [train] recompute and from run
+// to run; 12 AdamW steps track the fp32 losses.  Tolerances: the tiny model (width 32) is the most
+// sensitive case, see test_cuda_model.c; bf16 keeps 8 significant bits (3.9e-3 relative).
+TEST(bf16_activations_numerics) {
+    vm_config cfg = tiny("infonce");
+    cfg.optim.clip_grad = 1.0;
+    cfg.train.precision = VM_PREC_BF16;
+    uint8_t *views = make_views(cfg.model.img_size, 41);
+    vm_error err = {0};
+    // 0: fp32 CPU; 1: cpu-bf16, fp32 activations; 2: cpu-bf16, bf16 activations; 3: 2 with recompute
+    vm_model *m[4];
+    for (int i = 0; i < 4; i++) {
+        cfg.train.activations = i >= 2 ? VM_ACT_BF16 : VM_ACT_FP32;
+        cfg.train.recompute = i == 3;
+        CHECK_OK(vm_model_create(&m[i], &cfg, i == 0 ? vm_backend_cpu(1) : vm_backend_cpu_bf16(1), B, &err), err);
+        vm_model_init(m[i], 42);
+    }
+    size_t nf = vm_model_num_floats(m[0]);
+    double worst_loss = 0;
+    for (int s = 0; s < 12; s++) {
+        vm_losses ls[4];
+        for (int i = 0; i < 4; i++) CHECK_OK(vm_model_forward_backward(m[i], views, B, s, &ls[i], &err), err);
+        if (s == 0) {
+            double g32 = grad_rel(m[2], m[0]), g16 = grad_rel(m[2], m[1]), prod = grad_rel(m[1], m[0]);
+            printf("    step 0 gradients: bf16 activations vs fp32 %.3g, vs bf16 products only %.3g "
+                   "(bf16 products vs fp32 %.3g)\n", g32, g16, prod);
+            CHECK(g32 < 0.1, "bf16 activations: gradient %.3g from fp32", g32);
+            CHECK(g16 > 1e-4, "bf16 activations: gradient within %.3g of fp32 activations: nothing rounded?", g16);
+            CHECK_NEAR(ls[2].total, ls[0].total, 1e-2 * fabs(ls[0].total));
+        }
+        CHECK(memcmp(&ls[2], &ls[3], sizeof ls[2]) == 0, "step %d: recompute changed the losses", s);
+        float *g2 = host_copy(m[2], vm_model_grads(m[2])), *g3 = host_copy(m[3], vm_model_grads(m[3]));
+        CHECK(memcmp(g2, g3, nf * sizeof(float)) == 0, "step %d: recompute changed the gradients", s);
+        free(g2), free(g3);
+        double d = fabs(ls[2].total - ls[0].total) / fabs(ls[0].total);
+        if (d > worst_loss) worst_loss = d;
+        for (int i = 0; i < 4; i++) {
+            float lr, norm;
+            vm_model_optimizer_step(m[i], s, &lr, &norm);
+        }
+    }
+    printf("    12 steps: total loss with bf16 activations within %.3g of fp32 (relative, worst step)\n", worst_loss);
+    CHECK(worst_loss < 3e-2, "losses drift %.3g from fp32", worst_loss);
+    // run to run: a fresh model repeats model 2's first step bitwise
+    vm_model *again = NULL;
+    cfg.train.activations = VM_ACT_BF16, cfg.train.recompute = 0;
+    CHECK_OK(vm_model_create(&again, &cfg, vm_backend_cpu_bf16(1), B, &err), err);
+    vm_model_init(again, 42);
+    vm_model *first = NULL;
+    CHECK_OK(vm_model_create(&first, &cfg, vm_backend_cpu_bf16(1), B, &err), err);
+    vm_model_init(first, 42);
+    vm_losses la, lb;
+    CHECK_OK(vm_model_forward_backward(again, views, B, 0, &la, &err), err);
+    CHECK_OK(vm_model_forward_backward(first, views, B, 0, &lb, &err), err);
+    CHECK(memcmp(&la, &lb, sizeof la) == 0 && grad_rel(again, first) == 0, "two runs differ");
+    vm_model_free(again), vm_model_free(first);
+    for (int i = 0; i < 4; i++) vm_model_free(m[i]);
+    free(views);
 }

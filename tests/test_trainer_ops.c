@@ -9,6 +9,7 @@
 // runs once per float build (baseline x86-64 and AVX2 + FMA, skipped on CPUs without them).
 // Accumulating outputs (+=) are pre-filled with random values, written ones (=) with garbage, so
 // that both halves of the contract are checked.  VICMAE_OPS_VERBOSE=1 prints every error measured.
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>
@@ -609,6 +610,124 @@ TEST(cpu_bf16_backend_table) {
     for (size_t i = 0; i < nfn; i++) CHECK(fns[i] != NULL, "cpu-bf16 entry %zu is NULL", i);
 }
 
+// ---- bf16 activations (the cpu-bf16 table's bf16-activation ops) ------------------------------
+// bf16 in, each bf16 output one rounding of the fp32 result.  LayerNorm, linear and GELU outputs
+// against double references rounded once: never more than one bf16 ulp apart, and equal in nearly
+// every element (only where the fp32 result and the double one fall on the two sides of a rounding
+// boundary).  The linear backward and the attention ops are by contract the emulated products
+// above on the widened input (bitwise; their numerics are tested there); add is exact.
+#define FBF(op) (fb_is_avx2() ? vm_cpu_##op##_f_avx2 : vm_cpu_##op##_f)
+
+static vm_bf16 *to16(const float *x, size_t n) {
+    vm_bf16 *y = arena_alloc(n * sizeof(vm_bf16));
+    for (size_t i = 0; i < n; i++) y[i] = vm_bf16_from_float(x[i]);
+    return y;
+}
+static float *from16(const vm_bf16 *x, size_t n) {
+    float *y = arena_alloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) y[i] = vm_bf16_to_float(x[i]);
+    return y;
+}
+static vm_bf16 *poisoned16(size_t n) {
+    vm_bf16 *y = arena_alloc(n * sizeof(vm_bf16));
+    for (size_t i = 0; i < n; i++) y[i] = 0xffffu;  // a NaN
+    return y;
+}
+// floor: an absolute error allowed besides the ulp (GELU's fp32 erf is accurate to ~1e-7 absolute,
+// which is many ulps of its tiny outputs far left)
+static void ulp_check(const char *what, const vm_bf16 *got, const double *ref, size_t n, double floor) {
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        float g = vm_bf16_to_float(got[i]), r = vm_bf16_round((float)ref[i]);
+        if (g == r) continue;
+        off++;
+        int e;
+        frexp(ref[i], &e);  // |ref| in [2^(e-1), 2^e): a bf16 ulp is 2^(e-8)
+        CHECK(fabs((double)g - r) <= ldexp(1, e - 8) + floor, "%s[%zu] = %.9g: more than one bf16 ulp from %.9g", what, i, g,
+              ref[i]);
+    }
+    CHECK(off * 50 <= n, "%s: %zu of %zu values differ from the rounded reference", what, off, n);
+}
+
+OPS_TEST(bf16_activation_ops) {
+    const int N = 37, C = 48, OC = 40;
+    const size_t nx = (size_t)N * C, ny = (size_t)N * OC;
+    // LayerNorm: fp32 residual in, bf16 out, fp32 statistics identical to the fp32 op's
+    float *x = fvec(nx, -2, 3), *lw = fvec(C, 0.5, 1.5), *lb = fvec(C, -0.5, 0.5);
+    vm_bf16 *ln = poisoned16(nx);
+    float *mean = arena_alloc(N * sizeof(float)), *rstd = arena_alloc(N * sizeof(float));
+    float *ln32 = arena_alloc(nx * sizeof(float)), *mean32 = arena_alloc(N * sizeof(float)), *rstd32 = arena_alloc(N * sizeof(float));
+    FBF(layernorm_forward_bf16)(ln, mean, rstd, x, lw, lb, N, C, 1e-6f);
+    FB->layernorm_forward(ln32, mean32, rstd32, x, lw, lb, N, C, 1e-6f);
+    CHECK(memcmp(mean, mean32, N * sizeof(float)) == 0 && memcmp(rstd, rstd32, N * sizeof(float)) == 0);
+    double *ref = zeros(nx);
+    for (int n = 0; n < N; n++) {
+        double m = 0, v = 0;
+        for (int c = 0; c < C; c++) m += x[n * C + c];
+        m /= C;
+        for (int c = 0; c < C; c++) v += (x[n * C + c] - m) * (x[n * C + c] - m);
+        double r = 1 / sqrt(v / C + 1e-6);
+        for (int c = 0; c < C; c++) ref[n * C + c] = (x[n * C + c] - m) * r * lw[c] + lb[c];
+    }
+    ulp_check("layernorm bf16 out", ln, ref, nx, 0);
+    // linear: bf16 inp (exact) @ bf16(weight) + fp32 bias, rounded once
+    float *w = fvec((size_t)OC * C, -0.3, 0.3), *b = fvec(OC, -1, 1), *wr = bf16_of(w, (size_t)OC * C);
+    float *xin = from16(ln, nx);
+    vm_bf16 *y = poisoned16(ny);
+    FBF(matmul_forward_bf16)(y, ln, w, b, N, C, OC);
+    double *ry = zeros(ny);
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++) {
+            double s = b[o];
+            for (int c = 0; c < C; c++) s += (double)xin[n * C + c] * wr[o * C + c];
+            ry[n * OC + o] = s;
+        }
+    ulp_check("linear bf16 out", y, ry, ny, 0);
+    // linear backward: the emulated product on the widened input, bitwise
+    float *g = fvec(ny, -1, 1), *dw0 = fvec((size_t)OC * C, -1, 1), *db0 = fvec(OC, -1, 1);
+    float *dx = arena_alloc(nx * sizeof(float)), *dw = fcopy(dw0, (size_t)OC * C), *db = fcopy(db0, OC);
+    float *dxr = arena_alloc(nx * sizeof(float)), *dwr = fcopy(dw0, (size_t)OC * C), *dbr = fcopy(db0, OC);
+    FBF(matmul_backward_bf16)(dx, dw, db, g, ln, w, N, C, OC);
+    FBF(bf16_matmul_backward)(dxr, dwr, dbr, g, xin, w, N, C, OC);
+    CHECK(memcmp(dx, dxr, nx * sizeof(float)) == 0 && memcmp(dw, dwr, (size_t)OC * C * sizeof(float)) == 0 &&
+          memcmp(db, dbr, OC * sizeof(float)) == 0, "linear backward on bf16 input differs from the emulated op");
+    // GELU: bf16 in, bf16 out rounded once; backward fp32 from the bf16 input
+    float *yin = from16(y, ny);
+    vm_bf16 *ge = poisoned16(ny);
+    FBF(gelu_forward_bf16)(ge, y, ny);
+    double *rg = zeros(ny), *rdg = zeros(ny);
+    for (size_t i = 0; i < ny; i++) {
+        double v = yin[i];
+        rg[i] = 0.5 * v * erfc(-v / sqrt(2.0));
+        rdg[i] = g[i] * (0.5 * erfc(-v / sqrt(2.0)) + v * exp(-0.5 * v * v) / sqrt(2 * M_PI));
+    }
+    ulp_check("gelu bf16 out", ge, rg, ny, 1e-6);
+    float *dg = arena_alloc(ny * sizeof(float));
+    FBF(gelu_backward_bf16)(dg, y, g, ny);
+    fp_check("gelu dinp from bf16", dg, rdg, ny);
+    // residual add: exact
+    float *a = fvec(ny, -1, 1), *sum = arena_alloc(ny * sizeof(float));
+    FBF(add_bf16)(sum, a, ge, ny);
+    for (size_t i = 0; i < ny; i++) CHECK(sum[i] == a[i] + vm_bf16_to_float(ge[i]), "add_bf16[%zu]", i);
+    // attention: the emulated products on the widened qkv; out rounded once
+    const int Bt = 2, T = 9, Ca = 16, NH = 2;
+    const size_t nq = (size_t)Bt * T * 3 * Ca, no = (size_t)Bt * T * Ca, na = (size_t)Bt * NH * T * T;
+    vm_bf16 *qkv = to16(fvec(nq, -1.5, 1.5), nq), *out = poisoned16(no);
+    float *qkvw = from16(qkv, nq), *att = arena_alloc(na * sizeof(float)), *attr = arena_alloc(na * sizeof(float));
+    float *outr = arena_alloc(no * sizeof(float));
+    FBF(attention_forward_bf16)(out, att, qkv, Bt, T, Ca, NH);
+    FBF(bf16_attention_forward)(outr, attr, qkvw, Bt, T, Ca, NH);
+    CHECK(memcmp(att, attr, na * sizeof(float)) == 0, "attention probabilities differ");
+    for (size_t i = 0; i < no; i++)
+        CHECK(out[i] == vm_bf16_from_float(outr[i]), "attention out[%zu] is not the fp32 result rounded once", i);
+    float *dy = fvec(no, -1, 1), *dqkv = arena_alloc(nq * sizeof(float)), *dqkvr = arena_alloc(nq * sizeof(float));
+    float *scr = arena_alloc(na * sizeof(float)), *scrr = arena_alloc(na * sizeof(float));
+    FBF(attention_backward_bf16)(dqkv, scr, dy, qkv, att, Bt, T, Ca, NH);
+    FBF(bf16_attention_backward)(dqkvr, scrr, dy, qkvw, att, Bt, T, Ca, NH);
+    CHECK(memcmp(dqkv, dqkvr, nq * sizeof(float)) == 0, "attention backward on bf16 qkv differs from the emulated op");
+    arena_reset();
+}
+
 // ---- pointwise -----------------------------------------------------------------------------------
 static double obj_gelu(void) {
     vm_cpu_gelu_forward_d(S.out, S.in[0], S.n_out);
@@ -1075,10 +1194,13 @@ OPS_TEST(sumsq_and_adamw_match_pytorch_steps) {
 TEST(cpu_backend_table_is_complete) {
     const vm_backend_ops *be = vm_backend_cpu(0);
     CHECK(be != NULL && strcmp(be->name, "cpu") == 0);
-    // every entry set: the struct is all function pointers after the name
+    // every entry set up to the optional bf16-activation group, none of that group (the CPU
+    // computes in fp32): the struct is all function pointers after the name
     void (*const *fns)(void) = (void (*const *)(void))((const char *)be + sizeof(const char *));
     size_t nfn = (sizeof *be - sizeof(const char *)) / sizeof(void (*)(void));
-    for (size_t i = 0; i < nfn; i++) CHECK(fns[i] != NULL, "backend entry %zu is NULL", i);
+    size_t nreq = (offsetof(vm_backend_ops, layernorm_forward_bf16) - sizeof(const char *)) / sizeof(void (*)(void));
+    for (size_t i = 0; i < nfn; i++)
+        CHECK((fns[i] != NULL) == (i < nreq), "backend entry %zu is %s", i, fns[i] ? "set" : "NULL");
     // memory round trip and one op through the table
     float *a = be->alloc(16 * sizeof(float));
     CHECK(a != NULL);

@@ -113,6 +113,8 @@ if command -v compute-sanitizer >/dev/null; then
   sanitize ops "$TESTBIN/test_cuda_ops"
   export VICMAE_TEST_FILTER=debug_step_bf16   # the bf16 kernels (fp32 ones: test_cuda_ops above)
   sanitize debug-step "$TESTBIN/test_cuda_model"
+  export VICMAE_TEST_FILTER=bf16_activations  # the bf16-activation ops through the whole model
+  sanitize bf16-activations "$TESTBIN/test_cuda_model"
   unset VICMAE_MEMCHECK VICMAE_TEST_FILTER
   sanitize train "$TESTBIN/test_cuda_train"   # the training loop on replayed batch files, fp32 + bf16
   # the fused attention kernels share memory between warps: races and barrier misuse

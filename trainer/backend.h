@@ -18,6 +18,11 @@
 
 typedef struct vm_backend vm_backend_ops;
 
+// bfloat16 bits: the top 16 bits of a float32, rounded to nearest even (CUDA's __nv_bfloat16).
+// The storage of the block activations that only feed matrix products when the model runs with
+// bf16 activations (trainer/model.h).
+typedef uint16_t vm_bf16;
+
 // A range of the flat parameter buffers that one AdamW call updates: floats [off, off + n), with or
 // without weight decay.
 typedef struct {
@@ -157,6 +162,28 @@ struct vm_backend {
     void (*adamw_ranges)(float *param, const float *grad, float *m, float *v, const vm_adamw_range *ranges,
                          int nranges, float lr, float beta1, float beta2, float eps, float weight_decay, int t,
                          float grad_scale);
+
+    // ---- bf16 activations (optional: all NULL in a backend without them) -----------------------
+    // The block's ops again, with the activations that only feed matrix products stored as bf16
+    // (LayerNorm outputs, qkv, the attention output, fc1 and GELU outputs, the proj / fc2 outputs
+    // on their way into the residual).  Semantics are those of the fp32 op of the same name, with
+    // every matrix product on bf16 operands and fp32 accumulation (as the backend's bf16 precision:
+    // weights and dout rounded to bf16 too), each bf16 output the fp32 result rounded once (nearest
+    // even), each bf16 input read exactly.  Statistics (mean, rstd), the softmax probabilities att,
+    // the residual stream and every gradient stay fp32.
+    void (*layernorm_forward_bf16)(vm_bf16 *out, float *mean, float *rstd, const float *inp,
+                                   const float *weight, const float *bias, int N, int C, float eps);
+    // out (N, OC) = bf16(inp @ weight^T + bias), the bias added in fp32 before the rounding
+    void (*matmul_forward_bf16)(vm_bf16 *out, const vm_bf16 *inp, const float *weight, const float *bias,
+                                int N, int C, int OC);
+    void (*matmul_backward_bf16)(float *dinp, float *dweight, float *dbias, const float *dout,
+                                 const vm_bf16 *inp, const float *weight, int N, int C, int OC);
+    void (*attention_forward_bf16)(vm_bf16 *out, float *att, const vm_bf16 *qkv, int B, int T, int C, int NH);
+    void (*attention_backward_bf16)(float *dqkv, float *scratch, const float *dout, const vm_bf16 *qkv,
+                                    const float *att, int B, int T, int C, int NH);
+    void (*gelu_forward_bf16)(vm_bf16 *out, const vm_bf16 *inp, size_t N);
+    void (*gelu_backward_bf16)(float *dinp, const vm_bf16 *inp, const float *dout, size_t N);  // dinp =
+    void (*add_bf16)(float *out, const float *a, const vm_bf16 *b, size_t N);  // out = a + b
 };
 
 // The CPU reference backend (always present).  threads <= 0: all cores.
@@ -167,7 +194,9 @@ const vm_backend_ops *vm_backend_cpu(int threads);
 // where the CUDA backend's bf16 "convert" path does, and accumulate in fp32: linear inp, weight
 // and dout (dbias from the fp32 dout); attention q, k, v, dout, the probabilities for att @ v and
 // dV (softmax and its backward in fp32, att saved fp32) and dpre for dQ, dK.  For tests: its
-// products allocate scratch.  See trainer/cpu/bf16.c.
+// products allocate scratch.  It also has the bf16-activation ops (the only CPU table that does):
+// the same rounded products, with bf16 storage rounded as the CUDA backend rounds it.  See
+// trainer/cpu/bf16.c.
 const vm_backend_ops *vm_backend_cpu_bf16(int threads);
 // The CUDA backend, or NULL with a reason in why (no GPU, built without CUDA, driver too old).
 const vm_backend_ops *vm_backend_cuda(char *why, size_t why_cap);

@@ -29,17 +29,19 @@ typedef struct { size_t w, b, rm, rv; } bn_p;
 // gelu NULL): the backward pass recomputes them from the saved inputs, mean and rstd (pointwise or
 // per row, bitwise the same values), which saves about a quarter of the activation memory (llm.c
 // does the same with GELU) for a few % more work per step (6.6% of a ViT-B step on an H100).
+// The tensors typed void * are those that only feed matrix products (and GELU): fp32, or bf16
+// (vm_bf16) when the model runs with bf16 activations; see the act_* wrappers below.
 typedef struct {
     float *ln1_mean, *ln1_rstd;        // (N), (N)
-    float *ln1;                        // (N, C) norm1 output (NULL: recomputed)
-    float *qkv;                        // (N, 3C)
+    void *ln1;                         // (N, C) norm1 output (NULL: recomputed)
+    void *qkv;                         // (N, 3C)
     float *att;                        // (NB, NH, T, T)
-    float *atty;                       // (N, C) attention output before proj
+    void *atty;                        // (N, C) attention output before proj
     float *res1;                       // (N, C) x + proj(atty)
     float *ln2_mean, *ln2_rstd;        // (N), (N)
-    float *ln2;                        // (N, C) norm2 output (NULL: recomputed)
-    float *fc1;                        // (N, HD) before GELU
-    float *gelu;                       // (N, HD) GELU output (NULL: recomputed)
+    void *ln2;                         // (N, C) norm2 output (NULL: recomputed)
+    void *fc1;                         // (N, HD) before GELU
+    void *gelu;                        // (N, HD) GELU output (NULL: recomputed)
     float *res2;                       // (N, C) block output
 } blk_a;
 
@@ -54,6 +56,7 @@ struct vm_model {
     int Dd, ddepth, DNH, HDd;
     int ph, po, qh;           // projector hidden/out, predictor hidden
     int con, pool_cls, norm_pix;
+    int act16;                // block activations stored as bf16 (the backend's bf16-activation ops)
     size_t enc_rows, enc_att, keep_cap;  // planned capacities: encoder token rows, attention, ids_keep
     long total_steps;
     int64_t bn_batches;
@@ -236,7 +239,7 @@ static void build_table(vm_model *m) {
 
 // ---- activation plan ----------------------------------------------------------------------------
 
-typedef struct { size_t bytes; int dry; char *base; } planner;
+typedef struct { size_t bytes; int dry; char *base; size_t act_size; } planner;
 
 // Carve n elements of size es from the activation block (sizes only when dry).
 static void *carve(planner *p, size_t n, size_t es) {
@@ -245,21 +248,22 @@ static void *carve(planner *p, size_t n, size_t es) {
     return p->dry ? NULL : p->base + at;
 }
 #define FL(n) ((float *)carve(pl, (size_t)(n), sizeof(float)))
+#define ACT(n) carve(pl, (size_t)(n), pl->act_size)  // a block activation: fp32 or bf16
 
 // save: keep the LayerNorm and GELU outputs for the backward pass (not [train] recompute)
 static void plan_block(planner *pl, blk_a *a, size_t N, size_t natt, int C, int HD, int save) {
     a->ln1_mean = FL(N);
     a->ln1_rstd = FL(N);
-    a->ln1 = save ? FL(N * C) : NULL;
-    a->qkv = FL(N * 3 * C);
+    a->ln1 = save ? ACT(N * C) : NULL;
+    a->qkv = ACT(N * 3 * C);
     a->att = FL(natt);
-    a->atty = FL(N * C);
+    a->atty = ACT(N * C);
     a->res1 = FL(N * C);
     a->ln2_mean = FL(N);
     a->ln2_rstd = FL(N);
-    a->ln2 = save ? FL(N * C) : NULL;
-    a->fc1 = FL(N * HD);
-    a->gelu = save ? FL(N * HD) : NULL;
+    a->ln2 = save ? ACT(N * C) : NULL;
+    a->fc1 = ACT(N * HD);
+    a->gelu = save ? ACT(N * HD) : NULL;
     a->res2 = FL(N * C);
 }
 
@@ -380,18 +384,30 @@ static int setup(vm_model *m, const vm_config *cfg, int max_batch, vm_error *err
     return 0;
 }
 
+// [train] activations = bf16 (with the bf16 products it needs; vm_config_validate refuses it alone)
+static int wants_bf16_activations(const vm_config *cfg) {
+    return cfg->train.activations == VM_ACT_BF16 && cfg->train.precision == VM_PREC_BF16;
+}
+
 int vm_model_memory(const vm_config *cfg, int max_batch, size_t *param_bytes, size_t *act_bytes, vm_error *err) {
     vm_model *m = calloc(1, sizeof *m);
     if (!m) return vm_fail(err, VM_ENOMEM, "model: out of memory");
     int rc = setup(m, cfg, max_batch, err);
     if (!rc) {
-        planner pl = {0, 1, NULL};
+        m->act16 = wants_bf16_activations(cfg);  // as on a backend that has them
+        planner pl = {0, 1, NULL, m->act16 ? sizeof(vm_bf16) : sizeof(float)};
         plan(m, &pl);
         if (param_bytes) *param_bytes = 4 * m->nfloats * sizeof(float);
         if (act_bytes) *act_bytes = pl.bytes;
     }
     vm_model_free(m);
     return rc;
+}
+
+static int has_bf16_activations(const vm_backend_ops *be) {
+    return be->layernorm_forward_bf16 && be->matmul_forward_bf16 && be->matmul_backward_bf16 &&
+           be->attention_forward_bf16 && be->attention_backward_bf16 && be->gelu_forward_bf16 &&
+           be->gelu_backward_bf16 && be->add_bf16;
 }
 
 int vm_model_create(vm_model **out, const vm_config *cfg, const vm_backend_ops *be, int max_batch, vm_error *err) {
@@ -425,7 +441,8 @@ int vm_model_create(vm_model **out, const vm_config *cfg, const vm_backend_ops *
     m->grads = be->alloc(pbytes);
     m->m = be->alloc(pbytes);
     m->v = be->alloc(pbytes);
-    planner pl = {0, 1, NULL};
+    m->act16 = wants_bf16_activations(cfg) && has_bf16_activations(be);
+    planner pl = {0, 1, NULL, m->act16 ? sizeof(vm_bf16) : sizeof(float)};
     plan(m, &pl);
     size_t abytes = pl.bytes;
     m->acts = be->alloc(abytes);
@@ -434,11 +451,13 @@ int vm_model_create(vm_model **out, const vm_config *cfg, const vm_backend_ops *
         return vm_fail(err, VM_ENOMEM, "model: %s backend could not allocate %.1f MB of parameters and optimizer state "
                        "and %.1f MB of activations for batch %d", be->name, 4.0 * pbytes / 1e6, abytes / 1e6, max_batch);
     }
-    pl = (planner){0, 0, m->acts};
+    pl = (planner){0, 0, m->acts, pl.act_size};
     plan(m, &pl);
     *out = m;
     return 0;
 }
+
+int vm_model_bf16_activations(const vm_model *m) { return m->act16; }
 
 void vm_model_free(vm_model *m) {
     if (!m) return;
@@ -584,23 +603,49 @@ static void draw_masks(vm_model *m, int B, long step, int first_pair) {
 #define PW(o) (m->params + (o))
 #define GW(o) (m->grads + (o))
 
+// The block's ops on its activations (the void * tensors of blk_a): the fp32 ops, or with bf16
+// activations the backend's bf16-activation ops on the same buffers.
+static void act_layernorm(vm_model *m, void *out, float *mean, float *rstd, const float *x, size_t w, size_t b, int N,
+                          int C) {
+    if (m->act16) m->be->layernorm_forward_bf16(out, mean, rstd, x, PW(w), PW(b), N, C, LN_EPS);
+    else m->be->layernorm_forward(out, mean, rstd, x, PW(w), PW(b), N, C, LN_EPS);
+}
+static void act_matmul_forward(vm_model *m, void *out, const void *inp, size_t w, size_t b, int N, int C, int OC) {
+    if (m->act16) m->be->matmul_forward_bf16(out, inp, PW(w), PW(b), N, C, OC);
+    else m->be->matmul_forward(out, inp, PW(w), PW(b), N, C, OC);
+}
+// dinp (N, C) = ; gradients of the weight w and bias b +=
+static void act_matmul_backward(vm_model *m, float *dinp, const float *dout, const void *inp, size_t w, size_t b, int N,
+                                int C, int OC) {
+    if (m->act16) m->be->matmul_backward_bf16(dinp, GW(w), GW(b), dout, inp, PW(w), N, C, OC);
+    else m->be->matmul_backward(dinp, GW(w), GW(b), dout, inp, PW(w), N, C, OC);
+}
+static void act_gelu_forward(vm_model *m, void *out, const void *inp, size_t n) {
+    if (m->act16) m->be->gelu_forward_bf16(out, inp, n);
+    else m->be->gelu_forward(out, inp, n);
+}
+
 // The LayerNorm and GELU outputs go to the block's saved buffers, or with [train] recompute to
 // scratch: the LayerNorm outputs to dln and the GELU output to dh2 (both free until the backward
 // pass).  The attention projection and fc2 outputs go to tmp.
 static void block_forward(vm_model *m, const blk_p *p, blk_a *a, const float *x, int NB, int T, int C, int NH, int HD) {
     const vm_backend_ops *be = m->be;
     int N = NB * T;
-    float *ln1 = a->ln1 ? a->ln1 : m->dln, *ln2 = a->ln2 ? a->ln2 : m->dln, *gelu = a->gelu ? a->gelu : m->dh2;
-    be->layernorm_forward(ln1, a->ln1_mean, a->ln1_rstd, x, PW(p->ln1w), PW(p->ln1b), N, C, LN_EPS);
-    be->matmul_forward(a->qkv, ln1, PW(p->qkvw), PW(p->qkvb), N, C, 3 * C);
-    be->attention_forward(a->atty, a->att, a->qkv, NB, T, C, NH);
-    be->matmul_forward(m->tmp, a->atty, PW(p->projw), PW(p->projb), N, C, C);
-    be->add(a->res1, x, m->tmp, (size_t)N * C);
-    be->layernorm_forward(ln2, a->ln2_mean, a->ln2_rstd, a->res1, PW(p->ln2w), PW(p->ln2b), N, C, LN_EPS);
-    be->matmul_forward(a->fc1, ln2, PW(p->fc1w), PW(p->fc1b), N, C, HD);
-    be->gelu_forward(gelu, a->fc1, (size_t)N * HD);
-    be->matmul_forward(m->tmp, gelu, PW(p->fc2w), PW(p->fc2b), N, HD, C);
-    be->add(a->res2, a->res1, m->tmp, (size_t)N * C);
+    size_t NC = (size_t)N * C;
+    void *ln1 = a->ln1 ? a->ln1 : m->dln, *ln2 = a->ln2 ? a->ln2 : m->dln, *gelu = a->gelu ? a->gelu : m->dh2;
+    act_layernorm(m, ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1w, p->ln1b, N, C);
+    act_matmul_forward(m, a->qkv, ln1, p->qkvw, p->qkvb, N, C, 3 * C);
+    if (m->act16) be->attention_forward_bf16(a->atty, a->att, a->qkv, NB, T, C, NH);
+    else be->attention_forward(a->atty, a->att, a->qkv, NB, T, C, NH);
+    act_matmul_forward(m, m->tmp, a->atty, p->projw, p->projb, N, C, C);
+    if (m->act16) be->add_bf16(a->res1, x, (const vm_bf16 *)m->tmp, NC);
+    else be->add(a->res1, x, m->tmp, NC);
+    act_layernorm(m, ln2, a->ln2_mean, a->ln2_rstd, a->res1, p->ln2w, p->ln2b, N, C);
+    act_matmul_forward(m, a->fc1, ln2, p->fc1w, p->fc1b, N, C, HD);
+    act_gelu_forward(m, gelu, a->fc1, (size_t)N * HD);
+    act_matmul_forward(m, m->tmp, gelu, p->fc2w, p->fc2b, N, HD, C);
+    if (m->act16) be->add_bf16(a->res2, a->res1, (const vm_bf16 *)m->tmp, NC);
+    else be->add(a->res2, a->res1, m->tmp, NC);
 }
 
 // dres (N, C) holds d(block output) on entry and d(block input x) on return.  The LayerNorm and
@@ -610,26 +655,28 @@ static void block_backward(vm_model *m, blk_a *a, const blk_p *p, const float *x
                            int HD) {
     const vm_backend_ops *be = m->be;
     int N = NB * T;
-    const float *gelu = a->gelu, *ln2 = a->ln2, *ln1 = a->ln1;
+    const void *gelu = a->gelu, *ln2 = a->ln2, *ln1 = a->ln1;
     if (!gelu) {
-        be->gelu_forward(m->dh2, a->fc1, (size_t)N * HD);
+        act_gelu_forward(m, m->dh2, a->fc1, (size_t)N * HD);
         gelu = m->dh2;
     }
-    be->matmul_backward(m->dh1, GW(p->fc2w), GW(p->fc2b), m->dres, gelu, PW(p->fc2w), N, HD, C);
-    be->gelu_backward(m->dh2, a->fc1, m->dh1, (size_t)N * HD);
+    act_matmul_backward(m, m->dh1, m->dres, gelu, p->fc2w, p->fc2b, N, HD, C);
+    if (m->act16) be->gelu_backward_bf16(m->dh2, a->fc1, m->dh1, (size_t)N * HD);
+    else be->gelu_backward(m->dh2, a->fc1, m->dh1, (size_t)N * HD);
     if (!ln2) {
-        be->layernorm_forward(m->tmp, a->ln2_mean, a->ln2_rstd, a->res1, PW(p->ln2w), PW(p->ln2b), N, C, LN_EPS);
+        act_layernorm(m, m->tmp, a->ln2_mean, a->ln2_rstd, a->res1, p->ln2w, p->ln2b, N, C);
         ln2 = m->tmp;
     }
-    be->matmul_backward(m->dln, GW(p->fc1w), GW(p->fc1b), m->dh2, ln2, PW(p->fc1w), N, C, HD);
+    act_matmul_backward(m, m->dln, m->dh2, ln2, p->fc1w, p->fc1b, N, C, HD);
     be->layernorm_backward(m->dres, GW(p->ln2w), GW(p->ln2b), m->dln, a->res1, PW(p->ln2w), a->ln2_mean, a->ln2_rstd, N, C);
-    be->matmul_backward(m->dln, GW(p->projw), GW(p->projb), m->dres, a->atty, PW(p->projw), N, C, C);
-    be->attention_backward(m->dqkv, m->datt, m->dln, a->qkv, a->att, NB, T, C, NH);
+    act_matmul_backward(m, m->dln, m->dres, a->atty, p->projw, p->projb, N, C, C);
+    if (m->act16) be->attention_backward_bf16(m->dqkv, m->datt, m->dln, a->qkv, a->att, NB, T, C, NH);
+    else be->attention_backward(m->dqkv, m->datt, m->dln, a->qkv, a->att, NB, T, C, NH);
     if (!ln1) {
-        be->layernorm_forward(m->tmp, a->ln1_mean, a->ln1_rstd, x, PW(p->ln1w), PW(p->ln1b), N, C, LN_EPS);
+        act_layernorm(m, m->tmp, a->ln1_mean, a->ln1_rstd, x, p->ln1w, p->ln1b, N, C);
         ln1 = m->tmp;
     }
-    be->matmul_backward(m->dln, GW(p->qkvw), GW(p->qkvb), m->dqkv, ln1, PW(p->qkvw), N, C, 3 * C);
+    act_matmul_backward(m, m->dln, m->dqkv, ln1, p->qkvw, p->qkvb, N, C, 3 * C);
     be->layernorm_backward(m->dres, GW(p->ln1w), GW(p->ln1b), m->dln, x, PW(p->ln1w), a->ln1_mean, a->ln1_rstd, N, C);
 }
 

@@ -66,10 +66,18 @@ typedef struct vm_model vm_model;
 int vm_model_create(vm_model **out, const vm_config *cfg, const vm_backend_ops *be, int max_batch,
                     vm_error *err);
 void vm_model_free(vm_model *m);
+// 1 when the block activations that only feed matrix products (LayerNorm outputs, qkv, attention
+// output, fc1 and GELU outputs, proj/fc2 outputs before the residual add) are stored as bf16:
+// [train] activations = bf16 (which needs precision = bf16) on a backend with the bf16-activation
+// ops of trainer/backend.h (CUDA, and the cpu-bf16 reference).  Elsewhere they stay fp32 (the CPU
+// backend computes in fp32 whatever the config says).  The residual stream, LayerNorm statistics,
+// softmax probabilities, losses, gradients, weights and optimizer state are fp32 in every case.
+int vm_model_bf16_activations(const vm_model *m);
 // What vm_model_create would allocate on the backend, without allocating: parameters + gradients +
-// AdamW m and v (4 buffers), and activations for max_batch pairs (fp32; with each block's
-// LayerNorm and GELU outputs unless cfg->train.recompute).  E.g. to pick the largest micro-batch
-// that fits a GPU.
+// AdamW m and v (4 buffers), and activations for max_batch pairs (with each block's LayerNorm and
+// GELU outputs unless cfg->train.recompute; the block activations in bf16 when
+// cfg->train.activations = bf16, as on a backend that has bf16 activations).  E.g. to pick the
+// largest micro-batch that fits a GPU.
 int vm_model_memory(const vm_config *cfg, int max_batch, size_t *param_bytes, size_t *act_bytes, vm_error *err);
 
 // MAE initialisation from a seed (Philox, stream per tensor): xavier_uniform for every Linear and

@@ -43,6 +43,12 @@ void vm_cpu_blas_serial_end(int prev_threads) {
     X(drop_first_token_backward) X(pool_forward) X(pool_backward) X(mae_loss) X(infonce_loss)     \
     X(simsiam_loss) X(vicreg_loss) X(sumsq) X(adamw) X(adamw_ranges)
 
+// The bf16-activation group (trainer/backend.h): in the cpu-bf16 tables only.
+#define VM_CPU_BF16_ACT_OPS(X)                                                                  \
+    X(layernorm_forward_bf16) X(matmul_forward_bf16) X(matmul_backward_bf16)                    \
+    X(attention_forward_bf16) X(attention_backward_bf16) X(gelu_forward_bf16)                   \
+    X(gelu_backward_bf16) X(add_bf16)
+
 #define MEMORY_OPS                                                                              \
     .alloc = cpu_alloc, .free = cpu_free, .to_device = cpu_copy, .to_host = cpu_copy,            \
     .copy = cpu_copy, .copy_rows = cpu_copy_rows, .zero = cpu_zero, .sync = cpu_sync
@@ -56,9 +62,11 @@ static const vm_backend_ops cpu_baseline = {
 static const vm_backend_ops cpu_avx2 = {
     .name = "cpu", MEMORY_OPS, VM_CPU_PRODUCT_OPS(AVX2_OP) VM_CPU_OTHER_OPS(AVX2_OP)};
 static const vm_backend_ops cpu_bf16_baseline = {
-    .name = "cpu-bf16", MEMORY_OPS, VM_CPU_PRODUCT_OPS(BASELINE_BF16_OP) VM_CPU_OTHER_OPS(BASELINE_OP)};
+    .name = "cpu-bf16", MEMORY_OPS, VM_CPU_PRODUCT_OPS(BASELINE_BF16_OP) VM_CPU_OTHER_OPS(BASELINE_OP)
+        VM_CPU_BF16_ACT_OPS(BASELINE_OP)};
 static const vm_backend_ops cpu_bf16_avx2 = {
-    .name = "cpu-bf16", MEMORY_OPS, VM_CPU_PRODUCT_OPS(AVX2_BF16_OP) VM_CPU_OTHER_OPS(AVX2_OP)};
+    .name = "cpu-bf16", MEMORY_OPS, VM_CPU_PRODUCT_OPS(AVX2_BF16_OP) VM_CPU_OTHER_OPS(AVX2_OP)
+        VM_CPU_BF16_ACT_OPS(AVX2_OP)};
 
 const vm_backend_ops *vm_cpu_backend_isa(const char *isa) {
     if (strcmp(isa, "baseline") == 0) return &cpu_baseline;

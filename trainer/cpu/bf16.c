@@ -153,5 +153,91 @@ void FN(bf16_attention_backward)(real *dqkv, real *scratch, const real *dout, co
     free(qkv16);
 }
 
+#if REAL_IS_FLOAT
+// ---- bf16 activations ---------------------------------------------------------------------------
+// The ops of trainer/backend.h's bf16-activation group: bf16 inputs widened exactly to float, the
+// op above (or the fp32 op) on them, each bf16 output rounded once from the fp32 result — the
+// rounding points of the CUDA backend's versions.  bf16 storage is real here (vm_bf16 bits), so the
+// model's planner and its pointer plumbing are exercised as on the GPU.
+
+static void FN(widen)(float *dst, const vm_bf16 *src, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) dst[i] = vm_bf16_to_float(src[i]);
+}
+
+static void FN(narrow)(vm_bf16 *dst, const float *src, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) dst[i] = vm_bf16_from_float(src[i]);
+}
+
+// A float copy of n bf16 values (malloc'd; the caller frees it).
+static float *FN(widened)(const vm_bf16 *src, size_t n) {
+    float *x = bf16_scratch(n * sizeof(float));
+    FN(widen)(x, src, n);
+    return x;
+}
+
+void FN(layernorm_forward_bf16)(vm_bf16 *out, float *mean, float *rstd, const float *inp, const float *weight,
+                                const float *bias, int N, int C, float eps) {
+    size_t n = (size_t)N * C;
+    float *y = bf16_scratch(n * sizeof(float));
+    FN(layernorm_forward)(y, mean, rstd, inp, weight, bias, N, C, eps);
+    FN(narrow)(out, y, n);
+    free(y);
+}
+
+void FN(matmul_forward_bf16)(vm_bf16 *out, const vm_bf16 *inp, const float *weight, const float *bias, int N, int C,
+                             int OC) {
+    if (N <= 0 || OC <= 0) return;
+    float *x = FN(widened)(inp, (size_t)N * C), *y = bf16_scratch((size_t)N * OC * sizeof(float));
+    FN(bf16_matmul_forward)(y, x, weight, bias, N, C, OC);
+    FN(narrow)(out, y, (size_t)N * OC);
+    free(y);
+    free(x);
+}
+
+void FN(matmul_backward_bf16)(float *dinp, float *dweight, float *dbias, const float *dout, const vm_bf16 *inp,
+                              const float *weight, int N, int C, int OC) {
+    if (N <= 0 || OC <= 0) return;
+    float *x = FN(widened)(inp, (size_t)N * C);
+    FN(bf16_matmul_backward)(dinp, dweight, dbias, dout, x, weight, N, C, OC);
+    free(x);
+}
+
+void FN(attention_forward_bf16)(vm_bf16 *out, float *att, const vm_bf16 *qkv, int B, int T, int C, int NH) {
+    size_t n = (size_t)B * T * C;
+    float *x = FN(widened)(qkv, 3 * n), *y = bf16_scratch(n * sizeof(float));
+    FN(bf16_attention_forward)(y, att, x, B, T, C, NH);
+    FN(narrow)(out, y, n);
+    free(y);
+    free(x);
+}
+
+void FN(attention_backward_bf16)(float *dqkv, float *scratch, const float *dout, const vm_bf16 *qkv,
+                                 const float *att, int B, int T, int C, int NH) {
+    float *x = FN(widened)(qkv, (size_t)B * T * 3 * C);
+    FN(bf16_attention_backward)(dqkv, scratch, dout, x, att, B, T, C, NH);
+    free(x);
+}
+
+void FN(gelu_forward_bf16)(vm_bf16 *out, const vm_bf16 *inp, size_t N) {
+    float *x = FN(widened)(inp, N);
+    FN(gelu_forward)(x, x, N);  // elementwise: in place is fine
+    FN(narrow)(out, x, N);
+    free(x);
+}
+
+void FN(gelu_backward_bf16)(float *dinp, const vm_bf16 *inp, const float *dout, size_t N) {
+    float *x = FN(widened)(inp, N);
+    FN(gelu_backward)(dinp, x, dout, N);
+    free(x);
+}
+
+void FN(add_bf16)(float *out, const float *a, const vm_bf16 *b, size_t N) {
+#pragma omp parallel for schedule(static) if (N > 65536)
+    for (size_t i = 0; i < N; i++) out[i] = a[i] + vm_bf16_to_float(b[i]);
+}
+#endif
+
 #undef BF16R
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 #include "trainer/backend.h"  // vm_adamw_range
 
+#define REAL_IS_FLOAT_PROTO 1
 #define real float
 #define FN(name) vm_cpu_##name##_f
 #include "trainer/cpu/ops_proto.h"
@@ -19,12 +20,15 @@
 #include "trainer/cpu/ops_proto.h"
 #undef real
 #undef FN
+#undef REAL_IS_FLOAT_PROTO
+#define REAL_IS_FLOAT_PROTO 0
 
 #define real double
 #define FN(name) vm_cpu_##name##_d
 #include "trainer/cpu/ops_proto.h"
 #undef real
 #undef FN
+#undef REAL_IS_FLOAT_PROTO
 
 // ---- the CUDA backend's bf16 numerics (trainer/cpu/bf16.c, vm_backend_cpu_bf16) ----------------
 // x rounded to the nearest bfloat16 (ties to even), returned as the float it represents, as CUDA's
@@ -36,6 +40,20 @@ static inline float vm_bf16_round(float x) {
     if ((u & 0x7fffffffu) > 0x7f800000u) u |= 0x00400000u;  // NaN: keep it (quiet), drop low bits
     else u += 0x7fffu + ((u >> 16) & 1u);                     // round half to even on bit 16
     u &= 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+// x rounded as vm_bf16_round, as its bits (the storage of bf16 activations), and back.
+static inline vm_bf16 vm_bf16_from_float(float x) {
+    float r = vm_bf16_round(x);
+    uint32_t u;
+    memcpy(&u, &r, sizeof u);
+    return (vm_bf16)(u >> 16);
+}
+static inline float vm_bf16_to_float(vm_bf16 h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
     memcpy(&x, &u, sizeof x);
     return x;
 }
