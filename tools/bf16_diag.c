@@ -59,7 +59,9 @@ static void dacc_att_b(float *dqkv, float *scratch, const float *dout, const flo
 }
 
 // ---- the bf16 products with every output element times (1 + eps u), u uniform in [-1, 1]: a
-// stand-in for another implementation's fp32 accumulation order, of chosen size
+// stand-in for another implementation's fp32 accumulation order, of chosen size.  The products
+// are those of g_nz_of, the cpu-bf16 table of this CPU's instruction set.
+static const vm_backend_ops *g_nz_of;
 static double g_eps;
 static uint64_t g_ns = 88172645463325252ull;
 static void jitter(float *x, size_t n) {
@@ -70,23 +72,23 @@ static void jitter(float *x, size_t n) {
     }
 }
 static void nz_mm_f(float *out, const float *inp, const float *w, const float *b, int N, int C, int OC) {
-    vm_cpu_bf16_matmul_forward_f_avx2(out, inp, w, b, N, C, OC);
+    g_nz_of->matmul_forward(out, inp, w, b, N, C, OC);
     jitter(out, (size_t)N * OC);
 }
 static void nz_mm_b(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp, const float *w,
                     int N, int C, int OC) {
-    vm_cpu_bf16_matmul_backward_f_avx2(dinp, dweight, dbias, dout, inp, w, N, C, OC);
+    g_nz_of->matmul_backward(dinp, dweight, dbias, dout, inp, w, N, C, OC);
     if (dinp) jitter(dinp, (size_t)N * C);
     jitter(dweight, (size_t)OC * C);
 }
 static void nz_att_f(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
-    vm_cpu_bf16_attention_forward_f_avx2(out, att, qkv, B, T, C, NH);
+    g_nz_of->attention_forward(out, att, qkv, B, T, C, NH);
     jitter(out, (size_t)B * T * C);
     jitter(att, (size_t)B * NH * T * T);
 }
 static void nz_att_b(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *att, int B,
                      int T, int C, int NH) {
-    vm_cpu_bf16_attention_backward_f_avx2(dqkv, scratch, dout, qkv, att, B, T, C, NH);
+    g_nz_of->attention_backward(dqkv, scratch, dout, qkv, att, B, T, C, NH);
     jitter(dqkv, (size_t)B * T * 3 * C);
 }
 
@@ -238,7 +240,8 @@ int main(int argc, char **argv) {
     vm_backend_ops f32d = bfd;  // same wrappers, fp32 ops (g_dacc_bf16 = 0)
     f32d.name = "cpu";
     vm_backend_ops both = with_products(base, dacc_mm_f, dacc_mm_b, dacc_att_f, dacc_att_b);
-    vm_backend_ops nz = with_products(vm_cpu_backend_isa("avx2"), nz_mm_f, nz_mm_b, nz_att_f, nz_att_b);
+    g_nz_of = bf;
+    vm_backend_ops nz = with_products(bf, nz_mm_f, nz_mm_b, nz_att_f, nz_att_b);
     const vm_backend_ops *be[NB] = {f32, bf, &bfbase, &bfd, base, &f32d, &both, &nz, &nz};
     printf("backends: %s (default ISA), %s\n", f32->name, bf->name);
     static const char *const simsiam[] = {"loss.contrastive=simsiam", "model.pool=cls", NULL};
