@@ -315,23 +315,42 @@ TEST(cuda_model_debug_step_lt) {
 }
 
 // [train] activations = bf16: the block activations stored as bf16 on the GPU and in the cpu-bf16
-// reference (the fp32 CPU model keeps fp32 ones): the same comparisons as the bf16 convert path,
-// with the bias epilogue off and on, and 20 steps of training.  The rounding points of each op are
-// held to cpu-bf16 in test_cuda_ops.c (cuda_bf16_activations).
+// reference (the fp32 CPU model keeps fp32 ones).  Tolerances from tools/bf16_diag (its two "bf16
+// activations" cases, on the CPU): with bf16 storage, every fp32-level difference can flip the
+// rounding of a stored activation (a 2^-8 step), and through InfoNCE's projector (BatchNorm over 4
+// samples, ReLU) a perturbation of 1e-6 relative on the products already moves gradient tensors by
+// 0.21 (norm.weight, cls_token: a discrete change, the size of all of bf16's rounding) — so with
+// InfoNCE only gross errors can be told (TOL_MODEL16_FP32 against both models).  Without the
+// contrastive head the same perturbations move no tensor by more than 4.3e-3 (1e-5 jitter; bf16 vs
+// fp32 7.9e-3), and 20 steps' gradient norms by 2.6e-4: there the GPU is held to TOL_ACT16 of
+// cpu-bf16 (4.7x the jitter case) and the 20 training steps are checked.  Both with the bias
+// epilogue off and on.  The rounding points of each op are held to cpu-bf16 in test_cuda_ops.c.
+#define TOL_ACT16 2e-2
+
 TEST(cuda_model_bf16_activations) {
-    static const char *const act[] = {"train.precision=bf16", "train.activations=bf16", NULL};
+    static const char *const infonce[] = {"train.precision=bf16", "train.activations=bf16", NULL};
+    static const char *const none[] = {"train.precision=bf16", "train.activations=bf16", "loss.contrastive=none", NULL};
     pair_t p;
     for (int lt = 0; lt < 2; lt++) {
-        setup(&p, 1, act, 4);
+        setup(&p, 1, none, 4);
         CHECK(vm_model_bf16_activations(p.mg) && vm_model_bf16_activations(p.mb) && !vm_model_bf16_activations(p.mc),
               "bf16 activations: cuda %d, cpu-bf16 %d, cpu %d", vm_model_bf16_activations(p.mg),
               vm_model_bf16_activations(p.mb), vm_model_bf16_activations(p.mc));
         vm_backend_cuda_set_lt(lt);
-        check_debug_step_bf16(&p, lt ? "bf16 activations + cuBLASLt bias epilogue" : "bf16 activations");
+        debug_step(&p);
+        double we = compare_step(&p, p.mb, &p.lb, TOL_ACT16, TOL_ACT16, 1, "bf16 activations vs cpu-bf16");
+        double wf = compare_step(&p, p.mc, &p.lc, TOL_MODEL16_FP32, TOL_LOSS16_FP32, 1, "bf16 activations vs cpu fp32");
+        printf("  bf16 activations%s, no contrastive loss, debug step: worst gradient relative error %.3g vs cpu-bf16, "
+               "%.3g vs cpu fp32\n", lt ? " + cuBLASLt bias epilogue" : "", we, wf);
+        if (lt) check_training_bf16(&p);
         vm_backend_cuda_set_lt(0);
         teardown(&p);
     }
-    setup(&p, 1, act, 4);
-    check_training_bf16(&p);
+    setup(&p, 1, infonce, 4);
+    debug_step(&p);
+    double we = compare_step(&p, p.mb, &p.lb, TOL_MODEL16_FP32, TOL_LOSS16_FP32, 1, "bf16 activations vs cpu-bf16");
+    double wf = compare_step(&p, p.mc, &p.lc, TOL_MODEL16_FP32, TOL_LOSS16_FP32, 1, "bf16 activations vs cpu fp32");
+    printf("  bf16 activations, InfoNCE, debug step: worst gradient relative error %.3g vs cpu-bf16, %.3g vs cpu fp32\n",
+           we, wf);
     teardown(&p);
 }

@@ -737,10 +737,11 @@ TEST(bf16_activations_plan) {
 // Numerics on the cpu-bf16 reference: bf16 activations change the step by bf16 rounding only —
 // losses and gradients near the fp32 CPU's, and measurably apart from bf16 products on fp32
 // activations (or no activation was rounded); bitwise the same with [train] recompute and from run
-// to run; 12 AdamW steps track the fp32 losses.  Tolerances: the tiny model (width 32) is the most
-// sensitive case, see test_cuda_model.c; bf16 keeps 8 significant bits (3.9e-3 relative).
-TEST(bf16_activations_numerics) {
-    vm_config cfg = tiny("infonce");
+// to run; 12 AdamW steps track the fp32 losses.  Gradients are held tightly without the contrastive
+// head only: through InfoNCE's projector (BatchNorm over 4 samples, ReLU) a 1e-6 perturbation
+// already moves tensors by 0.2 (tools/bf16_diag), so there only gross errors can be told.
+static void bf16_activations_case(const char *contrastive, double grad_tol) {
+    vm_config cfg = tiny(contrastive);
     cfg.optim.clip_grad = 1.0;
     cfg.train.precision = VM_PREC_BF16;
     uint8_t *views = make_views(cfg.model.img_size, 41);
@@ -760,11 +761,10 @@ TEST(bf16_activations_numerics) {
         for (int i = 0; i < 4; i++) CHECK_OK(vm_model_forward_backward(m[i], views, B, s, &ls[i], &err), err);
         if (s == 0) {
             double g32 = grad_rel(m[2], m[0]), g16 = grad_rel(m[2], m[1]), prod = grad_rel(m[1], m[0]);
-            printf("    step 0 gradients: bf16 activations vs fp32 %.3g, vs bf16 products only %.3g "
-                   "(bf16 products vs fp32 %.3g)\n", g32, g16, prod);
-            CHECK(g32 < 0.1, "bf16 activations: gradient %.3g from fp32", g32);
+            printf("    %s, step 0 gradients: bf16 activations vs fp32 %.3g, vs bf16 products only %.3g "
+                   "(bf16 products vs fp32 %.3g)\n", contrastive, g32, g16, prod);
+            CHECK(g32 < grad_tol, "bf16 activations: gradient %.3g from fp32", g32);
             CHECK(g16 > 1e-4, "bf16 activations: gradient within %.3g of fp32 activations: nothing rounded?", g16);
-            CHECK_NEAR(ls[2].total, ls[0].total, 1e-2 * fabs(ls[0].total));
         }
         CHECK(memcmp(&ls[2], &ls[3], sizeof ls[2]) == 0, "step %d: recompute changed the losses", s);
         float *g2 = host_copy(m[2], vm_model_grads(m[2])), *g3 = host_copy(m[3], vm_model_grads(m[3]));
@@ -777,21 +777,25 @@ TEST(bf16_activations_numerics) {
             vm_model_optimizer_step(m[i], s, &lr, &norm);
         }
     }
-    printf("    12 steps: total loss with bf16 activations within %.3g of fp32 (relative, worst step)\n", worst_loss);
-    CHECK(worst_loss < 3e-2, "losses drift %.3g from fp32", worst_loss);
-    // run to run: a fresh model repeats model 2's first step bitwise
-    vm_model *again = NULL;
+    printf("    %s, 12 steps: total loss with bf16 activations within %.3g of fp32 (relative, worst step)\n",
+           contrastive, worst_loss);
+    CHECK(worst_loss < 1e-2, "losses drift %.3g from fp32", worst_loss);
+    // run to run: a fresh model repeats the first step bitwise
+    vm_model *r[2];
     cfg.train.activations = VM_ACT_BF16, cfg.train.recompute = 0;
-    CHECK_OK(vm_model_create(&again, &cfg, vm_backend_cpu_bf16(1), B, &err), err);
-    vm_model_init(again, 42);
-    vm_model *first = NULL;
-    CHECK_OK(vm_model_create(&first, &cfg, vm_backend_cpu_bf16(1), B, &err), err);
-    vm_model_init(first, 42);
-    vm_losses la, lb;
-    CHECK_OK(vm_model_forward_backward(again, views, B, 0, &la, &err), err);
-    CHECK_OK(vm_model_forward_backward(first, views, B, 0, &lb, &err), err);
-    CHECK(memcmp(&la, &lb, sizeof la) == 0 && grad_rel(again, first) == 0, "two runs differ");
-    vm_model_free(again), vm_model_free(first);
+    vm_losses l[2];
+    for (int i = 0; i < 2; i++) {
+        CHECK_OK(vm_model_create(&r[i], &cfg, vm_backend_cpu_bf16(1), B, &err), err);
+        vm_model_init(r[i], 42);
+        CHECK_OK(vm_model_forward_backward(r[i], views, B, 0, &l[i], &err), err);
+    }
+    CHECK(memcmp(&l[0], &l[1], sizeof l[0]) == 0 && grad_rel(r[0], r[1]) == 0, "two runs differ");
+    vm_model_free(r[0]), vm_model_free(r[1]);
     for (int i = 0; i < 4; i++) vm_model_free(m[i]);
     free(views);
+}
+
+TEST(bf16_activations_numerics) {
+    bf16_activations_case("none", 2e-2);
+    bf16_activations_case("infonce", 0.5);
 }

@@ -4,6 +4,7 @@
 // cpu-bf16 vs itself under fp32-level changes of the kind CUDA's different implementation makes
 // (baseline instead of AVX2 build, products summed exactly in double, product outputs jittered by
 // 1e-6 / 1e-5 relative); per gradient tensor ||a - b|| / max(||b||, 1e-2 ||g||), worst first.
+// The last two cases run every bf16 variant with bf16 activations ([train] activations = bf16).
 // --train adds 20 training steps (PER_STEP=1 prints each).  The numbers behind the bf16
 // tolerances of tests/test_cuda_model.c and docs/GPU.md.  Built by `make all`:
 //   build/tools/bf16_diag [--train]   # from the repository root (reads configs/tiny.ini)
@@ -92,14 +93,77 @@ static void nz_att_b(float *dqkv, float *scratch, const float *dout, const float
     jitter(dqkv, (size_t)B * T * 3 * C);
 }
 
+// ---- bf16 activations over the products of the backend being run (g_cur): bf16 inputs widened,
+// that backend's fp32-stored op, each output rounded once, as trainer/cpu/bf16.c does with its own
+// products; so every variant above keeps its perturbation with [train] activations = bf16
+static const vm_backend_ops *g_cur;
+static float *widened(const vm_bf16 *x, size_t n) {
+    float *y = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) y[i] = vm_bf16_to_float(x[i]);
+    return y;
+}
+static void narrow(vm_bf16 *dst, float *src, size_t n) {  // frees src
+    for (size_t i = 0; i < n; i++) dst[i] = vm_bf16_from_float(src[i]);
+    free(src);
+}
+static void act_ln_f(vm_bf16 *out, float *mean, float *rstd, const float *inp, const float *w, const float *b, int N,
+                     int C, float eps) {
+    float *y = malloc((size_t)N * C * sizeof(float));
+    g_cur->layernorm_forward(y, mean, rstd, inp, w, b, N, C, eps);
+    narrow(out, y, (size_t)N * C);
+}
+static void act_mm_f(vm_bf16 *out, const vm_bf16 *inp, const float *w, const float *b, int N, int C, int OC) {
+    float *x = widened(inp, (size_t)N * C), *y = malloc((size_t)N * OC * sizeof(float));
+    g_cur->matmul_forward(y, x, w, b, N, C, OC);
+    narrow(out, y, (size_t)N * OC);
+    free(x);
+}
+static void act_mm_b(float *dinp, float *dweight, float *dbias, const float *dout, const vm_bf16 *inp, const float *w,
+                     int N, int C, int OC) {
+    float *x = widened(inp, (size_t)N * C);
+    g_cur->matmul_backward(dinp, dweight, dbias, dout, x, w, N, C, OC);
+    free(x);
+}
+static void act_att_f(vm_bf16 *out, float *att, const vm_bf16 *qkv, int B, int T, int C, int NH) {
+    float *x = widened(qkv, (size_t)B * T * 3 * C), *y = malloc((size_t)B * T * C * sizeof(float));
+    g_cur->attention_forward(y, att, x, B, T, C, NH);
+    narrow(out, y, (size_t)B * T * C);
+    free(x);
+}
+static void act_att_b(float *dqkv, float *scratch, const float *dout, const vm_bf16 *qkv, const float *att, int B,
+                      int T, int C, int NH) {
+    float *x = widened(qkv, (size_t)B * T * 3 * C);
+    g_cur->attention_backward(dqkv, scratch, dout, x, att, B, T, C, NH);
+    free(x);
+}
+static void act_gelu_f(vm_bf16 *out, const vm_bf16 *inp, size_t n) {
+    float *x = widened(inp, n);
+    g_cur->gelu_forward(x, x, n);
+    narrow(out, x, n);
+}
+static void act_gelu_b(float *dinp, const vm_bf16 *inp, const float *dout, size_t n) {
+    float *x = widened(inp, n);
+    g_cur->gelu_backward(dinp, x, dout, n);
+    free(x);
+}
+static void act_add(float *out, const float *a, const vm_bf16 *b, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + vm_bf16_to_float(b[i]);
+}
+static void with_act_ops(vm_backend_ops *t) {
+    t->layernorm_forward_bf16 = act_ln_f, t->matmul_forward_bf16 = act_mm_f, t->matmul_backward_bf16 = act_mm_b;
+    t->attention_forward_bf16 = act_att_f, t->attention_backward_bf16 = act_att_b;
+    t->gelu_forward_bf16 = act_gelu_f, t->gelu_backward_bf16 = act_gelu_b, t->add_bf16 = act_add;
+}
+
 // ---- one model per backend, the same parameters ----
 enum { NB = 9 };
 static const char *bname[NB] = {"fp32", "bf16", "bf16-baseline-isa", "bf16-exact-acc", "fp32-baseline-isa", "fp32-exact-acc", "bf16-baseline+exact", "bf16-noise-1e-6", "bf16-noise-1e-5"};
 // what the training comparison measures each backend against: bf16 against fp32, the bf16
 // variants against bf16, the fp32 variants against fp32
 static const int bref[NB] = {0, 0, 1, 1, 0, 0, 1, 1, 1};
-// the globals that backend k's products read: exact sums of bf16 products, the noise size
-static void select_backend(int k) { g_dacc_bf16 = k == 3 || k == 6; g_eps = k == 7 ? 1e-6 : 1e-5; }
+// the globals that backend k's ops read: exact sums of bf16 products, the noise size, the table
+static const vm_backend_ops *const *g_be;
+static void select_backend(int k) { g_dacc_bf16 = k == 3 || k == 6; g_eps = k == 7 ? (getenv("DIAG_EPS0") ? 0 : 1e-6) : 1e-5; g_cur = g_be[k]; }
 
 typedef struct {
     vm_model *m[NB];
@@ -242,12 +306,24 @@ int main(int argc, char **argv) {
     vm_backend_ops both = with_products(base, dacc_mm_f, dacc_mm_b, dacc_att_f, dacc_att_b);
     g_nz_of = bf;
     vm_backend_ops nz = with_products(bf, nz_mm_f, nz_mm_b, nz_att_f, nz_att_b);
+    // the bf16 variants with bf16 activations over their own products (bf: cpu-bf16's own ops)
+    with_act_ops(&bfbase), with_act_ops(&bfd), with_act_ops(&both), with_act_ops(&nz);
+    // the fp32 variant keeps fp32 activations: none of bf's bf16-activation ops
+    f32d.layernorm_forward_bf16 = NULL, f32d.matmul_forward_bf16 = NULL, f32d.matmul_backward_bf16 = NULL;
+    f32d.attention_forward_bf16 = NULL, f32d.attention_backward_bf16 = NULL;
+    f32d.gelu_forward_bf16 = NULL, f32d.gelu_backward_bf16 = NULL, f32d.add_bf16 = NULL;
     const vm_backend_ops *be[NB] = {f32, bf, &bfbase, &bfd, base, &f32d, &both, &nz, &nz};
+    g_be = be;
     printf("backends: %s (default ISA), %s\n", f32->name, bf->name);
     static const char *const simsiam[] = {"loss.contrastive=simsiam", "model.pool=cls", NULL};
     static const char *const vicreg[] = {"loss.contrastive=vicreg", "model.norm_pix_loss=false", NULL};
     run_case("tiny.ini (InfoNCE, norm_pix)", NULL, be, train);
     run_case("simsiam + cls pool", simsiam, be, train);
     run_case("vicreg, no norm_pix", vicreg, be, train);
+    static const char *const act16[] = {"train.precision=bf16", "train.activations=bf16", NULL};
+    run_case("tiny.ini, bf16 activations (the bf16 rows)", act16, be, train);
+    static const char *const act16_none[] = {"train.precision=bf16", "train.activations=bf16", "loss.contrastive=none",
+                                             NULL};
+    run_case("tiny.ini, bf16 activations, no contrastive loss", act16_none, be, train);
     return 0;
 }
