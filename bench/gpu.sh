@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/gpu.sh — `make bench-gpu` (also step 3 of tools/gpu-check.sh): ViT-B/16 ViC-MAE training
 # steps at 224, mask 0.75, InfoNCE, on this machine's GPU:
-#   ours     bench/gpu_bench (CUDA backend, bf16 products; pair batches 64 and 128; the real input
+#   ours     bench/gpu_bench (CUDA backend, bf16 products; pair batches 64 and 128; at 64 also with
+#            bf16 activations ([train] activations = bf16, row vicmae-bf16act); the real input
 #            path (the input feed: LZ4 messages decoded into pinned slots, copied on their own stream,
 #            steps on the device-resident slot) with its data-wait;
 #            a profiled run that says where the time goes; the alternatives the defaults replaced
@@ -28,8 +29,10 @@ echo "machine: $(nvidia-smi --query-gpu=name,driver_version,memory.total --forma
      "$(nproc) cores, $(date -u +%F)"
 [ -x "$BENCH" ] || { echo "bench/gpu.sh: no $BENCH (make, or tools/gpu-dist.sh)"; exit 1; }
 
+# RESULT_TAG=-x run ...: the run's result lines get impl=<impl>-x (a variant that gpu_bench's own
+# impl name does not tell apart, so that the summary shows it as its own row).
 run() {  # min_seconds_left timeout label command...
-  local need=$1 to=$2 label=$3; shift 3
+  local need=$1 to=$2 label=$3 tag=${RESULT_TAG:-}; shift 3
   if (( $(left) < need )); then echo "-- $label: skipped, $(left) s left of the budget"; return 0; fi
   (( to > $(left) - 5 )) && to=$(( $(left) - 5 ))
   echo "-- $label"
@@ -37,12 +40,14 @@ run() {  # min_seconds_left timeout label command...
   out=$(timeout "$to" "$@" 2>&1); rc=$?
   echo "$out" | grep -v '^result '
   if [ $rc -ne 0 ]; then echo "   ($label: exit $rc$( ((rc == 124)) && echo ", timed out after $to s"))"; return 1; fi
-  echo "$out" | grep '^result ' >>"$results"
+  echo "$out" | grep '^result ' | sed -E "s/ impl=([^ ]*)/ impl=\1$tag/" >>"$results"
 }
 
 rc=0
 # Most important first: the budget may cut the tail.
 run 60 120 "vicmae bf16, 64 pairs"  "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 || rc=1
+RESULT_TAG=-bf16act run 60 120 "vicmae bf16, bf16 activations, 64 pairs" \
+    "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --set train.activations=bf16 || rc=1
 run 60 150 "torch eager, 64 pairs"  "$PY" bench/torch_vitb_step.py --mode eager --batch 64 --steps "$STEPS" || rc=1
 run 60 120 "vicmae bf16, 128 pairs" "$BENCH" --batch 128 --steps "$STEPS" --warmup 3 --precision bf16 || rc=1
 run 60 150 "torch eager, 128 pairs" "$PY" bench/torch_vitb_step.py --mode eager --batch 128 --steps "$STEPS" || rc=1

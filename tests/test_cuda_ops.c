@@ -599,6 +599,238 @@ TEST(cuda_vit_b_shapes) {
     }
 }
 
+// ---- bf16 activations ----------------------------------------------------------------------------------------
+// The ops of the "bf16 activations" group of trainer/backend.h against those of the cpu-bf16 table (the
+// only CPU table that has them), on the same inputs: bf16 inputs are random floats rounded to bf16 (the
+// same bits on both sides); bf16 outputs are poisoned with 0xFFFF (a NaN) before the run.  Tolerances:
+// bf16-stored outputs 1e-2 (an element may differ by one bf16 ulp where the fp32 sums before the
+// rounding differ in their last bits); fp32 outputs and gradients TOL16_EMU, as the convert path.
+#define TOL_BF16_OUT 1e-2
+
+static const vm_backend_ops *bref;  // vm_backend_cpu_bf16
+static char bmode[96];              // the backend settings of the case being checked, for the messages
+static char bcase[192];             // the case being checked (settings and shape)
+
+static const char *at(const char *what) {
+    static char buf[320];
+    snprintf(buf, sizeof buf, "%s [%s]", what, bcase);
+    return buf;
+}
+
+// float -> bf16 bits rounded to nearest even (as __float2bfloat16_rn), and back (exact).
+static vm_bf16 f2bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (vm_bf16)((u >> 16) | 0x40);  // NaN stays a (quiet) NaN
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (vm_bf16)(u >> 16);
+}
+static float bf2f(vm_bf16 h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+static vm_bf16 *hrand16(size_t n, float lo, float hi) {
+    float *x = hrand(n, lo, hi);
+    vm_bf16 *y = malloc(n * sizeof *y);
+    CHECK(y);
+    for (size_t i = 0; i < n; i++) y[i] = f2bf(x[i]);
+    free(x);
+    return y;
+}
+static vm_bf16 *hnan16(size_t n) {
+    vm_bf16 *y = malloc(n * sizeof *y);
+    CHECK(y);
+    for (size_t i = 0; i < n; i++) y[i] = 0xFFFF;
+    return y;
+}
+static vm_bf16 *dput16(const vm_bf16 *h, size_t n) { return dput(h, n * sizeof(vm_bf16)); }
+static vm_bf16 *dpoison16(size_t n) {
+    vm_bf16 *h = hnan16(n);
+    vm_bf16 *d = dput16(h, n);
+    free(h);
+    return d;
+}
+// ||cuda - ref|| / ||ref|| of a device bf16 array against the host bf16 reference (NaN fails).
+static double relerr_dev16(const vm_bf16 *d, const vm_bf16 *ref, size_t n) {
+    vm_bf16 *h = malloc(n * sizeof *h);
+    CHECK(h);
+    cu->to_host(h, d, n * sizeof *h);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double a = bf2f(h[i]), b = bf2f(ref[i]), e = a - b;
+        num += e * e;
+        den += b * b;
+    }
+    free(h);
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+#define CHECK_DEV16(name, d, ref, n)                                                              \
+    do {                                                                                          \
+        double e_ = relerr_dev16((d), (ref), (n));                                                \
+        CHECK(e_ < TOL_BF16_OUT, "%s: relative error %.3g (tolerance %.0e)", (name), e_, TOL_BF16_OUT); \
+    } while (0)
+
+static void check_matmul_act16(int N, int C, int OC, int with_bias, int with_dinp) {
+    snprintf(bcase, sizeof bcase, "%s; N=%d C=%d OC=%d%s%s", bmode, N, C, OC, with_bias ? ", bias" : "",
+             with_dinp ? ", dinp" : "");
+    size_t nx = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
+    vm_bf16 *x = hrand16(nx, -1, 1), *out = hnan16(no);
+    float *w = hrand(nw, -0.5f, 0.5f), *b = hrand(OC, -1, 1), *g = hrand(no, -1, 1);
+    float *dw0 = hrand(nw, -1, 1), *db0 = hrand(OC, -1, 1);
+    float *dx = hnan(nx), *dw = hcopy(dw0, nw), *db = hcopy(db0, OC);
+    bref->matmul_forward_bf16(out, x, w, with_bias ? b : NULL, N, C, OC);
+    bref->matmul_backward_bf16(with_dinp ? dx : NULL, dw, with_bias ? db : NULL, g, x, w, N, C, OC);
+
+    vm_bf16 *d_x = dput16(x, nx), *d_out = dpoison16(no);
+    float *d_w = dputf(w, nw), *d_b = dputf(b, OC), *d_g = dputf(g, no), *d_dw = dputf(dw0, nw),
+          *d_db = dputf(db0, OC), *d_dx = dpoison(nx);
+    cu->matmul_forward_bf16(d_out, d_x, d_w, with_bias ? d_b : NULL, N, C, OC);
+    cu->matmul_backward_bf16(with_dinp ? d_dx : NULL, d_dw, with_bias ? d_db : NULL, d_g, d_x, d_w, N, C, OC);
+    CHECK_DEV16(at("matmul_forward_bf16 out"), d_out, out, no);
+    if (with_dinp) CHECK_DEV(at("matmul_backward_bf16 dinp"), d_dx, dx, nx);
+    CHECK_DEV(at("matmul_backward_bf16 dweight"), d_dw, dw, nw);
+    CHECK_DEV(at("matmul_backward_bf16 dbias"), d_db, db, OC);  // without a bias: unchanged on both sides
+    void *bufs[] = {d_x, d_out, d_w, d_b, d_g, d_dw, d_db, d_dx};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cu->free(bufs[i]);
+    void *hb[] = {x, out, w, b, g, dw0, db0, dx, dw, db};
+    for (size_t i = 0; i < sizeof hb / sizeof *hb; i++) free(hb[i]);
+}
+
+static void check_attention_act16(int B, int T, int C, int NH) {
+    snprintf(bcase, sizeof bcase, "%s; B=%d T=%d C=%d NH=%d", bmode, B, T, C, NH);
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
+    vm_bf16 *qkv = hrand16(nq, -1.5f, 1.5f), *out = hnan16(no);
+    float *g = hrand(no, -1, 1), *att = hnan(na), *dqkv = hnan(nq), *scr = hnan(na);
+    bref->attention_forward_bf16(out, att, qkv, B, T, C, NH);
+    bref->attention_backward_bf16(dqkv, scr, g, qkv, att, B, T, C, NH);
+
+    vm_bf16 *d_qkv = dput16(qkv, nq), *d_out = dpoison16(no);
+    float *d_g = dputf(g, no), *d_att = dpoison(na), *d_dqkv = dpoison(nq), *d_scr = dpoison(na);
+    cu->attention_forward_bf16(d_out, d_att, d_qkv, B, T, C, NH);
+    CHECK_DEV16(at("attention_forward_bf16 out"), d_out, out, no);
+    CHECK_DEV(at("attention_forward_bf16 att"), d_att, att, na);
+    cu->attention_backward_bf16(d_dqkv, d_scr, d_g, d_qkv, d_att, B, T, C, NH);
+    CHECK_DEV(at("attention_backward_bf16 dqkv"), d_dqkv, dqkv, nq);
+    void *bufs[] = {d_qkv, d_out, d_g, d_att, d_dqkv, d_scr};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cu->free(bufs[i]);
+    void *hb[] = {qkv, out, g, att, dqkv, scr};
+    for (size_t i = 0; i < sizeof hb / sizeof *hb; i++) free(hb[i]);
+}
+
+static void check_layernorm_act16(int N, int C) {
+    snprintf(bcase, sizeof bcase, "N=%d C=%d", N, C);
+    size_t n = (size_t)N * C;
+    float *x = hrand(n, -2, 3), *w = hrand(C, 0.5f, 1.5f), *b = hrand(C, -1, 1), *mean = hnan(N), *rstd = hnan(N);
+    vm_bf16 *out = hnan16(n);
+    bref->layernorm_forward_bf16(out, mean, rstd, x, w, b, N, C, 1e-6f);
+    float *d_x = dputf(x, n), *d_w = dputf(w, C), *d_b = dputf(b, C), *d_mean = dpoison(N), *d_rstd = dpoison(N);
+    vm_bf16 *d_out = dpoison16(n);
+    cu->layernorm_forward_bf16(d_out, d_mean, d_rstd, d_x, d_w, d_b, N, C, 1e-6f);
+    CHECK_DEV16(at("layernorm_forward_bf16 out"), d_out, out, n);
+    CHECK_DEV(at("layernorm_forward_bf16 mean"), d_mean, mean, N);
+    CHECK_DEV(at("layernorm_forward_bf16 rstd"), d_rstd, rstd, N);
+    void *bufs[] = {d_x, d_w, d_b, d_mean, d_rstd, d_out};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cu->free(bufs[i]);
+    void *hb[] = {x, w, b, mean, rstd, out};
+    for (size_t i = 0; i < sizeof hb / sizeof *hb; i++) free(hb[i]);
+}
+
+static void check_pointwise_act16(size_t n) {
+    snprintf(bcase, sizeof bcase, "n=%zu", n);
+    vm_bf16 *x = hrand16(n, -3, 3), *out = hnan16(n);
+    float *a = hrand(n, -2, 2), *g = hrand(n, -1, 1), *dx = hnan(n), *sum = hnan(n);
+    bref->gelu_forward_bf16(out, x, n);
+    bref->gelu_backward_bf16(dx, x, g, n);
+    bref->add_bf16(sum, a, x, n);
+    vm_bf16 *d_x = dput16(x, n), *d_out = dpoison16(n);
+    float *d_a = dputf(a, n), *d_g = dputf(g, n), *d_dx = dpoison(n), *d_sum = dpoison(n);
+    cu->gelu_forward_bf16(d_out, d_x, n);
+    CHECK_DEV16(at("gelu_forward_bf16"), d_out, out, n);
+    cu->gelu_backward_bf16(d_dx, d_x, d_g, n);
+    CHECK_DEV(at("gelu_backward_bf16"), d_dx, dx, n);
+    cu->add_bf16(d_sum, d_a, d_x, n);
+    CHECK_DEV(at("add_bf16"), d_sum, sum, n);
+    cu->add_bf16(d_a, d_a, d_x, n);  // in place, as a residual update
+    CHECK_DEV(at("add_bf16 in place"), d_a, sum, n);
+    void *bufs[] = {d_x, d_out, d_a, d_g, d_dx, d_sum};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cu->free(bufs[i]);
+    void *hb[] = {x, out, a, g, dx, sum};
+    for (size_t i = 0; i < sizeof hb / sizeof *hb; i++) free(hb[i]);
+}
+
+// Every op of the group; the products in every precision setting (the bf16 ops always make bf16
+// products, whatever vm_backend_cuda_set_precision / set_bf16_path say), with cuBLASLt on and off,
+// attention through the fused kernels and through batched cuBLAS.
+TEST(cuda_bf16_activations) {
+    setup(1, 19);
+    bref = vm_backend_cpu_bf16(0);
+    CHECK(bref, "no cpu-bf16 table");
+#define NEED(f)                                                                                   \
+    do {                                                                                          \
+        CHECK(bref->f != NULL, "the cpu-bf16 table has no " #f " (trainer/cpu/bf16.c)");        \
+        CHECK(cu->f != NULL, "the CUDA table has no " #f);                                       \
+    } while (0)
+    NEED(layernorm_forward_bf16);
+    NEED(matmul_forward_bf16);
+    NEED(matmul_backward_bf16);
+    NEED(attention_forward_bf16);
+    NEED(attention_backward_bf16);
+    NEED(gelu_forward_bf16);
+    NEED(gelu_backward_bf16);
+    NEED(add_bf16);
+#undef NEED
+    const int quick = getenv("VICMAE_MEMCHECK") != NULL;  // compute-sanitizer: the small shapes only
+    static const struct { int bf16, fast; const char *name; } modes[] = {
+        {1, 0, "precision bf16 (convert)"}, {0, 0, "precision fp32"}, {1, 1, "precision bf16 (fast path)"}};
+    for (size_t m = 0; m < sizeof modes / sizeof *modes; m++) {
+        vm_backend_cuda_set_precision(modes[m].bf16);
+        vm_backend_cuda_set_bf16_path(modes[m].fast);
+        if (modes[m].fast && !vm_backend_cuda_bf16_path()) continue;  // this cuBLAS refuses FAST_16BF
+        tol = TOL16_EMU;
+        for (int lt = 0; lt < 2; lt++) {
+            vm_backend_cuda_set_lt(lt);
+            snprintf(bmode, sizeof bmode, "%s, cuBLASLt %s", modes[m].name, vm_backend_cuda_lt() ? "on" : "off");
+            check_matmul_act16(96, 64, 80, 1, 1);
+            check_matmul_act16(37, 50, 30, 1, 1);  // N, C, OC not multiples of 8
+            check_matmul_act16(37, 50, 30, 0, 1);  // no bias
+            if (m == 0 && !quick) {
+                check_matmul_act16(200, 192, 576, 1, 0);  // no dinp (first layer)
+                check_matmul_act16(50, 768, 2304, 1, 1);  // ViT-B qkv of one encoder sample
+                check_matmul_act16(101, 384, 96, 0, 1);
+            }
+        }
+        vm_backend_cuda_set_lt(0);
+        static const struct { int mode; const char *name; } att_modes[] = {
+            {VM_ATTENTION_FUSED, "fused attention"}, {VM_ATTENTION_CUBLAS, "attention through cuBLAS"}};
+        for (size_t a = 0; a < sizeof att_modes / sizeof *att_modes; a++) {
+            vm_backend_cuda_set_fused_attention(att_modes[a].mode);
+            snprintf(bmode, sizeof bmode, "%s, %s", modes[m].name, att_modes[a].name);
+            if (att_modes[a].mode == VM_ATTENTION_FUSED) {  // the shapes below do run the fused kernels
+                CHECK(vm_backend_cuda_fused_attention_takes(50, 128, 2, 0) &&
+                      vm_backend_cuda_fused_attention_takes(50, 128, 2, 1), "fused attention takes T=50 C=128 NH=2");
+                CHECK(vm_backend_cuda_fused_attention_takes(197, 64, 4, 0) &&
+                      vm_backend_cuda_fused_attention_takes(197, 64, 4, 1), "fused attention takes T=197 C=64 NH=4");
+            }
+            check_attention_act16(3, 50, 128, 2);  // encoder-like: 1 + 49 tokens, hs 64
+            check_attention_act16(2, 197, 64, 4);  // decoder-like length, hs 16
+            check_attention_act16(2, 13, 32, 4);   // hs 8: cuBLAS in every mode
+            if (m == 0 && !quick) check_attention_act16(2, 197, 512, 16);  // decoder: hs 32, two backward rounds
+        }
+        vm_backend_cuda_set_fused_attention(VM_ATTENTION_AUTO);
+    }
+    set_mode(1, 0);
+    tol = TOL16_EMU;
+    check_layernorm_act16(70, 96);
+    check_layernorm_act16(50, 768);
+    check_pointwise_act16(10007);
+    check_pointwise_act16(1);
+    vm_backend_cuda_set_lt(0);
+    vm_backend_cuda_set_fused_attention(VM_ATTENTION_AUTO);
+    set_mode(0, 0);
+}
+
 // The other bf16 path: fp32 operands handed to cuBLAS with CUBLAS_COMPUTE_32F_FAST_16BF (last in
 // the file: a cuBLAS that refused it would abort the binary after every other test has run).
 TEST(cuda_bf16_fast_path) {

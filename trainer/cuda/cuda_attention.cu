@@ -12,7 +12,9 @@
 // Numerics: exactly the rounding points of the cuBLAS convert path and of the cpu-bf16 reference —
 // q, k, v, dout rounded to bf16; scores = scale * (q . k) in fp32; softmax and its backward in fp32
 // from the fp32 scores / the saved fp32 att; the probabilities rounded to bf16 for att @ v and dV;
-// dpre rounded to bf16 for dQ and dK.  Only the fp32 summation order differs.
+// dpre rounded to bf16 for dQ and dK.  Only the fp32 summation order differs.  The bf16-activation
+// ops (attention_forward_bf16 / attention_backward_bf16) run the same kernels instantiated for a
+// bf16 qkv, read as is, and (forward) a bf16 out, the fp32 staging value rounded once.
 //
 // Shapes taken: head size 16, 32, 64 or 128, T <= 256, and (backward) at most 32 (key tile, column
 // tile) pairs per head, within the device's shared memory; anything else returns 0 and the caller
@@ -70,12 +72,13 @@ __host__ __device__ layout layout_of(int T, int hs) {
     return l;
 }
 
-// Rows first..first+rows-1 of one head's slice of x (row stride ld floats) into bf16 rows of
-// stride ldh; rows at or past T are zero.  Threads tid of nthreads take part (a block or a warp).
+// Rows first..first+rows-1 of one head's slice of x (row stride ld elements of type TS: float, or
+// bf16 for the bf16-activation ops, read exactly) into bf16 rows of stride ldh; rows at or past T
+// are zero.  Threads tid of nthreads take part (a block or a warp).
 // Each thread issues LOADS independent loads before it converts any: the loads are what a head's
 // block waits on, so they must be in flight together rather than one latency each.
-template <int HS>
-__device__ void load_rows(bf16 *dst, const float *src, size_t ld, int first, int rows, int T, int ldh, int tid,
+template <int HS, typename TS>
+__device__ void load_rows(bf16 *dst, const TS *src, size_t ld, int first, int rows, int T, int ldh, int tid,
                           int nthreads) {
     constexpr int LOADS = 16;
     const int n = rows * HS;
@@ -84,7 +87,7 @@ __device__ void load_rows(bf16 *dst, const float *src, size_t ld, int first, int
 #pragma unroll
         for (int u = 0; u < LOADS; u++) {
             int i = i0 + u * nthreads, t = first + i / HS;
-            v[u] = i < n && t < T ? __ldg(src + (size_t)t * ld + i % HS) : 0.0f;
+            v[u] = i < n && t < T ? to_float(__ldg(src + (size_t)t * ld + i % HS)) : 0.0f;
         }
 #pragma unroll
         for (int u = 0; u < LOADS; u++) {
@@ -95,9 +98,10 @@ __device__ void load_rows(bf16 *dst, const float *src, size_t ld, int first, int
 }
 
 // out (B, T, C), att (B, NH, T, T) from qkv (B, T, 3C).  Grid: B * NH blocks of FWD_WARPS warps.
-template <int HS>
+// TA: the type of qkv and out, float or bf16 (out rounded once from the fp32 staging).
+template <int HS, typename TA>
 __global__ void __launch_bounds__(FWD_WARPS * 32)
-attention_fused_forward_kernel(float *out, float *att, const float *qkv, int T, int C, int NH, float scale) {
+attention_fused_forward_kernel(TA *out, float *att, const TA *qkv, int T, int C, int NH, float scale) {
     extern __shared__ __align__(128) unsigned char smem[];
     const layout l = layout_of(T, HS);
     const int bh = blockIdx.x, b = bh / NH, h = bh % NH, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -107,7 +111,7 @@ attention_fused_forward_kernel(float *out, float *att, const float *qkv, int T, 
                 (size_t)warp * 16 * l.ldf;
     bf16 *Pw = (bf16 *)Sw;  // row r of P over the first half of score row r
     const size_t ld = 3 * (size_t)C;
-    const float *head = qkv + (size_t)b * T * ld + (size_t)h * HS;
+    const TA *head = qkv + (size_t)b * T * ld + (size_t)h * HS;
     load_rows<HS>(Ks, head + C, ld, 0, l.Tp, T, l.ldh, threadIdx.x, blockDim.x);
     load_rows<HS>(Vs, head + 2 * C, ld, 0, l.Tp, T, l.ldh, threadIdx.x, blockDim.x);
     __syncthreads();
@@ -189,7 +193,7 @@ attention_fused_forward_kernel(float *out, float *att, const float *qkv, int T, 
         __syncwarp();
         for (int i = lane; i < 16 * HS; i += 32) {
             int r = i / HS, d = i % HS, t = qt * 16 + r;
-            if (t < T) out[((size_t)b * T + t) * C + (size_t)h * HS + d] = Sw[r * l.ldf + d];
+            if (t < T) store_as(out + ((size_t)b * T + t) * C + (size_t)h * HS + d, Sw[r * l.ldf + d]);
         }
         __syncwarp();
     }
@@ -219,9 +223,10 @@ __device__ __forceinline__ void load_att_pair(float (&a)[2][MAX_T / 32], const f
 // warps.  Query tiles are taken BWD_WARPS at a time (a round): each warp makes its tile's dP, then
 // dS and P (bf16, in its score rows) and dQ; after a block barrier every warp adds the round's
 // contribution to the dK and dV tiles it owns (accumulators kept in registers across rounds).
-template <int HS>
+// TA: the type of qkv, float or bf16 (dout and dqkv are fp32 either way).
+template <int HS, typename TA>
 __global__ void __launch_bounds__(BWD_WARPS * 32)
-attention_fused_backward_kernel(float *dqkv, const float *dout, const float *qkv, const float *att, int T, int C,
+attention_fused_backward_kernel(float *dqkv, const float *dout, const TA *qkv, const float *att, int T, int C,
                                 int NH, float scale) {
     extern __shared__ __align__(128) unsigned char smem[];
     constexpr int NC = HS / 16;
@@ -233,7 +238,7 @@ attention_fused_backward_kernel(float *dqkv, const float *dout, const float *qkv
     float *Sw = S0 + (size_t)warp * 16 * l.ldb;
     float *stage = S0 + (size_t)BWD_WARPS * 16 * l.ldb + (size_t)warp * 16 * l.ldo;
     const size_t ld = 3 * (size_t)C;
-    const float *head = qkv + (size_t)b * T * ld + (size_t)h * HS;
+    const TA *head = qkv + (size_t)b * T * ld + (size_t)h * HS;
     float *dhead = dqkv + (size_t)b * T * ld + (size_t)h * HS;
     load_rows<HS>(Qs, head, ld, 0, l.Tp, T, l.ldh, threadIdx.x, blockDim.x);
     load_rows<HS>(Ks, head + C, ld, 0, l.Tp, T, l.ldh, threadIdx.x, blockDim.x);
@@ -371,14 +376,15 @@ int smem_optin(void) {
 }
 
 // Kernels need an opt-in for more than 48 KB of dynamic shared memory; raised once per kernel to
-// the largest size launched so far.
+// the largest size launched so far.  (16 kernels: 2 directions x 4 head sizes x 2 element types.)
 void allow_smem(const void *kernel, size_t smem, const char *op) {
-    static struct { const void *kernel; size_t bytes; } allowed[8];
+    constexpr int MAX_KERNELS = 32;
+    static struct { const void *kernel; size_t bytes; } allowed[MAX_KERNELS];
     int i = 0;
-    while (i < 8 && allowed[i].kernel && allowed[i].kernel != kernel) i++;
-    if (i < 8 && allowed[i].kernel == kernel && allowed[i].bytes >= smem) return;
+    while (i < MAX_KERNELS && allowed[i].kernel && allowed[i].kernel != kernel) i++;
+    if (i < MAX_KERNELS && allowed[i].kernel == kernel && allowed[i].bytes >= smem) return;
     CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    if (i < 8) allowed[i].kernel = kernel, allowed[i].bytes = smem;
+    if (i < MAX_KERNELS) allowed[i].kernel = kernel, allowed[i].bytes = smem;
 }
 
 }  // namespace
@@ -392,26 +398,30 @@ extern "C" int vm_backend_cuda_fused_attention_takes(int T, int C, int NH, int b
     return (l.Tp / 16) * (hs / 16) <= BWD_WARPS * BWD_TILES && l.bwd <= (size_t)smem_optin();
 }
 
-#define FUSED_DISPATCH(KERNEL, SMEM, WARPS, ...)                                                       \
+// KERNEL<hs, TA> for the head size hs, TA the element type of qkv.
+#define FUSED_DISPATCH(KERNEL, TA, SMEM, WARPS, ...)                                                   \
     switch (hs) {                                                                                     \
-    case 16: allow_smem((const void *)KERNEL<16>, SMEM, op); KERNEL<16><<<B * NH, WARPS * 32, SMEM, g_cu.stream>>>(__VA_ARGS__); break; \
-    case 32: allow_smem((const void *)KERNEL<32>, SMEM, op); KERNEL<32><<<B * NH, WARPS * 32, SMEM, g_cu.stream>>>(__VA_ARGS__); break; \
-    case 64: allow_smem((const void *)KERNEL<64>, SMEM, op); KERNEL<64><<<B * NH, WARPS * 32, SMEM, g_cu.stream>>>(__VA_ARGS__); break; \
-    default: allow_smem((const void *)KERNEL<128>, SMEM, op); KERNEL<128><<<B * NH, WARPS * 32, SMEM, g_cu.stream>>>(__VA_ARGS__); break; \
+    case 16: allow_smem((const void *)KERNEL<16, TA>, SMEM, op); KERNEL<16, TA><<<B * NH, WARPS * 32, SMEM, g_cu.stream>>>(__VA_ARGS__); break; \
+    case 32: allow_smem((const void *)KERNEL<32, TA>, SMEM, op); KERNEL<32, TA><<<B * NH, WARPS * 32, SMEM, g_cu.stream>>>(__VA_ARGS__); break; \
+    case 64: allow_smem((const void *)KERNEL<64, TA>, SMEM, op); KERNEL<64, TA><<<B * NH, WARPS * 32, SMEM, g_cu.stream>>>(__VA_ARGS__); break; \
+    default: allow_smem((const void *)KERNEL<128, TA>, SMEM, op); KERNEL<128, TA><<<B * NH, WARPS * 32, SMEM, g_cu.stream>>>(__VA_ARGS__); break; \
     }
 
-int cuda_attention_fused_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH, const char *op) {
+namespace {
+template <typename TA>
+int fused_forward(TA *out, float *att, const TA *qkv, int B, int T, int C, int NH, const char *op) {
     if (!g_cu.fused_attention || !vm_backend_cuda_fused_attention_takes(T, C, NH, 0)) return 0;
     int hs = C / NH;
     size_t smem = layout_of(T, hs).fwd;
     float scale = 1.0f / sqrtf((float)hs);
-    FUSED_DISPATCH(attention_fused_forward_kernel, smem, FWD_WARPS, out, att, qkv, T, C, NH, scale)
+    FUSED_DISPATCH(attention_fused_forward_kernel, TA, smem, FWD_WARPS, out, att, qkv, T, C, NH, scale)
     LAUNCH_CHECK(op);
     return 1;
 }
 
-int cuda_attention_fused_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T,
-                                  int C, int NH, const char *op) {
+template <typename TA>
+int fused_backward(float *dqkv, const float *dout, const TA *qkv, const float *att, int B, int T, int C, int NH,
+                   const char *op) {
     if (!g_cu.fused_attention || !vm_backend_cuda_fused_attention_takes(T, C, NH, 1)) return 0;
     // auto: the fused backward pays for long sequences only.  Measured on an H100 at 64 pairs
     // (gpu_bench --attention-alone): decoder T = 197, 0.91 ms fused vs 1.40 ms cuBLAS; encoder
@@ -420,7 +430,23 @@ int cuda_attention_fused_backward(float *dqkv, const float *dout, const float *q
     int hs = C / NH;
     size_t smem = layout_of(T, hs).bwd;
     float scale = 1.0f / sqrtf((float)hs);
-    FUSED_DISPATCH(attention_fused_backward_kernel, smem, BWD_WARPS, dqkv, dout, qkv, att, T, C, NH, scale)
+    FUSED_DISPATCH(attention_fused_backward_kernel, TA, smem, BWD_WARPS, dqkv, dout, qkv, att, T, C, NH, scale)
     LAUNCH_CHECK(op);
     return 1;
+}
+}  // namespace
+
+int cuda_attention_fused_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH, const char *op) {
+    return fused_forward(out, att, qkv, B, T, C, NH, op);
+}
+int cuda_attention_fused_forward(bf16 *out, float *att, const bf16 *qkv, int B, int T, int C, int NH, const char *op) {
+    return fused_forward(out, att, qkv, B, T, C, NH, op);
+}
+int cuda_attention_fused_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T,
+                                  int C, int NH, const char *op) {
+    return fused_backward(dqkv, dout, qkv, att, B, T, C, NH, op);
+}
+int cuda_attention_fused_backward(float *dqkv, const float *dout, const bf16 *qkv, const float *att, int B, int T,
+                                  int C, int NH, const char *op) {
+    return fused_backward(dqkv, dout, qkv, att, B, T, C, NH, op);
 }

@@ -317,22 +317,54 @@ void cu_matmul_forward(float *out, const float *inp, const float *weight, const 
     }
 }
 
+// out16 (N, OC) = bf16(ws + bias): the fp32 product (ws, row-major N x OC) and the fp32 bias
+// [may be NULL] summed in fp32, then rounded once.
+__global__ void matmul_round_bias_kernel(__nv_bfloat16 *out, const float *ws, const float *bias, size_t total, int OC) {
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+        float v = ws[i];
+        if (bias) v += bias[i % OC];
+        out[i] = __float2bfloat16_rn(v);
+    }
+}
+
+// bf16 activations: inp is bf16 already, the weight is rounded into the workspace, and the bf16
+// GEMM (fp32 accumulation) writes fp32 into the workspace; one kernel then adds the bias in fp32 and
+// rounds once.  Not cuBLASLt with a bf16 D: its bias vector must have D's type (cublasLt.h,
+// CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: fp32 only for IMMA and fp8 kernels), and a bf16 bias would
+// round the bias, nor cublasGemmEx with a bf16 C, which would round before the bias is added.
+void cu_matmul_forward_bf16(vm_bf16 *out, const vm_bf16 *inp, const float *weight, const float *bias, int N, int C,
+                            int OC) {
+    const char *op = "matmul_forward_bf16";
+    size_t off = 0, total = (size_t)N * OC;
+    if (!total) return;
+    __nv_bfloat16 *w16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)OC * C * 2, op);
+    float *prod = (float *)cuda_ws(&off, total * sizeof(float), op);
+    cuda_to_bf16(w16, weight, (size_t)OC * C, op);
+    gemm_ex(op, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, w16, C, as_bf16(inp), C, 0.0f, prod, OC, CUDA_R_16BF);
+    matmul_round_bias_kernel<<<grid_for(total, 256), 256, 0, g_cu.stream>>>(as_bf16(out), prod, bias, total, OC);
+    LAUNCH_CHECK(op);
+}
+
 struct ColOf {  // f(r, c) = x[r * ld + c]
     const float *x;
     int ld;
     __device__ float operator()(int r, int c) const { return x[(size_t)r * ld + c]; }
 };
 
-void cu_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                        const float *inp, const float *weight, int N, int C, int OC) {
-    const char *op = "matmul_backward";
+// The backward of both linear entries: inp fp32 (inp32; rounded to bf16 here in bf16 convert mode)
+// or bf16 (inp16: the bf16-activation op, always bf16 products).  Exactly one of them is set.
+static void matmul_backward_impl(const char *op, float *dinp, float *dweight, float *dbias, const float *dout,
+                                 const float *inp32, const __nv_bfloat16 *inp16, const float *weight, int N, int C,
+                                 int OC) {
     size_t off = 0;
-    if (convert_bf16()) {
+    if (inp16 || convert_bf16()) {
         __nv_bfloat16 *g16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)N * OC * 2, op);
-        __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)N * C * 2, op);
+        __nv_bfloat16 *x_copy = inp16 ? NULL : (__nv_bfloat16 *)cuda_ws(&off, (size_t)N * C * 2, op);
         __nv_bfloat16 *w16 = dinp ? (__nv_bfloat16 *)cuda_ws(&off, (size_t)OC * C * 2, op) : NULL;
         cuda_to_bf16(g16, dout, (size_t)N * OC, op);
-        cuda_to_bf16(x16, inp, (size_t)N * C, op);
+        if (x_copy) cuda_to_bf16(x_copy, inp32, (size_t)N * C, op);
+        const __nv_bfloat16 *x16 = inp16 ? inp16 : x_copy;
         if (dinp) {
             cuda_to_bf16(w16, weight, (size_t)OC * C, op);
             // dinp^T (C x N) = W^T (C x OC, lda C) @ dout^T (OC x N, ldb OC)
@@ -342,16 +374,27 @@ void cu_matmul_backward(float *dinp, float *dweight, float *dbias, const float *
         gemm_ex(op, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, 1.0f, x16, C, g16, OC, 1.0f, dweight, C, CUDA_R_16BF);
     } else {
         if (dinp) gemm_ex(op, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, weight, C, dout, OC, 0.0f, dinp, C, CUDA_R_32F);
-        gemm_ex(op, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dweight, C, CUDA_R_32F);
+        gemm_ex(op, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, 1.0f, inp32, C, dout, OC, 1.0f, dweight, C, CUDA_R_32F);
     }
     if (dbias) cuda_colsum(dbias, 1, N, OC, ColOf{dout, OC}, &off, op);
+}
+
+void cu_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, int N, int C, int OC) {
+    matmul_backward_impl("matmul_backward", dinp, dweight, dbias, dout, inp, NULL, weight, N, C, OC);
+}
+
+void cu_matmul_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const vm_bf16 *inp,
+                             const float *weight, int N, int C, int OC) {
+    matmul_backward_impl("matmul_backward_bf16", dinp, dweight, dbias, dout, NULL, as_bf16(inp), weight, N, C, OC);
 }
 
 // ---- attention ---------------------------------------------------------------------------------
 // The per-(batch, head) matrices are strided views into qkv (B, T, 3C): q of head h of sample b
 // starts at qkv + b*T*3C + h*hs with row stride 3C (k at +C, v at +2C).  One batched GEMM covers
 // all B*NH heads through tables of pointers, so nothing is permuted or copied (in bf16 mode the
-// operands are first rounded into bf16 copies with the same layout).
+// operands are first rounded into bf16 copies with the same layout; with bf16 activations qkv is
+// bf16 already and the tables point into it).
 
 // Pointer tables for one batched product: table[i] = base + (i / NH) * bstride + (i % NH) * hstride
 // (elements of `esize` bytes).
@@ -371,11 +414,13 @@ static const void **make_ptrs(size_t *off, const void *base, int B, int NH, size
     return t;
 }
 
+// A and B of type ab, C of type ct (fp32, or bf16 for the bf16-activation attention output); the
+// compute type follows the operands (compute_type: fp32 accumulation either way).
 static void gemm_batched(const char *op, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
                          int k, float alpha, const void **A, int lda, const void **B, int ldb,
-                         float beta, const void **C, int ldc, int count, cudaDataType_t ab) {
+                         float beta, const void **C, int ldc, int count, cudaDataType_t ab, cudaDataType_t ct) {
     CUBLAS_CHECK(op, cublasGemmBatchedEx(g_cu.blas, ta, tb, m, n, k, &alpha, A, ab, lda, B, ab, ldb,
-                                         &beta, (void *const *)C, CUDA_R_32F, ldc, count,
+                                         &beta, (void *const *)C, ct, ldc, count,
                                          compute_type(ab), CUBLAS_GEMM_DEFAULT));
 }
 
@@ -422,57 +467,78 @@ __global__ void attention_softmax_backward_kernel(float *dpre32, __nv_bfloat16 *
     }
 }
 
-void cu_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
-    const char *op = "attention_forward";
-    if (convert_bf16() && cuda_attention_fused_forward(out, att, qkv, B, T, C, NH, op)) return;
+// The attention entries, fp32 and bf16 activations.  io16 = 0: qkv (and out) fp32, the bf16 products
+// (bf16 convert mode) from bf16 copies made here; io16 = 1 (attention_forward_bf16 / _backward_bf16):
+// qkv bf16, read as is, the forward's out bf16 (the att @ v product writes bf16 C, rounded once from
+// its fp32 accumulation), and always the bf16 products whatever the precision and bf16 path.
+static void attention_forward_impl(const char *op, void *out, float *att, const void *qkv, int io16, int B, int T,
+                                   int C, int NH) {
+    if (io16 ? cuda_attention_fused_forward((__nv_bfloat16 *)out, att, (const __nv_bfloat16 *)qkv, B, T, C, NH, op)
+             : convert_bf16() && cuda_attention_fused_forward((float *)out, att, (const float *)qkv, B, T, C, NH, op))
+        return;
     int hs = C / NH, count = B * NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t off = 0;
-    int bf = convert_bf16(), es = bf ? 2 : 4;
-    cudaDataType_t ab = bf ? CUDA_R_16BF : CUDA_R_32F;
+    int bf = io16 || convert_bf16(), es = bf ? 2 : 4, eo = io16 ? 2 : 4;
+    cudaDataType_t ab = bf ? CUDA_R_16BF : CUDA_R_32F, ot = io16 ? CUDA_R_16BF : CUDA_R_32F;
     const void *src = qkv;
     __nv_bfloat16 *att16 = NULL;
     if (bf) {
-        __nv_bfloat16 *qkv16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)B * T * 3 * C * 2, op);
+        __nv_bfloat16 *qkv16 = io16 ? NULL : (__nv_bfloat16 *)cuda_ws(&off, (size_t)B * T * 3 * C * 2, op);
         att16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)count * T * T * 2, op);
-        cuda_to_bf16(qkv16, qkv, (size_t)B * T * 3 * C, op);
-        src = qkv16;
+        if (qkv16) {
+            cuda_to_bf16(qkv16, (const float *)qkv, (size_t)B * T * 3 * C, op);
+            src = qkv16;
+        }
     }
     size_t bq = (size_t)T * 3 * C;
     const void **q = make_ptrs(&off, src, B, NH, bq, hs, es, op);
     const void **k = make_ptrs(&off, (const char *)src + (size_t)C * es, B, NH, bq, hs, es, op);
     const void **v = make_ptrs(&off, (const char *)src + (size_t)2 * C * es, B, NH, bq, hs, es, op);
     const void **a = make_ptrs(&off, att, B, NH, (size_t)NH * T * T, (size_t)T * T, 4, op);
-    const void **o = make_ptrs(&off, out, B, NH, (size_t)T * C, hs, 4, op);
+    const void **o = make_ptrs(&off, out, B, NH, (size_t)T * C, hs, eo, op);
     // att^T (T x T, col-major) = K (as hs x T, ld 3C)^T @ Q (hs x T, ld 3C), times scale
-    gemm_batched(op, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, scale, k, 3 * C, q, 3 * C, 0.0f, a, T, count, ab);
+    gemm_batched(op, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, scale, k, 3 * C, q, 3 * C, 0.0f, a, T, count, ab, CUDA_R_32F);
     size_t rows = (size_t)count * T;
     attention_softmax_kernel<<<ceil_div(rows, 8), 256, 0, g_cu.stream>>>(att, att16, rows, T);
     LAUNCH_CHECK(op);
     const void **a_in = bf ? make_ptrs(&off, att16, B, NH, (size_t)NH * T * T, (size_t)T * T, 2, op) : a;
     // out^T (hs x T, ld C) = V (hs x T, ld 3C) @ att^T (T x T, ld T)
-    gemm_batched(op, CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, 1.0f, v, 3 * C, a_in, T, 0.0f, o, C, count, ab);
+    gemm_batched(op, CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, 1.0f, v, 3 * C, a_in, T, 0.0f, o, C, count, ab, ot);
 }
 
-void cu_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
-                           const float *att, int B, int T, int C, int NH) {
-    const char *op = "attention_backward";
-    if (convert_bf16() && cuda_attention_fused_backward(dqkv, dout, qkv, att, B, T, C, NH, op)) return;
+void cu_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
+    attention_forward_impl("attention_forward", out, att, qkv, 0, B, T, C, NH);
+}
+
+void cu_attention_forward_bf16(vm_bf16 *out, float *att, const vm_bf16 *qkv, int B, int T, int C, int NH) {
+    attention_forward_impl("attention_forward_bf16", out, att, qkv, 1, B, T, C, NH);
+}
+
+// qkv16_in: qkv is bf16 (see attention_forward_impl); dout, dqkv, scratch and att are fp32 either way.
+static void attention_backward_impl(const char *op, float *dqkv, float *scratch, const float *dout, const void *qkv,
+                                    int qkv16_in, const float *att, int B, int T, int C, int NH) {
+    if (qkv16_in ? cuda_attention_fused_backward(dqkv, dout, (const __nv_bfloat16 *)qkv, att, B, T, C, NH, op)
+                 : convert_bf16() && cuda_attention_fused_backward(dqkv, dout, (const float *)qkv, att, B, T, C, NH, op))
+        return;
     int hs = C / NH, count = B * NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t off = 0;
-    int bf = convert_bf16(), es = bf ? 2 : 4;
+    int bf = qkv16_in || convert_bf16(), es = bf ? 2 : 4;
     cudaDataType_t ab = bf ? CUDA_R_16BF : CUDA_R_32F;
     const void *src = qkv, *g = dout;
     __nv_bfloat16 *dpre16 = NULL, *att16 = NULL;
     if (bf) {
-        __nv_bfloat16 *qkv16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)B * T * 3 * C * 2, op);
+        __nv_bfloat16 *qkv16 = qkv16_in ? NULL : (__nv_bfloat16 *)cuda_ws(&off, (size_t)B * T * 3 * C * 2, op);
         __nv_bfloat16 *g16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)B * T * C * 2, op);
         att16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)count * T * T * 2, op);
         dpre16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)count * T * T * 2, op);
-        cuda_to_bf16(qkv16, qkv, (size_t)B * T * 3 * C, op);
+        if (qkv16) {
+            cuda_to_bf16(qkv16, (const float *)qkv, (size_t)B * T * 3 * C, op);
+            src = qkv16;
+        }
         cuda_to_bf16(g16, dout, (size_t)B * T * C, op);
-        src = qkv16, g = g16;
+        g = g16;
     }
     size_t bq = (size_t)T * 3 * C, batt = (size_t)NH * T * T;
     const void **q = make_ptrs(&off, src, B, NH, bq, hs, es, op);
@@ -487,18 +553,28 @@ void cu_attention_backward(float *dqkv, float *scratch, const float *dout, const
     const void **dk = make_ptrs(&off, dqkv + C, B, NH, bq, hs, 4, op);
     const void **dv = make_ptrs(&off, dqkv + 2 * C, B, NH, bq, hs, 4, op);
     // datt[i][j] = dO_i . V_j:   datt^T (T x T) = V (hs x T)^T @ dO (hs x T)   (fp32, into scratch)
-    gemm_batched(op, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, 1.0f, v, 3 * C, dO, C, 0.0f, ds, T, count, ab);
+    gemm_batched(op, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hs, 1.0f, v, 3 * C, dO, C, 0.0f, ds, T, count, ab, CUDA_R_32F);
     // softmax backward; in bf16 mode it also writes the bf16 probabilities the dV product reads
     size_t rows = (size_t)count * T;
     attention_softmax_backward_kernel<<<ceil_div(rows, 8), 256, 0, g_cu.stream>>>(
         bf ? NULL : scratch, dpre16, att16, scratch, att, rows, T, scale);
     LAUNCH_CHECK(op);
     // dV[j] = sum_i att[i][j] dO_i:   dV (hs x T) = dO (hs x T) @ att^T(T x T)^T
-    gemm_batched(op, CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, 1.0f, dO, C, a, T, 0.0f, dv, 3 * C, count, ab);
+    gemm_batched(op, CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, 1.0f, dO, C, a, T, 0.0f, dv, 3 * C, count, ab, CUDA_R_32F);
     // dQ_i = sum_j dpre[i][j] K_j:   dQ (hs x T) = K (hs x T) @ dpre^T (T x T)
-    gemm_batched(op, CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, 1.0f, k, 3 * C, dp, T, 0.0f, dq, 3 * C, count, ab);
+    gemm_batched(op, CUBLAS_OP_N, CUBLAS_OP_N, hs, T, T, 1.0f, k, 3 * C, dp, T, 0.0f, dq, 3 * C, count, ab, CUDA_R_32F);
     // dK_j = sum_i dpre[i][j] Q_i:   dK (hs x T) = Q (hs x T) @ (dpre^T)^T
-    gemm_batched(op, CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, 1.0f, q, 3 * C, dp, T, 0.0f, dk, 3 * C, count, ab);
+    gemm_batched(op, CUBLAS_OP_N, CUBLAS_OP_T, hs, T, T, 1.0f, q, 3 * C, dp, T, 0.0f, dk, 3 * C, count, ab, CUDA_R_32F);
+}
+
+void cu_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                           const float *att, int B, int T, int C, int NH) {
+    attention_backward_impl("attention_backward", dqkv, scratch, dout, qkv, 0, att, B, T, C, NH);
+}
+
+void cu_attention_backward_bf16(float *dqkv, float *scratch, const float *dout, const vm_bf16 *qkv,
+                                const float *att, int B, int T, int C, int NH) {
+    attention_backward_impl("attention_backward_bf16", dqkv, scratch, dout, qkv, 1, att, B, T, C, NH);
 }
 
 // ---- set-up and the table --------------------------------------------------------------------------

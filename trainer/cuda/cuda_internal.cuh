@@ -87,6 +87,14 @@ __device__ __forceinline__ double block_sum_d(double v) {
     return warp_sum_d(v);
 }
 
+// Element access for kernels templated on the storage type of an activation (float, or bf16 for
+// the bf16-activation ops of trainer/backend.h): values are computed in fp32, a bf16 store rounds
+// once to nearest even, a bf16 load is exact.
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ void store_as(float *p, float v) { *p = v; }
+__device__ __forceinline__ void store_as(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
 // ---- shared between files ----------------------------------------------------------------------
 // Float -> bf16 copy (n elements) on the stream.
 void cuda_to_bf16(__nv_bfloat16 *dst, const float *src, size_t n, const char *op);
@@ -101,11 +109,16 @@ void cuda_sgemm(const char *op, cublasOperation_t ta, cublasOperation_t tb, int 
                 int ldc);
 
 // Fused bf16 attention (cuda_attention.cu): 1 when it ran the op, 0 when fused attention is off or
-// the shape is not one it takes (the caller then uses the cuBLAS path).
+// the shape is not one it takes (the caller then uses the cuBLAS path).  qkv and out fp32 (rounded
+// to bf16 inside), or bf16 (the bf16-activation ops: qkv read as is, out rounded once).
 int cuda_attention_fused_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
                                  const char *op);
+int cuda_attention_fused_forward(__nv_bfloat16 *out, float *att, const __nv_bfloat16 *qkv, int B, int T, int C,
+                                 int NH, const char *op);
 int cuda_attention_fused_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B,
                                   int T, int C, int NH, const char *op);
+int cuda_attention_fused_backward(float *dqkv, const float *dout, const __nv_bfloat16 *qkv, const float *att,
+                                  int B, int T, int C, int NH, const char *op);
 // Op entry points defined in the other files, collected into the table by cuda_backend.cu.
 #define VM_CU_OPS(X)                                                                               \
     X(patchify) X(matmul_forward) X(matmul_backward) X(layernorm_forward) X(layernorm_backward)    \
@@ -113,7 +126,9 @@ int cuda_attention_fused_backward(float *dqkv, const float *dout, const float *q
     X(gelu_forward) X(gelu_backward) X(relu_forward) X(relu_backward) X(add) X(accumulate) X(scale) \
     X(add_rows) X(add_rows_backward) X(gather_tokens) X(gather_tokens_backward) X(unshuffle_tokens) \
     X(unshuffle_tokens_backward) X(drop_first_token) X(drop_first_token_backward) X(pool_forward)  \
-    X(pool_backward) X(mae_loss) X(infonce_loss) X(simsiam_loss) X(vicreg_loss) X(sumsq) X(adamw) X(adamw_ranges)
+    X(pool_backward) X(mae_loss) X(infonce_loss) X(simsiam_loss) X(vicreg_loss) X(sumsq) X(adamw) X(adamw_ranges) \
+    X(layernorm_forward_bf16) X(matmul_forward_bf16) X(matmul_backward_bf16) X(attention_forward_bf16)      \
+    X(attention_backward_bf16) X(gelu_forward_bf16) X(gelu_backward_bf16) X(add_bf16)
 
 void cu_patchify(float *out, const uint8_t *img, int B, int H, int W, int P, int conv_order,
                  const float mean[3], const float std[3]);
@@ -171,6 +186,22 @@ void cu_adamw(float *param, const float *grad, float *m, float *v, size_t N, flo
 void cu_adamw_ranges(float *param, const float *grad, float *m, float *v, const vm_adamw_range *ranges,
                      int nranges, float lr, float beta1, float beta2, float eps, float weight_decay, int t,
                      float grad_scale);
+// The bf16-activation ops (trainer/backend.h): vm_bf16 is the bit pattern of an __nv_bfloat16.
+void cu_layernorm_forward_bf16(vm_bf16 *out, float *mean, float *rstd, const float *inp, const float *weight,
+                               const float *bias, int N, int C, float eps);
+void cu_matmul_forward_bf16(vm_bf16 *out, const vm_bf16 *inp, const float *weight, const float *bias, int N, int C,
+                            int OC);
+void cu_matmul_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const vm_bf16 *inp,
+                             const float *weight, int N, int C, int OC);
+void cu_attention_forward_bf16(vm_bf16 *out, float *att, const vm_bf16 *qkv, int B, int T, int C, int NH);
+void cu_attention_backward_bf16(float *dqkv, float *scratch, const float *dout, const vm_bf16 *qkv,
+                                const float *att, int B, int T, int C, int NH);
+void cu_gelu_forward_bf16(vm_bf16 *out, const vm_bf16 *inp, size_t N);
+void cu_gelu_backward_bf16(float *dinp, const vm_bf16 *inp, const float *dout, size_t N);
+void cu_add_bf16(float *out, const float *a, const vm_bf16 *b, size_t N);
+static inline __nv_bfloat16 *as_bf16(vm_bf16 *p) { return reinterpret_cast<__nv_bfloat16 *>(p); }
+static inline const __nv_bfloat16 *as_bf16(const vm_bf16 *p) { return reinterpret_cast<const __nv_bfloat16 *>(p); }
+static_assert(sizeof(vm_bf16) == sizeof(__nv_bfloat16), "vm_bf16 holds the bits of an __nv_bfloat16");
 
 // Column sums in a fixed order (deterministic, double accumulation):
 //   dst[c] = (accumulate ? dst[c] : 0) + sum over r < rows of f(r, c)      (c < cols)

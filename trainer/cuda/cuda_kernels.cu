@@ -47,7 +47,9 @@ void cu_patchify(float *out, const uint8_t *img, int B, int H, int W, int P, int
 
 // ---- LayerNorm ------------------------------------------------------------------------------------
 // One warp per row; two passes over the row (mean, then centred variance) as the CPU does.
-__global__ void layernorm_forward_kernel(float *out, float *mean, float *rstd, const float *inp,
+// out fp32, or bf16 (layernorm_forward_bf16: the fp32 value rounded once).
+template <typename TO>
+__global__ void layernorm_forward_kernel(TO *out, float *mean, float *rstd, const float *inp,
                                          const float *w, const float *bias, int N, int C, float eps) {
     int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) return;
@@ -58,10 +60,10 @@ __global__ void layernorm_forward_kernel(float *out, float *mean, float *rstd, c
     float v = 0.0f;
     for (int i = lane; i < C; i += 32) { float d = x[i] - m; v += d * d; }
     float r = rsqrtf(warp_sum(v) / C + eps);
-    float *o = out + (size_t)row * C;
+    TO *o = out + (size_t)row * C;
     for (int i = lane; i < C; i += 32) {
         float n = (x[i] - m) * r;
-        o[i] = n * (w ? w[i] : 1.0f) + (bias ? bias[i] : 0.0f);
+        store_as(o + i, n * (w ? w[i] : 1.0f) + (bias ? bias[i] : 0.0f));
     }
     if (lane == 0) { if (mean) mean[row] = m; if (rstd) rstd[row] = r; }
 }
@@ -70,6 +72,12 @@ void cu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp
                           const float *bias, int N, int C, float eps) {
     layernorm_forward_kernel<<<ceil_div(N, 8), 256, 0, g_cu.stream>>>(out, mean, rstd, inp, weight, bias, N, C, eps);
     LAUNCH_CHECK("layernorm_forward");
+}
+void cu_layernorm_forward_bf16(vm_bf16 *out, float *mean, float *rstd, const float *inp, const float *weight,
+                               const float *bias, int N, int C, float eps) {
+    layernorm_forward_kernel<<<ceil_div(N, 8), 256, 0, g_cu.stream>>>(as_bf16(out), mean, rstd, inp, weight, bias, N,
+                                                                       C, eps);
+    LAUNCH_CHECK("layernorm_forward_bf16");
 }
 
 // dinp += rstd * (g - mean(g) - xhat * mean(g * xhat)),  g = dout * weight
@@ -228,12 +236,16 @@ void cu_batchnorm_backward(float *dinp, float *dweight, float *dbias, const floa
 #define INV_SQRT2 0.70710678118654752f
 #define INV_SQRT_2PI 0.39894228040143268f
 
-__global__ void gelu_forward_kernel(float *out, const float *inp, size_t n) {
-    GRID_STRIDE(i, n) { float x = inp[i]; out[i] = 0.5f * x * (1.0f + erff(x * INV_SQRT2)); }
+// GELU and add are templated on the storage type of their activation input (and of the GELU
+// output): float, or bf16 for the bf16-activation ops (read exactly, stored rounded once).
+template <typename TO, typename TI>
+__global__ void gelu_forward_kernel(TO *out, const TI *inp, size_t n) {
+    GRID_STRIDE(i, n) { float x = to_float(inp[i]); store_as(out + i, 0.5f * x * (1.0f + erff(x * INV_SQRT2))); }
 }
-__global__ void gelu_backward_kernel(float *dinp, const float *inp, const float *dout, size_t n) {
+template <typename TI>
+__global__ void gelu_backward_kernel(float *dinp, const TI *inp, const float *dout, size_t n) {
     GRID_STRIDE(i, n) {
-        float x = inp[i];
+        float x = to_float(inp[i]);
         float cdf = 0.5f * (1.0f + erff(x * INV_SQRT2));
         float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
         dinp[i] = dout[i] * (cdf + x * pdf);
@@ -245,8 +257,9 @@ __global__ void relu_forward_kernel(float *out, const float *inp, size_t n) {
 __global__ void relu_backward_kernel(float *dinp, const float *inp, const float *dout, size_t n) {
     GRID_STRIDE(i, n) dinp[i] = inp[i] > 0.0f ? dout[i] : 0.0f;
 }
-__global__ void add_kernel(float *out, const float *a, const float *b, size_t n) {
-    GRID_STRIDE(i, n) out[i] = a[i] + b[i];
+template <typename TB>
+__global__ void add_kernel(float *out, const float *a, const TB *b, size_t n) {
+    GRID_STRIDE(i, n) out[i] = a[i] + to_float(b[i]);
 }
 __global__ void accumulate_kernel(float *dst, const float *src, size_t n) {
     GRID_STRIDE(i, n) dst[i] += src[i];
@@ -258,12 +271,14 @@ __global__ void add_rows_kernel(float *out, const float *inp, const float *pos, 
     GRID_STRIDE(i, n) out[i] = inp[i] + pos[i % TC];
 }
 
-#define LAUNCH_1D(name, n, ...)                                                                  \
+// Launch name_kernel over n elements for the op named opname (LAUNCH_1D: the op is name).
+#define LAUNCH_1D_OP(name, opname, n, ...)                                                       \
     do {                                                                                         \
         if ((n) == 0) return;                                                                    \
         name##_kernel<<<grid_for((n), 256), 256, 0, g_cu.stream>>>(__VA_ARGS__);                  \
-        LAUNCH_CHECK(#name);                                                                     \
+        LAUNCH_CHECK(opname);                                                                    \
     } while (0)
+#define LAUNCH_1D(name, n, ...) LAUNCH_1D_OP(name, #name, n, __VA_ARGS__)
 
 void cu_gelu_forward(float *out, const float *inp, size_t N) { LAUNCH_1D(gelu_forward, N, out, inp, N); }
 void cu_gelu_backward(float *dinp, const float *inp, const float *dout, size_t N) {
@@ -274,6 +289,15 @@ void cu_relu_backward(float *dinp, const float *inp, const float *dout, size_t N
     LAUNCH_1D(relu_backward, N, dinp, inp, dout, N);
 }
 void cu_add(float *out, const float *a, const float *b, size_t N) { LAUNCH_1D(add, N, out, a, b, N); }
+void cu_gelu_forward_bf16(vm_bf16 *out, const vm_bf16 *inp, size_t N) {
+    LAUNCH_1D_OP(gelu_forward, "gelu_forward_bf16", N, as_bf16(out), as_bf16(inp), N);
+}
+void cu_gelu_backward_bf16(float *dinp, const vm_bf16 *inp, const float *dout, size_t N) {
+    LAUNCH_1D_OP(gelu_backward, "gelu_backward_bf16", N, dinp, as_bf16(inp), dout, N);
+}
+void cu_add_bf16(float *out, const float *a, const vm_bf16 *b, size_t N) {
+    LAUNCH_1D_OP(add, "add_bf16", N, out, a, as_bf16(b), N);
+}
 void cu_accumulate(float *dst, const float *src, size_t N) { LAUNCH_1D(accumulate, N, dst, src, N); }
 void cu_scale(float *x, float s, size_t N) { LAUNCH_1D(scale, N, x, s, N); }
 void cu_add_rows(float *out, const float *inp, const float *pos, int B, int T, int C) {
