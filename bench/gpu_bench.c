@@ -198,7 +198,8 @@ typedef struct {
 } msg_source;
 
 // vm_feed_fill_fn: parse and decompress the next stored message straight into the slot.
-static int msg_fill(void *ctx, uint8_t *views, long *tag, vm_error *err) {
+static int msg_fill(void *ctx, uint8_t *views, void *info, vm_error *err) {
+    (void)info;  // (none: vm_feed_start with 0 info bytes)
     msg_source *s = ctx;
     if (s->left <= 0) return 0;
     int i = (int)(s->n % s->nmsg);
@@ -206,8 +207,7 @@ static int msg_fill(void *ctx, uint8_t *views, long *tag, vm_error *err) {
     int rc = vm_batch_parse(s->msgs[i], s->lens[i], &v, err);
     if (!rc) rc = vm_batch_decode_pixels(&v, views, s->raw, err);
     if (rc) return rc;
-    *tag = s->n++;
-    s->left--;
+    s->n++, s->left--;
     return 1;
 }
 
@@ -336,7 +336,7 @@ int main(int argc, char **argv) {
         if (make_messages(&src.msgs, &src.lens, src.nmsg, B, S)) return 1;
         printf("input path: LZ4 messages of %.1f MB for %.1f MB of pixels\n", src.lens[0] / 1e6, nv / 1e6);
         src.left = 16;
-        if (vm_feed_start(&feed, be, cfg.train.slots, nv, msg_fill, NULL, &src, &err)) {
+        if (vm_feed_start(&feed, be, cfg.train.slots, nv, 0, msg_fill, NULL, &src, &err)) {
             fprintf(stderr, "gpu_bench: %s\n", err.msg);
             return 1;
         }
@@ -350,7 +350,7 @@ int main(int argc, char **argv) {
         if (rc < 0) { fprintf(stderr, "gpu_bench: input path: %s\n", err.msg); return 1; }
         printf("input path alone (1 decode thread, %d pinned slots): %.0f pairs/s\n", cfg.train.slots, capacity);
         src.left = warmup + steps, src.n = 0;
-        if (vm_feed_start(&feed, be, cfg.train.slots, nv, msg_fill, NULL, &src, &err)) {
+        if (vm_feed_start(&feed, be, cfg.train.slots, nv, 0, msg_fill, NULL, &src, &err)) {
             fprintf(stderr, "gpu_bench: %s\n", err.msg);
             return 1;
         }

@@ -1,5 +1,5 @@
 // tests/test_trainer_feed.c — the trainer's input feed (trainer/feed.h) on the CPU backend's host
-// slots: batches arrive intact and in order with their tags however the two sides interleave; the
+// slots: batches arrive intact and in order with their info however the two sides interleave; the
 // end of the source and its errors reach the consumer after the batches before them; stop cancels a
 // producer blocked in its source; a producer that keeps ahead leaves the consumer (almost) no wait.
 // The CUDA ring behind the same interface is tested in test_cuda_ring.c and through the loop in
@@ -32,8 +32,17 @@ static void sleep_us(int us) {
     nanosleep(&ts, NULL);
 }
 
-static int fill(void *ctx, uint8_t *views, long *tag, vm_error *err) {
+// What travels beside each batch (the feed's info): its number and a name.
+typedef struct {
+    long n;
+    char name[24];
+} batch_info;
+
+static int fill(void *ctx, uint8_t *views, void *info, vm_error *err) {
     src_t *s = ctx;
+    batch_info *bi = info;
+    static const batch_info zero;
+    CHECK(memcmp(bi, &zero, sizeof zero) == 0, "info not zeroed before fill()");
     if (s->produced == s->batches) {
         if (s->fail) return vm_fail(err, VM_ECORRUPT, "source: batch %d is corrupt", s->produced);
         if (s->block) {  // like a receiver waiting for workers that never come
@@ -46,7 +55,8 @@ static int fill(void *ctx, uint8_t *views, long *tag, vm_error *err) {
     }
     if (s->sleep_us) sleep_us(s->sleep_us);
     for (size_t i = 0; i < BYTES; i++) views[i] = pattern(s->produced, i);
-    *tag = 1000 + s->produced;
+    bi->n = 1000 + s->produced;
+    snprintf(bi->name, sizeof bi->name, "batch %d", s->produced);
     s->produced++;
     return 1;
 }
@@ -66,13 +76,16 @@ static void src_init(src_t *s, int batches) {
     pthread_cond_init(&s->cv, NULL);
 }
 
-// Consume every batch, checking order, tag and content; returns what the last next() returned.
+// Consume every batch, checking order, info and content; returns what the last next() returned.
 static int consume_all(vm_feed *f, int expect, int consumer_sleep_us, vm_error *err) {
     int rc, n = 0;
     vm_feed_batch b;
     while ((rc = vm_feed_next(f, &b, err)) == 1) {
         CHECK(n < expect, "more batches than produced");
-        CHECK_EQ_INT(b.tag, 1000 + n);
+        const batch_info *bi = b.info;
+        char name[24];
+        snprintf(name, sizeof name, "batch %d", n);
+        CHECK(bi->n == 1000 + n && !strcmp(bi->name, name), "batch %d came with info (%ld, %s)", n, bi->n, bi->name);
         for (size_t i = 0; i < BYTES; i++)
             if (b.views[i] != pattern(n, i)) CHECK(0, "batch %d byte %zu: %u, expected %u", n, i, b.views[i], pattern(n, i));
         if (consumer_sleep_us) sleep_us(consumer_sleep_us);
@@ -92,7 +105,7 @@ TEST(feed_delivers_every_batch_in_order_however_the_sides_interleave) {
         s.sleep_us = cases[c][1];
         vm_feed *f = NULL;
         vm_error err = {0};
-        CHECK_OK(vm_feed_start(&f, be, cases[c][0], BYTES, fill, cancel, &s, &err), err);
+        CHECK_OK(vm_feed_start(&f, be, cases[c][0], BYTES, sizeof(batch_info), fill, cancel, &s, &err), err);
         CHECK_EQ_INT(consume_all(f, 40, cases[c][2], &err), 0);
         vm_feed_stop(f);
     }
@@ -104,7 +117,7 @@ TEST(feed_reports_the_source_error_after_the_batches_before_it) {
     s.fail = 1;
     vm_feed *f = NULL;
     vm_error err = {0};
-    CHECK_OK(vm_feed_start(&f, vm_backend_cpu(1), 3, BYTES, fill, cancel, &s, &err), err);
+    CHECK_OK(vm_feed_start(&f, vm_backend_cpu(1), 3, BYTES, sizeof(batch_info), fill, cancel, &s, &err), err);
     int rc = consume_all(f, 7, 0, &err);
     CHECK_EQ_INT(rc, VM_ECORRUPT);
     CHECK(strstr(err.msg, "batch 7 is corrupt"), "message: %s", err.msg);
@@ -117,7 +130,7 @@ TEST(feed_stop_cancels_a_producer_blocked_in_its_source) {
     s.block = 1;
     vm_feed *f = NULL;
     vm_error err = {0};
-    CHECK_OK(vm_feed_start(&f, vm_backend_cpu(1), 4, BYTES, fill, cancel, &s, &err), err);
+    CHECK_OK(vm_feed_start(&f, vm_backend_cpu(1), 4, BYTES, sizeof(batch_info), fill, cancel, &s, &err), err);
     vm_feed_batch b;
     for (int i = 0; i < 2; i++) {
         CHECK_EQ_INT(vm_feed_next(f, &b, &err), 1);
@@ -127,7 +140,7 @@ TEST(feed_stop_cancels_a_producer_blocked_in_its_source) {
     CHECK_EQ_INT(s.cancelled, 1);
     // stopping early, with slots still full and a producer waiting for a free one
     src_init(&s, 50);
-    CHECK_OK(vm_feed_start(&f, vm_backend_cpu(1), 2, BYTES, fill, cancel, &s, &err), err);
+    CHECK_OK(vm_feed_start(&f, vm_backend_cpu(1), 2, BYTES, sizeof(batch_info), fill, cancel, &s, &err), err);
     CHECK_EQ_INT(vm_feed_next(f, &b, &err), 1);
     vm_feed_stop(f);
     CHECK(s.produced < 50, "the producer ran on after stop");
@@ -140,7 +153,7 @@ TEST(feed_producer_ahead_leaves_no_data_wait) {
     src_init(&s, 12);
     vm_feed *f = NULL;
     vm_error err = {0};
-    CHECK_OK(vm_feed_start(&f, vm_backend_cpu(1), 3, BYTES, fill, cancel, &s, &err), err);
+    CHECK_OK(vm_feed_start(&f, vm_backend_cpu(1), 3, BYTES, sizeof(batch_info), fill, cancel, &s, &err), err);
     vm_feed_batch b;
     double wait = 0;
     for (int i = 0; i < 12; i++) {
@@ -160,7 +173,7 @@ TEST(feed_refuses_bad_arguments) {
     vm_error err = {0};
     src_t s;
     src_init(&s, 1);
-    CHECK(vm_feed_start(&f, vm_backend_cpu(1), 1, BYTES, fill, cancel, &s, &err) == VM_EINVAL);
+    CHECK(vm_feed_start(&f, vm_backend_cpu(1), 1, BYTES, sizeof(batch_info), fill, cancel, &s, &err) == VM_EINVAL);
     CHECK(f == NULL);
     CHECK(strstr(err.msg, "at least 2 slots"), "message: %s", err.msg);
     vm_feed_stop(NULL);

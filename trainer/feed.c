@@ -18,7 +18,8 @@ struct vm_feed {
     int *state;
     long prod, cons;
     int closed;
-    long *tags;                  // per slot, written by the producer before it hands the slot over
+    size_t info_bytes;
+    unsigned char *info;         // info_bytes per slot, written by the producer before it hands the slot over
     vm_feed_fill_fn fill;
     vm_feed_cancel_fn cancel;
     void *ctx;
@@ -95,10 +96,10 @@ static void *produce(void *arg) {
         int k;
         uint8_t *p = slot_acquire(f, &k);
         if (!p) break;  // stopped
-        long tag = 0;
-        rc = f->fill(f->ctx, p, &tag, &e);
+        void *info = f->info_bytes ? f->info + (size_t)k * f->info_bytes : NULL;
+        if (info) memset(info, 0, f->info_bytes);
+        rc = f->fill(f->ctx, p, info, &e);
         if (rc != 1) break;  // the source ended or failed: the slot is never handed over
-        f->tags[k] = tag;
         slot_submit(f, k);
     }
     pthread_mutex_lock(&f->mu);
@@ -114,14 +115,14 @@ static void *produce(void *arg) {
 static void feed_free(vm_feed *f) {
     if (f->ring) vm_cuda_ring_free(f->ring);
     for (int i = 0; f->host && i < f->n; i++) free(f->host[i]);
-    free(f->host), free(f->state), free(f->tags);
+    free(f->host), free(f->state), free(f->info);
     pthread_mutex_destroy(&f->mu);
     pthread_cond_destroy(&f->cv);
     free(f);
 }
 
-int vm_feed_start(vm_feed **out, const vm_backend_ops *be, int slots, size_t batch_bytes, vm_feed_fill_fn fill,
-                  vm_feed_cancel_fn cancel, void *ctx, vm_error *err) {
+int vm_feed_start(vm_feed **out, const vm_backend_ops *be, int slots, size_t batch_bytes, size_t info_bytes,
+                  vm_feed_fill_fn fill, vm_feed_cancel_fn cancel, void *ctx, vm_error *err) {
     *out = NULL;
     if (slots < 2 || batch_bytes == 0 || !fill)
         return vm_fail(err, VM_EINVAL, "input feed: %d slots of %zu bytes (need at least 2 slots)", slots, batch_bytes);
@@ -129,9 +130,9 @@ int vm_feed_start(vm_feed **out, const vm_backend_ops *be, int slots, size_t bat
     if (!f) return vm_fail(err, VM_ENOMEM, "input feed: out of memory");
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
-    f->n = slots, f->bytes = batch_bytes, f->fill = fill, f->cancel = cancel, f->ctx = ctx;
+    f->n = slots, f->bytes = batch_bytes, f->info_bytes = info_bytes, f->fill = fill, f->cancel = cancel, f->ctx = ctx;
     int rc = 0;
-    if (!(f->tags = calloc((size_t)slots, sizeof *f->tags))) {
+    if (info_bytes && !(f->info = calloc((size_t)slots, info_bytes))) {
         rc = vm_fail(err, VM_ENOMEM, "input feed: out of memory");
     } else if (!strcmp(be->name, "cuda")) {
         char why[256];
@@ -160,21 +161,21 @@ int vm_feed_next(vm_feed *f, vm_feed_batch *b, vm_error *err) {
     const uint8_t *p = slot_next(f, &k);
     b->wait_s = vm_now() - t0;
     if (p) {
-        b->views = p, b->tag = f->tags[k], b->slot = k;
+        b->views = p, b->info = f->info_bytes ? f->info + (size_t)k * f->info_bytes : NULL, b->slot = k;
         return 1;
     }
     pthread_mutex_lock(&f->mu);
     int rc = f->src_rc;
     if (rc < 0) *err = f->src_err;
     pthread_mutex_unlock(&f->mu);
-    b->views = NULL, b->slot = -1;
+    b->views = NULL, b->info = NULL, b->slot = -1;
     return rc;
 }
 
 void vm_feed_release(vm_feed *f, vm_feed_batch *b) {
     if (b->slot < 0) return;
     b->wait_s += slot_release(f, b->slot);
-    b->slot = -1;
+    b->info = NULL, b->slot = -1;
 }
 
 void vm_feed_stop(vm_feed *f) {

@@ -184,7 +184,7 @@ static int replay_take(replay *r, uint8_t *views, int B, vm_error *err) {
 
 // Where the data stands after a batch: its epoch and, from the ordered pipeline, the unit position
 // (pipeline/receiver.h vm_receiver_pos; unit -1 = none).  The feed's thread runs ahead of the steps,
-// so each batch's position travels in a ring indexed by the batch's sequence number (its tag).
+// so each batch's position travels with it (the feed's info beside the slot).
 typedef struct batch_pos {
     long epoch, unit, sample;
 } batch_pos;
@@ -195,8 +195,6 @@ typedef struct source {
     replay rp;                      // replay mode when rp.paths is set
     long epoch, epoch_sample;       // replay: position of the next batch
     vm_receiver *recv;              // pipeline mode
-    batch_pos *pos;                 // [npos] positions by sequence % npos: npos > slots, so fill() never
-    int npos;                       // overwrites one the loop has not read (batch seq + slots waits for seq's release)
     vm_sample_meta *smeta;          // (B) records of the batch, for save_batches
     vm_view_meta *vmeta;            // (B, 2)
     const char *save_batches;       // directory, or NULL
@@ -221,13 +219,12 @@ static int source_save(source *s, const uint8_t *views, uint32_t ep, vm_error *e
     return rc ? rc : vm_batch_file_write(path, s->msgbuf, len, err);
 }
 
-// vm_feed_fill_fn: the next batch of B pairs into views, its sequence number into *tag and its
-// position into pos[tag % npos].
-static int source_fill(void *ctx, uint8_t *views, long *tag, vm_error *err) {
+// vm_feed_fill_fn: the next batch of B pairs into views, its position into info (a batch_pos).
+static int source_fill(void *ctx, uint8_t *views, void *info, vm_error *err) {
     source *s = ctx;
     int rc;
     if (s->remaining <= 0) return 0;
-    batch_pos *bp = &s->pos[s->sequence % s->npos];
+    batch_pos *bp = info;
     if (s->rp.paths) {
         if (s->epoch_sample + s->B > s->rp.per_epoch) {  // drop the tail: a batch never mixes epochs
             s->epoch++, s->epoch_sample = 0;
@@ -244,7 +241,6 @@ static int source_fill(void *ctx, uint8_t *views, long *tag, vm_error *err) {
         *bp = vm_receiver_position(s->recv, &p) ? (batch_pos){(long)ep, p.unit, p.sample} : (batch_pos){(long)ep, -1, 0};
         if (s->save_batches && (rc = source_save(s, views, ep, err))) return rc;
     }
-    *tag = s->sequence;
     s->sequence++, s->remaining--;
     return 1;
 }
@@ -478,13 +474,8 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
     if (src.save_batches && (rc = vm_mkdirs(src.save_batches, err))) goto done;
     // The input feed: a thread fills cfg->train.slots batch slots ahead of the steps.
     src.remaining = end - st.step, src.sequence = st.step;
-    src.npos = cfg->train.slots + 2;
-    if (!(src.pos = calloc((size_t)src.npos, sizeof *src.pos))) {
-        rc = vm_fail(err, VM_ENOMEM, "out of memory");
-        goto done;
-    }
-    if ((rc = vm_feed_start(&feed, be, cfg->train.slots, (size_t)B * sample_bytes, source_fill, source_cancel, &src,
-                            err)))
+    if ((rc = vm_feed_start(&feed, be, cfg->train.slots, (size_t)B * sample_bytes, sizeof(batch_pos), source_fill,
+                            source_cancel, &src, err)))
         goto done;
     if (!o->quiet)
         vm_info("train: %s backend, %d pairs of %dx%d per step, steps %ld..%ld of %ld, %ld per epoch, run dir %s",
@@ -509,7 +500,7 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
             vm_info("train: the pipeline delivered every epoch after %ld steps (planned %ld)", st.step, total);
             break;
         }
-        batch_pos bp = src.pos[in.tag % src.npos];  // read before the slot goes back to the feed
+        batch_pos bp = *(const batch_pos *)in.info;  // read before the slot goes back to the feed
         if (bp.epoch != st.epoch) st.epoch = bp.epoch, st.epoch_sample = 0;
         vm_losses ls;
         float lr = 0, gnorm = 0;
@@ -583,7 +574,7 @@ done:
     vm_receiver_stop(src.recv);
     replay_free(rp);
     vm_model_free(m);
-    free(src.smeta), free(src.vmeta), free(src.msgbuf), free(src.pos), free(ini);
+    free(src.smeta), free(src.vmeta), free(src.msgbuf), free(ini);
     close(lock_fd);  // releases the lock
     return rc;
 }
