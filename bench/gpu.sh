@@ -2,7 +2,7 @@
 # bench/gpu.sh — `make bench-gpu` (also step 3 of tools/gpu-check.sh): ViT-B/16 ViC-MAE training
 # steps at 224, mask 0.75, InfoNCE, on this machine's GPU:
 #   ours     bench/gpu_bench (CUDA backend, bf16 products; pair batches 64 and 128; at 64 also with
-#            bf16 activations ([train] activations = bf16, row vicmae-bf16act); the real input
+#            bf16 activations ([train] activations = bf16, rows vicmae-bf16act); the real input
 #            path (the input feed: LZ4 messages decoded into pinned slots, copied on their own stream,
 #            steps on the device-resident slot) with its data-wait;
 #            a profiled run that says where the time goes; the alternatives the defaults replaced
@@ -29,10 +29,8 @@ echo "machine: $(nvidia-smi --query-gpu=name,driver_version,memory.total --forma
      "$(nproc) cores, $(date -u +%F)"
 [ -x "$BENCH" ] || { echo "bench/gpu.sh: no $BENCH (make, or tools/gpu-dist.sh)"; exit 1; }
 
-# RESULT_TAG=-x run ...: the run's result lines get impl=<impl>-x (a variant that gpu_bench's own
-# impl name does not tell apart, so that the summary shows it as its own row).
 run() {  # min_seconds_left timeout label command...
-  local need=$1 to=$2 label=$3 tag=${RESULT_TAG:-}; shift 3
+  local need=$1 to=$2 label=$3; shift 3
   if (( $(left) < need )); then echo "-- $label: skipped, $(left) s left of the budget"; return 0; fi
   (( to > $(left) - 5 )) && to=$(( $(left) - 5 ))
   echo "-- $label"
@@ -40,13 +38,13 @@ run() {  # min_seconds_left timeout label command...
   out=$(timeout "$to" "$@" 2>&1); rc=$?
   echo "$out" | grep -v '^result '
   if [ $rc -ne 0 ]; then echo "   ($label: exit $rc$( ((rc == 124)) && echo ", timed out after $to s"))"; return 1; fi
-  echo "$out" | grep '^result ' | sed -E "s/ impl=([^ ]*)/ impl=\1$tag/" >>"$results"
+  echo "$out" | grep '^result ' >>"$results"
 }
 
 rc=0
 # Most important first: the budget may cut the tail.
 run 60 120 "vicmae bf16, 64 pairs"  "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 || rc=1
-RESULT_TAG=-bf16act run 60 120 "vicmae bf16, bf16 activations, 64 pairs" \
+run 60 120 "vicmae bf16, bf16 activations, 64 pairs" \
     "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --set train.activations=bf16 || rc=1
 run 60 150 "torch eager, 64 pairs"  "$PY" bench/torch_vitb_step.py --mode eager --batch 64 --steps "$STEPS" || rc=1
 run 60 120 "vicmae bf16, 128 pairs" "$BENCH" --batch 128 --steps "$STEPS" --warmup 3 --precision bf16 || rc=1
@@ -55,6 +53,8 @@ run 45 120 "vicmae bf16, 64 pairs, the real input path (LZ4 -> pinned slots -> G
     "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --input || rc=1
 run 45 90 "vicmae bf16, 64 pairs, profiled (where the time goes)" \
     "$BENCH" --batch 64 --steps 3 --warmup 2 --precision bf16 --profile --attention-alone || rc=1
+run 45 90 "vicmae bf16, bf16 activations, 64 pairs, profiled" \
+    "$BENCH" --batch 64 --steps 3 --warmup 2 --precision bf16 --set train.activations=bf16 --profile || rc=1
 run 45 120 "vicmae bf16, attention through batched cuBLAS GEMMs (not fused), 64 pairs" \
     "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --attention cublas || rc=1
 run 45 120 "vicmae bf16, bias kernel instead of the cuBLASLt epilogue, 64 pairs" \

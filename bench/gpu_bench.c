@@ -87,6 +87,20 @@ WRAP(P_TOKENS, gather_tokens, (float *o, const float *x, const float *c, const i
 WRAP(P_TOKENS, unshuffle_tokens, (float *o, const float *x, const float *mt, const int32_t *r, int B, int L, int K,
      int C), (o, x, mt, r, B, L, K, C))
 WRAP(P_NORMSQ, sumsq, (float *o, const float *x, size_t n), (o, x, n))
+// the bf16-activation ops ([train] activations = bf16), in the same categories
+WRAP(P_MATMUL_F, matmul_forward_bf16, (vm_bf16 *o, const vm_bf16 *i, const float *w, const float *b, int N, int C,
+     int OC), (o, i, w, b, N, C, OC))
+WRAP(P_MATMUL_B, matmul_backward_bf16, (float *di, float *dw, float *db, const float *g, const vm_bf16 *i,
+     const float *w, int N, int C, int OC), (di, dw, db, g, i, w, N, C, OC))
+WRAP(P_ATT_F, attention_forward_bf16, (vm_bf16 *o, float *a, const vm_bf16 *q, int B, int T, int C, int NH),
+     (o, a, q, B, T, C, NH))
+WRAP(P_ATT_B, attention_backward_bf16, (float *dq, float *s, const float *g, const vm_bf16 *q, const float *a, int B,
+     int T, int C, int NH), (dq, s, g, q, a, B, T, C, NH))
+WRAP(P_LN_F, layernorm_forward_bf16, (vm_bf16 *o, float *m, float *r, const float *i, const float *w, const float *b,
+     int N, int C, float eps), (o, m, r, i, w, b, N, C, eps))
+WRAP(P_GELU_F, gelu_forward_bf16, (vm_bf16 *o, const vm_bf16 *i, size_t n), (o, i, n))
+WRAP(P_GELU_B, gelu_backward_bf16, (float *d, const vm_bf16 *i, const float *g, size_t n), (d, i, g, n))
+WRAP(P_RESID, add_bf16, (float *o, const float *a, const vm_bf16 *b, size_t n), (o, a, b, n))
 
 static vm_backend_ops profiled(const vm_backend_ops *be) {
     vm_backend_ops p = *be;
@@ -110,6 +124,16 @@ static vm_backend_ops profiled(const vm_backend_ops *be) {
     p.gather_tokens = w_gather_tokens;
     p.unshuffle_tokens = w_unshuffle_tokens;
     p.sumsq = w_sumsq;
+    if (be->matmul_forward_bf16) {
+        p.matmul_forward_bf16 = w_matmul_forward_bf16;
+        p.matmul_backward_bf16 = w_matmul_backward_bf16;
+        p.attention_forward_bf16 = w_attention_forward_bf16;
+        p.attention_backward_bf16 = w_attention_backward_bf16;
+        p.layernorm_forward_bf16 = w_layernorm_forward_bf16;
+        p.gelu_forward_bf16 = w_gelu_forward_bf16;
+        p.gelu_backward_bf16 = w_gelu_backward_bf16;
+        p.add_bf16 = w_add_bf16;
+    }
     return p;
 }
 
@@ -279,12 +303,14 @@ int main(int argc, char **argv) {
         i++;
     }
     if (B < 2 || steps < 1 || warmup < 0) return usage();
-    if (vm_config_load(&cfg, config, &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 1; }
-    for (int i = 0; i < nsets; i++)
-        if (vm_config_override(&cfg, sets[i], &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 1; }
-    cfg.optim.warmup_steps = 0;  // a real lr from the first step (speed does not depend on it)
     int bf16 = !strcmp(precision, "bf16"), fast = !strcmp(path, "fast");
     if ((!bf16 && strcmp(precision, "fp32")) || (!fast && strcmp(path, "convert"))) return usage();
+    if (vm_config_load(&cfg, config, &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 1; }
+    cfg.train.precision = bf16 ? VM_PREC_BF16 : VM_PREC_FP32;  // --precision, before --set
+    for (int i = 0; i < nsets; i++)
+        if (vm_config_override(&cfg, sets[i], &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 1; }
+    if (vm_config_validate(&cfg, &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 2; }
+    cfg.optim.warmup_steps = 0;  // a real lr from the first step (speed does not depend on it)
     int fused = !strcmp(attention, "fused") ? VM_ATTENTION_FUSED : !strcmp(attention, "auto") ? VM_ATTENTION_AUTO
                                                                    : VM_ATTENTION_CUBLAS;
     if (fused == VM_ATTENTION_CUBLAS && strcmp(attention, "cublas")) return usage();
@@ -384,8 +410,10 @@ int main(int argc, char **argv) {
     double step = (t_fb + t_opt) / steps;
     double flops = 3.0 * 2 * B * forward_flops_per_image(&cfg, K);
     double tflops = flops / step / 1e12;
-    printf("model: %s, %d pairs/step, %d of %d patches visible, %.1f M params, precision %s%s\n", config, B, K, L,
-           vm_model_num_trainable(m) / 1e6, precision, bf16 ? (fast ? " (cuBLAS FAST_16BF)" : " (bf16 operand copies)") : "");
+    int act16 = vm_model_bf16_activations(m);
+    printf("model: %s, %d pairs/step, %d of %d patches visible, %.1f M params, precision %s%s, %s activations\n", config,
+           B, K, L, vm_model_num_trainable(m) / 1e6, precision,
+           bf16 ? (fast ? " (cuBLAS FAST_16BF)" : " (bf16 operand copies)") : "", act16 ? "bf16" : "fp32");
     printf("linear layers with bias: %s; attention: %s\n",
            vm_backend_cuda_lt() ? "cuBLASLt, bias in the epilogue" : "cublasGemmEx + bias kernel",
            !bf16 || fast || fused == VM_ATTENTION_CUBLAS ? "batched cuBLAS GEMMs + softmax kernel"
@@ -412,8 +440,8 @@ int main(int argc, char **argv) {
     char extra[128] = "";
     if (input) snprintf(extra, sizeof extra, " input_pairs_per_s=%.0f data_wait_pct=%.3f", capacity,
                         100 * data_wait / (t_fb + t_opt));
-    printf("result impl=vicmae%s%s%s precision=%s%s batch=%d step_ms=%.3f pairs_per_s=%.2f tflops=%.2f mfu=%.4f peak=%.1f%s%s\n",
-           vm_backend_cuda_lt() ? "" : "-nolt", bf16 && !fast && fused != VM_ATTENTION_AUTO ? (fused ? "-fusedatt" : "-cublasatt") : "", input ? "-input" : "", precision, bf16 && fast ? "-fast" : "", B, step * 1e3, B / step,
+    printf("result impl=vicmae%s%s%s%s precision=%s%s batch=%d step_ms=%.3f pairs_per_s=%.2f tflops=%.2f mfu=%.4f peak=%.1f%s%s\n",
+           act16 ? "-bf16act" : "", vm_backend_cuda_lt() ? "" : "-nolt", bf16 && !fast && fused != VM_ATTENTION_AUTO ? (fused ? "-fusedatt" : "-cublasatt") : "", input ? "-input" : "", precision, bf16 && fast ? "-fast" : "", B, step * 1e3, B / step,
            tflops, tflops / peak, peak, profile ? " profiled=1" : "", extra);
     vm_model_free(m);
     free(views);
