@@ -15,6 +15,7 @@
 #include "common/rng.h"
 #include "tests/harness.h"
 #include "trainer/backend.h"
+#include "trainer/cpu/cpu_ops.h"  // vm_bf16_from_float / vm_bf16_to_float
 #include "trainer/cuda/cuda_backend.h"
 
 #define TOL32 1e-5
@@ -98,19 +99,25 @@ static float *dpoison(size_t n) {
     return d;
 }
 
+// ||a - ref|| / ||ref|| of two host arrays (a NaN in a fails any tolerance).
+static double relerr(const float *a, const float *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = (double)a[i] - ref[i];
+        num += e * e;
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
 // ||cuda - ref|| / ||ref|| of the device array d against the host reference.
 static double relerr_dev(const float *d, const float *ref, size_t n) {
     float *h = malloc(n * sizeof(float));
     CHECK(h);
     cu->to_host(h, d, n * sizeof(float));
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = (double)h[i] - ref[i];
-        num += e * e;
-        den += (double)ref[i] * ref[i];
-    }
+    double e = relerr(h, ref, n);
     free(h);
-    return den > 0 ? sqrt(num / den) : sqrt(num);
+    return e;
 }
 #define CHECK_DEV(name, d, ref, n)                                                                \
     do {                                                                                          \
@@ -617,25 +624,11 @@ static const char *at(const char *what) {
     return buf;
 }
 
-// float -> bf16 bits rounded to nearest even (as __float2bfloat16_rn), and back (exact).
-static vm_bf16 f2bf(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (vm_bf16)((u >> 16) | 0x40);  // NaN stays a (quiet) NaN
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (vm_bf16)(u >> 16);
-}
-static float bf2f(vm_bf16 h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
 static vm_bf16 *hrand16(size_t n, float lo, float hi) {
     float *x = hrand(n, lo, hi);
     vm_bf16 *y = malloc(n * sizeof *y);
     CHECK(y);
-    for (size_t i = 0; i < n; i++) y[i] = f2bf(x[i]);
+    for (size_t i = 0; i < n; i++) y[i] = vm_bf16_from_float(x[i]);  // (trainer/cpu/cpu_ops.h)
     free(x);
     return y;
 }
@@ -655,16 +648,13 @@ static vm_bf16 *dpoison16(size_t n) {
 // ||cuda - ref|| / ||ref|| of a device bf16 array against the host bf16 reference (NaN fails).
 static double relerr_dev16(const vm_bf16 *d, const vm_bf16 *ref, size_t n) {
     vm_bf16 *h = malloc(n * sizeof *h);
-    CHECK(h);
+    float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+    CHECK(h && a && b);
     cu->to_host(h, d, n * sizeof *h);
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double a = bf2f(h[i]), b = bf2f(ref[i]), e = a - b;
-        num += e * e;
-        den += b * b;
-    }
-    free(h);
-    return den > 0 ? sqrt(num / den) : sqrt(num);
+    for (size_t i = 0; i < n; i++) a[i] = vm_bf16_to_float(h[i]), b[i] = vm_bf16_to_float(ref[i]);
+    double e = relerr(a, b, n);
+    free(h), free(a), free(b);
+    return e;
 }
 #define CHECK_DEV16(name, d, ref, n)                                                              \
     do {                                                                                          \
