@@ -96,6 +96,8 @@ int cmd_train(int argc, char **argv) {
                 vm_backend_cuda_lt() ? "in the cuBLASLt epilogue" : "by a kernel");
     }
     if (!o.be) o.be = vm_backend_cpu(cfg.run.threads);
+    if (strcmp(o.be->name, "cuda") && cfg.train.activations == VM_ACT_BF16)
+        vm_info("train: [train] activations = bf16 is for the CUDA backend: the CPU keeps fp32 activations");
     if (state_path[0]) o.resume = state_path;  // --resume given
 
     vm_log_set_role("trainer");
