@@ -388,6 +388,7 @@ static int setup(vm_model *m, const vm_config *cfg, int max_batch, vm_error *err
 static int wants_bf16_activations(const vm_config *cfg) {
     return cfg->train.activations == VM_ACT_BF16 && cfg->train.precision == VM_PREC_BF16;
 }
+static size_t act_size(const vm_model *m) { return m->act16 ? sizeof(vm_bf16) : sizeof(float); }
 
 int vm_model_memory(const vm_config *cfg, int max_batch, size_t *param_bytes, size_t *act_bytes, vm_error *err) {
     vm_model *m = calloc(1, sizeof *m);
@@ -395,7 +396,7 @@ int vm_model_memory(const vm_config *cfg, int max_batch, size_t *param_bytes, si
     int rc = setup(m, cfg, max_batch, err);
     if (!rc) {
         m->act16 = wants_bf16_activations(cfg);  // as on a backend that has them
-        planner pl = {0, 1, NULL, m->act16 ? sizeof(vm_bf16) : sizeof(float)};
+        planner pl = {0, 1, NULL, act_size(m)};
         plan(m, &pl);
         if (param_bytes) *param_bytes = 4 * m->nfloats * sizeof(float);
         if (act_bytes) *act_bytes = pl.bytes;
@@ -442,7 +443,7 @@ int vm_model_create(vm_model **out, const vm_config *cfg, const vm_backend_ops *
     m->m = be->alloc(pbytes);
     m->v = be->alloc(pbytes);
     m->act16 = wants_bf16_activations(cfg) && has_bf16_activations(be);
-    planner pl = {0, 1, NULL, m->act16 ? sizeof(vm_bf16) : sizeof(float)};
+    planner pl = {0, 1, NULL, act_size(m)};
     plan(m, &pl);
     size_t abytes = pl.bytes;
     m->acts = be->alloc(abytes);
