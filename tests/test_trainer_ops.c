@@ -670,7 +670,7 @@ OPS_TEST(bf16_activation_ops) {
         for (int c = 0; c < C; c++) ref[n * C + c] = (x[n * C + c] - m) * r * lw[c] + lb[c];
     }
     ulp_check("layernorm bf16 out", ln, ref, nx, 0);
-    // linear: bf16 inp (exact) @ bf16(weight) + fp32 bias, rounded once
+    // linear: bf16 inp (exact) @ bf16(weight) + bf16(bias), summed in fp32, rounded once
     float *w = fvec((size_t)OC * C, -0.3, 0.3), *b = fvec(OC, -1, 1), *wr = bf16_of(w, (size_t)OC * C);
     float *xin = from16(ln, nx);
     vm_bf16 *y = poisoned16(ny);
@@ -678,7 +678,7 @@ OPS_TEST(bf16_activation_ops) {
     double *ry = zeros(ny);
     for (int n = 0; n < N; n++)
         for (int o = 0; o < OC; o++) {
-            double s = b[o];
+            double s = vm_bf16_round(b[o]);
             for (int c = 0; c < C; c++) s += (double)xin[n * C + c] * wr[o * C + c];
             ry[n * OC + o] = s;
         }

@@ -173,7 +173,8 @@ struct vm_backend {
     // the residual stream and every gradient stay fp32.
     void (*layernorm_forward_bf16)(vm_bf16 *out, float *mean, float *rstd, const float *inp,
                                    const float *weight, const float *bias, int N, int C, float eps);
-    // out (N, OC) = bf16(inp @ weight^T + bias), the bias added in fp32 before the rounding
+    // out (N, OC) = bf16(inp @ weight^T + bf16(bias)): the bias rounded to bf16 (as PyTorch's autocast
+    // casts it), added in fp32 to the fp32 sums before the one rounding of the output
     void (*matmul_forward_bf16)(vm_bf16 *out, const vm_bf16 *inp, const float *weight, const float *bias,
                                 int N, int C, int OC);
     void (*matmul_backward_bf16)(float *dinp, float *dweight, float *dbias, const float *dout,

@@ -186,11 +186,15 @@ void FN(layernorm_forward_bf16)(vm_bf16 *out, float *mean, float *rstd, const fl
     free(y);
 }
 
+// The bias is rounded to bf16 too (as PyTorch's autocast casts it, and as the CUDA backend's
+// cuBLASLt epilogue takes it), then added in fp32 before the output's one rounding.
 void FN(matmul_forward_bf16)(vm_bf16 *out, const vm_bf16 *inp, const float *weight, const float *bias, int N, int C,
                              int OC) {
     if (N <= 0 || OC <= 0) return;
-    float *x = FN(widened)(inp, (size_t)N * C), *y = bf16_scratch((size_t)N * OC * sizeof(float));
-    FN(bf16_matmul_forward)(y, x, weight, bias, N, C, OC);
+    float *x = FN(widened)(inp, (size_t)N * C), *y = bf16_scratch(((size_t)N * OC + OC) * sizeof(float));
+    float *b16 = bias ? y + (size_t)N * OC : NULL;
+    if (b16) FN(bf16_copy)(b16, bias, (size_t)OC);
+    FN(bf16_matmul_forward)(y, x, weight, b16, N, C, OC);
     FN(narrow)(out, y, (size_t)N * OC);
     free(y);
     free(x);

@@ -194,15 +194,16 @@ static int convert_bf16(void) { return g_cu.bf16 && !g_cu.bf16_fast; }
 
 // ---- cuBLASLt: linear forward with the bias added in the GEMM's epilogue ----------------------------
 // On by default (vm_backend_cuda_set_lt / VICMAE_CUDA_LT=0|1): it saves one pass over the output
-// per biased linear layer.  A plan (descriptors + the heuristic's algorithm) is
-// cached per shape, operand type, compute type and pointer alignment (the heuristic takes the
-// alignment of A, B, D and of the bias pointer into account).
+// per biased linear layer.  The output D is fp32 with an fp32 bias, or (bf16 activations) bf16
+// with a bf16 bias (cuBLASLt's bias has D's type).  A plan (descriptors + the heuristic's
+// algorithm) is cached per shape, operand type, output type, compute type and pointer alignment
+// (the heuristic takes the alignment of A, B, D and of the bias pointer into account).
 static cublasLtHandle_t g_lt;
 static int g_use_lt;
 struct lt_plan {
     int used, ok;
     int N, C, OC, al_w, al_x, al_d, al_b;
-    cudaDataType_t t;
+    cudaDataType_t t, dt;
     cublasComputeType_t ct;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t a, b, d;
@@ -227,23 +228,25 @@ static void lt_plan_destroy(struct lt_plan *p) {
     memset(p, 0, sizeof *p);
 }
 
-static struct lt_plan *lt_plan_get(const char *op, int N, int C, int OC, cudaDataType_t t, cublasComputeType_t ct,
-                                   const void *W, const void *X, const float *out, const float *bias) {
+// t: the operands' type; dt: the output's (and the bias's) type.
+static struct lt_plan *lt_plan_get(const char *op, int N, int C, int OC, cudaDataType_t t, cudaDataType_t dt,
+                                   cublasComputeType_t ct, const void *W, const void *X, const void *out,
+                                   const void *bias) {
     int aw = align_of(W), ax = align_of(X), ad = align_of(out), ab = align_of(bias);
     for (int i = 0; i < LT_PLANS; i++) {
         struct lt_plan *p = &lt_plans[i];
-        if (p->used && p->N == N && p->C == C && p->OC == OC && p->t == t && p->ct == ct && p->al_w == aw &&
-            p->al_x == ax && p->al_d == ad && p->al_b == ab)
+        if (p->used && p->N == N && p->C == C && p->OC == OC && p->t == t && p->dt == dt && p->ct == ct &&
+            p->al_w == aw && p->al_x == ax && p->al_d == ad && p->al_b == ab)
             return p;
     }
     struct lt_plan *p = &lt_plans[lt_next];
     lt_next = (lt_next + 1) % LT_PLANS;
     lt_plan_destroy(p);
-    p->used = 1, p->N = N, p->C = C, p->OC = OC, p->t = t, p->ct = ct;
+    p->used = 1, p->N = N, p->C = C, p->OC = OC, p->t = t, p->dt = dt, p->ct = ct;
     p->al_w = aw, p->al_x = ax, p->al_d = ad, p->al_b = ab;
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-    cudaDataType_t bt = CUDA_R_32F;
+    cudaDataType_t bt = dt;
     CUBLAS_CHECK(op, cublasLtMatmulDescCreate(&p->op, ct, CUDA_R_32F));
     CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
@@ -253,7 +256,7 @@ static struct lt_plan *lt_plan_get(const char *op, int N, int C, int OC, cudaDat
     // column-major: W^T stored as (C x OC) ld C, transposed; inp as (C x N) ld C; out (OC x N) ld OC
     CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p->a, t, C, OC, C));
     CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p->b, t, C, N, C));
-    CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, OC, N, OC));
+    CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p->d, dt, OC, N, OC));
     cublasLtMatmulPreference_t pref;
     CUBLAS_CHECK(op, cublasLtMatmulPreferenceCreate(&pref));
     uint64_t wsb = CUBLAS_WS_BYTES;
@@ -272,15 +275,21 @@ static struct lt_plan *lt_plan_get(const char *op, int N, int C, int OC, cudaDat
     return p;
 }
 
-// out = W^T-product + bias through cuBLASLt; 0 when no cuBLASLt algorithm fits (caller falls back).
-static int lt_matmul_bias(const char *op, float *out, const void *W, const void *X, const float *bias, int N, int C,
-                          int OC, cudaDataType_t t) {
-    struct lt_plan *p = lt_plan_get(op, N, C, OC, t, compute_type(t), W, X, out, bias);
-    if (!p->ok) return 0;
+// Run plan p (p->ok): out = W^T-product + bias.
+static void lt_run(const char *op, struct lt_plan *p, void *out, const void *W, const void *X, const void *bias) {
     float one = 1.0f, zero = 0.0f;
     CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     CUBLAS_CHECK(op, cublasLtMatmul(g_lt, p->op, &one, W, p->a, X, p->b, &zero, out, p->d, out, p->d, &p->algo,
                                     g_cu.blas_ws, CUBLAS_WS_BYTES, g_cu.stream));
+}
+
+// out = W^T-product + bias through cuBLASLt (out and bias of type dt); 0 when no cuBLASLt algorithm
+// fits (the caller falls back).
+static int lt_matmul_bias(const char *op, void *out, cudaDataType_t dt, const void *W, const void *X, const void *bias,
+                          int N, int C, int OC, cudaDataType_t t) {
+    struct lt_plan *p = lt_plan_get(op, N, C, OC, t, dt, compute_type(t), W, X, out, bias);
+    if (!p->ok) return 0;
+    lt_run(op, p, out, W, X, bias);
     return 1;
 }
 
@@ -308,7 +317,7 @@ void cu_matmul_forward(float *out, const float *inp, const float *weight, const 
         cuda_to_bf16(x16, inp, (size_t)N * C, op);
         W = w16, X = x16, t = CUDA_R_16BF;
     }
-    if (bias && g_use_lt && lt_matmul_bias(op, out, W, X, bias, N, C, OC, t)) return;
+    if (bias && g_use_lt && lt_matmul_bias(op, out, CUDA_R_32F, W, X, bias, N, C, OC, t)) return;
     gemm_ex(op, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, W, C, X, C, 0.0f, out, OC, t);
     if (bias) {
         size_t total = (size_t)N * OC;
@@ -317,32 +326,44 @@ void cu_matmul_forward(float *out, const float *inp, const float *weight, const 
     }
 }
 
-// out16 (N, OC) = bf16(ws + bias): the fp32 product (ws, row-major N x OC) and the fp32 bias
+// out16 (N, OC) = bf16(ws + bias16): the fp32 product (ws, row-major N x OC) and the bf16 bias
 // [may be NULL] summed in fp32, then rounded once.
-__global__ void matmul_round_bias_kernel(__nv_bfloat16 *out, const float *ws, const float *bias, size_t total, int OC) {
+__global__ void matmul_round_bias_kernel(__nv_bfloat16 *out, const float *ws, const __nv_bfloat16 *bias, size_t total,
+                                         int OC) {
     size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
         float v = ws[i];
-        if (bias) v += bias[i % OC];
+        if (bias) v += __bfloat162float(bias[i % OC]);
         out[i] = __float2bfloat16_rn(v);
     }
 }
 
-// bf16 activations: inp is bf16 already, the weight is rounded into the workspace, and the bf16
-// GEMM (fp32 accumulation) writes fp32 into the workspace; one kernel then adds the bias in fp32 and
-// rounds once.  Not cuBLASLt with a bf16 D: its bias vector must have D's type (cublasLt.h,
-// CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: fp32 only for IMMA and fp8 kernels), and a bf16 bias would
-// round the bias, nor cublasGemmEx with a bf16 C, which would round before the bias is added.
+// bf16 activations: inp is bf16 already; the weight and the bias are rounded into the workspace
+// (the bias to bf16 as PyTorch's autocast casts it: cuBLASLt's bias has the output's type).  With
+// cuBLASLt, the bf16 GEMM (fp32 accumulation) adds the bias in its epilogue and writes bf16 out
+// directly; without it (or when no algorithm fits) the GEMM writes fp32 into the workspace and one
+// kernel adds the bias and rounds once (cublasGemmEx with a bf16 C would round before the bias).
 void cu_matmul_forward_bf16(vm_bf16 *out, const vm_bf16 *inp, const float *weight, const float *bias, int N, int C,
                             int OC) {
     const char *op = "matmul_forward_bf16";
     size_t off = 0, total = (size_t)N * OC;
     if (!total) return;
     __nv_bfloat16 *w16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)OC * C * 2, op);
-    float *prod = (float *)cuda_ws(&off, total * sizeof(float), op);
+    __nv_bfloat16 *b16 = bias ? (__nv_bfloat16 *)cuda_ws(&off, (size_t)OC * 2, op) : NULL;
+    // (the plan is looked up before anything is launched: the fallback's workspace is carved only
+    // when no cuBLASLt algorithm fits, and every carving must precede the op's launches)
+    struct lt_plan *p = b16 && g_use_lt ? lt_plan_get(op, N, C, OC, CUDA_R_16BF, CUDA_R_16BF,
+                                                      compute_type(CUDA_R_16BF), w16, inp, out, b16)
+                                        : NULL;
+    float *prod = p && p->ok ? NULL : (float *)cuda_ws(&off, total * sizeof(float), op);
     cuda_to_bf16(w16, weight, (size_t)OC * C, op);
+    if (b16) cuda_to_bf16(b16, bias, OC, op);
+    if (!prod) {
+        lt_run(op, p, out, w16, inp, b16);
+        return;
+    }
     gemm_ex(op, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, 1.0f, w16, C, as_bf16(inp), C, 0.0f, prod, OC, CUDA_R_16BF);
-    matmul_round_bias_kernel<<<grid_for(total, 256), 256, 0, g_cu.stream>>>(as_bf16(out), prod, bias, total, OC);
+    matmul_round_bias_kernel<<<grid_for(total, 256), 256, 0, g_cu.stream>>>(as_bf16(out), prod, b16, total, OC);
     LAUNCH_CHECK(op);
 }
 
