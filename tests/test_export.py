@@ -2,8 +2,9 @@
 
 A checkpoint with every tensor perturbed away from its init (so zero biases or unit LayerNorm
 weights cannot hide a mix-up) is made from a `vicmae debug-step` file; `vicmae export` writes its
-encoder; a small PyTorch VisionTransformer written here (timm's layout: patch_embed.proj Conv2d,
-cls_token, pos_embed, blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}, norm) must load
+encoder; a small PyTorch VisionTransformer in timm's layout (patch_embed.proj Conv2d, cls_token,
+pos_embed, blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}, norm; the blocks and patch
+embedding of tests/vicmae_ref.py, the PyTorch reference written after timm and MAE) must load
 it with load_state_dict(strict=True) and give, for the same PNG images, the features that
 `vicmae eval --save-features` computes, within 1e-4 (mean pooling and class token).
 """
@@ -25,6 +26,8 @@ from harness import test, skip, run, repo_root, vicmae_bin  # noqa: E402
 try:
     import torch
     import torch.nn as nn
+    from vicmae_ref import IMNET_MEAN, IMNET_STD, ST_DTYPES, Block, PatchEmbed
+    from vicmae_ref import read_safetensors as read_st
 except ImportError as e:
     torch = None
     _import_error = str(e)
@@ -32,7 +35,6 @@ except ImportError as e:
 TOL = 1e-4
 TMP = tempfile.mkdtemp(prefix="vicmae_export_")
 atexit.register(shutil.rmtree, TMP, True)
-_DT = {"F32": np.float32, "I64": np.int64, "I32": np.int32, "U8": np.uint8, "F64": np.float64}
 
 
 def binary():
@@ -44,25 +46,11 @@ def binary():
     skip(f"{b} not built")
 
 
-def read_st(path):
-    with open(path, "rb") as f:
-        buf = f.read()
-    (n,) = struct.unpack("<Q", buf[:8])
-    header = json.loads(buf[8:8 + n])
-    meta = header.pop("__metadata__", {})
-    data = buf[8 + n:]
-    out = {}
-    for name, e in header.items():
-        b, en = e["data_offsets"]
-        out[name] = np.frombuffer(data[b:en], dtype=_DT[e["dtype"]]).reshape(e["shape"]).copy()
-    return out, meta
-
-
 def write_st(path, tensors, meta):
     header, blobs, off = {}, [], 0
     for name, a in tensors.items():
         raw = np.ascontiguousarray(a).tobytes()
-        dt = {np.dtype(v): k for k, v in _DT.items()}[a.dtype]
+        dt = {np.dtype(v): k for k, v in ST_DTYPES.items()}[a.dtype]
         header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
         blobs.append(raw)
         off += len(raw)
@@ -85,48 +73,6 @@ def write_png(path, rgb):
 # ---- a small ViT in timm's layout ------------------------------------------------------------
 
 if torch is not None:
-    class Attention(nn.Module):
-        def __init__(self, dim, heads):
-            super().__init__()
-            self.heads = heads
-            self.qkv = nn.Linear(dim, dim * 3)
-            self.proj = nn.Linear(dim, dim)
-
-        def forward(self, x):
-            B, N, C = x.shape
-            qkv = self.qkv(x).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv[0], qkv[1], qkv[2]
-            att = (q @ k.transpose(-2, -1)) * (C // self.heads) ** -0.5
-            return self.proj((att.softmax(-1) @ v).transpose(1, 2).reshape(B, N, C))
-
-    class Mlp(nn.Module):
-        def __init__(self, dim, hidden):
-            super().__init__()
-            self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
-
-        def forward(self, x):
-            return self.fc2(self.act(self.fc1(x)))
-
-    class Block(nn.Module):
-        def __init__(self, dim, heads, mlp_ratio):
-            super().__init__()
-            self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-            self.attn = Attention(dim, heads)
-            self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-            self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-        def forward(self, x):
-            x = x + self.attn(self.norm1(x))
-            return x + self.mlp(self.norm2(x))
-
-    class PatchEmbed(nn.Module):
-        def __init__(self, patch, dim):
-            super().__init__()
-            self.proj = nn.Conv2d(3, dim, patch, patch)
-
-        def forward(self, x):
-            return self.proj(x).flatten(2).transpose(1, 2)
-
     class ViT(nn.Module):
         def __init__(self, img, patch, dim, depth, heads, mlp_ratio, pool):
             super().__init__()
@@ -148,9 +94,7 @@ if torch is not None:
 
 
 def normalise(imgs):  # (N, H, W, 3) uint8 -> (N, 3, H, W) ImageNet-normalised float64
-    mean = np.array([0.485, 0.456, 0.406])
-    std = np.array([0.229, 0.224, 0.225])
-    x = (imgs.astype(np.float64) / 255.0 - mean) / std
+    x = (imgs.astype(np.float64) / 255.0 - np.array(IMNET_MEAN)) / np.array(IMNET_STD)
     return torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
 
 

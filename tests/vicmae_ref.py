@@ -18,7 +18,7 @@ import torch.nn.functional as F
 IMNET_MEAN = (0.485, 0.456, 0.406)
 IMNET_STD = (0.229, 0.224, 0.225)
 
-_DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64, "U8": np.uint8}
+ST_DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64, "U8": np.uint8}
 
 
 def read_safetensors(path):
@@ -32,7 +32,7 @@ def read_safetensors(path):
     out = {}
     for name, e in header.items():
         b, en = e["data_offsets"]
-        arr = np.frombuffer(data[b:en], dtype=_DTYPES[e["dtype"]]).reshape(e["shape"])
+        arr = np.frombuffer(data[b:en], dtype=ST_DTYPES[e["dtype"]]).reshape(e["shape"])
         out[name] = arr.copy()
     return out, meta
 
