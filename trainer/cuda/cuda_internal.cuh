@@ -207,28 +207,44 @@ static_assert(sizeof(vm_bf16) == sizeof(__nv_bfloat16), "vm_bf16 holds the bits 
 //   dst[c] = (accumulate ? dst[c] : 0) + sum over r < rows of f(r, c)      (c < cols)
 // f is a device functor (float operator()(int r, int c) const).  Reads are coalesced when f reads
 // row-major data at [r * cols + c].  Rows are split into chunks whose partial sums go to the
-// workspace at *off, then one pass adds the chunks in order.
-template <typename F>
+// workspace at *off, then one pass adds the chunks in order.  cuda_colsums makes NOUT such sums of
+// the same rows in one pass (f returns colsums<NOUT>, value k summed into dst[k]): e.g. LayerNorm's
+// weight and bias gradients, which read the same dout.  Each sum adds in the same order either way.
+template <int NOUT>
+struct colsums {
+    float v[NOUT];
+};
+
+template <int NOUT, typename F>
 __global__ void colsum_partial_kernel(double *partial, int rows, int cols, int rows_per_chunk, F f) {
-    __shared__ double sh[8][33];
+    __shared__ double sh[NOUT][8][33];
     int c = blockIdx.x * 32 + threadIdx.x;
     int r0 = blockIdx.y * rows_per_chunk;
     int r1 = min(rows, r0 + rows_per_chunk);
-    double acc = 0.0;
+    double acc[NOUT];
+#pragma unroll
+    for (int k = 0; k < NOUT; k++) acc[k] = 0.0;
     if (c < cols)
-        for (int r = r0 + threadIdx.y; r < r1; r += 8) acc += (double)f(r, c);
-    sh[threadIdx.y][threadIdx.x] = acc;
+        for (int r = r0 + threadIdx.y; r < r1; r += 8) {
+            colsums<NOUT> v = f(r, c);
+#pragma unroll
+            for (int k = 0; k < NOUT; k++) acc[k] += (double)v.v[k];
+        }
+#pragma unroll
+    for (int k = 0; k < NOUT; k++) sh[k][threadIdx.y][threadIdx.x] = acc[k];
     __syncthreads();
-    if (threadIdx.y == 0 && c < cols) {
-        double s = 0.0;
-        for (int i = 0; i < 8; i++) s += sh[i][threadIdx.x];
-        partial[(size_t)blockIdx.y * cols + c] = s;
-    }
+    if (threadIdx.y == 0 && c < cols)
+#pragma unroll
+        for (int k = 0; k < NOUT; k++) {
+            double s = 0.0;
+            for (int i = 0; i < 8; i++) s += sh[k][i][threadIdx.x];
+            partial[((size_t)k * gridDim.y + blockIdx.y) * cols + c] = s;  // (NOUT, chunks, cols)
+        }
 }
 __global__ void colsum_finish_kernel(float *dst, const double *partial, int chunks, int cols, int accumulate);
 
-template <typename F>
-void cuda_colsum(float *dst, int accumulate, int rows, int cols, F f, size_t *off, const char *op) {
+template <int NOUT, typename F>
+void cuda_colsums(float *const (&dst)[NOUT], int accumulate, int rows, int cols, F f, size_t *off, const char *op) {
     if (cols <= 0) return;
     int col_blocks = (int)ceil_div(cols, 32);
     int chunks = (4 * g_cu.num_sms + col_blocks - 1) / col_blocks;
@@ -237,9 +253,24 @@ void cuda_colsum(float *dst, int accumulate, int rows, int cols, F f, size_t *of
     if (chunks > 256) chunks = 256;
     if (chunks < 1) chunks = 1;
     int per = (int)ceil_div(rows > 0 ? rows : 1, chunks);
-    double *partial = (double *)cuda_ws(off, (size_t)chunks * cols * sizeof(double), op);
-    colsum_partial_kernel<<<dim3(col_blocks, chunks), dim3(32, 8), 0, g_cu.stream>>>(partial, rows, cols, per, f);
+    double *partial = (double *)cuda_ws(off, (size_t)NOUT * chunks * cols * sizeof(double), op);
+    colsum_partial_kernel<NOUT><<<dim3(col_blocks, chunks), dim3(32, 8), 0, g_cu.stream>>>(partial, rows, cols, per, f);
     LAUNCH_CHECK(op);
-    colsum_finish_kernel<<<ceil_div(cols, 256), 256, 0, g_cu.stream>>>(dst, partial, chunks, cols, accumulate);
-    LAUNCH_CHECK(op);
+    for (int k = 0; k < NOUT; k++) {
+        colsum_finish_kernel<<<ceil_div(cols, 256), 256, 0, g_cu.stream>>>(dst[k], partial + (size_t)k * chunks * cols,
+                                                                           chunks, cols, accumulate);
+        LAUNCH_CHECK(op);
+    }
+}
+
+template <typename F>
+struct colsum_one {  // a float functor as a colsums<1> one
+    F f;
+    __device__ colsums<1> operator()(int r, int c) const { return colsums<1>{{f(r, c)}}; }
+};
+
+template <typename F>
+void cuda_colsum(float *dst, int accumulate, int rows, int cols, F f, size_t *off, const char *op) {
+    float *const d[1] = {dst};
+    cuda_colsums<1>(d, accumulate, rows, cols, colsum_one<F>{f}, off, op);
 }

@@ -102,12 +102,13 @@ __global__ void layernorm_backward_kernel(float *dinp, const float *dout, const 
     }
 }
 
-struct LnDweight {  // dout * xhat
+struct LnParamGrads {  // (dout * xhat, dout): the summands of dweight and dbias
     const float *dout, *inp, *mean, *rstd;
     int C;
-    __device__ float operator()(int r, int c) const {
+    __device__ colsums<2> operator()(int r, int c) const {
         size_t i = (size_t)r * C + c;
-        return dout[i] * (inp[i] - mean[r]) * rstd[r];
+        float g = dout[i];
+        return colsums<2>{{g * (inp[i] - mean[r]) * rstd[r], g}};
     }
 };
 struct ColOfK {  // f(r, c) = x[r * ld + c]
@@ -124,8 +125,9 @@ void cu_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
         layernorm_backward_kernel<<<ceil_div(N, 8), 256, 0, g_cu.stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);
         LAUNCH_CHECK(op);
     }
-    if (dweight) cuda_colsum(dweight, 1, N, C, LnDweight{dout, inp, mean, rstd, C}, &off, op);
-    if (dbias) cuda_colsum(dbias, 1, N, C, ColOfK{dout, (size_t)C}, &off, op);
+    // dweight and dbias (both required, as on the CPU) in one pass over dout
+    float *const d[2] = {dweight, dbias};
+    cuda_colsums<2>(d, 1, N, C, LnParamGrads{dout, inp, mean, rstd, C}, &off, op);
 }
 
 // ---- BatchNorm1d (batch statistics over N) -------------------------------------------------------
