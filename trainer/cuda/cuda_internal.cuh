@@ -224,12 +224,24 @@ __global__ void colsum_partial_kernel(double *partial, int rows, int cols, int r
     double acc[NOUT];
 #pragma unroll
     for (int k = 0; k < NOUT; k++) acc[k] = 0.0;
-    if (c < cols)
-        for (int r = r0 + threadIdx.y; r < r1; r += 8) {
+    if (c < cols) {
+        // Rows r, r + 8, ... in order.  Four rows' values are read before any is added, so that
+        // each thread has four loads in flight (the kernel waits on memory, not on the adds); the
+        // additions keep the row order, so the sums are the same bits as one row at a time.
+        int r = r0 + threadIdx.y;
+        for (; r + 24 < r1; r += 32) {
+            colsums<NOUT> v[4] = {f(r, c), f(r + 8, c), f(r + 16, c), f(r + 24, c)};
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+#pragma unroll
+                for (int k = 0; k < NOUT; k++) acc[k] += (double)v[u].v[k];
+        }
+        for (; r < r1; r += 8) {
             colsums<NOUT> v = f(r, c);
 #pragma unroll
             for (int k = 0; k < NOUT; k++) acc[k] += (double)v.v[k];
         }
+    }
 #pragma unroll
     for (int k = 0; k < NOUT; k++) sh[k][threadIdx.y][threadIdx.x] = acc[k];
     __syncthreads();
