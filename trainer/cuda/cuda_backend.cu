@@ -372,6 +372,19 @@ struct ColOf {  // f(r, c) = x[r * ld + c]
     int ld;
     __device__ float operator()(int r, int c) const { return x[(size_t)r * ld + c]; }
 };
+// f(r, c) = x[r * ld + c], and on the way x16[r * ld + c] = bf16(x[r * ld + c]): the column sum
+// visits every element once, so it makes the bf16 copy too (one read of dout instead of two).
+struct ColOfToBf16 {
+    const float *x;
+    __nv_bfloat16 *x16;
+    int ld;
+    __device__ float operator()(int r, int c) const {
+        size_t i = (size_t)r * ld + c;
+        float v = x[i];
+        x16[i] = __float2bfloat16_rn(v);
+        return v;
+    }
+};
 
 // The backward of both linear entries: inp fp32 (inp32; rounded to bf16 here in bf16 convert mode)
 // or bf16 (inp16: the bf16-activation op, always bf16 products).  Exactly one of them is set.
@@ -383,7 +396,9 @@ static void matmul_backward_impl(const char *op, float *dinp, float *dweight, fl
         __nv_bfloat16 *g16 = (__nv_bfloat16 *)cuda_ws(&off, (size_t)N * OC * 2, op);
         __nv_bfloat16 *x_copy = inp16 ? NULL : (__nv_bfloat16 *)cuda_ws(&off, (size_t)N * C * 2, op);
         __nv_bfloat16 *w16 = dinp ? (__nv_bfloat16 *)cuda_ws(&off, (size_t)OC * C * 2, op) : NULL;
-        cuda_to_bf16(g16, dout, (size_t)N * OC, op);
+        // dbias (OC) += column sums of the fp32 dout, making the bf16 copy of dout in the same pass
+        if (dbias) cuda_colsum(dbias, 1, N, OC, ColOfToBf16{dout, g16, OC}, &off, op);
+        else cuda_to_bf16(g16, dout, (size_t)N * OC, op);
         if (x_copy) cuda_to_bf16(x_copy, inp32, (size_t)N * C, op);
         const __nv_bfloat16 *x16 = inp16 ? inp16 : x_copy;
         if (dinp) {
@@ -396,8 +411,8 @@ static void matmul_backward_impl(const char *op, float *dinp, float *dweight, fl
     } else {
         if (dinp) gemm_ex(op, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, 1.0f, weight, C, dout, OC, 0.0f, dinp, C, CUDA_R_32F);
         gemm_ex(op, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, 1.0f, inp32, C, dout, OC, 1.0f, dweight, C, CUDA_R_32F);
+        if (dbias) cuda_colsum(dbias, 1, N, OC, ColOf{dout, OC}, &off, op);
     }
-    if (dbias) cuda_colsum(dbias, 1, N, OC, ColOf{dout, OC}, &off, op);
 }
 
 void cu_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
