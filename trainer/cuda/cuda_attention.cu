@@ -97,6 +97,42 @@ __device__ void load_rows(bf16 *dst, const TS *src, size_t ld, int first, int ro
     }
 }
 
+// The two tensor-core products of a warp's 16-row tile, shared by both kernels (bf16 operands in
+// shared memory, fp32 accumulation).
+// S (16, 16 * ntiles; row stride lds) = A (16, HS) @ B^T, B's 16 * ntiles rows of HS (stride ldh):
+// the scores Q K^T of a query tile, or dP = dO V^T.
+template <int HS>
+__device__ __forceinline__ void tile_times_rows_t(float *S, int lds, const bf16 *A, const bf16 *B, int ldh,
+                                                  int ntiles) {
+    a_row a[HS / 16];
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; kk++) wmma::load_matrix_sync(a[kk], A + kk * 16, ldh);
+    for (int j = 0; j < ntiles; j++) {
+        acc_frag s;
+        wmma::fill_fragment(s, 0.0f);
+#pragma unroll
+        for (int kk = 0; kk < HS / 16; kk++) {
+            b_col b;
+            wmma::load_matrix_sync(b, B + j * 16 * ldh + kk * 16, ldh);
+            wmma::mma_sync(s, a[kk], b, s);
+        }
+        wmma::store_matrix_sync(S + j * 16, s, lds, wmma::mem_row_major);
+    }
+}
+
+// o (16, 16) = P (16, 16 * ntiles; row stride ldp) @ the 16 columns of B's 16 * ntiles rows that
+// start at B (row stride ldh): one column tile of P V, or of dQ = dS K.
+__device__ __forceinline__ void tile_times_cols(acc_frag &o, const bf16 *P, int ldp, const bf16 *B, int ldh, int ntiles) {
+    wmma::fill_fragment(o, 0.0f);
+    for (int kk = 0; kk < ntiles; kk++) {
+        a_row pa;
+        b_row b;
+        wmma::load_matrix_sync(pa, P + kk * 16, ldp);
+        wmma::load_matrix_sync(b, B + kk * 16 * ldh, ldh);
+        wmma::mma_sync(o, pa, b, o);
+    }
+}
+
 // out (B, T, C), att (B, NH, T, T) from qkv (B, T, 3C).  Grid: B * NH blocks of FWD_WARPS warps.
 // TA: the type of qkv and out, float or bf16 (out rounded once from the fp32 staging).
 template <int HS, typename TA>
@@ -120,21 +156,7 @@ attention_fused_forward_kernel(TA *out, float *att, const TA *qkv, int T, int C,
     for (int qt = warp; qt < ntiles; qt += FWD_WARPS) {
         load_rows<HS>(Qs, head, ld, qt * 16, 16, T, l.ldh, lane, 32);
         __syncwarp();
-        // S (16, Tp) = Q_tile (16, hs) @ K^T
-        a_row qa[HS / 16];
-#pragma unroll
-        for (int kk = 0; kk < HS / 16; kk++) wmma::load_matrix_sync(qa[kk], Qs + kk * 16, l.ldh);
-        for (int j = 0; j < ntiles; j++) {
-            acc_frag s;
-            wmma::fill_fragment(s, 0.0f);
-#pragma unroll
-            for (int kk = 0; kk < HS / 16; kk++) {
-                b_col kb;
-                wmma::load_matrix_sync(kb, Ks + j * 16 * l.ldh + kk * 16, l.ldh);
-                wmma::mma_sync(s, qa[kk], kb, s);
-            }
-            wmma::store_matrix_sync(Sw + j * 16, s, l.ldf, wmma::mem_row_major);
-        }
+        tile_times_rows_t<HS>(Sw, l.ldf, Qs, Ks, l.ldh, ntiles);  // S (16, Tp) = Q_tile (16, hs) @ K^T
         __syncwarp();
         // softmax per row, in fp32: att (global) and P (bf16, over the row's own bytes).  Two rows
         // at a time, so that their reductions overlap; a padding row (t >= T) gets P = 0.
@@ -177,16 +199,7 @@ attention_fused_forward_kernel(TA *out, float *att, const TA *qkv, int T, int C,
         // O_tile (16, hs) = P (16, Tp) @ V (Tp, hs)
         acc_frag o[HS / 16];
 #pragma unroll
-        for (int cc = 0; cc < HS / 16; cc++) {
-            wmma::fill_fragment(o[cc], 0.0f);
-            for (int kk = 0; kk < ntiles; kk++) {
-                a_row pa;
-                b_row vb;
-                wmma::load_matrix_sync(pa, Pw + kk * 16, ldP);
-                wmma::load_matrix_sync(vb, Vs + kk * 16 * l.ldh + cc * 16, l.ldh);
-                wmma::mma_sync(o[cc], pa, vb, o[cc]);
-            }
-        }
+        for (int cc = 0; cc < HS / 16; cc++) tile_times_cols(o[cc], Pw, ldP, Vs + cc * 16, l.ldh, ntiles);
         __syncwarp();  // P is read: its rows become the staging of O
 #pragma unroll
         for (int cc = 0; cc < HS / 16; cc++) wmma::store_matrix_sync(Sw + cc * 16, o[cc], l.ldf, wmma::mem_row_major);
@@ -259,20 +272,7 @@ attention_fused_backward_kernel(float *dqkv, const float *dout, const TA *qkv, c
             float an[2][MAX_T / 32];
             load_att_pair(an, att_bh, qt * 16, T, lane);
             // dP (16, Tp) = dO_tile (16, hs) @ V^T
-            a_row ga[NC];
-#pragma unroll
-            for (int kk = 0; kk < NC; kk++) wmma::load_matrix_sync(ga[kk], dOs + qt * 16 * l.ldh + kk * 16, l.ldh);
-            for (int j = 0; j < ntiles; j++) {
-                acc_frag s;
-                wmma::fill_fragment(s, 0.0f);
-#pragma unroll
-                for (int kk = 0; kk < NC; kk++) {
-                    b_col vb;
-                    wmma::load_matrix_sync(vb, Vs + j * 16 * l.ldh + kk * 16, l.ldh);
-                    wmma::mma_sync(s, ga[kk], vb, s);
-                }
-                wmma::store_matrix_sync(Sw + j * 16, s, l.ldb, wmma::mem_row_major);
-            }
+            tile_times_rows_t<HS>(Sw, l.ldb, dOs + qt * 16 * l.ldh, Vs, l.ldh, ntiles);
             __syncwarp();
             // softmax backward per row: dS = att * (dP - sum(att * dP)) * scale, two rows at a time.
             // Padding rows and columns get dS = P = 0.
@@ -315,14 +315,7 @@ attention_fused_backward_kernel(float *dqkv, const float *dout, const TA *qkv, c
 #pragma unroll
             for (int cc = 0; cc < NC; cc++) {
                 acc_frag q;
-                wmma::fill_fragment(q, 0.0f);
-                for (int kk = 0; kk < ntiles; kk++) {
-                    a_row sa;
-                    b_row kb;
-                    wmma::load_matrix_sync(sa, S16 + kk * 16, ld16);
-                    wmma::load_matrix_sync(kb, Ks + kk * 16 * l.ldh + cc * 16, l.ldh);
-                    wmma::mma_sync(q, sa, kb, q);
-                }
+                tile_times_cols(q, S16, ld16, Ks + cc * 16, l.ldh, ntiles);
                 wmma::store_matrix_sync(stage + cc * 16, q, l.ldo, wmma::mem_row_major);
             }
             __syncwarp();
