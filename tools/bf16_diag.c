@@ -93,70 +93,37 @@ static void nz_att_b(float *dqkv, float *scratch, const float *dout, const float
     jitter(dqkv, (size_t)B * T * 3 * C);
 }
 
-// ---- bf16 activations over the products of the backend being run (g_cur): bf16 inputs widened,
-// that backend's fp32-stored op, each output rounded once, as trainer/cpu/bf16.c does with its own
-// products; so every variant above keeps its perturbation with [train] activations = bf16
+// ---- bf16 activations over the products of the backend being run (g_cur): trainer/cpu/bf16.c's
+// rule (vm_act16_*, cpu_ops.h) over that backend's fp32-stored ops, so every variant above keeps
+// its perturbation with [train] activations = bf16
 static const vm_backend_ops *g_cur;
-static float *widened(const vm_bf16 *x, size_t n) {
-    float *y = malloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++) y[i] = vm_bf16_to_float(x[i]);
-    return y;
-}
-static void narrow(vm_bf16 *dst, float *src, size_t n) {  // frees src
-    for (size_t i = 0; i < n; i++) dst[i] = vm_bf16_from_float(src[i]);
-    free(src);
-}
 static void act_ln_f(vm_bf16 *out, float *mean, float *rstd, const float *inp, const float *w, const float *b, int N,
                      int C, float eps) {
-    float *y = malloc((size_t)N * C * sizeof(float));
-    g_cur->layernorm_forward(y, mean, rstd, inp, w, b, N, C, eps);
-    narrow(out, y, (size_t)N * C);
+    vm_act16_layernorm_forward(g_cur->layernorm_forward, out, mean, rstd, inp, w, b, N, C, eps);
 }
 static void act_mm_f(vm_bf16 *out, const vm_bf16 *inp, const float *w, const float *b, int N, int C, int OC) {
-    float *x = widened(inp, (size_t)N * C), *y = malloc((size_t)N * OC * sizeof(float)), *b16 = NULL;
-    if (b) {  // the bias rounded to bf16 too (trainer/backend.h)
-        b16 = malloc((size_t)OC * sizeof(float));
-        for (int o = 0; o < OC; o++) b16[o] = vm_bf16_round(b[o]);
-    }
-    g_cur->matmul_forward(y, x, w, b16, N, C, OC);
-    narrow(out, y, (size_t)N * OC);
-    free(x), free(b16);
+    vm_act16_matmul_forward(g_cur->matmul_forward, out, inp, w, b, N, C, OC);
 }
 static void act_mm_b(float *dinp, float *dweight, float *dbias, const float *dout, const vm_bf16 *inp, const float *w,
                      int N, int C, int OC) {
-    float *x = widened(inp, (size_t)N * C);
-    g_cur->matmul_backward(dinp, dweight, dbias, dout, x, w, N, C, OC);
-    free(x);
+    vm_act16_matmul_backward(g_cur->matmul_backward, dinp, dweight, dbias, dout, inp, w, N, C, OC);
 }
 static void act_att_f(vm_bf16 *out, float *att, const vm_bf16 *qkv, int B, int T, int C, int NH) {
-    float *x = widened(qkv, (size_t)B * T * 3 * C), *y = malloc((size_t)B * T * C * sizeof(float));
-    g_cur->attention_forward(y, att, x, B, T, C, NH);
-    narrow(out, y, (size_t)B * T * C);
-    free(x);
+    vm_act16_attention_forward(g_cur->attention_forward, out, att, qkv, B, T, C, NH);
 }
 static void act_att_b(float *dqkv, float *scratch, const float *dout, const vm_bf16 *qkv, const float *att, int B,
                       int T, int C, int NH) {
-    float *x = widened(qkv, (size_t)B * T * 3 * C);
-    g_cur->attention_backward(dqkv, scratch, dout, x, att, B, T, C, NH);
-    free(x);
+    vm_act16_attention_backward(g_cur->attention_backward, dqkv, scratch, dout, qkv, att, B, T, C, NH);
 }
-static void act_gelu_f(vm_bf16 *out, const vm_bf16 *inp, size_t n) {
-    float *x = widened(inp, n);
-    g_cur->gelu_forward(x, x, n);
-    narrow(out, x, n);
-}
+static void act_gelu_f(vm_bf16 *out, const vm_bf16 *inp, size_t n) { vm_act16_gelu_forward(g_cur->gelu_forward, out, inp, n); }
 static void act_gelu_b(float *dinp, const vm_bf16 *inp, const float *dout, size_t n) {
-    float *x = widened(inp, n);
-    g_cur->gelu_backward(dinp, x, dout, n);
-    free(x);
+    vm_act16_gelu_backward(g_cur->gelu_backward, dinp, inp, dout, n);
 }
-static void act_add(float *out, const float *a, const vm_bf16 *b, size_t n) {
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + vm_bf16_to_float(b[i]);
-}
-static void with_act_ops(vm_backend_ops *t) {
+// (add_bf16 has no product in it: the table's own, cpu-bf16's, stays)
+static void with_act_ops(vm_backend_ops *t, const vm_backend_ops *bf) {
     t->layernorm_forward_bf16 = act_ln_f, t->matmul_forward_bf16 = act_mm_f, t->matmul_backward_bf16 = act_mm_b;
     t->attention_forward_bf16 = act_att_f, t->attention_backward_bf16 = act_att_b;
-    t->gelu_forward_bf16 = act_gelu_f, t->gelu_backward_bf16 = act_gelu_b, t->add_bf16 = act_add;
+    t->gelu_forward_bf16 = act_gelu_f, t->gelu_backward_bf16 = act_gelu_b, t->add_bf16 = bf->add_bf16;
 }
 
 // ---- one model per backend, the same parameters ----
@@ -305,17 +272,12 @@ int main(int argc, char **argv) {
     vm_backend_ops bfbase = with_products(base, vm_cpu_bf16_matmul_forward_f, vm_cpu_bf16_matmul_backward_f,
                                           vm_cpu_bf16_attention_forward_f, vm_cpu_bf16_attention_backward_f);
     vm_backend_ops bfd = with_products(bf, dacc_mm_f, dacc_mm_b, dacc_att_f, dacc_att_b);
-    vm_backend_ops f32d = bfd;  // same wrappers, fp32 ops (g_dacc_bf16 = 0)
-    f32d.name = "cpu";
+    vm_backend_ops f32d = with_products(f32, dacc_mm_f, dacc_mm_b, dacc_att_f, dacc_att_b);  // g_dacc_bf16 = 0
     vm_backend_ops both = with_products(base, dacc_mm_f, dacc_mm_b, dacc_att_f, dacc_att_b);
     g_nz_of = bf;
     vm_backend_ops nz = with_products(bf, nz_mm_f, nz_mm_b, nz_att_f, nz_att_b);
     // the bf16 variants with bf16 activations over their own products (bf: cpu-bf16's own ops)
-    with_act_ops(&bfbase), with_act_ops(&bfd), with_act_ops(&both), with_act_ops(&nz);
-    // the fp32 variant keeps fp32 activations: none of bf's bf16-activation ops
-    f32d.layernorm_forward_bf16 = NULL, f32d.matmul_forward_bf16 = NULL, f32d.matmul_backward_bf16 = NULL;
-    f32d.attention_forward_bf16 = NULL, f32d.attention_backward_bf16 = NULL;
-    f32d.gelu_forward_bf16 = NULL, f32d.gelu_backward_bf16 = NULL, f32d.add_bf16 = NULL;
+    with_act_ops(&bfbase, bf), with_act_ops(&bfd, bf), with_act_ops(&both, bf), with_act_ops(&nz, bf);
     const vm_backend_ops *be[NB] = {f32, bf, &bfbase, &bfd, base, &f32d, &both, &nz, &nz};
     g_be = be;
     printf("backends: %s (default ISA), %s\n", f32->name, bf->name);

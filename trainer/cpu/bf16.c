@@ -23,6 +23,7 @@
 #ifndef VM_GENERIC_PASS
 #include <stdio.h>
 #include <stdlib.h>
+#include "trainer/cpu/cpu_ops.h"
 
 // malloc or abort: the op table has no way to report a failure, and this backend is for tests.
 static void *bf16_scratch(size_t bytes) {
@@ -32,6 +33,80 @@ static void *bf16_scratch(size_t bytes) {
         abort();
     }
     return p;
+}
+
+// ---- bf16 activations, written once over the op that computes on fp32 storage ----------------
+// (cpu_ops.h): bf16 inputs widened exactly, the op, each bf16 output rounded once.
+
+// A float copy of n bf16 values (the caller frees it).
+static float *widened(const vm_bf16 *src, size_t n) {
+    float *x = bf16_scratch(n * sizeof(float));
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) x[i] = vm_bf16_to_float(src[i]);
+    return x;
+}
+
+// dst = bf16(src), then src is freed.
+static void narrowed(vm_bf16 *dst, float *src, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) dst[i] = vm_bf16_from_float(src[i]);
+    free(src);
+}
+
+void vm_act16_layernorm_forward(VM_OP_T(layernorm_forward) f, vm_bf16 *out, float *mean, float *rstd,
+                                const float *inp, const float *weight, const float *bias, int N, int C, float eps) {
+    size_t n = (size_t)N * C;
+    float *y = bf16_scratch(n * sizeof(float));
+    f(y, mean, rstd, inp, weight, bias, N, C, eps);
+    narrowed(out, y, n);
+}
+
+// The bias is rounded to bf16 too (as PyTorch's autocast casts it, and as the CUDA backend's
+// cuBLASLt epilogue takes it), then added in fp32 before the output's one rounding.
+void vm_act16_matmul_forward(VM_OP_T(matmul_forward) f, vm_bf16 *out, const vm_bf16 *inp, const float *weight,
+                             const float *bias, int N, int C, int OC) {
+    if (N <= 0 || OC <= 0) return;
+    float *x = widened(inp, (size_t)N * C), *y = bf16_scratch(((size_t)N * OC + OC) * sizeof(float));
+    float *b16 = bias ? y + (size_t)N * OC : NULL;
+    for (int o = 0; b16 && o < OC; o++) b16[o] = vm_bf16_round(bias[o]);
+    f(y, x, weight, b16, N, C, OC);
+    narrowed(out, y, (size_t)N * OC);
+    free(x);
+}
+
+void vm_act16_matmul_backward(VM_OP_T(matmul_backward) f, float *dinp, float *dweight, float *dbias,
+                              const float *dout, const vm_bf16 *inp, const float *weight, int N, int C, int OC) {
+    float *x = widened(inp, (size_t)N * C);
+    f(dinp, dweight, dbias, dout, x, weight, N, C, OC);
+    free(x);
+}
+
+void vm_act16_attention_forward(VM_OP_T(attention_forward) f, vm_bf16 *out, float *att, const vm_bf16 *qkv, int B,
+                                int T, int C, int NH) {
+    size_t n = (size_t)B * T * C;
+    float *x = widened(qkv, 3 * n), *y = bf16_scratch(n * sizeof(float));
+    f(y, att, x, B, T, C, NH);
+    narrowed(out, y, n);
+    free(x);
+}
+
+void vm_act16_attention_backward(VM_OP_T(attention_backward) f, float *dqkv, float *scratch, const float *dout,
+                                 const vm_bf16 *qkv, const float *att, int B, int T, int C, int NH) {
+    float *x = widened(qkv, (size_t)B * T * 3 * C);
+    f(dqkv, scratch, dout, x, att, B, T, C, NH);
+    free(x);
+}
+
+void vm_act16_gelu_forward(VM_OP_T(gelu_forward) f, vm_bf16 *out, const vm_bf16 *inp, size_t N) {
+    float *x = widened(inp, N);
+    f(x, x, N);  // elementwise: in place is fine
+    narrowed(out, x, N);
+}
+
+void vm_act16_gelu_backward(VM_OP_T(gelu_backward) f, float *dinp, const vm_bf16 *inp, const float *dout, size_t N) {
+    float *x = widened(inp, N);
+    f(dinp, x, dout, N);
+    free(x);
 }
 
 #define VM_GENERIC_FILE "trainer/cpu/bf16.c"
@@ -154,89 +229,32 @@ void FN(bf16_attention_backward)(real *dqkv, real *scratch, const real *dout, co
 }
 
 #if REAL_IS_FLOAT
-// ---- bf16 activations ---------------------------------------------------------------------------
-// The ops of trainer/backend.h's bf16-activation group: bf16 inputs widened exactly to float, the
-// op above (or the fp32 op) on them, each bf16 output rounded once from the fp32 result — the
-// rounding points of the CUDA backend's versions.  bf16 storage is real here (vm_bf16 bits), so the
-// model's planner and its pointer plumbing are exercised as on the GPU.
-
-static void FN(widen)(float *dst, const vm_bf16 *src, size_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) dst[i] = vm_bf16_to_float(src[i]);
-}
-
-static void FN(narrow)(vm_bf16 *dst, const float *src, size_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) dst[i] = vm_bf16_from_float(src[i]);
-}
-
-// A float copy of n bf16 values (malloc'd; the caller frees it).
-static float *FN(widened)(const vm_bf16 *src, size_t n) {
-    float *x = bf16_scratch(n * sizeof(float));
-    FN(widen)(x, src, n);
-    return x;
-}
-
+// ---- bf16 activations: the ops of trainer/backend.h's group, over this build's products ----------
 void FN(layernorm_forward_bf16)(vm_bf16 *out, float *mean, float *rstd, const float *inp, const float *weight,
                                 const float *bias, int N, int C, float eps) {
-    size_t n = (size_t)N * C;
-    float *y = bf16_scratch(n * sizeof(float));
-    FN(layernorm_forward)(y, mean, rstd, inp, weight, bias, N, C, eps);
-    FN(narrow)(out, y, n);
-    free(y);
+    vm_act16_layernorm_forward(FN(layernorm_forward), out, mean, rstd, inp, weight, bias, N, C, eps);
 }
-
-// The bias is rounded to bf16 too (as PyTorch's autocast casts it, and as the CUDA backend's
-// cuBLASLt epilogue takes it), then added in fp32 before the output's one rounding.
 void FN(matmul_forward_bf16)(vm_bf16 *out, const vm_bf16 *inp, const float *weight, const float *bias, int N, int C,
                              int OC) {
-    if (N <= 0 || OC <= 0) return;
-    float *x = FN(widened)(inp, (size_t)N * C), *y = bf16_scratch(((size_t)N * OC + OC) * sizeof(float));
-    float *b16 = bias ? y + (size_t)N * OC : NULL;
-    if (b16) FN(bf16_copy)(b16, bias, (size_t)OC);
-    FN(bf16_matmul_forward)(y, x, weight, b16, N, C, OC);
-    FN(narrow)(out, y, (size_t)N * OC);
-    free(y);
-    free(x);
+    vm_act16_matmul_forward(FN(bf16_matmul_forward), out, inp, weight, bias, N, C, OC);
 }
-
 void FN(matmul_backward_bf16)(float *dinp, float *dweight, float *dbias, const float *dout, const vm_bf16 *inp,
                               const float *weight, int N, int C, int OC) {
-    if (N <= 0 || OC <= 0) return;
-    float *x = FN(widened)(inp, (size_t)N * C);
-    FN(bf16_matmul_backward)(dinp, dweight, dbias, dout, x, weight, N, C, OC);
-    free(x);
+    vm_act16_matmul_backward(FN(bf16_matmul_backward), dinp, dweight, dbias, dout, inp, weight, N, C, OC);
 }
-
 void FN(attention_forward_bf16)(vm_bf16 *out, float *att, const vm_bf16 *qkv, int B, int T, int C, int NH) {
-    size_t n = (size_t)B * T * C;
-    float *x = FN(widened)(qkv, 3 * n), *y = bf16_scratch(n * sizeof(float));
-    FN(bf16_attention_forward)(y, att, x, B, T, C, NH);
-    FN(narrow)(out, y, n);
-    free(y);
-    free(x);
+    vm_act16_attention_forward(FN(bf16_attention_forward), out, att, qkv, B, T, C, NH);
 }
-
 void FN(attention_backward_bf16)(float *dqkv, float *scratch, const float *dout, const vm_bf16 *qkv,
                                  const float *att, int B, int T, int C, int NH) {
-    float *x = FN(widened)(qkv, (size_t)B * T * 3 * C);
-    FN(bf16_attention_backward)(dqkv, scratch, dout, x, att, B, T, C, NH);
-    free(x);
+    vm_act16_attention_backward(FN(bf16_attention_backward), dqkv, scratch, dout, qkv, att, B, T, C, NH);
 }
-
 void FN(gelu_forward_bf16)(vm_bf16 *out, const vm_bf16 *inp, size_t N) {
-    float *x = FN(widened)(inp, N);
-    FN(gelu_forward)(x, x, N);  // elementwise: in place is fine
-    FN(narrow)(out, x, N);
-    free(x);
+    vm_act16_gelu_forward(FN(gelu_forward), out, inp, N);
 }
-
 void FN(gelu_backward_bf16)(float *dinp, const vm_bf16 *inp, const float *dout, size_t N) {
-    float *x = FN(widened)(inp, N);
-    FN(gelu_backward)(dinp, x, dout, N);
-    free(x);
+    vm_act16_gelu_backward(FN(gelu_backward), dinp, inp, dout, N);
 }
-
 void FN(add_bf16)(float *out, const float *a, const vm_bf16 *b, size_t N) {
 #pragma omp parallel for schedule(static) if (N > 65536)
     for (size_t i = 0; i < N; i++) out[i] = a[i] + vm_bf16_to_float(b[i]);

@@ -8,7 +8,6 @@
 #include <string.h>
 #include "trainer/backend.h"  // vm_adamw_range
 
-#define REAL_IS_FLOAT_PROTO 1
 #define real float
 #define FN(name) vm_cpu_##name##_f
 #include "trainer/cpu/ops_proto.h"
@@ -20,15 +19,12 @@
 #include "trainer/cpu/ops_proto.h"
 #undef real
 #undef FN
-#undef REAL_IS_FLOAT_PROTO
-#define REAL_IS_FLOAT_PROTO 0
 
 #define real double
 #define FN(name) vm_cpu_##name##_d
 #include "trainer/cpu/ops_proto.h"
 #undef real
 #undef FN
-#undef REAL_IS_FLOAT_PROTO
 
 // ---- the CUDA backend's bf16 numerics (trainer/cpu/bf16.c, vm_backend_cpu_bf16) ----------------
 // x rounded to the nearest bfloat16 (ties to even), returned as the float it represents, as CUDA's
@@ -57,6 +53,25 @@ static inline float vm_bf16_to_float(vm_bf16 h) {
     memcpy(&x, &u, sizeof x);
     return x;
 }
+
+// The bf16-activation ops of trainer/backend.h, written once over the op f that computes the same
+// on fp32 storage: bf16 inputs widened exactly, f, each bf16 output rounded once; a linear bias is
+// rounded to bf16 before f (as autocast and the CUDA backend's cuBLASLt epilogue take it).
+// cpu-bf16's table passes its bf16 products (trainer/cpu/bf16.c); tools/bf16_diag perturbed ones.
+// Scratch is malloc'd per call (abort on failure): a test reference, not a production path.
+#define VM_OP_T(op) typeof(((vm_backend_ops *)0)->op)
+void vm_act16_layernorm_forward(VM_OP_T(layernorm_forward) f, vm_bf16 *out, float *mean, float *rstd,
+                                const float *inp, const float *weight, const float *bias, int N, int C, float eps);
+void vm_act16_matmul_forward(VM_OP_T(matmul_forward) f, vm_bf16 *out, const vm_bf16 *inp, const float *weight,
+                             const float *bias, int N, int C, int OC);
+void vm_act16_matmul_backward(VM_OP_T(matmul_backward) f, float *dinp, float *dweight, float *dbias,
+                              const float *dout, const vm_bf16 *inp, const float *weight, int N, int C, int OC);
+void vm_act16_attention_forward(VM_OP_T(attention_forward) f, vm_bf16 *out, float *att, const vm_bf16 *qkv, int B,
+                                int T, int C, int NH);
+void vm_act16_attention_backward(VM_OP_T(attention_backward) f, float *dqkv, float *scratch, const float *dout,
+                                 const vm_bf16 *qkv, const float *att, int B, int T, int C, int NH);
+void vm_act16_gelu_forward(VM_OP_T(gelu_forward) f, vm_bf16 *out, const vm_bf16 *inp, size_t N);
+void vm_act16_gelu_backward(VM_OP_T(gelu_backward) f, float *dinp, const vm_bf16 *inp, const float *dout, size_t N);
 
 // OpenBLAS (the pthreads build Debian ships) runs its own thread pool; the ops issue their GEMMs
 // from inside OpenMP parallel regions, single-threaded, so that only OpenMP's pool runs.  begin()

@@ -73,9 +73,8 @@ void FN(bf16_attention_forward)(real *out, real *att, const real *qkv, int B, in
 void FN(bf16_attention_backward)(real *dqkv, real *scratch, const real *dout, const real *qkv,
                                  const real *att, int B, int T, int C, int NH);
 
-#if REAL_IS_FLOAT_PROTO
-// trainer/cpu/bf16.c: the bf16-activation ops of trainer/backend.h (float builds only: their
-// storage is bf16, so a double instantiation would test nothing more).
+// trainer/cpu/bf16.c: the bf16-activation ops of trainer/backend.h, defined for the float builds
+// only (their storage is bf16, so a double instantiation would test nothing more).
 void FN(layernorm_forward_bf16)(vm_bf16 *out, float *mean, float *rstd, const float *inp, const float *weight,
                                 const float *bias, int N, int C, float eps);
 void FN(matmul_forward_bf16)(vm_bf16 *out, const vm_bf16 *inp, const float *weight, const float *bias, int N, int C,
@@ -88,4 +87,3 @@ void FN(attention_backward_bf16)(float *dqkv, float *scratch, const float *dout,
 void FN(gelu_forward_bf16)(vm_bf16 *out, const vm_bf16 *inp, size_t N);
 void FN(gelu_backward_bf16)(float *dinp, const vm_bf16 *inp, const float *dout, size_t N);
 void FN(add_bf16)(float *out, const float *a, const vm_bf16 *b, size_t N);
-#endif
