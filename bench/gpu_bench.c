@@ -47,6 +47,55 @@ static const char *pname[P_N] = {"matmul fwd", "matmul bwd", "attention fwd", "a
 static double ptime[P_N];
 static long pcalls[P_N];
 
+// Every profiled op once: X(slot, op, (parameters), (arguments)).  The list defines the wrappers
+// and fills the profiled table (ops a backend lacks stay NULL).
+#define PROFILED_OPS(X)                                                                                           \
+    X(P_MATMUL_F, matmul_forward, (float *o, const float *i, const float *w, const float *b, int N, int C, int OC), \
+      (o, i, w, b, N, C, OC))                                                                                     \
+    X(P_MATMUL_B, matmul_backward, (float *di, float *dw, float *db, const float *g, const float *i, const float *w, \
+      int N, int C, int OC), (di, dw, db, g, i, w, N, C, OC))                                                     \
+    X(P_ATT_F, attention_forward, (float *o, float *a, const float *q, int B, int T, int C, int NH),               \
+      (o, a, q, B, T, C, NH))                                                                                     \
+    X(P_ATT_B, attention_backward, (float *dq, float *s, const float *g, const float *q, const float *a, int B,   \
+      int T, int C, int NH), (dq, s, g, q, a, B, T, C, NH))                                                       \
+    X(P_LN_F, layernorm_forward, (float *o, float *m, float *r, const float *i, const float *w, const float *b,    \
+      int N, int C, float eps), (o, m, r, i, w, b, N, C, eps))                                                    \
+    X(P_LN_B, layernorm_backward, (float *di, float *dw, float *db, const float *g, const float *i,               \
+      const float *w, const float *m, const float *r, int N, int C), (di, dw, db, g, i, w, m, r, N, C))          \
+    X(P_GELU_F, gelu_forward, (float *o, const float *i, size_t n), (o, i, n))                                    \
+    X(P_GELU_B, gelu_backward, (float *d, const float *i, const float *g, size_t n), (d, i, g, n))                \
+    X(P_RESID, add, (float *o, const float *a, const float *b, size_t n), (o, a, b, n))                           \
+    X(P_RESID, accumulate, (float *d, const float *s, size_t n), (d, s, n))                                       \
+    X(P_ADAMW, adamw_ranges, (float *p, const float *g, float *m, float *v, const vm_adamw_range *r, int nr,      \
+      float lr, float b1, float b2, float eps, float wd, int t, float gs), (p, g, m, v, r, nr, lr, b1, b2, eps, wd, t, gs)) \
+    X(P_UPLOAD, to_device, (void *d, const void *s, size_t n), (d, s, n))                                         \
+    X(P_LOSSES, mae_loss, (float *l, float *dp, const float *p, const float *t, const float *m, int B, int L,     \
+      int D, int np, float dl), (l, dp, p, t, m, B, L, D, np, dl))                                                \
+    X(P_LOSSES, infonce_loss, (float *l, float *d1, float *d2, const float *z1, const float *z2, int N, int D,    \
+      float t, float dl), (l, d1, d2, z1, z2, N, D, t, dl))                                                       \
+    X(P_TOKENS, patchify, (float *o, const uint8_t *img, int B, int H, int W, int P, int co, const float m[3],    \
+      const float s[3]), (o, img, B, H, W, P, co, m, s))                                                          \
+    X(P_TOKENS, gather_tokens, (float *o, const float *x, const float *c, const int32_t *k, int B, int L, int K,  \
+      int C), (o, x, c, k, B, L, K, C))                                                                           \
+    X(P_TOKENS, unshuffle_tokens, (float *o, const float *x, const float *mt, const int32_t *r, int B, int L,     \
+      int K, int C), (o, x, mt, r, B, L, K, C))                                                                   \
+    X(P_NORMSQ, sumsq, (float *o, const float *x, size_t n), (o, x, n))                                           \
+    /* the bf16-activation ops ([train] activations = bf16), in the same categories */                           \
+    X(P_MATMUL_F, matmul_forward_bf16, (vm_bf16 *o, const vm_bf16 *i, const float *w, const float *b, int N,      \
+      int C, int OC), (o, i, w, b, N, C, OC))                                                                     \
+    X(P_MATMUL_B, matmul_backward_bf16, (float *di, float *dw, float *db, const float *g, const vm_bf16 *i,       \
+      const float *w, int N, int C, int OC), (di, dw, db, g, i, w, N, C, OC))                                     \
+    X(P_ATT_F, attention_forward_bf16, (vm_bf16 *o, float *a, const vm_bf16 *q, int B, int T, int C, int NH),     \
+      (o, a, q, B, T, C, NH))                                                                                     \
+    X(P_ATT_B, attention_backward_bf16, (float *dq, float *s, const float *g, const vm_bf16 *q, const float *a,   \
+      int B, int T, int C, int NH), (dq, s, g, q, a, B, T, C, NH))                                                \
+    X(P_LN_F, layernorm_forward_bf16, (vm_bf16 *o, float *m, float *r, const float *i, const float *w,            \
+      const float *b, int N, int C, float eps), (o, m, r, i, w, b, N, C, eps))                                    \
+    X(P_GELU_F, gelu_forward_bf16, (vm_bf16 *o, const vm_bf16 *i, size_t n), (o, i, n))                          \
+    X(P_GELU_B, gelu_backward_bf16, (float *d, const vm_bf16 *i, const float *g, size_t n), (d, i, g, n))         \
+    X(P_RESID, add_bf16, (float *o, const float *a, const vm_bf16 *b, size_t n), (o, a, b, n))
+
+// sync, time the op, sync
 #define WRAP(slot, name, params, args)                                      \
     static void w_##name params {                                            \
         real_be->sync();                                                     \
@@ -56,84 +105,14 @@ static long pcalls[P_N];
         ptime[slot] += now() - t0;                                           \
         pcalls[slot]++;                                                      \
     }
-WRAP(P_MATMUL_F, matmul_forward, (float *o, const float *i, const float *w, const float *b, int N, int C, int OC),
-     (o, i, w, b, N, C, OC))
-WRAP(P_MATMUL_B, matmul_backward, (float *di, float *dw, float *db, const float *g, const float *i, const float *w,
-     int N, int C, int OC), (di, dw, db, g, i, w, N, C, OC))
-WRAP(P_ATT_F, attention_forward, (float *o, float *a, const float *q, int B, int T, int C, int NH), (o, a, q, B, T, C, NH))
-WRAP(P_ATT_B, attention_backward, (float *dq, float *s, const float *g, const float *q, const float *a, int B, int T,
-     int C, int NH), (dq, s, g, q, a, B, T, C, NH))
-WRAP(P_LN_F, layernorm_forward, (float *o, float *m, float *r, const float *i, const float *w, const float *b, int N,
-     int C, float eps), (o, m, r, i, w, b, N, C, eps))
-WRAP(P_LN_B, layernorm_backward, (float *di, float *dw, float *db, const float *g, const float *i, const float *w,
-     const float *m, const float *r, int N, int C), (di, dw, db, g, i, w, m, r, N, C))
-WRAP(P_GELU_F, gelu_forward, (float *o, const float *i, size_t n), (o, i, n))
-WRAP(P_GELU_B, gelu_backward, (float *d, const float *i, const float *g, size_t n), (d, i, g, n))
-WRAP(P_RESID, add, (float *o, const float *a, const float *b, size_t n), (o, a, b, n))
-WRAP(P_RESID, accumulate, (float *d, const float *s, size_t n), (d, s, n))
-WRAP(P_ADAMW, adamw, (float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps,
-     float wd, int t, float gs), (p, g, m, v, n, lr, b1, b2, eps, wd, t, gs))
-WRAP(P_ADAMW, adamw_ranges, (float *p, const float *g, float *m, float *v, const vm_adamw_range *r, int nr, float lr,
-     float b1, float b2, float eps, float wd, int t, float gs), (p, g, m, v, r, nr, lr, b1, b2, eps, wd, t, gs))
-WRAP(P_UPLOAD, to_device, (void *d, const void *s, size_t n), (d, s, n))
-WRAP(P_LOSSES, mae_loss, (float *l, float *dp, const float *p, const float *t, const float *m, int B, int L, int D,
-     int np, float dl), (l, dp, p, t, m, B, L, D, np, dl))
-WRAP(P_LOSSES, infonce_loss, (float *l, float *d1, float *d2, const float *z1, const float *z2, int N, int D, float t,
-     float dl), (l, d1, d2, z1, z2, N, D, t, dl))
-WRAP(P_TOKENS, patchify, (float *o, const uint8_t *img, int B, int H, int W, int P, int co, const float m[3],
-     const float s[3]), (o, img, B, H, W, P, co, m, s))
-WRAP(P_TOKENS, gather_tokens, (float *o, const float *x, const float *c, const int32_t *k, int B, int L, int K, int C),
-     (o, x, c, k, B, L, K, C))
-WRAP(P_TOKENS, unshuffle_tokens, (float *o, const float *x, const float *mt, const int32_t *r, int B, int L, int K,
-     int C), (o, x, mt, r, B, L, K, C))
-WRAP(P_NORMSQ, sumsq, (float *o, const float *x, size_t n), (o, x, n))
-// the bf16-activation ops ([train] activations = bf16), in the same categories
-WRAP(P_MATMUL_F, matmul_forward_bf16, (vm_bf16 *o, const vm_bf16 *i, const float *w, const float *b, int N, int C,
-     int OC), (o, i, w, b, N, C, OC))
-WRAP(P_MATMUL_B, matmul_backward_bf16, (float *di, float *dw, float *db, const float *g, const vm_bf16 *i,
-     const float *w, int N, int C, int OC), (di, dw, db, g, i, w, N, C, OC))
-WRAP(P_ATT_F, attention_forward_bf16, (vm_bf16 *o, float *a, const vm_bf16 *q, int B, int T, int C, int NH),
-     (o, a, q, B, T, C, NH))
-WRAP(P_ATT_B, attention_backward_bf16, (float *dq, float *s, const float *g, const vm_bf16 *q, const float *a, int B,
-     int T, int C, int NH), (dq, s, g, q, a, B, T, C, NH))
-WRAP(P_LN_F, layernorm_forward_bf16, (vm_bf16 *o, float *m, float *r, const float *i, const float *w, const float *b,
-     int N, int C, float eps), (o, m, r, i, w, b, N, C, eps))
-WRAP(P_GELU_F, gelu_forward_bf16, (vm_bf16 *o, const vm_bf16 *i, size_t n), (o, i, n))
-WRAP(P_GELU_B, gelu_backward_bf16, (float *d, const vm_bf16 *i, const float *g, size_t n), (d, i, g, n))
-WRAP(P_RESID, add_bf16, (float *o, const float *a, const vm_bf16 *b, size_t n), (o, a, b, n))
+PROFILED_OPS(WRAP)
 
 static vm_backend_ops profiled(const vm_backend_ops *be) {
     vm_backend_ops p = *be;
     real_be = be;
-    p.matmul_forward = w_matmul_forward;
-    p.matmul_backward = w_matmul_backward;
-    p.attention_forward = w_attention_forward;
-    p.attention_backward = w_attention_backward;
-    p.layernorm_forward = w_layernorm_forward;
-    p.layernorm_backward = w_layernorm_backward;
-    p.gelu_forward = w_gelu_forward;
-    p.gelu_backward = w_gelu_backward;
-    p.add = w_add;
-    p.accumulate = w_accumulate;
-    p.adamw = w_adamw;
-    p.adamw_ranges = w_adamw_ranges;
-    p.to_device = w_to_device;
-    p.mae_loss = w_mae_loss;
-    p.infonce_loss = w_infonce_loss;
-    p.patchify = w_patchify;
-    p.gather_tokens = w_gather_tokens;
-    p.unshuffle_tokens = w_unshuffle_tokens;
-    p.sumsq = w_sumsq;
-    if (be->matmul_forward_bf16) {
-        p.matmul_forward_bf16 = w_matmul_forward_bf16;
-        p.matmul_backward_bf16 = w_matmul_backward_bf16;
-        p.attention_forward_bf16 = w_attention_forward_bf16;
-        p.attention_backward_bf16 = w_attention_backward_bf16;
-        p.layernorm_forward_bf16 = w_layernorm_forward_bf16;
-        p.gelu_forward_bf16 = w_gelu_forward_bf16;
-        p.gelu_backward_bf16 = w_gelu_backward_bf16;
-        p.add_bf16 = w_add_bf16;
-    }
+#define SET_WRAPPER(slot, name, params, args) \
+    if (be->name) p.name = w_##name;
+    PROFILED_OPS(SET_WRAPPER)
     return p;
 }
 
@@ -414,11 +393,9 @@ int main(int argc, char **argv) {
     printf("model: %s, %d pairs/step, %d of %d patches visible, %.1f M params, precision %s%s, %s activations\n", config,
            B, K, L, vm_model_num_trainable(m) / 1e6, precision,
            bf16 ? (fast ? " (cuBLAS FAST_16BF)" : " (bf16 operand copies)") : "", act16 ? "bf16" : "fp32");
-    printf("linear layers with bias: %s; attention: %s\n",
-           vm_backend_cuda_lt() ? "cuBLASLt, bias in the epilogue" : "cublasGemmEx + bias kernel",
-           !bf16 || fast || fused == VM_ATTENTION_CUBLAS ? "batched cuBLAS GEMMs + softmax kernel"
-           : fused == VM_ATTENTION_AUTO ? "fused forward, fused backward for T >= 128 (auto)"
-                                        : "fused kernels where the shape allows");
+    char paths[320];
+    vm_backend_cuda_describe(paths, sizeof paths);
+    printf("CUDA paths: %s\n", paths);
     printf("step %.2f ms (forward+backward %.2f, optimizer %.2f), %.1f pairs/s, loss %.4f\n", step * 1e3,
            t_fb / steps * 1e3, t_opt / steps * 1e3, B / step, l.total);
     printf("model FLOPs %.2f TFLOP/step, %.1f TFLOP/s, MFU %.1f%% of the measured bf16 GEMM rate\n", flops / 1e12,

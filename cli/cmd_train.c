@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include "cli/cli.h"
 #include "common/log.h"
 #include "trainer/cuda/cuda_backend.h"
@@ -85,19 +84,12 @@ int cmd_train(int argc, char **argv) {
         if (!o.be) vm_info("train: no CUDA backend (%s): training on the CPU", why);
     }
     if (o.be) {  // which CUDA paths this run takes (docs/GPU.md; VICMAE_CUDA_* change them)
-        char dev[256];
+        char dev[256], paths[320];
         vm_backend_cuda_device_name(dev, sizeof dev);
-        int bf16 = vm_backend_cuda_precision(), fast = vm_backend_cuda_bf16_path(), att = vm_backend_cuda_fused_attention();
-        vm_info("train: CUDA on %s: %s products%s, %s activations, attention %s, linear biases %s", dev,
-                bf16 ? "bf16" : "fp32", !bf16 ? "" : fast ? " (cuBLAS FAST_16BF)" : " (bf16 operand copies)",
-                cfg.train.activations == VM_ACT_BF16 ? "bf16" : "fp32",
-                !bf16 || fast || att == VM_ATTENTION_CUBLAS ? "batched cuBLAS"
-                : att == VM_ATTENTION_AUTO ? "auto (fused forward; fused backward for T >= 128)" : "fused",
-                vm_backend_cuda_lt() ? "in the cuBLASLt epilogue" : "by a kernel");
+        vm_backend_cuda_describe(paths, sizeof paths);
+        vm_info("train: CUDA on %s: %s", dev, paths);
     }
     if (!o.be) o.be = vm_backend_cpu(cfg.run.threads);
-    if (strcmp(o.be->name, "cuda") && cfg.train.activations == VM_ACT_BF16)
-        vm_info("train: [train] activations = bf16 is for the CUDA backend: the CPU keeps fp32 activations");
     if (state_path[0]) o.resume = state_path;  // --resume given
 
     vm_log_set_role("trainer");

@@ -478,8 +478,9 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
                             source_cancel, &src, err)))
         goto done;
     if (!o->quiet)
-        vm_info("train: %s backend, %d pairs of %dx%d per step, steps %ld..%ld of %ld, %ld per epoch, run dir %s",
-                be->name, B, S, S, st.step, end, total, steps_per_epoch, dir);
+        vm_info("train: %s backend, %s activations, %d pairs of %dx%d per step, steps %ld..%ld of %ld, %ld per epoch, "
+                "run dir %s", be->name, vm_model_bf16_activations(m) ? "bf16" : "fp32", B, S, S, st.step, end, total,
+                steps_per_epoch, dir);
 
     watcher w = {.recv = src.recv, .stop = o->stop, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     pthread_t wth;

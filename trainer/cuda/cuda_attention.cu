@@ -419,7 +419,7 @@ int fused_backward(float *dqkv, const float *dout, const TA *qkv, const float *a
     // auto: the fused backward pays for long sequences only.  Measured on an H100 at 64 pairs
     // (gpu_bench --attention-alone): decoder T = 197, 0.91 ms fused vs 1.40 ms cuBLAS; encoder
     // T = 50, 0.28 ms fused vs 0.19 ms cuBLAS (half its warps idle with 4 query tiles of 16).
-    if (g_cu.fused_attention == VM_ATTENTION_AUTO && T < 128) return 0;
+    if (g_cu.fused_attention == VM_ATTENTION_AUTO && T < FUSED_BACKWARD_MIN_T) return 0;
     int hs = C / NH;
     size_t smem = layout_of(T, hs).bwd;
     float scale = 1.0f / sqrtf((float)hs);

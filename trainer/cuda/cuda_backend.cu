@@ -624,6 +624,20 @@ extern "C" void vm_backend_cuda_set_fused_attention(int mode) {
     g_cu.fused_attention = mode == VM_ATTENTION_FUSED || mode == VM_ATTENTION_AUTO ? mode : VM_ATTENTION_CUBLAS;
 }
 extern "C" int vm_backend_cuda_fused_attention(void) { return g_cu.fused_attention; }
+extern "C" void vm_backend_cuda_describe(char *buf, size_t cap) {
+    if (!buf || !cap) return;
+    const char *products = !g_cu.bf16 ? "fp32 products"
+                           : g_cu.bf16_fast ? "bf16 products (cuBLAS FAST_16BF)" : "bf16 products (bf16 operand copies)";
+    // the fused kernels serve the bf16 convert path (and the bf16-activation ops)
+    int fused = convert_bf16() ? g_cu.fused_attention : VM_ATTENTION_CUBLAS;
+    char att[96];
+    if (fused == VM_ATTENTION_AUTO)
+        snprintf(att, sizeof att, "auto (fused forward; fused backward for T >= %d)", FUSED_BACKWARD_MIN_T);
+    else
+        snprintf(att, sizeof att, "%s", fused == VM_ATTENTION_FUSED ? "fused where the shape allows" : "batched cuBLAS");
+    snprintf(buf, cap, "%s, attention %s, linear biases %s", products, att,
+             g_use_lt ? "in the cuBLASLt epilogue" : "by a kernel");
+}
 extern "C" int vm_backend_cuda_device_name(char *buf, size_t cap) {
     if (!g_cu.ready) {
         if (buf && cap) snprintf(buf, cap, "none (CUDA backend not initialised)");

@@ -57,6 +57,10 @@ int vm_backend_cuda_fused_attention_takes(int T, int C, int NH, int backward);
 // Name of the device in use ("NVIDIA H100 80GB HBM3, sm_90, 79 GiB") into buf; 0 on success,
 // -1 when the backend is not initialised (or built without CUDA).
 int vm_backend_cuda_device_name(char *buf, size_t cap);
+// The paths the current settings take, in words, into buf ("bf16 products (bf16 operand copies),
+// attention auto (fused forward; fused backward for T >= 128), linear biases in the cuBLASLt
+// epilogue"), for logs and benchmarks.  The bf16-activation ops always make bf16 products.
+void vm_backend_cuda_describe(char *buf, size_t cap);
 
 // Bytes of the backend's private device workspace (bf16 operand copies, attention pointer
 // tables, loss scratch).  It grows on demand the first time a larger shape is seen and never

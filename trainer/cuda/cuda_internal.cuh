@@ -108,6 +108,9 @@ void cuda_sgemm(const char *op, cublasOperation_t ta, cublasOperation_t tb, int 
                 float alpha, const float *A, int lda, const float *B, int ldb, float beta, float *C,
                 int ldc);
 
+// Auto mode runs the fused backward only from this sequence length on (measured faster there: the
+// decoder; see cuda_attention.cu).
+#define FUSED_BACKWARD_MIN_T 128
 // Fused bf16 attention (cuda_attention.cu): 1 when it ran the op, 0 when fused attention is off or
 // the shape is not one it takes (the caller then uses the cuBLAS path).  qkv and out fp32 (rounded
 // to bf16 inside), or bf16 (the bf16-activation ops: qkv read as is, out rounded once).

@@ -27,6 +27,9 @@ int vm_backend_cuda_device_name(char *buf, size_t cap) {
     if (buf && cap) snprintf(buf, cap, "none (built without CUDA)");
     return -1;
 }
+void vm_backend_cuda_describe(char *buf, size_t cap) {
+    if (buf && cap) snprintf(buf, cap, "none (built without CUDA)");
+}
 size_t vm_backend_cuda_workspace_bytes(void) { return 0; }
 double vm_backend_cuda_gemm_tflops(int bf16, int n, int iters) { (void)bf16, (void)n, (void)iters; return -1; }
 
