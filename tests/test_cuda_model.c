@@ -171,11 +171,15 @@ static double check_debug_step(pair_t *p, double tol) {
     return compare_step(p, p->mc, &p->lc, tol, tol, 1, "vs cpu fp32");
 }
 
-// bf16 convert path: against the CPU-bf16 model (tight) and the fp32 CPU model (gross errors).
-static void check_debug_step_bf16(pair_t *p, const char *label) {
+// bf16: one debug step against the CPU-bf16 model (gradients within tol16, losses within loss16)
+// and the fp32 CPU model (gross errors: TOL_MODEL16_FP32, TOL_LOSS16_FP32).
+static void check_debug_step_bf16(pair_t *p, const char *label, double tol16, double loss16) {
+    char what16[256], what32[256];
+    snprintf(what16, sizeof what16, "%s vs cpu-bf16", label);
+    snprintf(what32, sizeof what32, "%s vs cpu fp32", label);
     debug_step(p);
-    double we = compare_step(p, p->mb, &p->lb, TOL_MODEL16_EMU, TOL_MODEL16_EMU, 1, "vs cpu-bf16");
-    double wf = compare_step(p, p->mc, &p->lc, TOL_MODEL16_FP32, TOL_LOSS16_FP32, 1, "vs cpu fp32");
+    double we = compare_step(p, p->mb, &p->lb, tol16, loss16, 1, what16);
+    double wf = compare_step(p, p->mc, &p->lc, TOL_MODEL16_FP32, TOL_LOSS16_FP32, 1, what32);
     printf("  %s debug step: worst gradient relative error %.3g vs cpu-bf16, %.3g vs cpu fp32\n", label, we, wf);
 }
 
@@ -265,7 +269,7 @@ TEST(cuda_model_debug_step_losses) {
 TEST(cuda_model_debug_step_bf16) {
     pair_t p;
     setup(&p, 1, NULL, 4);
-    check_debug_step_bf16(&p, "bf16");
+    check_debug_step_bf16(&p, "bf16", TOL_MODEL16_EMU, TOL_MODEL16_EMU);
     teardown(&p);
 }
 
@@ -304,7 +308,7 @@ TEST(cuda_model_debug_step_lt) {
         vm_backend_cuda_set_lt(1);
         if (!vm_backend_cuda_lt()) SKIP("cuBLASLt unavailable");
         if (bf16) {
-            check_debug_step_bf16(&p, "bf16 + cuBLASLt bias epilogue");
+            check_debug_step_bf16(&p, "bf16 + cuBLASLt bias epilogue", TOL_MODEL16_EMU, TOL_MODEL16_EMU);
         } else {
             double worst = check_debug_step(&p, TOL_MODEL32);
             printf("  fp32 + cuBLASLt bias epilogue debug step: worst gradient relative error %.3g\n", worst);
@@ -337,20 +341,15 @@ TEST(cuda_model_bf16_activations) {
               "bf16 activations: cuda %d, cpu-bf16 %d, cpu %d", vm_model_bf16_activations(p.mg),
               vm_model_bf16_activations(p.mb), vm_model_bf16_activations(p.mc));
         vm_backend_cuda_set_lt(lt);
-        debug_step(&p);
-        double we = compare_step(&p, p.mb, &p.lb, TOL_ACT16, TOL_ACT16, 1, "bf16 activations vs cpu-bf16");
-        double wf = compare_step(&p, p.mc, &p.lc, TOL_MODEL16_FP32, TOL_LOSS16_FP32, 1, "bf16 activations vs cpu fp32");
-        printf("  bf16 activations%s, no contrastive loss, debug step: worst gradient relative error %.3g vs cpu-bf16, "
-               "%.3g vs cpu fp32\n", lt ? " + cuBLASLt bias epilogue" : "", we, wf);
+        check_debug_step_bf16(&p,
+                              lt ? "bf16 activations + cuBLASLt bias epilogue, no contrastive loss,"
+                                 : "bf16 activations, no contrastive loss,",
+                              TOL_ACT16, TOL_ACT16);
         if (lt && !getenv("VICMAE_MEMCHECK")) check_training_bf16(&p);  // (under compute-sanitizer: the steps only)
         vm_backend_cuda_set_lt(0);
         teardown(&p);
     }
     setup(&p, 1, infonce, 4);
-    debug_step(&p);
-    double we = compare_step(&p, p.mb, &p.lb, TOL_MODEL16_FP32, TOL_LOSS16_FP32, 1, "bf16 activations vs cpu-bf16");
-    double wf = compare_step(&p, p.mc, &p.lc, TOL_MODEL16_FP32, TOL_LOSS16_FP32, 1, "bf16 activations vs cpu fp32");
-    printf("  bf16 activations, InfoNCE, debug step: worst gradient relative error %.3g vs cpu-bf16, %.3g vs cpu fp32\n",
-           we, wf);
+    check_debug_step_bf16(&p, "bf16 activations, InfoNCE,", TOL_MODEL16_FP32, TOL_LOSS16_FP32);
     teardown(&p);
 }
