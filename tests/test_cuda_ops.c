@@ -98,6 +98,12 @@ static float *dpoison(size_t n) {
     free(h);
     return d;
 }
+// Frees every buffer listed with fn: cu->free for device buffers, free for host ones.
+#define FREE_ALL(fn, ...)                                                                         \
+    do {                                                                                          \
+        void *all_[] = {__VA_ARGS__};                                                             \
+        for (size_t i_ = 0; i_ < sizeof all_ / sizeof *all_; i_++) fn(all_[i_]);                  \
+    } while (0)
 
 // ||a - ref|| / ||ref|| of two host arrays (a NaN in a fails any tolerance).
 static double relerr(const float *a, const float *ref, size_t n) {
@@ -170,10 +176,8 @@ static void check_matmul(int N, int C, int OC, int with_bias, int with_dinp) {
     if (with_dinp) CHECK_DEV("matmul dinp", d_dx, dx, (size_t)N * C);
     CHECK_DEV("matmul dweight", d_dw, dw, (size_t)OC * C);
     CHECK_DEV("matmul dbias", d_db, db, OC);
-    float *bufs[] = {d_x, d_w, d_b, d_g, d_dw, d_db, d_out, d_dx};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cu->free(bufs[i]);
-    float *hb[] = {x, w, b, g, dw0, db0, out, dx, dw, db};
-    for (size_t i = 0; i < sizeof hb / sizeof *hb; i++) free(hb[i]);
+    FREE_ALL(cu->free, d_x, d_w, d_b, d_g, d_dw, d_db, d_out, d_dx);
+    FREE_ALL(free, x, w, b, g, dw0, db0, out, dx, dw, db);
 }
 
 TEST(cuda_matmul) {
@@ -263,10 +267,8 @@ static void check_attention(int B, int T, int C, int NH) {
     CHECK_DEV("attention att", d_att, att, na);
     cu->attention_backward(d_dqkv, d_scr, d_g, d_qkv, d_att, B, T, C, NH);
     CHECK_DEV("attention dqkv", d_dqkv, dqkv, nq);
-    float *bufs[] = {d_qkv, d_g, d_out, d_att, d_dqkv, d_scr};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cu->free(bufs[i]);
-    float *hb[] = {qkv, g, out, att, dqkv, scr};
-    for (size_t i = 0; i < sizeof hb / sizeof *hb; i++) free(hb[i]);
+    FREE_ALL(cu->free, d_qkv, d_g, d_out, d_att, d_dqkv, d_scr);
+    FREE_ALL(free, qkv, g, out, att, dqkv, scr);
 }
 
 TEST(cuda_attention) {
@@ -612,9 +614,9 @@ TEST(cuda_vit_b_shapes) {
 // same bits on both sides); bf16 outputs are poisoned with 0xFFFF (a NaN) before the run.  Tolerances:
 // bf16-stored outputs 1e-2 (an element may differ by one bf16 ulp where the fp32 sums before the
 // rounding differ in their last bits); fp32 outputs and gradients TOL16_EMU, as the convert path.
+// The reference is `ref`, the cpu-bf16 table that setup(1, ...) and set_mode(1, 0) select.
 #define TOL_BF16_OUT 1e-2
 
-static const vm_backend_ops *bref;  // vm_backend_cpu_bf16
 static char bmode[96];              // the backend settings of the case being checked, for the messages
 static char bcase[192];             // the case being checked (settings and shape)
 
@@ -670,8 +672,8 @@ static void check_matmul_act16(int N, int C, int OC, int with_bias, int with_din
     float *w = hrand(nw, -0.5f, 0.5f), *b = hrand(OC, -1, 1), *g = hrand(no, -1, 1);
     float *dw0 = hrand(nw, -1, 1), *db0 = hrand(OC, -1, 1);
     float *dx = hnan(nx), *dw = hcopy(dw0, nw), *db = hcopy(db0, OC);
-    bref->matmul_forward_bf16(out, x, w, with_bias ? b : NULL, N, C, OC);
-    bref->matmul_backward_bf16(with_dinp ? dx : NULL, dw, with_bias ? db : NULL, g, x, w, N, C, OC);
+    ref->matmul_forward_bf16(out, x, w, with_bias ? b : NULL, N, C, OC);
+    ref->matmul_backward_bf16(with_dinp ? dx : NULL, dw, with_bias ? db : NULL, g, x, w, N, C, OC);
 
     vm_bf16 *d_x = dput16(x, nx), *d_out = dpoison16(no);
     float *d_w = dputf(w, nw), *d_b = dputf(b, OC), *d_g = dputf(g, no), *d_dw = dputf(dw0, nw),
@@ -682,10 +684,8 @@ static void check_matmul_act16(int N, int C, int OC, int with_bias, int with_din
     if (with_dinp) CHECK_DEV(at("matmul_backward_bf16 dinp"), d_dx, dx, nx);
     CHECK_DEV(at("matmul_backward_bf16 dweight"), d_dw, dw, nw);
     CHECK_DEV(at("matmul_backward_bf16 dbias"), d_db, db, OC);  // without a bias: unchanged on both sides
-    void *bufs[] = {d_x, d_out, d_w, d_b, d_g, d_dw, d_db, d_dx};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cu->free(bufs[i]);
-    void *hb[] = {x, out, w, b, g, dw0, db0, dx, dw, db};
-    for (size_t i = 0; i < sizeof hb / sizeof *hb; i++) free(hb[i]);
+    FREE_ALL(cu->free, d_x, d_out, d_w, d_b, d_g, d_dw, d_db, d_dx);
+    FREE_ALL(free, x, out, w, b, g, dw0, db0, dx, dw, db);
 }
 
 static void check_attention_act16(int B, int T, int C, int NH) {
@@ -693,8 +693,8 @@ static void check_attention_act16(int B, int T, int C, int NH) {
     size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
     vm_bf16 *qkv = hrand16(nq, -1.5f, 1.5f), *out = hnan16(no);
     float *g = hrand(no, -1, 1), *att = hnan(na), *dqkv = hnan(nq), *scr = hnan(na);
-    bref->attention_forward_bf16(out, att, qkv, B, T, C, NH);
-    bref->attention_backward_bf16(dqkv, scr, g, qkv, att, B, T, C, NH);
+    ref->attention_forward_bf16(out, att, qkv, B, T, C, NH);
+    ref->attention_backward_bf16(dqkv, scr, g, qkv, att, B, T, C, NH);
 
     vm_bf16 *d_qkv = dput16(qkv, nq), *d_out = dpoison16(no);
     float *d_g = dputf(g, no), *d_att = dpoison(na), *d_dqkv = dpoison(nq), *d_scr = dpoison(na);
@@ -703,10 +703,8 @@ static void check_attention_act16(int B, int T, int C, int NH) {
     CHECK_DEV(at("attention_forward_bf16 att"), d_att, att, na);
     cu->attention_backward_bf16(d_dqkv, d_scr, d_g, d_qkv, d_att, B, T, C, NH);
     CHECK_DEV(at("attention_backward_bf16 dqkv"), d_dqkv, dqkv, nq);
-    void *bufs[] = {d_qkv, d_out, d_g, d_att, d_dqkv, d_scr};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cu->free(bufs[i]);
-    void *hb[] = {qkv, out, g, att, dqkv, scr};
-    for (size_t i = 0; i < sizeof hb / sizeof *hb; i++) free(hb[i]);
+    FREE_ALL(cu->free, d_qkv, d_out, d_g, d_att, d_dqkv, d_scr);
+    FREE_ALL(free, qkv, out, g, att, dqkv, scr);
 }
 
 static void check_layernorm_act16(int N, int C) {
@@ -714,26 +712,24 @@ static void check_layernorm_act16(int N, int C) {
     size_t n = (size_t)N * C;
     float *x = hrand(n, -2, 3), *w = hrand(C, 0.5f, 1.5f), *b = hrand(C, -1, 1), *mean = hnan(N), *rstd = hnan(N);
     vm_bf16 *out = hnan16(n);
-    bref->layernorm_forward_bf16(out, mean, rstd, x, w, b, N, C, 1e-6f);
+    ref->layernorm_forward_bf16(out, mean, rstd, x, w, b, N, C, 1e-6f);
     float *d_x = dputf(x, n), *d_w = dputf(w, C), *d_b = dputf(b, C), *d_mean = dpoison(N), *d_rstd = dpoison(N);
     vm_bf16 *d_out = dpoison16(n);
     cu->layernorm_forward_bf16(d_out, d_mean, d_rstd, d_x, d_w, d_b, N, C, 1e-6f);
     CHECK_DEV16(at("layernorm_forward_bf16 out"), d_out, out, n);
     CHECK_DEV(at("layernorm_forward_bf16 mean"), d_mean, mean, N);
     CHECK_DEV(at("layernorm_forward_bf16 rstd"), d_rstd, rstd, N);
-    void *bufs[] = {d_x, d_w, d_b, d_mean, d_rstd, d_out};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cu->free(bufs[i]);
-    void *hb[] = {x, w, b, mean, rstd, out};
-    for (size_t i = 0; i < sizeof hb / sizeof *hb; i++) free(hb[i]);
+    FREE_ALL(cu->free, d_x, d_w, d_b, d_mean, d_rstd, d_out);
+    FREE_ALL(free, x, w, b, mean, rstd, out);
 }
 
 static void check_pointwise_act16(size_t n) {
     snprintf(bcase, sizeof bcase, "n=%zu", n);
     vm_bf16 *x = hrand16(n, -3, 3), *out = hnan16(n);
     float *a = hrand(n, -2, 2), *g = hrand(n, -1, 1), *dx = hnan(n), *sum = hnan(n);
-    bref->gelu_forward_bf16(out, x, n);
-    bref->gelu_backward_bf16(dx, x, g, n);
-    bref->add_bf16(sum, a, x, n);
+    ref->gelu_forward_bf16(out, x, n);
+    ref->gelu_backward_bf16(dx, x, g, n);
+    ref->add_bf16(sum, a, x, n);
     vm_bf16 *d_x = dput16(x, n), *d_out = dpoison16(n);
     float *d_a = dputf(a, n), *d_g = dputf(g, n), *d_dx = dpoison(n), *d_sum = dpoison(n);
     cu->gelu_forward_bf16(d_out, d_x, n);
@@ -744,23 +740,20 @@ static void check_pointwise_act16(size_t n) {
     CHECK_DEV(at("add_bf16"), d_sum, sum, n);
     cu->add_bf16(d_a, d_a, d_x, n);  // in place, as a residual update
     CHECK_DEV(at("add_bf16 in place"), d_a, sum, n);
-    void *bufs[] = {d_x, d_out, d_a, d_g, d_dx, d_sum};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) cu->free(bufs[i]);
-    void *hb[] = {x, out, a, g, dx, sum};
-    for (size_t i = 0; i < sizeof hb / sizeof *hb; i++) free(hb[i]);
+    FREE_ALL(cu->free, d_x, d_out, d_a, d_g, d_dx, d_sum);
+    FREE_ALL(free, x, out, a, g, dx, sum);
 }
 
 // Every op of the group; the products in every precision setting (the bf16 ops always make bf16
 // products, whatever vm_backend_cuda_set_precision / set_bf16_path say), with cuBLASLt on and off,
 // attention through the fused kernels and through batched cuBLAS.
 TEST(cuda_bf16_activations) {
-    setup(1, 19);
-    bref = vm_backend_cpu_bf16(0);
-    CHECK(bref, "no cpu-bf16 table");
+    setup(1, 19);  // ref: the cpu-bf16 table; tol: TOL16_EMU (the loop below sets the CUDA modes directly)
+    CHECK(ref, "no cpu-bf16 table");
 #define NEED(f)                                                                                   \
     do {                                                                                          \
-        CHECK(bref->f != NULL, "the cpu-bf16 table has no " #f " (trainer/cpu/bf16.c)");        \
-        CHECK(cu->f != NULL, "the CUDA table has no " #f);                                       \
+        CHECK(ref->f != NULL, "the cpu-bf16 table has no " #f " (trainer/cpu/bf16.c)");           \
+        CHECK(cu->f != NULL, "the CUDA table has no " #f);                                        \
     } while (0)
     NEED(layernorm_forward_bf16);
     NEED(matmul_forward_bf16);
@@ -778,7 +771,6 @@ TEST(cuda_bf16_activations) {
         vm_backend_cuda_set_precision(modes[m].bf16);
         vm_backend_cuda_set_bf16_path(modes[m].fast);
         if (modes[m].fast && !vm_backend_cuda_bf16_path()) continue;  // this cuBLAS refuses FAST_16BF
-        tol = TOL16_EMU;
         for (int lt = 0; lt < 2; lt++) {
             vm_backend_cuda_set_lt(lt);
             snprintf(bmode, sizeof bmode, "%s, cuBLASLt %s", modes[m].name, vm_backend_cuda_lt() ? "on" : "off");
@@ -811,13 +803,10 @@ TEST(cuda_bf16_activations) {
         vm_backend_cuda_set_fused_attention(VM_ATTENTION_AUTO);
     }
     set_mode(1, 0);
-    tol = TOL16_EMU;
     check_layernorm_act16(70, 96);
     check_layernorm_act16(50, 768);
     check_pointwise_act16(10007);
     check_pointwise_act16(1);
-    vm_backend_cuda_set_lt(0);
-    vm_backend_cuda_set_fused_attention(VM_ATTENTION_AUTO);
     set_mode(0, 0);
 }
 
