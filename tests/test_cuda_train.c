@@ -4,10 +4,7 @@
 // and bf16 with bf16 activations.  This is also the "short training" that tools/gpu-check.sh runs under compute-sanitizer.
 // Skips with the reason without a GPU.
 #include "tests/harness.h"
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"  // the helper header serves several tests
 #include "tests/test_trainer_util.h"
-#pragma GCC diagnostic pop
 #include <unistd.h>
 #include "trainer/backend.h"
 #include "trainer/cuda/cuda_backend.h"
