@@ -55,24 +55,32 @@ static int cli_config(int *argc, char **argv, vm_config *cfg, const char *base_t
 
 int vm_cli_config(int *argc, char **argv, vm_config *cfg) { return cli_config(argc, argv, cfg, NULL, NULL); }
 
+// cli_config on the configuration text stored in file (a checkpoint's or a training state's); frees it.
+static int cli_config_stored(int *argc, char **argv, vm_config *cfg, char *stored, const char *file) {
+    char origin[VM_PATH_MAX + 96];
+    snprintf(origin, sizeof origin, "%s (stored config)", file);
+    int rc = cli_config(argc, argv, cfg, stored, origin);
+    free(stored);
+    return rc;
+}
+
 int vm_cli_config_resume(int *argc, char **argv, char *state_path, size_t cap, vm_config *cfg) {
     const char *resume = NULL;
     for (int i = 1; i + 1 < *argc; i++)
         if (!strcmp(argv[i], "--resume")) resume = argv[i + 1];
+    char own[VM_PATH_MAX + 64];
+    if (!state_path) state_path = own, cap = sizeof own;
     state_path[0] = 0;
     if (!resume) return cli_config(argc, argv, cfg, NULL, NULL);
     vm_train_state_path(resume, state_path, cap);
     vm_train_state st;
-    char *stored = NULL, origin[VM_PATH_MAX + 96];
+    char *stored = NULL;
     vm_error err = {0};
     if (vm_state_peek(state_path, &st, &stored, &err)) {
         fprintf(stderr, "vicmae %s: cannot resume: %s\n", argv[0], err.msg);
         return 1;
     }
-    snprintf(origin, sizeof origin, "%s (stored config)", state_path);
-    int rc = cli_config(argc, argv, cfg, stored, origin);
-    free(stored);
-    return rc;
+    return cli_config_stored(argc, argv, cfg, stored, state_path);
 }
 
 int vm_cli_config_ckpt(int *argc, char **argv, const char *ckpt, vm_config *cfg) {
@@ -86,11 +94,7 @@ int vm_cli_config_ckpt(int *argc, char **argv, const char *ckpt, vm_config *cfg)
         fprintf(stderr, "vicmae %s: %s\n", argv[0], err.msg);
         return 2;
     }
-    char origin[VM_PATH_MAX + 32];
-    snprintf(origin, sizeof origin, "%s (stored config)", ckpt);
-    int rc = cli_config(argc, argv, cfg, ini, origin);
-    free(ini);
-    return rc;
+    return cli_config_stored(argc, argv, cfg, ini, ckpt);
 }
 
 const char *vm_cli_self(void) {

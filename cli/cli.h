@@ -17,9 +17,9 @@ int vm_cli_config(int *argc, char **argv, vm_config *cfg);
 // the checkpoint (its "config" metadata) is the base that --set applies to.
 int vm_cli_config_ckpt(int *argc, char **argv, const char *ckpt, vm_config *cfg);
 // For commands that take `--resume X` (the last one; without it: vm_cli_config, state_path ""):
-// the training state X means (vm_train_state_path, into state_path) must be readable, and without
-// --config its stored configuration is the base that --set applies to.  --resume stays in argv for
-// the command's own parsing.  1 when it cannot be read (the reason printed), 2 on a config error.
+// the training state X means (vm_train_state_path, into state_path unless it is NULL) must be
+// readable, and without --config its stored configuration is the base that --set applies to.
+// --resume stays in argv for the command's own parsing.  1 when it cannot be read (the reason printed), 2 on a config error.
 int vm_cli_config_resume(int *argc, char **argv, char *state_path, size_t cap, vm_config *cfg);
 // Path of the running binary's sibling (e.g. to start `vicmae worker` processes).
 const char *vm_cli_self(void);

@@ -196,9 +196,8 @@ int cmd_run(int argc, char **argv) {
     orig[argc_orig] = NULL;
     // With --resume the checkpoint's stored configuration is the base (as `vicmae train` does), so
     // that this process binds the endpoint and starts the workers the resumed trainer expects.
-    char state_path[VM_PATH_MAX + 64];
     vm_config cfg;
-    int crc = vm_cli_config_resume(&argc, argv, state_path, sizeof state_path, &cfg);
+    int crc = vm_cli_config_resume(&argc, argv, NULL, 0, &cfg);
     if (crc) return crc;
     int sink = 0, workers = -1, epochs = 0, batch = 0;
     const char *save = NULL, *resume = NULL, *stop_after = NULL;
