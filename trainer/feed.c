@@ -32,6 +32,9 @@ struct vm_feed {
 
 // ---- slots --------------------------------------------------------------------------------------
 
+// Slot k's info bytes (NULL when the feed carries none).
+static unsigned char *slot_info(vm_feed *f, int k) { return f->info_bytes ? f->info + (size_t)k * f->info_bytes : NULL; }
+
 static uint8_t *slot_acquire(vm_feed *f, int *k) {
     if (f->ring) return vm_cuda_ring_acquire(f->ring, k);
     pthread_mutex_lock(&f->mu);
@@ -96,7 +99,7 @@ static void *produce(void *arg) {
         int k;
         uint8_t *p = slot_acquire(f, &k);
         if (!p) break;  // stopped
-        void *info = f->info_bytes ? f->info + (size_t)k * f->info_bytes : NULL;
+        void *info = slot_info(f, k);
         if (info) memset(info, 0, f->info_bytes);
         rc = f->fill(f->ctx, p, info, &e);
         if (rc != 1) break;  // the source ended or failed: the slot is never handed over
@@ -161,7 +164,7 @@ int vm_feed_next(vm_feed *f, vm_feed_batch *b, vm_error *err) {
     const uint8_t *p = slot_next(f, &k);
     b->wait_s = vm_now() - t0;
     if (p) {
-        b->views = p, b->info = f->info_bytes ? f->info + (size_t)k * f->info_bytes : NULL, b->slot = k;
+        b->views = p, b->info = slot_info(f, k), b->slot = k;
         return 1;
     }
     pthread_mutex_lock(&f->mu);
