@@ -15,7 +15,6 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include <gst/gst.h>
-#include <gst/app/gstappsrc.h>
 #include "common/io.h"
 #include "common/rng.h"
 #include "decoder/decoder.h"

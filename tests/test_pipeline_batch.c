@@ -2,18 +2,14 @@
 // the workers hold credits (no deadlock), and large batches decoded in parallel (checked pixel by
 // pixel; the decode rate is printed).  Its own binary: the parallel decode starts OpenMP threads,
 // and the other pipeline tests fork children that must not inherit them.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include "common/io.h"
 #include "pipeline/receiver.h"
 #include "pipeline/worker.h"
 #include "tests/harness.h"
+#include "tests/test_binary_util.h"
 
 static int fake_V, fake_S;
 
@@ -59,12 +55,7 @@ static void config(vm_config *cfg, int videos, int img, int pairs, int chunk, in
     cfg->pipeline.heartbeat_ms = 50;
     cfg->pipeline.lease_timeout_ms = 2000;
     cfg->pipeline.epochs = 1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &al) == 0);
-    close(fd);
-    snprintf(cfg->pipeline.endpoint, sizeof cfg->pipeline.endpoint, "tcp://127.0.0.1:%d", ntohs(a.sin_port));
+    free_endpoint(cfg->pipeline.endpoint, sizeof cfg->pipeline.endpoint);
     vm_error err = {0};
     CHECK_OK(vm_config_validate(cfg, &err), err);
     alarm(60);
@@ -86,17 +77,6 @@ static pid_t spawn_worker(const char *endpoint) {
         _exit(vm_worker_run(&o, NULL, &err) ? 1 : 0);
     }
     return pid;
-}
-
-static int reap(pid_t pid) {
-    int st;
-    for (int i = 0; i < 1000; i++) {
-        if (waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        usleep(10000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &st, 0);
-    return -1;
 }
 
 // Consume everything with batch size B; returns bad pixels; counts[video * 8 + draw].
@@ -150,7 +130,7 @@ TEST(batch_needing_more_chunks_than_credits_does_not_deadlock) {
     CHECK_EQ_INT(samples, 36);
     for (int v = 0; v < 12; v++)
         for (int d = 0; d < 3; d++) CHECK_EQ_INT(counts[v * 8 + d], 1);
-    CHECK_EQ_INT(reap(w), 0);
+    CHECK_EQ_INT(reap(w, 10), 0);
 }
 
 TEST(large_batches_decode_in_parallel_exactly) {
@@ -163,6 +143,6 @@ TEST(large_batches_decode_in_parallel_exactly) {
     CHECK_EQ_INT(samples, 64);
     for (int v = 0; v < 16; v++)
         for (int d = 0; d < 4; d++) CHECK_EQ_INT(counts[v * 8 + d], 1);
-    CHECK_EQ_INT(reap(w), 0);
+    CHECK_EQ_INT(reap(w, 10), 0);
     fprintf(stderr, "    receiver assembled batches at %.0f MB/s of pixels (LZ4 decode + metadata, excluding waits)\n", rate);
 }

@@ -7,13 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include "common/io.h"
 #include "pipeline/receiver.h"
 #include "pipeline/synth.h"
 #include "pipeline/worker.h"
 #include "tests/harness.h"
+#include "tests/test_binary_util.h"
 
 static const char *bin(void) {
     const char *b = getenv("VICMAE_BIN");
@@ -125,18 +125,6 @@ static pid_t spawn(char *const argv[]) {
         _exit(127);
     }
     return pid;
-}
-
-static int reap(pid_t pid, double timeout_s) {
-    double t0 = vm_now();
-    int st;
-    while (vm_now() - t0 < timeout_s) {
-        if (waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        usleep(20000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &st, 0);
-    return -1;
 }
 
 TEST(real_workers_deliver_every_video_corrupt_ones_fail_with_reason) {

@@ -3,13 +3,9 @@
 //
 // Workers are forked child processes running vm_worker_run with a synthetic source whose pixels
 // are a pure function of (video, epoch, draw, view), so every received sample can be checked.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>

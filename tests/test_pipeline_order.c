@@ -6,17 +6,11 @@
 // The receiver-level tests fork workers running vm_worker_run with a synthetic source whose pixels
 // are a pure function of (video, epoch, draw, view); the last two run the full binary ($VICMAE_BIN)
 // on a generated dataset and skip where it is absent.
-#include <arpa/inet.h>
 #include <dirent.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include "common/io.h"
 #include "pipeline/coordinator.h"
@@ -82,7 +76,24 @@ static void base_config(vm_config *cfg, int videos, int corrupt_every, int stall
     alarm(90);  // a hang anywhere below kills the binary (a failure), never stalls CI
 }
 
-static char proc_state(pid_t pid);
+// The state letter of pid in /proc ('T': stopped), '?' where it cannot be read.
+static char proc_state(pid_t pid) {
+    char p[64], buf[512];
+    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(p, "r");
+    if (!f) return '?';
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *e = strrchr(buf, ')');  // "pid (comm) S ..."
+    return e && e[1] == ' ' ? e[2] : '?';
+}
+
+// Wait (up to 30 s) until pid is stopped: a loaded machine (ASan, 2 cores) may delay its stop by
+// seconds.
+static void wait_stopped(pid_t pid) {
+    for (int i = 0; i < 6000 && proc_state(pid) != 'T'; i++) usleep(5000);
+}
 
 // A worker process, forked before the receiver starts its threads; it connects and retries until
 // the receiver binds.
@@ -100,7 +111,7 @@ static pid_t spawn_worker(const char *endpoint, int jitter, int stall, pid_t aft
         child_worker_opts(&o, endpoint, fake_factory);  // (SIGTERM stops it from here on)
         // after_stop: connect only once that worker is stopped (on the head unit), so which worker
         // leases the head unit does not depend on how fast each one starts on a loaded machine
-        for (int i = 0; after_stop && i < 3000 && proc_state(after_stop) != 'T'; i++) usleep(10000);
+        if (after_stop) wait_stopped(after_stop);
         vm_error err = {0};
         int rc = vm_worker_run(&o, NULL, &err);
         if (rc) fprintf(stderr, "worker: %s\n", err.msg);
@@ -271,18 +282,6 @@ TEST(arrival_order_every_sample_once_failed_units_counted) {
     free(c.bytes);
 }
 
-static char proc_state(pid_t pid) {
-    char p[64], buf[512];
-    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(p, "r");
-    if (!f) return '?';
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    const char *e = strrchr(buf, ')');  // "pid (comm) S ..."
-    return e && e[1] == ' ' ? e[2] : '?';
-}
-
 // The head-of-line unit's worker stops (SIGSTOP: no heartbeat, no data) after the other worker has
 // sent more early chunks than it has credits.  Were credits returned only on consumption, the other
 // worker could not send the re-issued head unit and the line would wait forever.
@@ -302,8 +301,7 @@ TEST(stalled_head_of_line_worker_reissued_no_deadlock_every_sample_once_in_order
     CHECK(resumer >= 0);
     if (resumer == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        // counted from a's stop, which a loaded machine (ASan, 2 cores) may delay by seconds
-        for (int i = 0; i < 3000 && proc_state(a) != 'T'; i++) usleep(10000);
+        wait_stopped(a);  // counted from a's stop
         usleep((useconds_t)(cfg.pipeline.lease_timeout_ms + 1500) * 1000);
         kill(a, SIGCONT);
         _exit(0);
@@ -314,7 +312,7 @@ TEST(stalled_head_of_line_worker_reissued_no_deadlock_every_sample_once_in_order
     // The scenario: a stopped on the head unit, b's early chunks held beyond its credits, no re-issue yet.
     vm_receiver_stats s;
     int held_max = 0;
-    for (int i = 0; i < 3000 && proc_state(a) != 'T'; i++) usleep(5000);  // a reaches the head unit
+    wait_stopped(a);  // a reaches the head unit
     for (int i = 0; i < 300; i++) {  // then 1.5 s, well inside the lease timeout, for b's early chunks
         vm_receiver_get_stats(r, &s);
         if (s.queued > held_max) held_max = s.queued;
@@ -351,25 +349,6 @@ TEST(stalled_head_of_line_worker_reissued_no_deadlock_every_sample_once_in_order
 
 // ---- the full binary: sink batch files and CPU training -------------------------------------------
 
-// Run argv to completion with its output in log; its exit status (or -1 after timeout_s: killed).
-static int run_logged(char **argv, const char *log, double timeout_s) {
-    return reap(spawn_logged(argv, log), timeout_s);
-}
-
-static uint8_t *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *d = malloc((size_t)n + 1);
-    if (d && fread(d, 1, (size_t)n, f) != (size_t)n) { free(d); d = NULL; }
-    fclose(f);
-    if (d) d[n] = 0;
-    *len = (size_t)n;
-    return d;
-}
-
 static int count_files(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return -1;
@@ -405,7 +384,7 @@ TEST(sink_save_batches_byte_identical_for_1_and_3_workers) {
         snprintf(a, sizeof a, "%s/batch-%06d.vmb", dir[0], i);
         snprintf(b, sizeof b, "%s/batch-%06d.vmb", dir[1], i);
         size_t la, lb;
-        uint8_t *x = slurp(a, &la), *y = slurp(b, &lb);
+        char *x = read_whole_file(a, &la), *y = read_whole_file(b, &lb);
         CHECK(x && y, "missing %s or %s", a, b);
         CHECK(la == lb && !memcmp(x, y, la), "%s and %s differ", a, b);
         free(x);
@@ -418,7 +397,7 @@ static char *losses(const char *run) {
     char path[1200];
     snprintf(path, sizeof path, "%s/metrics.jsonl", run);
     size_t len;
-    char *s = (char *)slurp(path, &len);
+    char *s = read_whole_file(path, &len);
     if (!s) return NULL;
     char *out = calloc(len + 1, 1), *o = out;
     for (char *line = s, *nl; *line; line = nl + 1) {

@@ -1,20 +1,17 @@
 // tests/test_pipeline_util.h — what the receiver-level pipeline tests (test_pipeline_net.c,
-// test_pipeline_order.c) share: the synthetic pixel rule and samples, a free endpoint, forked-worker
-// plumbing.
+// test_pipeline_order.c) share: the synthetic pixel rule and samples, a free endpoint in the
+// configuration, forked-worker plumbing (reaping them: test_binary_util.h).
 #pragma once
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include "common/config.h"
 #include "common/io.h"
 #include "pipeline/receiver.h"
 #include "pipeline/worker.h"
 #include "tests/harness.h"
+#include "tests/test_binary_util.h"
 
 // The synthetic source's pixel i of (video, epoch, draw, view): what the consumer checks.
 static __attribute__((unused)) uint8_t pix(uint64_t video, uint32_t epoch, int draw, int view, size_t i) {
@@ -60,26 +57,7 @@ static __attribute__((unused)) void child_worker_opts(vm_worker_opts *o, const c
 // threads (fork in a threaded process can copy a held lock into the child); they connect and retry
 // until the receiver binds.
 static __attribute__((unused)) void pick_endpoint(vm_config *cfg) {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &al) == 0);
-    close(fd);
-    snprintf(cfg->pipeline.endpoint, sizeof cfg->pipeline.endpoint, "tcp://127.0.0.1:%d", ntohs(a.sin_port));
-}
-
-// Exit status of pid (128 + signal when killed), or -1 after killing it once timeout_s passed.
-static __attribute__((unused)) int reap(pid_t pid, double timeout_s) {
-    double t0 = vm_now();
-    int status;
-    while (vm_now() - t0 < timeout_s) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        usleep(10000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
+    free_endpoint(cfg->pipeline.endpoint, sizeof cfg->pipeline.endpoint);
 }
 
 // Wait until n workers have joined (a loaded machine may take a while to schedule a new child).

@@ -5,15 +5,10 @@
 // the exact sample: the same losses and model as a run that never stopped, also with a corrupt video.
 // Runs the full `vicmae` binary ($VICMAE_BIN, GStreamer inside); skips with the reason where it is
 // absent (a GPU node).
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,7 +23,7 @@
 static int metrics_lines(const char *run) {
     char path[1100];
     snprintf(path, sizeof path, "%s/metrics.jsonl", run);
-    char *s = loop_slurp(path, NULL);
+    char *s = read_whole_file(path, NULL);
     int n = s ? loop_count_lines(s) : 0;
     free(s);
     return n;
@@ -48,10 +43,8 @@ TEST(run_trains_from_workers_and_writes_metrics_plot_checkpoint) {
     snprintf(s_run, sizeof s_run, "run.out_dir=%s", run);
     char *argv[] = {(char *)bin, "run", RUN_SETS(s_synth, s_run), "--set", "optim.steps=6", NULL};
     snprintf(path, sizeof path, "%s.log", run);
-    pid_t pid = spawn_logged(argv, path);
-    int st;
-    CHECK(waitpid(pid, &st, 0) == pid);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "vicmae run exited with status %d (see %s)", st, path);
+    int st = run_logged(argv, path, 300);
+    CHECK(st == 0, "vicmae run exited with status %d (-1: killed after 300 s; see %s)", st, path);
     CHECK_EQ_INT(metrics_lines(run), 6);
     vm_train_state ts;
     vm_error err = {0};
@@ -105,13 +98,8 @@ TEST(ctrl_c_checkpoints_and_train_resume_continues) {
     CHECK_EQ_INT(ts.step, n + 2);
 
     // And from the pipeline: the trainer resumes on a free port, one worker connects.
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &alen) == 0);
-    close(fd);
     char ep[64], set_ep[128], until[32], log[1200];
-    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", ntohs(a.sin_port));
+    free_endpoint(ep, sizeof ep);
     snprintf(set_ep, sizeof set_ep, "pipeline.endpoint=%s", ep);
     snprintf(until, sizeof until, "%d", n + 4);
     char *targv[] = {access(trainer, X_OK) == 0 ? trainer : (char *)bin, "train", "--resume", run, "--set", set_ep,
@@ -121,13 +109,10 @@ TEST(ctrl_c_checkpoints_and_train_resume_continues) {
     pid_t tp = spawn_logged(targv, log);
     snprintf(log, sizeof log, "%s.worker.log", run);
     pid_t wp = spawn_logged(wargv, log);
-    t0 = vm_now();
-    while (waitpid(tp, &st, WNOHANG) == 0 && vm_now() - t0 < 60) usleep(50000);
-    int done = vm_now() - t0 < 60;
-    if (!done) kill(tp, SIGKILL), waitpid(tp, &st, 0);
+    st = reap(tp, 60);
     for (int k = 0; k < 100 && waitpid(wp, NULL, WNOHANG) == 0; k++) usleep(20000);
     if (kill(wp, SIGTERM) == 0) waitpid(wp, NULL, 0);
-    CHECK(done && WIFEXITED(st) && WEXITSTATUS(st) == 0, "resumed trainer: status %d (see %s.resume.log)", st, run);
+    CHECK(st == 0, "resumed trainer: status %d (-1: killed after 60 s; see %s.resume.log)", st, run);
     CHECK_EQ_INT(metrics_lines(run), n + 4);
     CHECK_OK(vm_state_peek(path, &ts, NULL, &err), err);
     CHECK_EQ_INT(ts.step, n + 4);
@@ -135,22 +120,12 @@ TEST(ctrl_c_checkpoints_and_train_resume_continues) {
 
 // ---- resume from the pipeline at the exact sample (ordered delivery) ------------------------------
 
-// A free loopback port as an endpoint (the trainer of each segment binds it, its workers connect).
-static void free_endpoint(char *ep, size_t cap) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &alen) == 0);
-    close(fd);
-    snprintf(ep, cap, "tcp://127.0.0.1:%d", ntohs(a.sin_port));
-}
-
 // `vicmae train` from the pipeline (resuming run when resume is set) until `until` steps, with
 // `workers` workers of its own; data is the --set of the dataset.  6 pairs per step: with 4 pairs
 // per video in chunks of 3, steps end inside units and inside chunks.
 static void train_segment(const char *bin, const char *run, const char *data, int resume, int until, int workers) {
     char ep[64], set_ep[128], set_run[1200], stop[32], log[1300];
-    free_endpoint(ep, sizeof ep);
+    free_endpoint(ep, sizeof ep);  // the trainer binds it, its workers connect
     snprintf(set_ep, sizeof set_ep, "pipeline.endpoint=%s", ep);
     snprintf(set_run, sizeof set_run, "run.out_dir=%s", run);
     snprintf(stop, sizeof stop, "%d", until);
@@ -173,23 +148,19 @@ static void train_segment(const char *bin, const char *run, const char *data, in
         snprintf(wlog, sizeof wlog, "%s.%d.worker%d.log", run, until, i);
         wp[i] = spawn_logged(wargv, wlog);
     }
-    double t0 = vm_now();
-    int st = 0;
-    while (waitpid(tp, &st, WNOHANG) == 0 && vm_now() - t0 < 90) usleep(20000);
-    int done = vm_now() - t0 < 90;
-    if (!done) kill(tp, SIGKILL), waitpid(tp, &st, 0);
+    int st = reap(tp, 90);
     for (int i = 0; i < workers; i++) {  // they got STOP; a straggler is told again
         for (int k = 0; k < 100 && waitpid(wp[i], NULL, WNOHANG) == 0; k++) usleep(20000);
         if (kill(wp[i], SIGTERM) == 0) waitpid(wp[i], NULL, 0);
     }
-    CHECK(done && WIFEXITED(st) && WEXITSTATUS(st) == 0, "trainer up to step %d: status %d (see %s)", until, st, log);
+    CHECK(st == 0, "trainer up to step %d: status %d (-1: killed after 90 s; see %s)", until, st, log);
 }
 
 // metrics.jsonl of a run without the timings (step_s, wait_s, time_s), one line per step.
 static char *metrics_losses(const char *run) {
     char path[1100];
     snprintf(path, sizeof path, "%s/metrics.jsonl", run);
-    char *s = loop_slurp(path, NULL);
+    char *s = read_whole_file(path, NULL);
     CHECK(s, "no %s", path);
     char *o = s;
     for (char *line = s; *line;) {
@@ -282,7 +253,7 @@ TEST(pipeline_resume_exact_with_a_corrupt_video_failing_again) {
     CHECK(fp && fputs("this is not an mp4 file\n", fp) >= 0);
     fclose(fp);
     snprintf(line, sizeof line, "%s/manifest.txt", synth);
-    char *src = loop_slurp(line, NULL);
+    char *src = read_whole_file(line, NULL);
     CHECK(src, "no %s", line);
     snprintf(manifest, sizeof manifest, "%s/manifest.txt", dir);
     fp = fopen(manifest, "w");
@@ -308,7 +279,7 @@ TEST(pipeline_resume_exact_with_a_corrupt_video_failing_again) {
     CHECK_EQ_INT(mid.videos, 9);
     char log[1300];
     snprintf(log, sizeof log, "%s/corrupt-split.5.log", vt_tmpdir());
-    char *text = loop_slurp(log, NULL);
+    char *text = read_whole_file(log, NULL);
     CHECK(text && strstr(text, "video failed"), "the corrupt video did not fail again after the resume (see %s)", log);
     free(text);
 }
@@ -331,13 +302,11 @@ TEST(run_stop_after_then_run_resume_equals_one_run) {
         if (k == 2) argv[n++] = "--resume", argv[n++] = split;
         argv[n] = NULL;
         snprintf(log, sizeof log, "%s.%d.log", runs[k], k);
-        pid_t pid = spawn_logged(argv, log);
-        int st;
-        CHECK(waitpid(pid, &st, 0) == pid);
-        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "vicmae run (%d) exited with status %d (see %s)", k, st, log);
+        int st = run_logged(argv, log, 300);
+        CHECK(st == 0, "vicmae run (%d) exited with status %d (-1: killed after 300 s; see %s)", k, st, log);
         CHECK_EQ_INT(metrics_lines(runs[k]), k == 1 ? 3 : 6);
         if (k == 2) {  // it continued from step 3 (a fresh run would also write 6 equal lines)
-            char *text = loop_slurp(log, NULL);
+            char *text = read_whole_file(log, NULL);
             CHECK(text && strstr(text, "steps 3..6 of 6"), "the resumed run did not start at step 3 (see %s)", log);
             free(text);
         }

@@ -12,6 +12,7 @@
 #include "common/rng.h"
 #include "proto/proto.h"
 #include "tests/harness.h"
+#include "tests/test_binary_util.h"
 #include "trainer/loop.h"
 #include "trainer/safetensors.h"
 
@@ -75,27 +76,16 @@ static __attribute__((unused)) void loop_write_batches(const char *dir, int nfil
     free(px), free(msg), free(sm), free(vmeta);
 }
 
-// Whole file into memory (NUL-terminated); *len its size.
-static __attribute__((unused)) char *loop_slurp(const char *path, size_t *len) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, fp) != (size_t)n) free(buf), buf = NULL;
-    fclose(fp);
-    if (buf) buf[n] = 0;
-    if (len) *len = (size_t)n;
-    return buf;
-}
+// read_whole_file (test_binary_util.h) under the name test_trainer_loop.c and test_trainer_resume.c
+// still call it by.
+static __attribute__((unused)) char *loop_slurp(const char *path, size_t *len) { return read_whole_file(path, len); }
 
 // metrics.jsonl with the timing fields ("step_s", "wait_s", "time_s": the rest of each line) cut off,
 // so that two runs can be compared byte for byte.
 static __attribute__((unused)) char *loop_metrics_without_times(const char *run_dir) {
     char path[1024];
     snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
-    char *s = loop_slurp(path, NULL);
+    char *s = read_whole_file(path, NULL);
     if (!s) return NULL;
     char *out = malloc(strlen(s) + 1), *o = out;
     for (char *line = s; *line;) {
