@@ -46,6 +46,7 @@ int cmd_frames(int argc, char **argv) {
     if (!file || !at || !out) return usage();
     int cap = 16, n = 0;
     int64_t *idx = malloc(cap * sizeof *idx);
+    if (!idx) return 1;
     for (const char *p = at; *p;) {
         char *end;
         long long v = strtoll(p, &end, 10);
@@ -54,7 +55,15 @@ int cmd_frames(int argc, char **argv) {
             free(idx);
             return 2;
         }
-        if (n == cap) idx = realloc(idx, (cap *= 2) * sizeof *idx);
+        if (n == cap) {
+            int64_t *grown = realloc(idx, (size_t)(cap *= 2) * sizeof *idx);
+            if (!grown) {
+                fprintf(stderr, "vicmae frames: out of memory for %d indices\n", cap);
+                free(idx);
+                return 1;
+            }
+            idx = grown;
+        }
         idx[n++] = v;
         p = *end ? end + 1 : end;
     }

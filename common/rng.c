@@ -58,12 +58,12 @@ double vm_rng_range(vm_rng *r, double lo, double hi) { return lo + (hi - lo) * v
 
 int64_t vm_rng_int(vm_rng *r, int64_t lo, int64_t hi) {
     if (hi <= lo) return lo;
-    uint64_t span = (uint64_t)(hi - lo) + 1;
+    uint64_t span = (uint64_t)hi - (uint64_t)lo + 1;  // (hi - lo in int64_t could overflow)
     if (span == 0) return (int64_t)vm_rng_u64(r);  // full 64-bit range
     uint64_t limit = UINT64_MAX - UINT64_MAX % span;  // reject the biased tail
     uint64_t x;
     do x = vm_rng_u64(r); while (x >= limit);
-    return lo + (int64_t)(x % span);
+    return (int64_t)((uint64_t)lo + x % span);  // wraps into [lo, hi] without signed overflow
 }
 
 double vm_rng_normal(vm_rng *r) {

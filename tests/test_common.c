@@ -198,6 +198,15 @@ TEST(rng_streams_are_pure_and_uniform) {
     for (int i = 0; i < n; i++) { double z = vm_rng_normal(&a); m += z; v += z * z; }
     CHECK_NEAR(m / n, 0.0, 0.01);
     CHECK_NEAR(v / n, 1.0, 0.02);
+    // Ranges wider than INT64_MAX (hi - lo overflows int64_t): both signs come out, within bounds.
+    int neg = 0, pos = 0;
+    for (int i = 0; i < 1000; i++) {
+        int64_t k = vm_rng_int(&a, INT64_MIN, INT64_MAX);
+        neg += k < 0, pos += k > 0;
+        int64_t j = vm_rng_int(&a, -3, INT64_MAX);
+        CHECK(j >= -3, "vm_rng_int(-3, INT64_MAX) gave %lld", (long long)j);
+    }
+    CHECK(neg > 400 && pos > 400, "full range: %d negative, %d positive of 1000", neg, pos);
 }
 
 TEST(io_png_and_npy) {
