@@ -395,7 +395,10 @@ int main(int argc, char **argv) {
            bf16 ? (fast ? " (cuBLAS FAST_16BF)" : " (bf16 operand copies)") : "", act16 ? "bf16" : "fp32");
     char paths[320];
     vm_backend_cuda_describe(paths, sizeof paths);
-    printf("CUDA paths: %s\n", paths);
+    long lt_runs, lt_fallbacks;
+    vm_backend_cuda_lt_counts(&lt_runs, &lt_fallbacks);
+    printf("CUDA paths: %s; linear forwards through cuBLASLt: %ld, fallen back to GEMM + bias kernel: %ld\n", paths,
+           lt_runs, lt_fallbacks);
     printf("step %.2f ms (forward+backward %.2f, optimizer %.2f), %.1f pairs/s, loss %.4f\n", step * 1e3,
            t_fb / steps * 1e3, t_opt / steps * 1e3, B / step, l.total);
     printf("model FLOPs %.2f TFLOP/step, %.1f TFLOP/s, MFU %.1f%% of the measured bf16 GEMM rate\n", flops / 1e12,

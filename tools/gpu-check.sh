@@ -23,10 +23,13 @@ mkdir -p "$LOG"
 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 export PATH="$CUDA_HOME/bin:$PATH"
 
-if [ -f gpu-dist/bin.tar.gz ] && [ ! -d gpu-dist/bin ]; then tar -C gpu-dist -xzf gpu-dist/bin.tar.gz; fi
+# (unpacked again when the tarball is newer than an earlier unpacking: a fresh gpu-dist wins)
+unpack() { if [ -f "gpu-dist/$1.tar.gz" ] && [ ! -d "gpu-dist/$1" -o "gpu-dist/$1.tar.gz" -nt "gpu-dist/$1" ]; then
+  rm -rf "gpu-dist/$1" && tar -C gpu-dist -xzf "gpu-dist/$1.tar.gz" && touch "gpu-dist/$1"; fi; }
+unpack bin
 if [ -d gpu-dist/bin ]; then
   BIN=gpu-dist/bin TESTBIN=gpu-dist/bin BENCHBIN=gpu-dist/bin/gpu_bench
-  if [ -f gpu-dist/lib.tar.gz ] && [ ! -d gpu-dist/lib ]; then tar -C gpu-dist -xzf gpu-dist/lib.tar.gz; fi
+  unpack lib
   export LD_LIBRARY_PATH="$PWD/gpu-dist/lib:$CUDA_HOME/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else
   B=${BUILD:-build}
@@ -157,8 +160,8 @@ done
   echo
   where=${OUT:+$OUT/gpu-check-logs.txt}
   echo "== gpu-check on ${DEVICE:-unknown GPU}, $((SECONDS - T0)) s, logs in ${where:-$LOG}"
-  printf '%-34s %-5s %s\n' check result detail
-  for r in "${rows[@]}"; do IFS='|' read -r a b c <<<"$r"; printf '%-34s %-5s %s\n' "$a" "$b" "$c"; done
+  printf '%-40s %-5s %s\n' check result detail
+  for r in "${rows[@]}"; do IFS='|' read -r a b c <<<"$r"; printf '%-40s %-5s %s\n' "$a" "$b" "$c"; done
   if [ -s "$LOG/bench-summary.txt" ]; then cat "$LOG/bench-summary.txt"; else tail -5 "$LOG/bench.log"; fi
 } | tee "$LOG/summary.txt"
 if [ -n "${OUT:-}" ]; then

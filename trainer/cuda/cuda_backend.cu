@@ -200,6 +200,7 @@ static int convert_bf16(void) { return g_cu.bf16 && !g_cu.bf16_fast; }
 // (the heuristic takes the alignment of A, B, D and of the bias pointer into account).
 static cublasLtHandle_t g_lt;
 static int g_use_lt;
+static long g_lt_runs, g_lt_fallbacks;  // vm_backend_cuda_lt_counts
 struct lt_plan {
     int used, ok;
     int N, C, OC, al_w, al_x, al_d, al_b;
@@ -278,6 +279,7 @@ static struct lt_plan *lt_plan_get(const char *op, int N, int C, int OC, cudaDat
 // Run plan p (p->ok): out = W^T-product + bias.
 static void lt_run(const char *op, struct lt_plan *p, void *out, const void *W, const void *X, const void *bias) {
     float one = 1.0f, zero = 0.0f;
+    g_lt_runs++;
     CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     CUBLAS_CHECK(op, cublasLtMatmul(g_lt, p->op, &one, W, p->a, X, p->b, &zero, out, p->d, out, p->d, &p->algo,
                                     g_cu.blas_ws, CUBLAS_WS_BYTES, g_cu.stream));
@@ -288,13 +290,20 @@ static void lt_run(const char *op, struct lt_plan *p, void *out, const void *W, 
 static int lt_matmul_bias(const char *op, void *out, cudaDataType_t dt, const void *W, const void *X, const void *bias,
                           int N, int C, int OC, cudaDataType_t t) {
     struct lt_plan *p = lt_plan_get(op, N, C, OC, t, dt, compute_type(t), W, X, out, bias);
-    if (!p->ok) return 0;
+    if (!p->ok) {
+        g_lt_fallbacks++;
+        return 0;
+    }
     lt_run(op, p, out, W, X, bias);
     return 1;
 }
 
 extern "C" void vm_backend_cuda_set_lt(int on) { g_use_lt = on && g_lt ? 1 : 0; }
 extern "C" int vm_backend_cuda_lt(void) { return g_use_lt; }
+extern "C" void vm_backend_cuda_lt_counts(long *runs, long *fallbacks) {
+    if (runs) *runs = g_lt_runs;
+    if (fallbacks) *fallbacks = g_lt_fallbacks;
+}
 
 // ---- matmul ------------------------------------------------------------------------------------
 // out (N, OC) row-major, bias (OC): out[n, o] += bias[o].
@@ -355,6 +364,7 @@ void cu_matmul_forward_bf16(vm_bf16 *out, const vm_bf16 *inp, const float *weigh
     struct lt_plan *p = b16 && g_use_lt ? lt_plan_get(op, N, C, OC, CUDA_R_16BF, CUDA_R_16BF,
                                                       compute_type(CUDA_R_16BF), w16, inp, out, b16)
                                         : NULL;
+    if (p && !p->ok) g_lt_fallbacks++;
     float *prod = p && p->ok ? NULL : (float *)cuda_ws(&off, total * sizeof(float), op);
     cuda_to_bf16(w16, weight, (size_t)OC * C, op);
     if (b16) cuda_to_bf16(b16, bias, OC, op);
@@ -380,7 +390,10 @@ struct ColOfToBf16 {
     int ld;
     __device__ float operator()(int r, int c) const {
         size_t i = (size_t)r * ld + c;
-        float v = x[i];
+        // __ldg: x is read-only for the kernel and x16 never overlaps it; a plain load could alias
+        // the previous row's store, so the compiler would not hoist the four rows' loads above it
+        // (SASS: load, convert, store, one row at a time)
+        float v = __ldg(x + i);
         x16[i] = __float2bfloat16_rn(v);
         return v;
     }
@@ -628,13 +641,15 @@ extern "C" void vm_backend_cuda_describe(char *buf, size_t cap) {
     if (!buf || !cap) return;
     const char *products = !g_cu.bf16 ? "fp32 products"
                            : g_cu.bf16_fast ? "bf16 products (cuBLAS FAST_16BF)" : "bf16 products (bf16 operand copies)";
-    // the fused kernels serve the bf16 convert path (and the bf16-activation ops)
-    int fused = convert_bf16() ? g_cu.fused_attention : VM_ATTENTION_CUBLAS;
-    char att[96];
-    if (fused == VM_ATTENTION_AUTO)
-        snprintf(att, sizeof att, "auto (fused forward; fused backward for T >= %d)", FUSED_BACKWARD_MIN_T);
+    // the fused kernels serve the bf16 convert path and the bf16-activation ops (whatever the path)
+    char mode[64], att[128];
+    if (g_cu.fused_attention == VM_ATTENTION_AUTO)
+        snprintf(mode, sizeof mode, "auto (fused forward; fused backward for T >= %d)", FUSED_BACKWARD_MIN_T);
     else
-        snprintf(att, sizeof att, "%s", fused == VM_ATTENTION_FUSED ? "fused where the shape allows" : "batched cuBLAS");
+        snprintf(mode, sizeof mode, "%s",
+                 g_cu.fused_attention == VM_ATTENTION_FUSED ? "fused where the shape allows" : "batched cuBLAS");
+    if (convert_bf16() || g_cu.fused_attention == VM_ATTENTION_CUBLAS) snprintf(att, sizeof att, "%s", mode);
+    else snprintf(att, sizeof att, "batched cuBLAS (with bf16 activations: %s)", mode);
     snprintf(buf, cap, "%s, attention %s, linear biases %s", products, att,
              g_use_lt ? "in the cuBLASLt epilogue" : "by a kernel");
 }

@@ -38,6 +38,10 @@ int vm_backend_cuda_bf16_path(void);
 // Like set_bf16_path, effective only after vm_backend_cuda() (vm_backend_cuda_lt() says).
 void vm_backend_cuda_set_lt(int on);
 int vm_backend_cuda_lt(void);
+// How many biased linear forwards (fp32 and bf16 out) ran through cuBLASLt, and how many found no
+// cuBLASLt algorithm and fell back, since the process started: the tests and the benchmark check
+// that the epilogue path really ran.
+void vm_backend_cuda_lt_counts(long *runs, long *fallbacks);
 
 // Attention in bf16 "convert" mode: batched cuBLAS GEMMs around a softmax kernel, or fused kernels
 // (trainer/cuda/cuda_attention.cu: one block per sample and head, scores in shared memory,

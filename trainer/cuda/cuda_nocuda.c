@@ -16,6 +16,10 @@ int vm_backend_cuda_precision(void) { return 0; }
 void vm_backend_cuda_set_bf16_path(int fast) { (void)fast; }
 void vm_backend_cuda_set_lt(int on) { (void)on; }
 int vm_backend_cuda_lt(void) { return 0; }
+void vm_backend_cuda_lt_counts(long *runs, long *fallbacks) {
+    if (runs) *runs = 0;
+    if (fallbacks) *fallbacks = 0;
+}
 int vm_backend_cuda_bf16_path(void) { return 0; }
 void vm_backend_cuda_set_fused_attention(int mode) { (void)mode; }
 int vm_backend_cuda_fused_attention(void) { return 0; }
