@@ -74,6 +74,8 @@ static const field schema[] = {
     F(pipeline, codec, T_ENUM, pipeline.codec, "lz4", 0, 0, "lz4|none", "payload codec on the wire"),
     F(pipeline, epochs, T_INT, pipeline.epochs, "0", 0, 1e9, NULL, "stop after this many epochs (0 = optim.epochs)"),
     F(pipeline, ordered, T_BOOL, pipeline.ordered, "true", 0, 0, NULL, "deliver samples in the epoch's unit order (seed, epoch), chunk by chunk, holding early chunks: batches identical for any number of workers"),
+    F(pipeline, curve_secret_key, T_STR, pipeline.curve_secret_key, "", 0, 0, NULL, "the trainer's key pair file (`vicmae keygen NAME` writes NAME.key_secret, mode 0600): the wire is then encrypted (ZeroMQ CURVE) and only workers with an admitted key join; empty = plaintext, anyone who reaches the endpoint may join"),
+    F(pipeline, curve_clients, T_STR, pipeline.curve_clients, "", 0, 0, NULL, "the workers' public keys admitted with curve_secret_key: a file of `public-key = KEY` lines (e.g. cat worker*.key) or a directory of *.key files, read at start"),
 
     F(model, img_size, T_INT, model.img_size, "224", 8, 4096, NULL, "input resolution (square)"),
     F(model, patch_size, T_INT, model.patch_size, "16", 1, 256, NULL, "patch size P"),
@@ -367,6 +369,10 @@ int vm_config_validate(const vm_config *c, vm_error *err) {
     if (c->train.activations == VM_ACT_BF16 && c->train.precision != VM_PREC_BF16)
         return vm_fail(err, VM_EINVAL, "[train] activations = bf16 needs precision = bf16 (bf16 activations feed bf16 "
                        "matrix products)");
+    if (c->pipeline.curve_clients[0] && !c->pipeline.curve_secret_key[0])
+        return vm_fail(err, VM_EINVAL, "[pipeline] curve_clients is set but curve_secret_key is empty: worker keys are "
+                       "checked only when CURVE is on (set curve_secret_key to the trainer's .key_secret file from "
+                       "`vicmae keygen`)");
     if (c->loss.contrastive == VM_CON_INFONCE && c->optim.batch_size < 2)
         return vm_fail(err, VM_EINVAL, "[optim] batch_size %d: InfoNCE needs at least 2 pairs for negatives",
                        c->optim.batch_size);

@@ -70,6 +70,8 @@ typedef struct vm_config {
         int codec;                   // vm_codec
         int epochs;                  // stop after this many epochs (0 = optim.epochs)
         int ordered;                 // bool: batches in the coordinator's unit order, whatever the workers
+        char curve_secret_key[VM_PATH_MAX]; // the trainer's CURVE key pair file ("" = no encryption or authentication)
+        char curve_clients[VM_PATH_MAX];    // admitted worker public keys: a file or a directory of *.key
     } pipeline;
     struct {
         int img_size, patch_size;

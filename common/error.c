@@ -43,6 +43,7 @@ const char *vm_strerror(int code) {
     case VM_EVERSION: return "incompatible version";
     case VM_ENOTFOUND: return "not found";
     case VM_EAGAIN: return "try again";
+    case VM_EAUTH: return "authentication failed";
     default: return "unknown error";
     }
 }

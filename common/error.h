@@ -18,6 +18,7 @@ enum {
     VM_EVERSION = -8,     // incompatible protocol or file version
     VM_ENOTFOUND = -9,
     VM_EAGAIN = -10,      // would block / try later
+    VM_EAUTH = -11,       // refused by a peer's authentication, or a failed security handshake
 };
 
 typedef struct vm_error {

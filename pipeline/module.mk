@@ -2,7 +2,7 @@
 #   pipeline  GStreamer-free: dataset, control protocol, coordinator, receiver (the trainer links it)
 #   worker    the decode worker (decoder + sampler) and the synthetic demo dataset (GStreamer)
 LIBS += worker pipeline
-pipeline_SRCS := pipeline/dataset.c pipeline/wire.c pipeline/coordinator.c pipeline/receiver.c
+pipeline_SRCS := pipeline/dataset.c pipeline/wire.c pipeline/coordinator.c pipeline/receiver.c pipeline/curve.c
 pipeline_PKGS := libzmq inih
 pipeline_DEBS := libzmq3-dev libinih-dev
 # Without sampler/ in the tree (a partial checkout) the worker is built without a video source and

@@ -231,3 +231,20 @@ TEST(io_png_and_npy) {
     CHECK(size % 64 == (long)sizeof img % 64 && size == 128 + (long)sizeof img, "npy size %ld", size);
     CHECK(vm_png_read("/nonexistent.png", &back, &w, &h, &err) == VM_ECORRUPT);
 }
+
+// [pipeline] curve_secret_key / curve_clients: paths, empty (CURVE off) by default; admitted clients
+// without a server key pair is refused at validation, naming both keys, and not at the first worker.
+TEST(config_curve_clients_needs_secret_key) {
+    vm_config cfg;
+    vm_error err = {0};
+    vm_config_defaults(&cfg);
+    CHECK(!cfg.pipeline.curve_secret_key[0] && !cfg.pipeline.curve_clients[0], "CURVE is on by default");
+    CHECK_OK(vm_config_load(&cfg, write_tmp("curve-bad.ini", "[pipeline]\ncurve_clients = keys/\n"), &err), err);
+    CHECK(vm_config_validate(&cfg, &err) == VM_EINVAL, "curve_clients without curve_secret_key accepted");
+    CHECK(strstr(err.msg, "curve_clients") && strstr(err.msg, "curve_secret_key is empty"), "%s", err.msg);
+    CHECK_OK(vm_config_override(&cfg, "pipeline.curve_secret_key=trainer.key_secret", &err), err);
+    CHECK_OK(vm_config_validate(&cfg, &err), err);
+    vm_config_defaults(&cfg);  // a server key alone is valid here (vicmae run admits its own workers)
+    CHECK_OK(vm_config_override(&cfg, "pipeline.curve_secret_key=trainer.key_secret", &err), err);
+    CHECK_OK(vm_config_validate(&cfg, &err), err);
+}
