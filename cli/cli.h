@@ -23,3 +23,9 @@ int vm_cli_config_ckpt(int *argc, char **argv, const char *ckpt, vm_config *cfg)
 int vm_cli_config_resume(int *argc, char **argv, char *state_path, size_t cap, vm_config *cfg);
 // Path of the running binary's sibling (e.g. to start `vicmae worker` processes).
 const char *vm_cli_self(void);
+
+// `vicmae run` hands its local workers their CURVE keys in this environment variable, value
+// "SERVER_PUBLIC WORKER_PUBLIC WORKER_SECRET" (Z85): never on a command line, which any user of the
+// machine can read (cli/local.c says why not a file either).  `vicmae worker` reads it only when
+// --server-key/--key are not given, and removes it from its environment at once.
+#define VM_CLI_ENV_WORKER_KEYS "VICMAE_WORKER_KEYS"

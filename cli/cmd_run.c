@@ -33,7 +33,10 @@ static void usage(FILE *f) {
             "  --resume X      continue the run of X (`vicmae train --resume`: its stored configuration\n"
             "                  unless --config is given; with ordered delivery at the exact sample)\n"
             "  --stop-after N  stop with a checkpoint once N steps are done (`vicmae train --stop-after`)\n"
-            "  Extra workers on other hosts may join: `vicmae worker --connect tcp://THIS_HOST:PORT`.\n");
+            "  Extra workers on other hosts may join: `vicmae worker --connect tcp://THIS_HOST:PORT`.\n"
+            "  With [pipeline] curve_secret_key set (CURVE: encrypted, workers admitted by key), the local\n"
+            "  workers get a key pair made for this run (admitted in memory, handed over in their\n"
+            "  environment); workers on other hosts need --server-key/--key and their .key in curve_clients.\n");
 }
 
 static volatile sig_atomic_t got_signal;
@@ -42,7 +45,7 @@ static void on_signal(int sig) { got_signal = sig; }
 // 1 when this binary has a real `train` command (the weak fallback of cli/main.c exits 2).
 static int have_trainer(void) {
     char *argv[] = {"train", "--help", NULL};
-    pid_t pid = vm_local_spawn(argv, 1);
+    pid_t pid = vm_local_spawn(argv, 1, NULL);
     int st = 0;
     if (pid < 0 || waitpid(pid, &st, 0) != pid) return 0;
     return WIFEXITED(st) && WEXITSTATUS(st) == 0;
@@ -106,8 +109,15 @@ static int run_trainer(const vm_config *cfg, int argc_orig, char **argv_orig, in
                         "--set pipeline.endpoint=tcp://127.0.0.1:* (any free port) or ipc:///tmp/NAME\n", ep);
         return 2;
     }
+    // CURVE on: a key pair for this run's workers, admitted by the trainer (its public key is not a
+    // secret: the command line is fine for it).
+    vm_local_curve lc = {0};
+    if (workers > 0 && vm_local_curve_setup(cfg, &lc, &err)) {
+        fprintf(stderr, "vicmae run: %s\n", err.msg);
+        return 2;
+    }
     // The trainer gets the same --config/--set options, plus the resolved endpoint and epochs.
-    char *targv[90];  // up to 74 copied options + endpoint, epochs, resume, stop-after, NULL
+    char *targv[92];  // up to 74 copied options + endpoint, epochs, resume, stop-after, curve-admit, NULL
     char setep[400], setepochs[64];
     int n = 0;
     targv[n++] = "train";
@@ -129,28 +139,35 @@ static int run_trainer(const vm_config *cfg, int argc_orig, char **argv_orig, in
     }
     if (resume) targv[n++] = "--resume", targv[n++] = (char *)resume;
     if (stop_after) targv[n++] = "--stop-after", targv[n++] = (char *)stop_after;
+    if (lc.on) targv[n++] = "--curve-admit", targv[n++] = lc.admit;
     targv[n] = NULL;
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    pid_t trainer = vm_local_spawn(targv, 0);
-    if (trainer < 0) { fprintf(stderr, "vicmae run: cannot start the trainer: %s\n", strerror(errno)); return 1; }
+    pid_t trainer = vm_local_spawn(targv, 0, NULL);
+    if (trainer < 0) {
+        vm_local_curve_wipe(&lc);
+        fprintf(stderr, "vicmae run: cannot start the trainer: %s\n", strerror(errno));
+        return 1;
+    }
     vm_info("run: trainer pid %d on %s, %d local worker%s", (int)trainer, ep, workers, workers == 1 ? "" : "s");
     // Start the workers once the trainer listens (it may first load a checkpoint); if it dies
     // first, say so and stop.
     for (;;) {
         int st;
         if (waitpid(trainer, &st, WNOHANG) == trainer) {
+            vm_local_curve_wipe(&lc);
             vm_error_log("run: the trainer exited before listening on %s (status %d)", ep,
                          WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
             return WIFEXITED(st) && WEXITSTATUS(st) ? WEXITSTATUS(st) : 1;
         }
-        if (got_signal) { kill(trainer, SIGINT); waitpid(trainer, &st, 0); return 130; }
+        if (got_signal) { vm_local_curve_wipe(&lc); kill(trainer, SIGINT); waitpid(trainer, &st, 0); return 130; }
         if (endpoint_ready(ep)) break;
         usleep(50000);
     }
     pid_t *pids = calloc(workers, sizeof *pids);
-    for (int i = 0; i < workers; i++) pids[i] = vm_local_spawn_worker(ep, i, 0);
+    for (int i = 0; i < workers; i++) pids[i] = vm_local_spawn_worker(ep, i, 0, &lc);
+    vm_local_curve_wipe(&lc);  // the workers have their copy
     int status = 1, forwarded = 0, alive = workers;
     for (;;) {
         if (got_signal && !forwarded) {

@@ -1,5 +1,5 @@
 // vicmae train --config FILE [--set section.key=value]... [--replay DIR] [--backend cpu|cuda]
-//              [--resume RUN_DIR|CKPT] [--stop-after STEPS] [--save-batches DIR]
+//              [--resume RUN_DIR|CKPT] [--stop-after STEPS] [--save-batches DIR] [--curve-admit KEY]
 //
 // Trains the configured model on batches from the pipeline (binds [pipeline] endpoint; workers
 // connect, `vicmae run` starts them) or on a directory of stored proto batch files (--replay).
@@ -27,13 +27,15 @@ int cmd_plot(int argc, char **argv);  // cli/cmd_plot.c: the loss curves of the 
 static int usage(void) {
     fprintf(stderr,
             "usage: vicmae train --config FILE [--set section.key=value]... [--replay DIR] [--backend cpu|cuda]\n"
-            "                    [--resume RUN_DIR|CKPT] [--stop-after STEPS] [--save-batches DIR]\n"
+            "                    [--resume RUN_DIR|CKPT] [--stop-after STEPS] [--save-batches DIR] [--curve-admit KEY]\n"
             "  --replay DIR        train on stored proto batch files instead of the pipeline\n"
             "  --backend B         cpu or cuda (default [run] backend: auto = cuda when a GPU is usable)\n"
             "  --resume X          continue from X/train_state.safetensors (or that file itself);\n"
             "                      without --config the checkpoint's own configuration is used\n"
             "  --stop-after N      stop with a checkpoint after N steps (the schedule still plans all)\n"
-            "  --save-batches DIR  also store every received batch (replayable with --replay)\n");
+            "  --save-batches DIR  also store every received batch (replayable with --replay)\n"
+            "  --curve-admit KEY   with [pipeline] curve_secret_key: also admit this worker public key (Z85;\n"
+            "                      `vicmae run` passes its local workers' key for the run)\n");
     return 2;
 }
 
@@ -54,6 +56,7 @@ int cmd_train(int argc, char **argv) {
         else if (i + 1 < argc && !strcmp(a, "--backend")) backend = argv[++i];
         else if (i + 1 < argc && !strcmp(a, "--resume")) i++;
         else if (i + 1 < argc && !strcmp(a, "--save-batches")) o.save_batches = argv[++i];
+        else if (i + 1 < argc && !strcmp(a, "--curve-admit")) o.curve_admit = argv[++i];
         else if (i + 1 < argc && !strcmp(a, "--stop-after")) {
             char *end;
             o.stop_after = strtol(argv[++i], &end, 10);

@@ -17,39 +17,94 @@
 #include "cli/cli.h"
 #include "common/io.h"
 #include "common/log.h"
+#include "pipeline/curve.h"
 #include "proto/proto.h"
 
-pid_t vm_local_spawn(char *const argv[], int quiet) {
+// The child's environment: ours, with VICMAE_LOG=warn (quiet == 2) and env replacing any variable
+// of the same names.  Built before fork: between fork and exec a child of a threaded process may
+// only call async-signal-safe functions, which setenv is not.
+static char **child_environ(int quiet, const char *env) {
+    extern char **environ;
+    const char *extra[2] = {quiet == 2 ? "VICMAE_LOG=warn" : NULL, env};
+    size_t n = 0;
+    while (environ[n]) n++;
+    char **out = malloc((n + 3) * sizeof *out);
+    if (!out) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        int replaced = 0;
+        for (int j = 0; j < 2; j++) {
+            const char *eq = extra[j] ? strchr(extra[j], '=') : NULL;
+            if (eq && !strncmp(environ[i], extra[j], (size_t)(eq - extra[j]) + 1)) replaced = 1;
+        }
+        if (!replaced) out[k++] = environ[i];
+    }
+    for (int j = 0; j < 2; j++)
+        if (extra[j]) out[k++] = (char *)extra[j];
+    out[k] = NULL;
+    return out;
+}
+
+pid_t vm_local_spawn(char *const argv[], int quiet, const char *env) {
     fflush(NULL);
     pid_t parent = getpid();
+    char **envp = child_environ(quiet, env);
+    if (!envp) return -1;
+    const char *self = vm_cli_self();
+    char *args[100];  // `vicmae run` passes its trainer up to 91 arguments (cmd_run.c)
+    int n = 0;
+    args[n++] = (char *)self;
+    for (int i = 0; argv[i] && n < 99; i++) args[n++] = argv[i];
+    args[n] = NULL;
     pid_t pid = fork();
-    if (pid != 0) return pid;
+    if (pid != 0) {
+        free(envp);  // the strings are ours or the caller's
+        return pid;
+    }
     // Own process group: the terminal's Ctrl-C reaches only `vicmae run`, which forwards it.
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent) _exit(1);  // the parent died before prctl
-    if (quiet == 2) setenv("VICMAE_LOG", "warn", 1);
     if (quiet == 1) {
         int fd = open("/dev/null", O_WRONLY);
         if (fd >= 0) dup2(fd, 2), dup2(fd, 1), close(fd);
     }
-    const char *self = vm_cli_self();
-    char *args[64];
-    int n = 0;
-    args[n++] = (char *)self;
-    for (int i = 0; argv[i] && n < 63; i++) args[n++] = argv[i];
-    args[n] = NULL;
-    execv(self, args);
+    execve(self, args, envp);
     fprintf(stderr, "vicmae: cannot start %s: %s\n", self, strerror(errno));
     _exit(127);
 }
 
-pid_t vm_local_spawn_worker(const char *endpoint, int index, int quiet) {
+pid_t vm_local_spawn_worker(const char *endpoint, int index, int quiet, const vm_local_curve *curve) {
     char name[32];
     snprintf(name, sizeof name, "worker-%d", index);
     char *argv[] = {"worker", "--connect", (char *)endpoint, "--name", name, "--idle-exit", "120", NULL};
-    return vm_local_spawn(argv, quiet ? 2 : 0);
+    return vm_local_spawn(argv, quiet ? 2 : 0, curve && curve->on ? curve->env : NULL);
 }
+
+// Why the environment and not a 0600 file: the environment of a process is readable by its user and
+// root only (/proc/PID/environ is mode 0400), as such a file would be, but it dies with the
+// processes, whereas a file outlives a run killed with -9 and needs a safe place to live.  Never the
+// command line: /proc/PID/cmdline and ps show it to every user.  The worker removes the variable
+// before it starts anything (GStreamer's plugin scanner would inherit it).
+int vm_local_curve_setup(const vm_config *cfg, vm_local_curve *lc, vm_error *err) {
+    memset(lc, 0, sizeof *lc);
+    if (!cfg->pipeline.curve_secret_key[0]) return 0;
+    vm_curve_key server, mine;
+    int rc = vm_curve_key_load(cfg->pipeline.curve_secret_key, 1, &server, err);
+    if (rc) {
+        vm_error_prefix(err, "[pipeline] curve_secret_key: ");
+        return rc;
+    }
+    memset(server.sec, 0, sizeof server.sec);
+    if ((rc = vm_curve_keygen(&mine, err))) return rc;
+    lc->on = 1;
+    snprintf(lc->admit, sizeof lc->admit, "%s", mine.pub);
+    snprintf(lc->env, sizeof lc->env, "%s=%s %s %s", VM_CLI_ENV_WORKER_KEYS, server.pub, mine.pub, mine.sec);
+    memset(&mine, 0, sizeof mine);
+    return 0;
+}
+
+void vm_local_curve_wipe(vm_local_curve *lc) { memset(lc, 0, sizeof *lc); }
 
 int vm_local_default_workers(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -145,9 +200,15 @@ int vm_sink_run(const vm_sink_opts *o, vm_sink_result *res, vm_error *err) {
     ro.drop_last = 0;  // a sink counts everything
     ro.epochs = o->epochs;
     if (o->quiet) ro.stats_every_s = 0;
-    vm_receiver *r;
-    int rc = vm_receiver_start(&r, o->cfg, &ro, err);
+    vm_local_curve lc = {0};  // keys for local workers only: without, curve_clients must admit someone
+    int rc = o->workers > 0 ? vm_local_curve_setup(o->cfg, &lc, err) : 0;
     if (rc) return rc;
+    ro.curve_admit = lc.on ? lc.admit : NULL;
+    vm_receiver *r;
+    if ((rc = vm_receiver_start(&r, o->cfg, &ro, err))) {
+        vm_local_curve_wipe(&lc);
+        return rc;
+    }
     int B = o->batch > 0 ? o->batch : o->cfg->optim.batch_size;
     int V = vm_receiver_views(r), S = vm_receiver_size(r);
     size_t sb = (size_t)V * S * S * 3;
@@ -169,7 +230,8 @@ int vm_sink_run(const vm_sink_opts *o, vm_sink_result *res, vm_error *err) {
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     double t_start = vm_now();
-    for (int i = 0; i < o->workers; i++) pids[i] = vm_local_spawn_worker(vm_receiver_endpoint(r), i, o->quiet);
+    for (int i = 0; i < o->workers; i++) pids[i] = vm_local_spawn_worker(vm_receiver_endpoint(r), i, o->quiet, &lc);
+    vm_local_curve_wipe(&lc);  // the workers have their copy
     monitor mon = {.r = r, .pids = pids, .n = o->workers, .alive = o->workers};
     pthread_t mt;
     int have_mt = pthread_create(&mt, NULL, monitor_main, &mon) == 0;
@@ -204,6 +266,7 @@ int vm_sink_run(const vm_sink_opts *o, vm_sink_result *res, vm_error *err) {
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
 done:
+    vm_local_curve_wipe(&lc);
     vm_receiver_stop(r);  // sends STOP: local workers exit by themselves
     if (pids) stop_children(pids, o->workers);
     free(px);

@@ -16,6 +16,7 @@ typedef int (*cmd_fn)(int argc, char **argv);
     X(sample, "draw samples with the configured sampler and write them as PNG + JSON lines")     \
     X(synth, "generate the small labeled demo video dataset")                                    \
     X(worker, "decode and sample videos, push batches to a trainer (--connect ENDPOINT)")        \
+    X(keygen, "write a CURVE key pair NAME.key / NAME.key_secret (encrypted pipeline)")          \
     X(train, "train from the pipeline (or --replay DIR of stored batches)")                      \
     X(run, "start the trainer and N local workers: the one-command pipeline")                    \
     X(debug_step, "one forward/backward on a stored batch, written as safetensors")              \

@@ -13,6 +13,7 @@
 #include <zmq.h>
 #include "common/io.h"
 #include "common/log.h"
+#include "pipeline/curve.h"
 #include "pipeline/dataset.h"
 #include "pipeline/wire.h"
 
@@ -67,6 +68,12 @@ struct vm_receiver {
     int th_started;
     atomic_int stop;
     vm_coord *coord;
+    // CURVE on: the ZAP handler's socket, the ROUTER's handshake events, the admitted keys, and
+    // what was refused already (keys, or reasons for key-less failures), each logged once.
+    void *zap, *mon;
+    vm_curve_clients clients;
+    char (*refused)[64];
+    int nrefused;
     uint64_t nonce;
     char *cfg_text;
     size_t cfg_len;
@@ -694,12 +701,72 @@ static void fill_worker_stats_locked(vm_receiver *r) {
     r->st.epoch = vm_coord_epoch(r->coord);
 }
 
+// ---- CURVE: the ZAP handler and the handshake failures ----------------------------------------------
+
+#define MAX_REFUSED_LOGGED 256
+
+// 1 the first time `what` (a key or a reason) is refused: it is then logged; later ones only counted.
+static int first_refusal(vm_receiver *r, const char *what) {
+    for (int i = 0; i < r->nrefused; i++)
+        if (!strcmp(r->refused[i], what)) return 0;
+    if (r->nrefused == MAX_REFUSED_LOGGED) {
+        r->nrefused++;  // past the table: say so once, then count silently
+        vm_warn("receiver: more than %d distinct refused handshakes; further ones are counted, not logged",
+                MAX_REFUSED_LOGGED);
+        return 0;
+    }
+    if (r->nrefused > MAX_REFUSED_LOGGED) return 0;
+    if (!r->refused && !(r->refused = calloc(MAX_REFUSED_LOGGED, sizeof *r->refused))) return 1;
+    snprintf(r->refused[r->nrefused++], sizeof r->refused[0], "%s", what);
+    return 1;
+}
+
+static void count_refused(vm_receiver *r) {
+    pthread_mutex_lock(&r->mu);
+    r->st.rejected++;
+    r->st.rejected_handshake++;
+    pthread_mutex_unlock(&r->mu);
+}
+
+// libzmq holds each CURVE handshake until the ZAP handler answers: serve the waiting requests.
+static void serve_zap(vm_receiver *r) {
+    vm_curve_zap_req q;
+    for (int i = 0; i < 64 && vm_curve_zap_serve(r->zap, &r->clients, &q); i++) {
+        if (q.admitted) continue;
+        count_refused(r);
+        if (!first_refusal(r, q.key[0] ? q.key : q.address)) continue;
+        if (q.key[0])
+            vm_warn("receiver: refused a worker at %s: its public key %s is not admitted (to admit it: its .key file "
+                    "in the directory [pipeline] curve_clients, or the line `public-key = %s` in that file; now %s)",
+                    q.address, q.key, q.key,
+                    r->cfg.pipeline.curve_clients[0] ? r->cfg.pipeline.curve_clients : "not set");
+        else
+            vm_warn("receiver: refused a connection from %s: %s", q.address[0] ? q.address : "?", q.why);
+    }
+}
+
+// Handshakes that failed before any key check: a worker without CURVE, or with the wrong server key.
+static void handshake_events(vm_receiver *r) {
+    int ev, val;
+    for (int i = 0; i < 64 && vm_curve_monitor_next(r->mon, &ev, &val); i++) {
+        if (ev != ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) continue;
+        count_refused(r);
+        const char *why = vm_curve_protocol_error(val);
+        // ZeroMQ does not name the peer of a failed handshake (the event carries our own endpoint).
+        if (first_refusal(r, why))
+            vm_warn("receiver: a connection failed the CURVE handshake: %s (a worker started without --server-key/--key, "
+                    "or given another trainer's public key?)", why);
+    }
+}
+
 static void *io_main(void *arg) {
     vm_receiver *r = arg;
-    zmq_pollitem_t items[2] = {{r->router, 0, ZMQ_POLLIN, 0}, {NULL, r->efd, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[4] = {{r->router, 0, ZMQ_POLLIN, 0}, {NULL, r->efd, ZMQ_POLLIN, 0},
+                               {r->zap, 0, ZMQ_POLLIN, 0}, {r->mon, 0, ZMQ_POLLIN, 0}};
+    int nitems = r->zap ? 4 : 2;
     int tick_ms = r->cfg.pipeline.heartbeat_ms < 100 ? r->cfg.pipeline.heartbeat_ms : 100;
     while (!atomic_load(&r->stop)) {
-        if (zmq_poll(items, 2, tick_ms) < 0 && zmq_errno() != EINTR) {
+        if (zmq_poll(items, nitems, tick_ms) < 0 && zmq_errno() != EINTR) {
             char why[sizeof r->io_err];
             snprintf(why, sizeof why, "receiver: zmq_poll: %s", zmq_strerror(zmq_errno()));
             io_fail(r, why);
@@ -707,6 +774,8 @@ static void *io_main(void *arg) {
         }
         double now = vm_now();
         if (items[1].revents & ZMQ_POLLIN) return_credits(r);
+        if (r->zap && (items[2].revents & ZMQ_POLLIN)) serve_zap(r);
+        if (r->mon && (items[3].revents & ZMQ_POLLIN)) handshake_events(r);
         // Bounded burst so credit returns and expiry are never starved by a flood.
         for (int i = 0; i < 256 && recv_one(r, now); i++) {}
         if (now - r->last_expire >= tick_ms / 1000.0) {
@@ -759,6 +828,58 @@ static void *io_main(void *arg) {
 }
 
 // ---- public API ------------------------------------------------------------------------------------
+
+// CURVE on: the server key on the ROUTER, the admitted keys, the ZAP handler bound in the context
+// (before the ROUTER binds: libzmq lets every CURVE client in while no handler is bound).
+static int curve_setup(vm_receiver *r, const vm_config *cfg, vm_error *err) {
+    vm_curve_key key;
+    int rc = vm_curve_key_load(cfg->pipeline.curve_secret_key, 1, &key, err);
+    if (rc) {
+        vm_error_prefix(err, "[pipeline] curve_secret_key: ");
+        return rc;
+    }
+    if (cfg->pipeline.curve_clients[0] && (rc = vm_curve_clients_load(&r->clients, cfg->pipeline.curve_clients, err))) {
+        vm_error_prefix(err, "[pipeline] curve_clients: ");
+        goto done;
+    }
+    for (const char *p = r->o.curve_admit ? r->o.curve_admit : ""; *p;) {
+        size_t n = strcspn(p, " \t\n");
+        if (n) {
+            char z85[128];
+            snprintf(z85, sizeof z85, "%.*s", (int)(n < sizeof z85 - 1 ? n : sizeof z85 - 1), p);
+            if ((rc = vm_curve_clients_add(&r->clients, z85, "receiver: curve_admit", err))) goto done;
+        }
+        p += n + (p[n] != 0);
+    }
+    if (!r->clients.n) {
+        rc = vm_fail(err, VM_EINVAL, "[pipeline] curve_secret_key is set but no worker key is admitted: every worker "
+                     "would be refused; list their public keys in [pipeline] curve_clients (a file of `public-key = KEY` "
+                     "lines, or a directory of the workers' .key files)");
+        goto done;
+    }
+    int one = 1, linger = 0;
+    r->zap = zmq_socket(r->zctx, ZMQ_REP);
+    if (!r->zap || zmq_setsockopt(r->zap, ZMQ_LINGER, &linger, sizeof linger) ||
+        zmq_bind(r->zap, "inproc://zeromq.zap.01") != 0) {
+        rc = vm_fail(err, VM_EIO, "receiver: cannot start the ZAP handler: %s", zmq_strerror(zmq_errno()));
+        goto done;
+    }
+    if (zmq_setsockopt(r->router, ZMQ_CURVE_SERVER, &one, sizeof one) ||
+        zmq_setsockopt(r->router, ZMQ_CURVE_SECRETKEY, key.sec, VM_CURVE_Z85_LEN)) {
+        rc = vm_fail(err, VM_EUNSUPPORTED, "receiver: cannot make the endpoint a CURVE server: %s",
+                     zmq_strerror(zmq_errno()));
+        goto done;
+    }
+    if (!(r->mon = vm_curve_monitor(r->zctx, r->router, ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL))) {
+        rc = vm_fail(err, VM_EIO, "receiver: cannot monitor the endpoint's handshakes: %s", zmq_strerror(zmq_errno()));
+        goto done;
+    }
+    INFO(r, "receiver: CURVE on (server public key %s), %d worker key%s admitted", key.pub, r->clients.n,
+         r->clients.n == 1 ? "" : "s");
+done:
+    memset(&key, 0, sizeof key);
+    return rc;
+}
 
 static uint64_t make_nonce(void) {
     uint64_t x = 0;
@@ -840,6 +961,7 @@ int vm_receiver_start(vm_receiver **out, const vm_config *cfg, const vm_receiver
     zmq_setsockopt(r->router, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(r->router, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(r->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (cfg->pipeline.curve_secret_key[0] && (rc = curve_setup(r, cfg, err))) goto fail;
     if (zmq_bind(r->router, cfg->pipeline.endpoint) != 0) {
         rc = vm_fail(err, VM_EIO, "receiver: cannot bind %s: %s", cfg->pipeline.endpoint, zmq_strerror(zmq_errno()));
         goto fail;
@@ -1059,13 +1181,17 @@ void vm_receiver_format_stats(const vm_receiver_stats *s, double el, char *buf, 
             rn += snprintf(reasons + rn, sizeof reasons - rn, "%s%s %" PRId64, rn ? ", " : " (", k ? vm_strerror(-k) : "other",
                            s->failed_by_code[k]);
     if (rn) snprintf(reasons + rn, sizeof reasons - rn, ")");
+    char handshakes[64] = "";
+    if (s->rejected_handshake)
+        snprintf(handshakes, sizeof handshakes, " (%" PRId64 " at the CURVE handshake)", s->rejected_handshake);
     snprintf(buf, cap,
              "pipeline: epoch %u, %.1f samples/s, %.2f MB/s wire, compression %.2fx, decode %.2f ms + sample %.2f ms "
              "per sample (workers), %d workers, %" PRId64 " credits out, %d queued, data-wait %.1f s, %" PRId64
-             " duplicates, %" PRId64 " rejected, %" PRId64 " videos failed%s, %" PRId64 " workers lost",
+             " duplicates, %" PRId64 " rejected%s, %" PRId64 " videos failed%s, %" PRId64 " workers lost",
              s->epoch, s->samples / t, s->bytes_wire / t / 1e6,
              s->bytes_wire ? (double)s->bytes_raw / s->bytes_wire : 0.0, dec, ren, s->workers_alive,
-             s->credits_outstanding, s->queued, s->wait_s, s->duplicates, s->rejected, s->units_failed, reasons,
+             s->credits_outstanding, s->queued, s->wait_s, s->duplicates, s->rejected, handshakes, s->units_failed,
+             reasons,
              s->workers_lost);
 }
 
@@ -1099,8 +1225,12 @@ void vm_receiver_stop(vm_receiver *r) {
         n = e->next;
         free(e);
     }
+    if (r->mon) zmq_close(r->mon);
+    if (r->zap) zmq_close(r->zap);
     if (r->router) zmq_close(r->router);
     if (r->zctx) zmq_ctx_term(r->zctx);
+    vm_curve_clients_free(&r->clients);
+    free(r->refused);
     if (r->efd >= 0) close(r->efd);
     vm_coord_free(r->coord);
     vm_dataset_free(&r->ds);

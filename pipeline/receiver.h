@@ -74,6 +74,10 @@ typedef struct vm_receiver_opts {
     // Refused: start_unit outside 0..videos, start_sample outside 0..pairs_per_video-1 (0 when
     // start_unit = videos), or start_unit/start_sample > 0 in arrival order (not replayable).
     long start_epoch, start_unit, start_sample;
+    // With CURVE on ([pipeline] curve_secret_key set), public keys (Z85, separated by white space)
+    // admitted besides those of [pipeline] curve_clients: `vicmae run` admits the ephemeral key of
+    // its local workers here, in memory.  Ignored with CURVE off.  NULL = none.
+    const char *curve_admit;
 } vm_receiver_opts;
 
 void vm_receiver_opts_default(vm_receiver_opts *o);
@@ -88,6 +92,12 @@ typedef struct vm_receiver_pos {
 
 // Open the dataset of cfg ([data]), bind cfg->pipeline.endpoint (tcp://HOST:* picks a free port;
 // see vm_receiver_endpoint) and start the thread.
+// CURVE ([pipeline] curve_secret_key, pipeline/curve.h): the ROUTER is a CURVE server with that
+// key pair, so the wire is encrypted and workers must know its public key; a ZAP handler served on
+// the receiver's thread admits only the workers whose public key is in [pipeline] curve_clients or
+// opts->curve_admit (no key admitted at all is an error here, not a run that refuses everyone).
+// A refused handshake is logged once per key (or per reason when the peer sent no key) and
+// counted in rejected_handshake.
 int vm_receiver_start(vm_receiver **out, const vm_config *cfg, const vm_receiver_opts *opts, vm_error *err);
 
 // Fill views (batch_size, V, S, S, 3) and meta[batch_size] with the next samples.  Returns the
@@ -117,8 +127,10 @@ typedef struct vm_receiver_stats {
     int64_t bytes_wire, bytes_raw;       // payload bytes as received / decoded
     int64_t duplicates;                  // chunks dropped as already delivered
     int64_t dropped_tail;                // samples dropped by drop_last
-    int64_t rejected;                    // messages rejected (any reason), by reason below
+    int64_t rejected;                    // messages and handshakes rejected (any reason), by reason below
     int64_t rejected_malformed, rejected_version, rejected_session, rejected_baddata;
+    int64_t rejected_handshake;          // CURVE handshakes refused: key not admitted (ZAP), wrong server
+                                         // key or no CURVE at the worker (one per connection attempt)
     int64_t credit_violations;           // DATA beyond a worker's credit (accepted, counted)
     int64_t units_failed;
     int64_t failed_by_code[VM_COORD_MAX_CODES];  // index -code

@@ -1,7 +1,8 @@
 // pipeline/wire.h — the control protocol between the coordinator (trainer) and workers.
 //
 // Transport: ZeroMQ.  The trainer binds one ROUTER socket at `[pipeline] endpoint`; each worker
-// connects one DEALER socket.  Every message is one or two ZeroMQ frames (after the ROUTER's
+// connects one DEALER socket, optionally under CURVE (pipeline/curve.h: encrypted, both ends
+// authenticated; below the messages, which do not change).  Every message is one or two ZeroMQ frames (after the ROUTER's
 // identity frame):
 //   frame 1: a 48-byte little-endian header (vm_wire_msg below, encoded field by field)
 //   frame 2: optional body: text for control messages, a proto batch (proto/proto.h) for DATA.

@@ -11,6 +11,7 @@
 #include <zmq.h>
 #include "common/io.h"
 #include "common/log.h"
+#include "pipeline/curve.h"
 #include "pipeline/receiver.h"
 #include "pipeline/wire.h"
 
@@ -43,7 +44,7 @@ typedef struct worker {
     int have_src;
     int V, S, spu, chunk;
     size_t sample_bytes, max_msg;
-    void *zctx, *sock;
+    void *zctx, *sock, *mon;     // mon: the DEALER's handshake events
     int efd;                     // compute thread -> IO thread: output ready
     pthread_t th;
     int th_started;
@@ -299,6 +300,70 @@ static void stats_line(worker *w, double elapsed) {
          s.samples ? s.encode_s / s.samples * 1e3 : 0, s.credit_wait_s, s.units, s.units_failed);
 }
 
+// ---- security -------------------------------------------------------------------------------------
+
+static int curve_on(const worker *w) { return w->o.curve_server_key != NULL; }
+
+// The DEALER as a CURVE client, when the options give keys (all three or none).
+static int curve_client(worker *w, vm_error *err) {
+    const char *k[3] = {w->o.curve_server_key, w->o.curve_public_key, w->o.curve_secret_key};
+    static const char *what[3] = {"server public key", "public key", "secret key"};
+    if (!k[0] && !k[1] && !k[2]) return 0;
+    for (int i = 0; i < 3; i++) {
+        char why[128];
+        if (!k[i])
+            return vm_fail(err, VM_EINVAL, "worker: CURVE needs the trainer's public key and this worker's key pair; "
+                           "the %s is missing", what[i]);
+        if (vm_curve_z85_check(k[i], strlen(k[i]), why, sizeof why))
+            return vm_fail(err, VM_EINVAL, "worker: the %s %s", what[i], why);
+    }
+    if (!zmq_has("curve")) return vm_fail(err, VM_EUNSUPPORTED, "worker: this libzmq was built without CURVE");
+    if (zmq_setsockopt(w->sock, ZMQ_CURVE_SERVERKEY, k[0], VM_CURVE_Z85_LEN) ||
+        zmq_setsockopt(w->sock, ZMQ_CURVE_PUBLICKEY, k[1], VM_CURVE_Z85_LEN) ||
+        zmq_setsockopt(w->sock, ZMQ_CURVE_SECRETKEY, k[2], VM_CURVE_Z85_LEN))
+        return vm_fail(err, VM_EINVAL, "worker: CURVE keys refused by ZeroMQ: %s", zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+// Handshake events since the last call.  0, or VM_EAUTH (err says what failed and what to check) when
+// the trainer refused us or the handshake cannot succeed: retrying would only repeat it.
+static int handshake_events(worker *w, int *no_detail, vm_error *err) {
+    const char *ep = w->o.connect;
+    const char *hint = "is the trainer's public key right? is CURVE on at both ends?";
+    const char *plain_hint = "does the trainer use CURVE? then start this worker with --server-key TRAINER.key --key "
+                             "WORKER.key_secret";
+    int ev, val;
+    while (vm_curve_monitor_next(w->mon, &ev, &val)) {
+        switch (ev) {
+        case ZMQ_EVENT_HANDSHAKE_SUCCEEDED: *no_detail = 0; break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+            if (val == 300) break;  // RFC 27's temporary failure: try again
+            return vm_fail(err, VM_EAUTH, "worker: the trainer at %s refused this worker's key (public key %s, status "
+                           "%d): add its .key file to the trainer's [pipeline] curve_clients",
+                           ep, w->o.curve_public_key ? w->o.curve_public_key : "none", val);
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+            if (val == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+                hint = curve_on(w) ? "this worker uses CURVE and the trainer does not: is CURVE on at both ends?"
+                                   : "the trainer uses CURVE: start this worker with --server-key TRAINER.key --key "
+                                     "WORKER.key_secret";
+            else if (!curve_on(w))
+                hint = plain_hint;
+            return vm_fail(err, VM_EAUTH, "worker: handshake with the trainer at %s failed: %s (%s)", ep,
+                           vm_curve_protocol_error(val), hint);
+        case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            // The trainer closed the connection mid-handshake: what a CURVE server does with a HELLO it
+            // cannot decrypt (another server key), and often with a plaintext greeting (whichever end
+            // sees the mismatch first closes).  Once could be a restart; three in a row is not.
+            if (++*no_detail >= 3)
+                return vm_fail(err, VM_EAUTH, "worker: handshake with the trainer at %s failed %d times in a row: the "
+                               "trainer closed the connection (%s) (%s)", ep, *no_detail, strerror(val),
+                               curve_on(w) ? hint : plain_hint);
+            break;
+        }
+    }
+    return 0;
+}
+
 int vm_worker_run(const vm_worker_opts *opts, vm_worker_stats *stats_out, vm_error *err) {
     worker *w = calloc(1, sizeof *w);
     if (!w) return vm_fail(err, VM_ENOMEM, "worker: out of memory");
@@ -319,6 +384,14 @@ int vm_worker_run(const vm_worker_opts *opts, vm_worker_stats *stats_out, vm_err
     zmq_setsockopt(w->sock, ZMQ_IMMEDIATE, &one, sizeof one);  // never queue for a peer not connected
     zmq_setsockopt(w->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
     zmq_setsockopt(w->sock, ZMQ_RECONNECT_IVL_MAX, &ivlmax, sizeof ivlmax);
+    if ((rc = curve_client(w, err))) goto done;
+    // Handshake events, with or without CURVE: a plaintext worker at a CURVE trainer must say so too.
+    w->mon = vm_curve_monitor(w->zctx, w->sock, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                                    ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
+    if (!w->mon) {
+        rc = vm_fail(err, VM_EIO, "worker: cannot monitor the connection: %s", zmq_strerror(zmq_errno()));
+        goto done;
+    }
     if (!opts->connect || zmq_connect(w->sock, opts->connect) != 0) {
         rc = vm_fail(err, VM_EINVAL, "worker: cannot connect to '%s': %s", opts->connect ? opts->connect : "",
                      zmq_strerror(zmq_errno()));
@@ -337,8 +410,8 @@ int vm_worker_run(const vm_worker_opts *opts, vm_worker_stats *stats_out, vm_err
            wait_until = 0, credit_block_t = 0;
     int hb_ms = 1000;
     double coord_timeout = 10;
-    zmq_pollitem_t items[2] = {{w->sock, 0, ZMQ_POLLIN, 0}, {NULL, w->efd, ZMQ_POLLIN, 0}};
-    int running = 1;
+    zmq_pollitem_t items[3] = {{w->sock, 0, ZMQ_POLLIN, 0}, {NULL, w->efd, ZMQ_POLLIN, 0}, {w->mon, 0, ZMQ_POLLIN, 0}};
+    int running = 1, no_detail = 0;
     while (running) {
         double now = vm_now();
         if (w->o.stop_flag && *w->o.stop_flag) {
@@ -423,10 +496,11 @@ int vm_worker_run(const vm_worker_opts *opts, vm_worker_stats *stats_out, vm_err
             last_stats = now;
             stats_line(w, now - t0);
         }
-        if (zmq_poll(items, 2, 50) < 0 && zmq_errno() != EINTR) {
+        if (zmq_poll(items, 3, 50) < 0 && zmq_errno() != EINTR) {
             rc = vm_fail(err, VM_EIO, "worker: zmq_poll: %s", zmq_strerror(zmq_errno()));
             break;
         }
+        if ((items[2].revents & ZMQ_POLLIN) && (rc = handshake_events(w, &no_detail, err))) break;
         if (items[1].revents & ZMQ_POLLIN) {
             uint64_t x;
             if (read(w->efd, &x, sizeof x) < 0) {}
@@ -497,7 +571,8 @@ int vm_worker_run(const vm_worker_opts *opts, vm_worker_stats *stats_out, vm_err
                     pthread_mutex_lock(&w->mu);
                     w->st.sessions++;
                     pthread_mutex_unlock(&w->mu);
-                    INFO(w, "worker: joined %s (session %016" PRIx64 ", %" PRId64 " credits)", opts->connect, session, credits);
+                    INFO(w, "worker: joined %s (session %016" PRIx64 ", %" PRId64 " credits, %s)", opts->connect, session,
+                         credits, curve_on(w) ? "CURVE: encrypted" : "plaintext");
                     break;
                 }
                 case VM_MSG_LEASE:
@@ -563,6 +638,7 @@ done:
         out_item *it = &w->out[(w->ohead + i) % MAX_OUT];
         if (it->buf) pool_put(w, it->buf);
     }
+    if (w->mon) zmq_close(w->mon);
     if (w->sock) {
         int linger = 200;  // let the BYE leave
         zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);

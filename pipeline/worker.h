@@ -16,6 +16,14 @@
 // A coordinator that restarts answers the old session with REJECT(session): the worker drops what
 // it held, says HELLO again and continues.  A coordinator that stays silent for lease_timeout is
 // presumed gone and the worker does the same (ZeroMQ reconnects the socket by itself).
+//
+// Security (pipeline/curve.h): with the curve_* keys set the connection is a CURVE client's
+// (encrypted; the trainer proves it holds the secret of curve_server_key, and admits us only when
+// our public key is in its curve_clients).  A handshake the trainer refuses or that fails is not
+// retried forever: vm_worker_run returns VM_EAUTH with what failed and what to check, at once for a
+// refused key or a protocol failure (e.g. CURVE at one end only), after 3 handshakes in a row that
+// ended without a reason (the trainer could not decrypt ours: the wrong server key).  A trainer
+// that is not listening yet is still waited for (no handshake starts).
 #pragma once
 #include <stdint.h>
 #include "common/config.h"
@@ -50,6 +58,9 @@ typedef struct vm_worker_opts {
     int quiet;                    // no info lines
     volatile int *stop_flag;      // when it becomes non-zero (a signal handler), leave cleanly: BYE,
                                   // so the coordinator re-issues our leases at once (may be NULL)
+    // CURVE keys, Z85 (40 characters): all three set = encrypted and authenticated, all NULL = plaintext.
+    const char *curve_server_key;                     // the trainer's public key
+    const char *curve_public_key, *curve_secret_key;  // this worker's key pair
 } vm_worker_opts;
 
 void vm_worker_opts_default(vm_worker_opts *o);
@@ -60,6 +71,7 @@ typedef struct vm_worker_stats {
     int64_t sessions;             // WELCOMEs received (> 1 after a coordinator restart)
 } vm_worker_stats;
 
-// Run until STOP (0), a fatal error (negative: version mismatch, bad configuration, idle_exit).
+// Run until STOP (0), a fatal error (negative: VM_EVERSION, VM_EAUTH (handshake refused or failed),
+// bad configuration, VM_ETIMEOUT after idle_exit).
 // stats (may be NULL) receives the totals.
 int vm_worker_run(const vm_worker_opts *o, vm_worker_stats *stats, vm_error *err);

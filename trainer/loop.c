@@ -433,6 +433,7 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
         vm_receiver_opts_default(&ro);
         ro.epochs = cfg->optim.steps > 0 ? -1 : (int)epochs;
         ro.drop_last = 1;
+        ro.curve_admit = o->curve_admit;
         if ((rc = pipeline_resume_position(cfg, &st, o->resume, &ro, err))) goto done;
         if ((rc = vm_receiver_start(&src.recv, cfg, &ro, err))) goto done;
         vm_receiver *recv = src.recv;

@@ -48,6 +48,8 @@ typedef struct vm_train_opts {
     const char *resume;             // training-state file to continue from; NULL = fresh (init from run.seed)
     long stop_after;                // stop with a checkpoint once this many steps are done (0 = at the end)
     const char *save_batches;       // pipeline mode: also store every batch as a proto file here (NULL = no)
+    const char *curve_admit;        // pipeline mode with CURVE: worker public keys admitted besides
+                                    // [pipeline] curve_clients (vm_receiver_opts.curve_admit; NULL = none)
     int quiet;                      // 1 = no progress lines (tests)
     volatile sig_atomic_t *stop;    // set asynchronously (e.g. SIGINT) to checkpoint and stop; may be NULL
 } vm_train_opts;
