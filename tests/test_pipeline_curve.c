@@ -257,21 +257,6 @@ TEST(zap_handler_answers_per_rfc27) {
 
 // ---- a receiver and forked workers on loopback --------------------------------------------------------
 
-static int fake_V, fake_S;
-
-static int fake_produce(void *ctx, const char *path, uint64_t video_id, uint32_t epoch, int n, uint8_t *px,
-                        vm_sample_meta *sm, vm_view_meta *vmeta, vm_error *err) {
-    synthetic_samples(video_id, epoch, n, fake_V, fake_S, px, sm, vmeta);
-    return 0;
-}
-
-static int fake_factory(const vm_config *cfg, vm_unit_source *out, vm_error *err) {
-    fake_V = vm_pipeline_views(cfg);
-    fake_S = cfg->model.img_size;
-    *out = (vm_unit_source){NULL, fake_produce, NULL, NULL};
-    return 0;
-}
-
 // The keys of these tests: the trainer's pair in files, an admitted worker (its .key in the clients
 // directory) and one nobody admitted.
 static struct {
@@ -348,10 +333,7 @@ static pid_t spawn_worker(const char *endpoint, const char *server, const vm_cur
 
 static vm_receiver *start(const vm_config *cfg) {
     vm_receiver_opts o;
-    vm_receiver_opts_default(&o);
-    o.quiet = 1;
-    o.stats_every_s = 0;
-    o.drop_last = 0;
+    quiet_receiver_opts(&o, 0);
     vm_receiver *r;
     vm_error err = {0};
     CHECK_OK(vm_receiver_start(&r, cfg, &o, &err), err);

@@ -17,25 +17,6 @@
 #include "tests/harness.h"
 #include "tests/test_pipeline_util.h"
 
-// ---- the synthetic source ---------------------------------------------------------------------
-
-static int fake_V, fake_S, fake_sleep_ms;
-
-static int fake_produce(void *ctx, const char *path, uint64_t video_id, uint32_t epoch, int n, uint8_t *px,
-                        vm_sample_meta *sm, vm_view_meta *vmeta, vm_error *err) {
-    if (strstr(path, "corrupt")) return vm_fail(err, VM_ECORRUPT, "%s: not a video (synthetic failure)", path);
-    if (fake_sleep_ms) usleep(fake_sleep_ms * 1000);
-    synthetic_samples(video_id, epoch, n, fake_V, fake_S, px, sm, vmeta);
-    return 0;
-}
-
-static int fake_factory(const vm_config *cfg, vm_unit_source *out, vm_error *err) {
-    fake_V = vm_pipeline_views(cfg);
-    fake_S = cfg->model.img_size;
-    *out = (vm_unit_source){NULL, fake_produce, NULL, NULL};
-    return 0;
-}
-
 // ---- helpers ------------------------------------------------------------------------------------
 
 static void base_config(vm_config *cfg, int videos, int corrupt_every) {
@@ -121,10 +102,7 @@ static int consume(vm_receiver *r, int B, int max_batches, double sleep_s, consu
 
 static vm_receiver *start(const vm_config *cfg, int drop_last) {
     vm_receiver_opts o;
-    vm_receiver_opts_default(&o);
-    o.quiet = 1;
-    o.stats_every_s = 0;
-    o.drop_last = drop_last;
+    quiet_receiver_opts(&o, drop_last);
     vm_receiver *r;
     vm_error err = {0};
     CHECK_OK(vm_receiver_start(&r, cfg, &o, &err), err);
@@ -373,10 +351,7 @@ static pid_t spawn_trainer(const vm_config *cfg, int videos, int kill_after) {
     CHECK(pid >= 0);
     if (pid == 0) {
         vm_receiver_opts o;
-        vm_receiver_opts_default(&o);
-        o.quiet = 1;
-        o.stats_every_s = 0;
-        o.drop_last = 0;
+        quiet_receiver_opts(&o, 0);
         vm_receiver *r;
         vm_error err = {0};
         // The port may still be held for a moment by the killed trainer: retry the bind briefly.

@@ -20,34 +20,6 @@
 #include "tests/test_binary_util.h"
 #include "tests/test_pipeline_util.h"
 
-// ---- the synthetic source ---------------------------------------------------------------------
-
-static int fake_V, fake_S, fake_jitter, fake_stall, fake_stalled;
-
-static int fake_produce(void *ctx, const char *path, uint64_t video_id, uint32_t epoch, int n, uint8_t *px,
-                        vm_sample_meta *sm, vm_view_meta *vmeta, vm_error *err) {
-    (void)ctx;
-    if (strstr(path, "corrupt")) return vm_fail(err, VM_ECORRUPT, "%s: not a video (synthetic failure)", path);
-    // The stalling worker stops its whole process (heartbeats included) on the "stall" video, once:
-    // the coordinator then presumes it lost and re-issues the unit.
-    if (fake_stall && !fake_stalled && strstr(path, "stall")) {
-        fake_stalled = 1;
-        raise(SIGSTOP);
-    }
-    // Unequal unit times scramble the arrival order between workers.
-    if (fake_jitter) usleep((useconds_t)((video_id * 7 + epoch * 3) % 5) * 1000 * fake_jitter);
-    synthetic_samples(video_id, epoch, n, fake_V, fake_S, px, sm, vmeta);
-    return 0;
-}
-
-static int fake_factory(const vm_config *cfg, vm_unit_source *out, vm_error *err) {
-    (void)err;
-    fake_V = vm_pipeline_views(cfg);
-    fake_S = cfg->model.img_size;
-    *out = (vm_unit_source){NULL, fake_produce, NULL, NULL};
-    return 0;
-}
-
 // ---- helpers ------------------------------------------------------------------------------------
 
 // videos: names "v<i>.mp4", "corrupt<i>.mp4" every corrupt_every-th, "stall<i>.mp4" for i == stall.
@@ -122,11 +94,8 @@ static pid_t spawn_worker(const char *endpoint, int jitter, int stall, pid_t aft
 
 static vm_receiver *start_at(const vm_config *cfg, int drop_last, long epoch, long unit, long sample) {
     vm_receiver_opts o;
-    vm_receiver_opts_default(&o);
+    quiet_receiver_opts(&o, drop_last);
     o.start_epoch = epoch, o.start_unit = unit, o.start_sample = sample;
-    o.quiet = 1;
-    o.stats_every_s = 0;
-    o.drop_last = drop_last;
     vm_receiver *r;
     vm_error err = {0};
     CHECK_OK(vm_receiver_start(&r, cfg, &o, &err), err);
@@ -488,8 +457,7 @@ TEST(start_position_refused_outside_the_dataset_or_in_arrival_order) {
     base_config(&cfg, 5, 0, -1);
     pick_endpoint(&cfg);
     vm_receiver_opts o;
-    vm_receiver_opts_default(&o);
-    o.quiet = 1;
+    quiet_receiver_opts(&o, 1);
     vm_receiver *r = NULL;
     vm_error err = {0};
     o.start_unit = 6;

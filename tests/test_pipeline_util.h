@@ -1,10 +1,12 @@
 // tests/test_pipeline_util.h — what the receiver-level pipeline tests (test_pipeline_net.c,
-// test_pipeline_order.c) share: the synthetic pixel rule and samples, a free endpoint in the
-// configuration, forked-worker plumbing (reaping them: test_binary_util.h).
+// test_pipeline_order.c, test_pipeline_curve.c) share: the synthetic pixel rule, samples and unit
+// source, a free endpoint in the configuration, forked-worker plumbing (reaping them:
+// test_binary_util.h), a quiet receiver.
 #pragma once
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 #include "common/config.h"
 #include "common/io.h"
@@ -31,6 +33,43 @@ static __attribute__((unused)) void synthetic_samples(uint64_t video_id, uint32_
             vmeta[d * V + v] = (vm_view_meta){.frame = d, .pts_ns = epoch, .crop_w = 10, .crop_h = 10};
         }
     }
+}
+
+// The unit source of forked workers: synthetic_samples for every unit, except that
+// - a path containing "corrupt" fails as a corrupt video would;
+// - with fake_stall, the worker stops its whole process (heartbeats included) on the "stall" video,
+//   once: the coordinator then presumes it lost and re-issues the unit;
+// - each unit first sleeps fake_sleep_ms, plus with fake_jitter an unequal time per unit (which
+//   scrambles the arrival order between workers).
+static __attribute__((unused)) int fake_V, fake_S, fake_sleep_ms, fake_jitter, fake_stall, fake_stalled;
+static __attribute__((unused)) int fake_produce(void *ctx, const char *path, uint64_t video_id, uint32_t epoch,
+                                                int n, uint8_t *px, vm_sample_meta *sm, vm_view_meta *vmeta,
+                                                vm_error *err) {
+    (void)ctx;
+    if (strstr(path, "corrupt")) return vm_fail(err, VM_ECORRUPT, "%s: not a video (synthetic failure)", path);
+    if (fake_stall && !fake_stalled && strstr(path, "stall")) {
+        fake_stalled = 1;
+        raise(SIGSTOP);
+    }
+    if (fake_sleep_ms) usleep((useconds_t)fake_sleep_ms * 1000);
+    if (fake_jitter) usleep((useconds_t)((video_id * 7 + epoch * 3) % 5) * 1000 * fake_jitter);
+    synthetic_samples(video_id, epoch, n, fake_V, fake_S, px, sm, vmeta);
+    return 0;
+}
+static __attribute__((unused)) int fake_factory(const vm_config *cfg, vm_unit_source *out, vm_error *err) {
+    (void)err;
+    fake_V = vm_pipeline_views(cfg);
+    fake_S = cfg->model.img_size;
+    *out = (vm_unit_source){NULL, fake_produce, NULL, NULL};
+    return 0;
+}
+
+// The receiver options of these tests: quiet, no periodic statistics, drop_last as given.
+static __attribute__((unused)) void quiet_receiver_opts(vm_receiver_opts *o, int drop_last) {
+    vm_receiver_opts_default(o);
+    o->quiet = 1;
+    o->stats_every_s = 0;
+    o->drop_last = drop_last;
 }
 
 // A forked worker stops cleanly on SIGTERM through its stop flag.
