@@ -35,6 +35,8 @@ static void train_both(int bf16, int act16, double tol) {
     vm_train_result rg = loop_replay_train_in(&t, run_gpu);
 
     CHECK_EQ_INT(rg.steps, rc.steps);
+    CHECK(rg.bf16_activations == act16 && !rc.bf16_activations, "bf16 activations: cuda %d (want %d), cpu %d (want 0)",
+          rg.bf16_activations, act16, rc.bf16_activations);
     CHECK(rg.steps >= 6, "only %ld steps", rg.steps);
     CHECK(isfinite(rg.last.total), "cuda loss %g", rg.last.total);
     CHECK(rel(rg.first.total, rc.first.total) < tol, "first loss cuda %.9g cpu %.9g", rg.first.total, rc.first.total);

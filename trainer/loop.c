@@ -460,6 +460,7 @@ int vm_train(const vm_config *cfg, const vm_train_opts *o, vm_train_result *res,
     st.total_steps = total;
     vm_model_set_total_steps(m, total);
     res->total_steps = total;
+    res->bf16_activations = vm_model_bf16_activations(m);
     long end = o->stop_after > 0 && o->stop_after < total ? o->stop_after : total;
 
     // Run directory: configuration and metrics (cut back to the checkpoint when resuming).

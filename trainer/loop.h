@@ -58,6 +58,7 @@ typedef struct vm_train_result {
     long steps;                     // steps done when the loop ended
     long total_steps;               // planned steps (end of the lr cosine)
     vm_losses first, last;          // losses of the first and last step of this invocation
+    int bf16_activations;           // the model stored its block activations as bf16 (vm_model_bf16_activations)
     double seconds, wait_seconds;   // wall time of the loop, of it waiting for data
     char checkpoint[1100];          // path of the last training-state file written
 } vm_train_result;
