@@ -837,6 +837,26 @@ TEST(cuda_bf16_activations) {
     set_mode(0, 0);
 }
 
+// The fused attention kernels instantiated for a bf16 qkv (the bf16-activation ops), alone: no
+// cuBLAS product runs here, so that gpu-check's racecheck and synccheck, which run every test named
+// cuda_attention_fused_bf16*, check our kernels (fp32 qkv above, bf16 qkv here) and nothing else.
+TEST(cuda_attention_fused_bf16_qkv) {
+    setup(1, 23);  // ref: the cpu-bf16 table
+    set_mode(1, 0);
+    vm_backend_cuda_set_fused_attention(VM_ATTENTION_FUSED);
+    snprintf(bmode, sizeof bmode, "fused attention, bf16 qkv");
+    static const int shapes[][4] = {{2, 13, 32, 2}, {3, 50, 128, 2}, {2, 197, 512, 16}, {2, 64, 256, 2}, {2, 256, 128, 4}};
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        const int *s = shapes[i];
+        CHECK(vm_backend_cuda_fused_attention_takes(s[1], s[2], s[3], 0) &&
+                  vm_backend_cuda_fused_attention_takes(s[1], s[2], s[3], 1),
+              "fused attention takes T=%d C=%d NH=%d both ways", s[1], s[2], s[3]);
+        check_attention_act16(s[0], s[1], s[2], s[3]);
+    }
+    vm_backend_cuda_set_fused_attention(VM_ATTENTION_AUTO);
+    set_mode(0, 0);
+}
+
 // The other bf16 path: fp32 operands handed to cuBLAS with CUBLAS_COMPUTE_32F_FAST_16BF (last in
 // the file: a cuBLAS that refused it would abort the binary after every other test has run).
 TEST(cuda_bf16_fast_path) {

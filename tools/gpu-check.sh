@@ -5,7 +5,7 @@
 #      debug step and 20 training steps vs the CPU; `train --replay` vs the CPU; the input ring);
 #   2. compute-sanitizer memcheck over the op tests, model debug steps (bf16) and a short training
 #      (the training loop on stored batch files: test_cuda_train, fp32 and bf16); racecheck and
-#      synccheck over the fused attention kernels (fp32 and bf16 qkv) and the other bf16 ops;
+#      synccheck over the fused attention kernels (fp32 and bf16 qkv);
 #   3. the GPU benchmark (bench/gpu.sh: ViT-B/16, ours vs PyTorch on the same GPU);
 #   4. the trainer's CPU tests test_trainer_*, in the time that is left;
 # and prints a short table LAST.  Logs: with OUT set, two files $OUT/gpu-check-summary.txt and
@@ -122,11 +122,9 @@ if command -v compute-sanitizer >/dev/null; then
   sanitize train "$TESTBIN/test_cuda_train"   # the training loop on replayed batch files, fp32 + bf16
   # the fused attention kernels share memory between warps: races and barrier misuse
   export VICMAE_MEMCHECK=1
-  # (fp32 qkv rounded in the kernels; then the instantiations for a bf16 qkv, with the other bf16 ops)
-  for t in cuda_attention_fused_bf16 cuda_bf16_activations; do
-    TOOL=racecheck sanitize "$t" "$TESTBIN/test_cuda_ops" "$t"
-    TOOL=synccheck sanitize "$t" "$TESTBIN/test_cuda_ops" "$t"
-  done
+  # (the filter also selects cuda_attention_fused_bf16_qkv: the instantiations for a bf16 qkv)
+  TOOL=racecheck sanitize fused-attention "$TESTBIN/test_cuda_ops" cuda_attention_fused_bf16
+  TOOL=synccheck sanitize fused-attention "$TESTBIN/test_cuda_ops" cuda_attention_fused_bf16
   unset VICMAE_MEMCHECK
 else
   row memcheck FAIL "compute-sanitizer not found in PATH ($CUDA_HOME/bin)"
