@@ -33,7 +33,8 @@
 // A seek costs a flush, a demuxer index lookup and decoder restart: about this many decoded frames.
 #define SEEK_COST_FRAMES 4
 // 005: the orientation gained its mirror flag (flip-rotate-* tags, before cached as no rotation)
-#define INDEX_MAGIC "VMIDX005"
+// 006: MPEG-4 Part 2 B-frames in AVI are indexed by ordinal (header flag + seek times)
+#define INDEX_MAGIC "VMIDX006"
 // Pictures decoded at index time to check the head of the stream against the index.
 #define HEAD_FRAMES 16
 
@@ -77,6 +78,12 @@ struct vm_decoder {
     int64_t *from;            // [frames] owned: frame to seek to so that frame i decodes (a keyframe,
                               // the one before when i is a leading picture of an open GOP)
     char source[16];
+    int ordinal;              // pictures are identified by their rank after a seek, not their PTS
+                              // (MPEG-4 Part 2 with B-frames in AVI: GStreamer's times are wrong)
+    int64_t *seekt;           // [frames] owned when ordinal: a demuxer time inside keyframe i's
+                              // packet slot (decode order), what a seek to frame i asks for
+    gint64 ord_next;          // ordinal: the frame the next decoded picture is (streaming thread)
+    gint64 ord_base;          // ordinal: the frame the first picture after the pending seek is
     int64_t tol;              // half the smallest gap between frames: PTS matching tolerance
     int64_t off;              // buffer timestamp - stream time (edit lists): the index and seeks use
                               // stream time, the first frame of an MP4 at 0 as ffprobe shows it
@@ -299,9 +306,21 @@ static void ix_pad_added(GstElement *el, GstPad *pad, gpointer data) {
     if (caps) gst_caps_unref(caps);
 }
 
+// MPEG-4 Part 2 (ISO 14496-2) packets: the VOP coding type of each, so that display order can be
+// derived from decode order when the container gives no PTS (AVI).
+enum { VOP_I = 0, VOP_P = 1, VOP_B = 2, VOP_S = 3, VOP_NOT_CODED = 4, VOP_NONE = 5 };
+typedef struct {
+    int active;               // the stream is MPEG-4 Part 2
+    int vti_bits;             // bits of vop_time_increment (from the VOL header), 0 = not seen yet
+    int packed;               // a packet with several coded VOPs (DivX packed bitstream)
+    int bvops;                // B-VOPs seen
+} m4v_state;
+
 typedef struct {
     int64_t *pts, *dts;
     uint8_t *key;
+    uint8_t *vop;             // [n] VOP_* per packet when the stream is MPEG-4 Part 2, else NULL
+    m4v_state m4v;
     int64_t n, cap;
     GstCaps *caps;            // caps of the first sample (ref)
     GstSegment seg;           // segment of the first sample
@@ -314,8 +333,96 @@ static void ix_result_free(ix_result *r) {
     free(r->pts);
     free(r->dts);
     free(r->key);
+    free(r->vop);
     if (r->caps) gst_caps_unref(r->caps);
     memset(r, 0, sizeof *r);
+}
+
+// ---- MPEG-4 Part 2 headers ---------------------------------------------------------------------
+typedef struct { const uint8_t *p; size_t n, bit; } bitreader;
+static unsigned br_get(bitreader *b, int k) { // past the end reads zeros; br_over says so
+    unsigned v = 0;
+    for (int i = 0; i < k; i++, b->bit++)
+        v = v << 1 | (b->bit / 8 < b->n ? (b->p[b->bit / 8] >> (7 - b->bit % 8)) & 1 : 0);
+    return v;
+}
+static int br_over(const bitreader *b) { return b->bit > b->n * 8; }
+
+static int is_m4v_caps(GstCaps *caps) {
+    if (!caps || gst_caps_is_empty(caps)) return 0;
+    const GstStructure *st = gst_caps_get_structure(caps, 0);
+    const char *n = gst_structure_get_name(st);
+    int v = 0;
+    if (!strcmp(n, "video/x-xvid")) return 1;
+    if (!strcmp(n, "video/x-divx")) return gst_structure_get_int(st, "divxversion", &v) && v >= 4;
+    if (!strcmp(n, "video/mpeg")) {
+        gboolean sys = FALSE;
+        gst_structure_get_boolean(st, "systemstream", &sys);
+        return gst_structure_get_int(st, "mpegversion", &v) && v == 4 && !sys;
+    }
+    return 0;
+}
+
+// VOL header (after its start code 00 00 01 2x): the bits of vop_time_increment, or 0.
+static int m4v_vol_vti_bits(const uint8_t *p, size_t n) {
+    bitreader b = {p, n, 0};
+    br_get(&b, 1);                       // random_accessible_vol
+    br_get(&b, 8);                       // video_object_type_indication
+    int verid = 1;
+    if (br_get(&b, 1)) { verid = br_get(&b, 4); br_get(&b, 3); } // is_object_layer_identifier
+    if (br_get(&b, 4) == 15) br_get(&b, 16); // aspect_ratio_info: extended PAR
+    if (br_get(&b, 1)) {                 // vol_control_parameters
+        br_get(&b, 3);                   // chroma_format, low_delay
+        if (br_get(&b, 1)) {             // vbv_parameters: 79 bits
+            br_get(&b, 16); br_get(&b, 16); br_get(&b, 16); br_get(&b, 3);
+            br_get(&b, 12); br_get(&b, 16);
+        }
+    }
+    int shape = br_get(&b, 2);
+    if (shape == 3 && verid != 1) br_get(&b, 4);
+    if (!br_get(&b, 1)) return 0;        // marker
+    unsigned res = br_get(&b, 16);
+    if (!br_get(&b, 1) || br_over(&b) || res == 0) return 0;
+    int bits = 1;
+    while ((1u << bits) < res) bits++;
+    return bits;
+}
+
+// Scan a packet (or codec_data) for VOL and VOP headers.  Returns the VOP_* type of the packet's
+// picture: VOP_NONE when it holds no VOP, VOP_NOT_CODED for an N-VOP (nothing shown); marks the
+// stream packed when a packet holds several coded VOPs (ix_run also when the parser split one
+// chunk into packets of the same time).  (DivX's "p" user-data marker is no proof:
+// ffmpeg's mpeg4_unpack_bframes leaves it in some packets of the streams it unpacks.)
+static int m4v_scan(m4v_state *m, const uint8_t *p, size_t n) {
+    int type = VOP_NONE, vops = 0;
+    for (size_t i = 0; i + 4 <= n; i++) {
+        if (p[i] || p[i + 1] || p[i + 2] != 1) continue;
+        uint8_t code = p[i + 3];
+        if (code >= 0x20 && code <= 0x2f) {
+            int bits = m4v_vol_vti_bits(p + i + 4, n - i - 4);
+            if (bits) m->vti_bits = bits;
+        } else if (code == 0xb6) {
+            bitreader b = {p + i + 4, n - i - 4, 0};
+            int t = br_get(&b, 2);
+            int coded = 1;
+            if (m->vti_bits) {
+                while (br_get(&b, 1) && !br_over(&b)) {} // modulo_time_base
+                br_get(&b, 1);                            // marker
+                br_get(&b, m->vti_bits);                  // vop_time_increment
+                br_get(&b, 1);                            // marker
+                coded = br_get(&b, 1);
+            }
+            if (br_over(&b)) continue;
+            if (!coded) {
+                if (type == VOP_NONE) type = VOP_NOT_CODED;
+                continue;
+            }
+            if (++vops > 1) m->packed = 1;
+            type = t;
+            i += 4;
+        }
+    }
+    return type;
 }
 
 // Run source -> (parsebin | decodebin) -> appsink; record up to max_samples samples (0 = all).
@@ -392,6 +499,36 @@ static int ix_run(vm_decoder *d, int decode, int64_t max_samples, ix_result *r, 
                     r->pts[r->n] = GST_BUFFER_PTS_IS_VALID(b) ? (int64_t)GST_BUFFER_PTS(b) : -1;
                     r->dts[r->n] = GST_BUFFER_DTS_IS_VALID(b) ? (int64_t)GST_BUFFER_DTS(b) : -1;
                     r->key[r->n] = !GST_BUFFER_FLAG_IS_SET(b, GST_BUFFER_FLAG_DELTA_UNIT);
+                    if (!decode && r->n == 0 && is_m4v_caps(r->caps)) {
+                        r->m4v.active = 1;
+                        const GValue *v = gst_structure_get_value(gst_caps_get_structure(r->caps, 0), "codec_data");
+                        GstBuffer *cd = v && G_VALUE_HOLDS(v, GST_TYPE_BUFFER) ? gst_value_get_buffer(v) : NULL;
+                        GstMapInfo m;
+                        if (cd && gst_buffer_map(cd, &m, GST_MAP_READ)) {
+                            m4v_scan(&r->m4v, m.data, m.size);
+                            gst_buffer_unmap(cd, &m);
+                        }
+                    }
+                    if (r->m4v.active) {
+                        uint8_t *nv = realloc(r->vop, r->cap);
+                        if (!nv) {
+                            gst_sample_unref(s);
+                            rc = vm_fail(err, VM_ENOMEM, "%s: index of %lld frames", d->name, (long long)r->n);
+                            break;
+                        }
+                        r->vop = nv;
+                        GstMapInfo m;
+                        r->vop[r->n] = VOP_NONE;
+                        if (gst_buffer_map(b, &m, GST_MAP_READ)) {
+                            r->vop[r->n] = m4v_scan(&r->m4v, m.data, m.size);
+                            gst_buffer_unmap(b, &m);
+                        }
+                        if (r->vop[r->n] == VOP_B) r->m4v.bvops++;
+                        // mpeg4videoparse splits some packed chunks: two packets, one chunk time.
+                        if (r->n && r->dts[r->n] >= 0 && r->dts[r->n] == r->dts[r->n - 1] &&
+                            r->vop[r->n] <= VOP_S && r->vop[r->n - 1] <= VOP_S)
+                            r->m4v.packed = 1;
+                    }
                     r->n++;
                 }
                 gst_sample_unref(s);
@@ -578,6 +715,90 @@ static int index_from_decode(vm_decoder *d, const ix_result *r) {
     return 0;
 }
 
+// MPEG-4 Part 2 with B-VOPs in a container that gives no PTS (AVI): GStreamer's decoder then
+// invents timestamps that repeat, and shift after a seek, so they cannot identify a picture.  The
+// order can: display order follows from decode order and the VOP types (a B-VOP shows at once, an
+// I/P/S-VOP when the next one arrives; an N-VOP shows nothing), frame k is the k-th picture shown,
+// at k frame durations (AVI is constant-rate).  After a seek to a keyframe, libavcodec drops the
+// B-VOPs that reference the previous GOP (they show before the I-VOP), so the first picture out is
+// the keyframe's and the following ones come in order: read_one counts them (see ord_probe).
+// `decoded` is the number of pictures a full decode gave; the index must agree.  Returns 0 or an
+// error.
+static int index_from_vops(vm_decoder *d, const ix_result *r, int64_t decoded, vm_error *err) {
+    int64_t n = r->n, count = 0, pend = -1;
+    int64_t *disp = malloc((n + 1) * sizeof *disp);
+    if (!disp) return vm_fail(err, VM_ENOMEM, "%s: index of %lld packets", d->name, (long long)n);
+    for (int64_t i = 0; i < n; i++) {
+        disp[i] = -1;
+        int t = r->vop[i];
+        if (t == VOP_B) {
+            disp[i] = count++;
+        } else if (t == VOP_I || t == VOP_P || t == VOP_S) {
+            if (pend >= 0) disp[pend] = count++;
+            pend = i;
+        }
+    }
+    if (pend >= 0) disp[pend] = count++;
+    if (count != decoded || count == 0) {
+        free(disp);
+        return vm_fail(err, VM_EUNSUPPORTED, "%s: MPEG-4 Part 2 with B-frames and no timestamps: the VOP headers give "
+                       "%lld pictures, a full decode %lld: frame-accurate access impossible", d->name,
+                       (long long)count, (long long)decoded);
+    }
+    // Frame duration: the caps' frame rate, else the smallest gap between packets.
+    int fn = 0, fd = 1;
+    int64_t gap = INT64_MAX;
+    if (!r->caps || !gst_structure_get_fraction(gst_caps_get_structure(r->caps, 0), "framerate", &fn, &fd) ||
+        fn <= 0 || fd <= 0) {
+        fn = 0;
+        for (int64_t i = 1; i < n; i++)
+            if (r->dts[i] > r->dts[i - 1] && r->dts[i] - r->dts[i - 1] < gap) gap = r->dts[i] - r->dts[i - 1];
+    }
+    int64_t t0 = -1;
+    for (int64_t i = 0; i < n && t0 < 0; i++) t0 = r->dts[i];
+    if (t0 < 0 || (!fn && gap == INT64_MAX)) {
+        free(disp);
+        return vm_fail(err, VM_EUNSUPPORTED, "%s: MPEG-4 Part 2 with B-frames: packets carry neither PTS nor DTS: "
+                       "frame-accurate access impossible", d->name);
+    }
+    d->info.frames = count;
+    d->pts = malloc(count * sizeof *d->pts);
+    d->key = calloc(count, 1);
+    d->from = malloc(count * sizeof *d->from);
+    d->seekt = malloc(count * sizeof *d->seekt);
+    if (!d->pts || !d->key || !d->from || !d->seekt) {
+        free(disp);
+        return vm_fail(err, VM_ENOMEM, "%s: index of %lld frames", d->name, (long long)count);
+    }
+    for (int64_t k = 0; k < count; k++) {
+        d->pts[k] = fn ? (int64_t)gst_util_uint64_scale(k, (guint64)fd * GST_SECOND, fn) : k * gap;
+        d->seekt[k] = -1;
+    }
+    int64_t kcur = -1, kprev = -1; // display indices of the last two keyframes in decode order
+    for (int64_t i = 0; i < n; i++) {
+        if (r->key[i] && r->vop[i] == VOP_I && disp[i] >= 0 && r->dts[i] >= 0) {
+            // The middle of the packet's slot: a seek there snaps to this packet, however the
+            // demuxer rounds its own times (29.97 fps: 934266666 here, ...667 in avidemux).
+            d->key[disp[i]] = 1;
+            d->seekt[disp[i]] = r->dts[i] + (i + 1 < n && r->dts[i + 1] > r->dts[i] ? (r->dts[i + 1] - r->dts[i]) / 2 : 0);
+            kprev = kcur;
+            kcur = disp[i];
+        }
+        if (disp[i] < 0) continue;
+        // A B-VOP shown before the keyframe that precedes it in decode order references the
+        // previous GOP: decoding must start at the keyframe before.
+        int64_t f = kcur < 0 ? 0 : disp[i] >= kcur ? kcur : kprev >= 0 ? kprev : 0;
+        d->from[disp[i]] = f;
+    }
+    free(disp);
+    if (!d->key[0]) { d->key[0] = 1; d->seekt[0] = t0; } // decoding from the start of the file
+    for (int64_t k = 0; k < count; k++)
+        if (d->from[k] > k || !d->key[d->from[k]]) d->from[k] = 0;
+    d->off = 0;
+    d->ordinal = 1;
+    return 0;
+}
+
 static void set_tolerance(vm_decoder *d) {
     int64_t gap = INT64_MAX;
     for (int64_t i = 1; i < d->info.frames; i++)
@@ -600,13 +821,13 @@ static int64_t match_pts(const vm_decoder *d, int64_t t) {
 
 // ---- index cache ------------------------------------------------------------------------------
 // File: header | path bytes | pts[frames] int64 | from[frames] int64 | key[frames] uint8 |
-// bad[frames] uint8.  Native byte order
+// bad[frames] uint8 | (ordinal only) seekt[frames] int64.  Native byte order
 // (a cache is local to a machine).  Keyed by path, size and mtime through the file name and the
 // header; anything that does not match is rebuilt.
 typedef struct {
     char magic[8];
     int64_t size, mtime_ns, frames, duration_ns, off;
-    int32_t width, height, rotation, flip, path_len;
+    int32_t width, height, rotation, flip, path_len, ordinal;
     char codec[64], container[64], source[16];
 } cache_header;
 
@@ -629,6 +850,9 @@ static void index_free(vm_decoder *d) {
     free(d->key);
     free(d->from);
     free(d->bad);
+    free(d->seekt);
+    d->seekt = NULL;
+    d->ordinal = 0;
     d->pts = NULL;
     d->key = NULL;
     d->from = NULL;
@@ -660,6 +884,12 @@ static int cache_load(vm_decoder *d) {
              fread(d->key, 1, h.frames, fp) == (size_t)h.frames;
         d->bad = ok ? malloc(h.frames) : NULL;
         ok = ok && d->bad && fread(d->bad, 1, h.frames, fp) == (size_t)h.frames;
+        if (ok && h.ordinal) {
+            d->seekt = malloc(h.frames * sizeof *d->seekt);
+            ok = d->seekt && fread(d->seekt, sizeof *d->seekt, h.frames, fp) == (size_t)h.frames;
+            for (int64_t i = 0; ok && i < h.frames; i++) ok = !d->key[i] || d->seekt[i] >= 0;
+            for (int64_t i = 0; ok && i < h.frames; i++) ok = d->key[d->from[i]];
+        }
         for (int64_t i = 1; ok && i < h.frames; i++) ok = d->pts[i] > d->pts[i - 1];
         for (int64_t i = 0; ok && i < h.frames; i++) ok = d->from[i] >= 0 && d->from[i] <= i;
     }
@@ -670,6 +900,7 @@ static int cache_load(vm_decoder *d) {
     }
     h.codec[63] = h.container[63] = h.source[15] = 0;
     d->info.frames = h.frames;
+    d->ordinal = h.ordinal != 0;
     d->off = h.off;
     d->info.duration_ns = h.duration_ns;
     d->info.width = h.width;
@@ -702,10 +933,11 @@ static void cache_store(const vm_decoder *d) {
     h.rotation = d->info.rotation;
     h.flip = d->info.flip;
     h.path_len = strlen(d->path);
+    h.ordinal = d->ordinal;
     snprintf(h.codec, sizeof h.codec, "%s", d->info.codec);
     snprintf(h.container, sizeof h.container, "%s", d->info.container);
     snprintf(h.source, sizeof h.source, "%s", d->source);
-    size_t size = sizeof h + h.path_len + h.frames * 18;
+    size_t size = sizeof h + h.path_len + h.frames * (d->ordinal ? 26 : 18);
     char *buf = malloc(size);
     if (!buf) return;
     char *p = buf;
@@ -716,6 +948,8 @@ static void cache_store(const vm_decoder *d) {
     memcpy(p, d->key, h.frames), p += h.frames;
     if (d->bad) memcpy(p, d->bad, h.frames);
     else memset(p, 0, h.frames);
+    p += h.frames;
+    if (d->ordinal) memcpy(p, d->seekt, h.frames * 8);
     vm_write_file_atomic(fn, buf, size, NULL);
     free(buf);
 }
@@ -776,6 +1010,15 @@ static int build_index(vm_decoder *d, vm_error *err) {
     // Decode the head: where does decoding really start (a damaged first keyframe yields nothing),
     // and the display size of the decoded pictures.
     int usable = index_from_packets(d, &pr) == 0;
+    // MPEG-4 Part 2 with B-VOPs and packets without PTS (AVI): indexed by order (index_from_vops).
+    int ordinal = 0;
+    if (!usable && pr.m4v.active && (pr.m4v.bvops || pr.m4v.packed))
+        for (int64_t i = 0; i < pr.n && !ordinal; i++) ordinal = pr.pts[i] < 0;
+    if (ordinal && pr.m4v.packed) {
+        ix_result_free(&pr);
+        return vm_fail(err, VM_EUNSUPPORTED, "%s: MPEG-4 Part 2 packed bitstream (DivX: several VOPs per AVI chunk) "
+                       "with B-frames is not supported: unpack it with ffmpeg -bsf:v mpeg4_unpack_bframes", d->name);
+    }
     rc = ix_run(d, 1, usable ? HEAD_FRAMES : 0, &dr, err);
     if (rc) { ix_result_free(&pr); return rc; }
     if (dr.n == 0) {
@@ -823,9 +1066,16 @@ static int build_index(vm_decoder *d, vm_error *err) {
         snprintf(d->source, sizeof d->source, "parse");
     } else { // full decode pass: exact by construction, costs a decode
         index_free(d);
-        ix_result_free(&dr);
-        if ((rc = ix_run(d, 1, 0, &dr, err))) { ix_result_free(&pr); return rc; }
-        if (index_from_decode(d, &dr)) {
+        if (!ordinal) { // (an ordinal stream's head decode above was already a full one)
+            ix_result_free(&dr);
+            if ((rc = ix_run(d, 1, 0, &dr, err))) { ix_result_free(&pr); return rc; }
+        }
+        if (ordinal) {
+            rc = index_from_vops(d, &pr, dr.n, err);
+            ix_result_free(&pr);
+            ix_result_free(&dr);
+            if (rc) return rc;
+        } else if (index_from_decode(d, &dr)) {
             ix_result_free(&pr);
             ix_result_free(&dr);
             return vm_fail(err, VM_EUNSUPPORTED, "%s: decoded pictures carry no usable timestamps (missing or "
@@ -953,9 +1203,20 @@ int64_t vm_decoder_frame_at(const vm_decoder *d, int64_t t) {
 // ---- decode pipeline --------------------------------------------------------------------------
 // Drop decoded pictures before the next wanted one before they reach the converter: skipped
 // frames cost their decode only, never a colour conversion or scale.
+// An ordinal stream (see index_from_vops): the n-th picture since the last seek to keyframe f is
+// frame f + n, whatever GStreamer stamped on it; it is stamped here with that frame's index PTS,
+// so that everything downstream (and read_one) identifies it as for any other stream.
 static GstPadProbeReturn want_probe(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
     vm_decoder *d = data;
     GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER(info);
+    if (d->ordinal && b) {
+        int64_t k = __atomic_fetch_add(&d->ord_next, 1, __ATOMIC_RELAXED);
+        b = gst_buffer_make_writable(b);
+        GST_PAD_PROBE_INFO_DATA(info) = b;
+        GST_BUFFER_PTS(b) = k < d->info.frames ? (GstClockTime)(d->pts[k] + d->off) : GST_CLOCK_TIME_NONE;
+        GST_BUFFER_DTS(b) = GST_CLOCK_TIME_NONE;
+        GST_BUFFER_DURATION(b) = GST_CLOCK_TIME_NONE;
+    }
     int64_t want = __atomic_load_n(&d->want_pts, __ATOMIC_RELAXED);
     if (b && GST_BUFFER_PTS_IS_VALID(b) && (int64_t)GST_BUFFER_PTS(b) - d->off + d->tol < want)
         return GST_PAD_PROBE_DROP;
@@ -967,6 +1228,11 @@ static GstPadProbeReturn want_probe(GstPad *pad, GstPadProbeInfo *info, gpointer
 // our RGB is the RGB every other tool gives for the same file.
 static GstPadProbeReturn caps_probe(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
     GstEvent *ev = GST_PAD_PROBE_INFO_EVENT(info);
+    if (GST_EVENT_TYPE(ev) == GST_EVENT_FLUSH_STOP) { // a seek: count from its keyframe (want_probe)
+        vm_decoder *d = data;
+        __atomic_store_n(&d->ord_next, __atomic_load_n(&d->ord_base, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+        return GST_PAD_PROBE_OK;
+    }
     if (GST_EVENT_TYPE(ev) != GST_EVENT_CAPS) return GST_PAD_PROBE_OK;
     GstCaps *caps = NULL;
     gst_event_parse_caps(ev, &caps);
@@ -1160,8 +1426,9 @@ static int build_pipeline(vm_decoder *d, vm_error *err) {
     g_signal_connect(d->pipe, "deep-element-added", G_CALLBACK(deep_element_added), d);
     GstPad *sp = gst_element_get_static_pad(d->conv, "sink");
     gst_pad_add_probe(sp, GST_PAD_PROBE_TYPE_BUFFER, want_probe, d, NULL);
-    gst_pad_add_probe(sp, GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM, caps_probe, d, NULL);
+    gst_pad_add_probe(sp, GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM | GST_PAD_PROBE_TYPE_EVENT_FLUSH, caps_probe, d, NULL);
     gst_object_unref(sp);
+    d->ord_next = d->ord_base = 0;
     d->bus = gst_element_get_bus(d->pipe);
     __atomic_store_n(&d->want_pts, d->pts[0], __ATOMIC_RELAXED);
     gst_element_set_state(d->pipe, GST_STATE_PAUSED);
@@ -1172,13 +1439,20 @@ static int build_pipeline(vm_decoder *d, vm_error *err) {
     return 0;
 }
 
-static int do_seek(vm_decoder *d, int64_t t, vm_error *err) {
+// Seek so that decoding starts at keyframe `from`.
+static int do_seek(vm_decoder *d, int64_t from, vm_error *err) {
     // ACCURATE: the demuxer starts at the keyframe before t and the decoder clips what precedes t.
-    if (!gst_element_seek(d->pipe, 1.0, GST_FORMAT_TIME, GST_SEEK_FLAG_FLUSH | GST_SEEK_FLAG_ACCURATE,
+    // An ordinal stream seeks to its keyframe's own packet, with no clipping by GStreamer's times:
+    // the pictures after the flush are counted from that keyframe (want_probe).
+    int64_t t = d->ordinal ? d->seekt[from] : d->pts[from];
+    __atomic_store_n(&d->ord_base, from, __ATOMIC_RELAXED);
+    GstSeekFlags fl = GST_SEEK_FLAG_FLUSH | (d->ordinal ? GST_SEEK_FLAG_KEY_UNIT | GST_SEEK_FLAG_SNAP_BEFORE
+                                                        : GST_SEEK_FLAG_ACCURATE);
+    if (!gst_element_seek(d->pipe, 1.0, GST_FORMAT_TIME, fl,
                           GST_SEEK_TYPE_SET, t > 0 ? t : 0, GST_SEEK_TYPE_NONE, GST_CLOCK_TIME_NONE))
         return vm_fail(err, VM_EUNSUPPORTED, "%s: seek to %.3f s refused (stream not seekable)", d->name, t / 1e9);
     d->st.seeks++;
-    d->clean_start = t <= d->pts[0];
+    d->clean_start = d->ordinal ? from == 0 : t <= d->pts[0];
     vm_debug("%s: seek to %.3f s", d->name, t / 1e9);
     d->pos = -1;
     if (!d->playing) {
@@ -1299,7 +1573,7 @@ static int read_one(vm_decoder *d, int64_t i, uint8_t *dst, int64_t *pts_out, vm
     int64_t from = d->from[i];
     // Decoding forward costs i - pos pictures, a seek about i - from + SEEK_COST_FRAMES.
     if (d->pos < 0 || i < d->pos || from > d->pos + SEEK_COST_FRAMES)
-        if ((rc = do_seek(d, d->pts[from], err))) return rc;
+        if ((rc = do_seek(d, from, err))) return rc;
     if (!d->playing) {
         gst_element_set_state(d->pipe, GST_STATE_PLAYING);
         d->playing = 1;
@@ -1316,7 +1590,7 @@ static int read_one(vm_decoder *d, int64_t i, uint8_t *dst, int64_t *pts_out, vm
             int64_t t = -1;
             if (b && GST_BUFFER_PTS_IS_VALID(b)) {
                 t = (int64_t)GST_BUFFER_PTS(b) - d->off;
-                if (sg && sg->format == GST_FORMAT_TIME) t = (int64_t)GST_BUFFER_PTS(b) - ((int64_t)sg->start - (int64_t)sg->time);
+                if (sg && sg->format == GST_FORMAT_TIME && !d->ordinal) t = (int64_t)GST_BUFFER_PTS(b) - ((int64_t)sg->start - (int64_t)sg->time);
             }
             j = t >= 0 || (b && GST_BUFFER_PTS_IS_VALID(b)) ? match_pts(d, t) : -1;
             if (j < 0) {
@@ -1360,7 +1634,7 @@ static int read_one(vm_decoder *d, int64_t i, uint8_t *dst, int64_t *pts_out, vm
             for (int64_t q = bad; q < d->info.frames && d->from[q] >= bad; q++)
                 if (d->from[q] == bad) d->from[q] = from;
         }
-        if ((rc = do_seek(d, d->pts[from], err))) return rc;
+        if ((rc = do_seek(d, from, err))) return rc;
     }
 }
 

@@ -34,8 +34,16 @@
 // or damaged file fails at once (the demuxer's stopped task is checked, as its error message can be
 // dropped by decodebin/parsebin), never after the timeout, which is for sources that stall.
 //
-// Limits: B-frames in AVI (no PTS in the container; GStreamer then repeats timestamps) are refused
-// at open (VM_EUNSUPPORTED); at a damaged start where the decoder drops pictures and repeats
+// MPEG-4 Part 2 (Xvid/DivX, "ASP") with B-frames in AVI, as in UCF-101 and HMDB-51: AVI gives no
+// PTS for reordered frames and GStreamer then repeats and shifts timestamps, so such a stream is
+// indexed by order instead: display order from decode order and the VOP types (parse pass), checked
+// against the picture count of a full decode (index_source "decode"); frame k is at k / fps, and a
+// read counts the pictures after a seek to a keyframe rather than matching timestamps.
+//
+// Limits: DivX "packed bitstream" (several VOPs in one AVI chunk) with B-frames is refused at open
+// (VM_EUNSUPPORTED; unpack it with ffmpeg -bsf:v mpeg4_unpack_bframes), and so are other codecs
+// with B-frames in AVI (e.g. H.264) whose decoded timestamps repeat; in an MPEG-4 B-frame AVI, zero-size
+// "dropped frame" chunks take no time slot (frame k stays at k / fps); at a damaged start where the decoder drops pictures and repeats
 // timestamps, the frames that cannot be identified are refused (vm_video_info.unreadable_at).
 // The orientation is what GStreamer reports: GStreamer 1.22's qtdemux maps 7 of the 8 MP4 matrices
 // and gives no tag for (0 -1; -1 0) (ffmpeg's flip-rotate-90, transverse), nor for any matrix with
