@@ -312,7 +312,8 @@ enum { VOP_I = 0, VOP_P = 1, VOP_B = 2, VOP_S = 3, VOP_NOT_CODED = 4, VOP_NONE =
 typedef struct {
     int active;               // the stream is MPEG-4 Part 2
     int vti_bits;             // bits of vop_time_increment (from the VOL header), 0 = not seen yet
-    int packed;               // a packet with several coded VOPs (DivX packed bitstream)
+    int packed;               // DivX packed bitstream seen (see m4v_scan)
+    int multi;                // a packet with several coded VOPs (a chunk the parser did not split)
     int bvops;                // B-VOPs seen
 } m4v_state;
 
@@ -390,9 +391,14 @@ static int m4v_vol_vti_bits(const uint8_t *p, size_t n) {
 
 // Scan a packet (or codec_data) for VOL and VOP headers.  Returns the VOP_* type of the packet's
 // picture: VOP_NONE when it holds no VOP, VOP_NOT_CODED for an N-VOP (nothing shown); marks the
-// stream packed when a packet holds several coded VOPs (ix_run also when the parser split one
-// chunk into packets of the same time).  (DivX's "p" user-data marker is no proof:
-// ffmpeg's mpeg4_unpack_bframes leaves it in some packets of the streams it unpacks.)
+// stream multi (and packed) when a packet holds several coded VOPs.  DivX packed bitstream (an
+// anchor and the B-VOP shown before it in one AVI chunk, an N-VOP placeholder chunk later):
+// mpeg4videoparse splits such chunks into one packet per VOP (the second one stamped with the next
+// chunk's time: ix_run marks the stream packed when two coded packets share a time), in the parse
+// pass and before the decoder alike, so the packets are the VOPs in bitstream order and the display
+// order rule of index_from_vops applies to them as to unpacked streams.  (DivX's "p" user-data
+// marker is no proof: ffmpeg's mpeg4_unpack_bframes leaves it in some packets of the streams it
+// unpacks.)
 static int m4v_scan(m4v_state *m, const uint8_t *p, size_t n) {
     int type = VOP_NONE, vops = 0;
     for (size_t i = 0; i + 4 <= n; i++) {
@@ -417,7 +423,7 @@ static int m4v_scan(m4v_state *m, const uint8_t *p, size_t n) {
                 if (type == VOP_NONE) type = VOP_NOT_CODED;
                 continue;
             }
-            if (++vops > 1) m->packed = 1;
+            if (++vops > 1) m->multi = m->packed = 1;
             type = t;
             i += 4;
         }
@@ -524,7 +530,7 @@ static int ix_run(vm_decoder *d, int decode, int64_t max_samples, ix_result *r, 
                             gst_buffer_unmap(b, &m);
                         }
                         if (r->vop[r->n] == VOP_B) r->m4v.bvops++;
-                        // mpeg4videoparse splits some packed chunks: two packets, one chunk time.
+                        // mpeg4videoparse splits packed chunks: two packets, one chunk time.
                         if (r->n && r->dts[r->n] >= 0 && r->dts[r->n] == r->dts[r->n - 1] &&
                             r->vop[r->n] <= VOP_S && r->vop[r->n - 1] <= VOP_S)
                             r->m4v.packed = 1;
@@ -721,7 +727,10 @@ static int index_from_decode(vm_decoder *d, const ix_result *r) {
 // I/P/S-VOP when the next one arrives; an N-VOP shows nothing), frame k is the k-th picture shown,
 // at k frame durations (AVI is constant-rate).  After a seek to a keyframe, libavcodec drops the
 // B-VOPs that reference the previous GOP (they show before the I-VOP), so the first picture out is
-// the keyframe's and the following ones come in order: read_one counts them (see ord_probe).
+// the keyframe's and the following ones come in order: read_one counts them (see want_probe).
+// Packed bitstream needs nothing more: its packets, as the parser splits them, are the VOPs in
+// bitstream order (m4v_scan); the B packed with an I-VOP shows before it and is dropped after a seek
+// like any leading B, and its N-VOP placeholders show nothing.
 // `decoded` is the number of pictures a full decode gave; the index must agree.  Returns 0 or an
 // error.
 static int index_from_vops(vm_decoder *d, const ix_result *r, int64_t decoded, vm_error *err) {
@@ -742,8 +751,9 @@ static int index_from_vops(vm_decoder *d, const ix_result *r, int64_t decoded, v
     if (count != decoded || count == 0) {
         free(disp);
         return vm_fail(err, VM_EUNSUPPORTED, "%s: MPEG-4 Part 2 with B-frames and no timestamps: the VOP headers give "
-                       "%lld pictures, a full decode %lld: frame-accurate access impossible", d->name,
-                       (long long)count, (long long)decoded);
+                       "%lld pictures, a full decode %lld: frame-accurate access impossible%s", d->name,
+                       (long long)count, (long long)decoded,
+                       r->m4v.packed ? " (packed bitstream: unpack it with ffmpeg -bsf:v mpeg4_unpack_bframes)" : "");
     }
     // Frame duration: the caps' frame rate, else the smallest gap between packets.
     int fn = 0, fd = 1;
@@ -1014,10 +1024,14 @@ static int build_index(vm_decoder *d, vm_error *err) {
     int ordinal = 0;
     if (!usable && pr.m4v.active && (pr.m4v.bvops || pr.m4v.packed))
         for (int64_t i = 0; i < pr.n && !ordinal; i++) ordinal = pr.pts[i] < 0;
-    if (ordinal && pr.m4v.packed) {
+    // Packed bitstream is indexed like the rest once the parser has split it into one packet per
+    // VOP; a chunk left whole would have libavcodec hold its second VOP back and decode it in the
+    // next packet's place (its packed-bitstream path), which the index does not model.
+    if (ordinal && pr.m4v.multi) {
         ix_result_free(&pr);
         return vm_fail(err, VM_EUNSUPPORTED, "%s: MPEG-4 Part 2 packed bitstream (DivX: several VOPs per AVI chunk) "
-                       "with B-frames is not supported: unpack it with ffmpeg -bsf:v mpeg4_unpack_bframes", d->name);
+                       "with B-frames that the parser does not split is not supported: unpack it with ffmpeg "
+                       "-bsf:v mpeg4_unpack_bframes", d->name);
     }
     rc = ix_run(d, 1, usable ? HEAD_FRAMES : 0, &dr, err);
     if (rc) { ix_result_free(&pr); return rc; }

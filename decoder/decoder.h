@@ -38,13 +38,20 @@
 // PTS for reordered frames and GStreamer then repeats and shifts timestamps, so such a stream is
 // indexed by order instead: display order from decode order and the VOP types (parse pass), checked
 // against the picture count of a full decode (index_source "decode"); frame k is at k / fps, and a
-// read counts the pictures after a seek to a keyframe rather than matching timestamps.
+// read counts the pictures after a seek to a keyframe rather than matching timestamps.  DivX/Xvid
+// "packed bitstream" (what ffmpeg's libxvid writes to AVI: an anchor VOP and the B-VOP shown before
+// it in one chunk, an N-VOP placeholder chunk later) is read the same way: GStreamer's parser splits
+// the chunks into one packet per VOP, every coded VOP is a picture and an N-VOP none.  Where such a
+// file ends on a packed chunk with no N-VOP after it, we show one picture more than ffmpeg, whose
+// decoder (and mpeg4_unpack_bframes) loses the next to last one.
 //
-// Limits: DivX "packed bitstream" (several VOPs in one AVI chunk) with B-frames is refused at open
-// (VM_EUNSUPPORTED; unpack it with ffmpeg -bsf:v mpeg4_unpack_bframes), and so are other codecs
-// with B-frames in AVI (e.g. H.264) whose decoded timestamps repeat; in an MPEG-4 B-frame AVI, zero-size
-// "dropped frame" chunks take no time slot (frame k stays at k / fps); at a damaged start where the decoder drops pictures and repeats
-// timestamps, the frames that cannot be identified are refused (vm_video_info.unreadable_at).
+// Limits: packed bitstream whose chunks the parser leaves whole (several coded VOPs in one packet)
+// is refused at open (VM_EUNSUPPORTED; unpack it with ffmpeg -bsf:v mpeg4_unpack_bframes), as is an
+// MPEG-4 B-frame AVI whose VOP headers and full decode disagree on the picture count, and so are other
+// codecs with B-frames in AVI (e.g. H.264) whose decoded timestamps repeat; in an MPEG-4 B-frame AVI,
+// zero-size "dropped frame" chunks take no time slot (frame k stays at k / fps); at a damaged start
+// where the decoder drops pictures and repeats timestamps, the frames that cannot be identified are
+// refused (vm_video_info.unreadable_at).
 // The orientation is what GStreamer reports: GStreamer 1.22's qtdemux maps 7 of the 8 MP4 matrices
 // and gives no tag for (0 -1; -1 0) (ffmpeg's flip-rotate-90, transverse), nor for any matrix with
 // scale or shear, so those files come out as stored (rotation 0, flip 0).

@@ -213,11 +213,9 @@ static void gen_ball(const char *path, int frames, int bframes, int gop) {
     CHECK(ok, "encoding %s", path);
 }
 
-static void check_ball(int frames, int bframes, int gop) {
-    char path[1100];
-    snprintf(path, sizeof path, "%s/ball_b%d_g%d_%d.avi", vt_tmpdir(), bframes, gop, frames);
-    gst_init(NULL, NULL);
-    gen_ball(path, frames, bframes, gop);
+// Random, repeated and sorted-batch reads of `path` (`frames` pictures, all different) against a
+// sequential read, with a fresh index and then from the cache.
+static void check_random_access(const char *path, int frames, uint64_t seed) {
     vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
     vm_error err = {0};
     vm_decoder *d = vm_decoder_open(path, &o, &err);
@@ -235,7 +233,7 @@ static void check_ball(int frames, int bframes, int gop) {
         for (int j = i + 1; j < frames; j++)
             CHECK(memcmp(ref + fsz * i, ref + fsz * j, fsz), "%s: frames %d and %d are the same picture", path, i, j);
     vm_rng rng;
-    vm_rng_init(&rng, 99, (uint64_t)(frames * 31 + bframes * 7 + gop));
+    vm_rng_init(&rng, 99, seed);
     for (int pass = 0; pass < 2; pass++) { // the second pass loads the index from the cache
         vm_decoder_options oo = o;
         if (pass == 0) oo.index_cache = "off";
@@ -275,69 +273,113 @@ static void check_ball(int frames, int bframes, int gop) {
     free(dst);
 }
 
+static void check_ball(int frames, int bframes, int gop) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/ball_b%d_g%d_%d.avi", vt_tmpdir(), bframes, gop, frames);
+    gst_init(NULL, NULL);
+    gen_ball(path, frames, bframes, gop);
+    check_random_access(path, frames, (uint64_t)(frames * 31 + bframes * 7 + gop));
+}
+
 TEST(mpeg4_bframes_avi_ball_random_access) {
     check_ball(100, 2, 12);
     check_ball(77, 1, 9);
     check_ball(53, 2, 5);
 }
 
-// Xvid as ffmpeg's libxvid writes it to AVI: packed bitstream (a P- and a B-VOP in one chunk, an
-// N-VOP placeholder in the next), refused with the way out; unpacked as the message says, every
-// frame matches ffmpeg's decode of the same file (an independent reference: a shift by one frame
-// of a moving picture would fall far below the threshold).
 static int have_tool(const char *name) {
     char cmd[256];
     snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", name);
     return system(cmd) == 0;
 }
 
-TEST(mpeg4_xvid_packed_refused_unpacked_matches_ffmpeg) {
-    if (!have_tool("ffmpeg")) SKIP("ffmpeg not installed");
-    char packed[1100], unpacked[1100], raw[1100], cmd[4000];
-    snprintf(packed, sizeof packed, "%s/xvid_packed.avi", vt_tmpdir());
-    snprintf(unpacked, sizeof unpacked, "%s/xvid_unpacked.avi", vt_tmpdir());
-    snprintf(raw, sizeof raw, "%s/xvid.rgb", vt_tmpdir());
-    snprintf(cmd, sizeof cmd, "ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=size=160x120:rate=25 -frames:v 77 "
-             "-c:v libxvid -bf 2 -g 20 '%s' 2>/dev/null", packed);
-    if (system(cmd) != 0) SKIP("ffmpeg without libxvid");
-    snprintf(cmd, sizeof cmd, "ffmpeg -nostdin -v error -y -i '%s' -c copy -bsf:v mpeg4_unpack_bframes '%s'", packed,
-             unpacked);
-    CHECK(system(cmd) == 0, "%s", cmd);
-    vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
-    vm_error err = {0};
-    vm_decoder *d = vm_decoder_open(packed, &o, &err);
-    if (d) vm_decoder_close(d);
-    CHECK(!d && err.code == VM_EUNSUPPORTED, "code %d: %s", err.code, err.msg);
-    CHECK(strstr(err.msg, packed) && strstr(err.msg, "packed bitstream") && strstr(err.msg, "mpeg4_unpack_bframes"),
-          "%s", err.msg);
-
-    snprintf(cmd, sizeof cmd, "ffmpeg -nostdin -v error -threads 1 -i '%s' -map 0:v:0 -fps_mode passthrough "
-             "-pix_fmt rgb24 -f rawvideo -y '%s'", unpacked, raw);
-    CHECK(system(cmd) == 0, "%s", cmd);
-    size_t rn;
-    uint8_t *ref = (uint8_t *)slurp(raw, &rn);
-    const size_t fsz = (size_t)W * H * 3;
-    d = vm_decoder_open(unpacked, &o, &err);
-    CHECK(d, "%s", err.msg);
-    const int64_t n = vm_decoder_info(d)->frames;
-    CHECK(rn == fsz * n, "%s: %lld frames, ffmpeg decodes %zu", unpacked, (long long)n, rn / fsz);
-    uint8_t *one = malloc(fsz);
-    vm_rng rng;
-    vm_rng_init(&rng, 5, 5);
-    for (int r = 0; r < 40; r++) {
-        int64_t i = r < 3 ? (int64_t)r * (n - 1) / 2 : (int64_t)(vm_rng_u32(&rng) % n);
-        CHECK_OK(vm_decoder_read_frames(d, &i, 1, &one, NULL, &err), err);
-        double se = 0;
-        for (size_t q = 0; q < fsz; q++) {
-            double e = (double)one[q] - ref[fsz * i + q];
-            se += e * e;
-        }
-        double psnr = se == 0 ? 99 : 10 * log10(255.0 * 255.0 / (se / fsz));
-        CHECK(psnr > 30, "%s: frame %lld: %.1f dB against ffmpeg's", unpacked, (long long)i, psnr);
+static double psnr_rgb(const uint8_t *a, const uint8_t *b, size_t n) {
+    double se = 0;
+    for (size_t q = 0; q < n; q++) {
+        double e = (double)a[q] - b[q];
+        se += e * e;
     }
-    free(one);
-    free(ref);
+    return se == 0 ? 99 : 10 * log10(255.0 * 255.0 / (se / n));
+}
+
+// Every frame of `path`, read in order (W x H).
+static uint8_t *read_all(const char *path, int64_t *n_out) {
+    vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
+    o.index_cache = "off";
+    vm_error err = {0};
+    vm_decoder *d = vm_decoder_open(path, &o, &err);
+    CHECK(d, "%s", err.msg);
+    CHECK(!strcmp(vm_decoder_info(d)->index_source, "decode"), "%s: %s", path, vm_decoder_info(d)->index_source);
+    const int64_t n = vm_decoder_info(d)->frames;
+    const size_t fsz = (size_t)W * H * 3;
+    uint8_t *all = malloc(fsz * n);
+    for (int64_t i = 0; i < n; i++) {
+        uint8_t *dst = all + fsz * i;
+        CHECK_OK(vm_decoder_read_frames(d, &i, 1, &dst, NULL, &err), err);
+    }
     vm_decoder_close(d);
+    *n_out = n;
+    return all;
+}
+
+// Xvid as ffmpeg's libxvid writes it to AVI: packed bitstream (an anchor and the B-VOP shown before
+// it in one chunk, an N-VOP placeholder chunk later; with an open GOP the I-VOP's chunk holds the B
+// that references the previous GOP).  Every frame matches ffmpeg's decode of the same file (an
+// independent reference: a shift by one frame of a moving picture falls far below the threshold)
+// and is byte-identical to our read of its unpacked copy (ffmpeg -bsf:v mpeg4_unpack_bframes, the
+// same VOPs one per chunk); random, repeated and batch reads match a sequential one, fresh index
+// and cached.  1 and 2 B-frames, several GOP sizes and lengths.  One exception, ffmpeg's and not
+// ours: when the file ends on a packed chunk with no N-VOP after it (libxvid's last frames),
+// libavcodec keeps that chunk's second VOP back for a packet that never comes, and both ffmpeg's
+// decode and mpeg4_unpack_bframes lose that picture (the next to last shown) where GStreamer's
+// parser splits the chunk and decodes it: then we have one frame more, the others matching.
+TEST(mpeg4_xvid_packed_matches_ffmpeg_and_unpacked) {
+    if (!have_tool("ffmpeg")) SKIP("ffmpeg not installed");
+    static const struct { int bf, gop, frames; } v[] = {
+        {2, 20, 77}, {2, 20, 78}, {1, 12, 60}, {1, 12, 61}, {2, 7, 50}, {2, 9, 64}, {1, 250, 40},
+    };
+    int equal = 0, short_by_one = 0;
+    for (size_t c = 0; c < sizeof v / sizeof v[0]; c++) {
+        char packed[1100], unpacked[1100], raw[1100], cmd[4000];
+        snprintf(packed, sizeof packed, "%s/xvid_b%d_g%d_%d.avi", vt_tmpdir(), v[c].bf, v[c].gop, v[c].frames);
+        snprintf(unpacked, sizeof unpacked, "%s/xvid_b%d_g%d_%d_unpacked.avi", vt_tmpdir(), v[c].bf, v[c].gop,
+                 v[c].frames);
+        snprintf(raw, sizeof raw, "%s/xvid.rgb", vt_tmpdir());
+        snprintf(cmd, sizeof cmd, "ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=size=%dx%d:rate=25 -frames:v %d "
+                 "-c:v libxvid -bf %d -g %d '%s' 2>/dev/null", W, H, v[c].frames, v[c].bf, v[c].gop, packed);
+        if (system(cmd) != 0) SKIP("ffmpeg without libxvid");
+        snprintf(cmd, sizeof cmd, "ffmpeg -nostdin -v error -y -i '%s' -c copy -bsf:v mpeg4_unpack_bframes '%s'",
+                 packed, unpacked);
+        CHECK(system(cmd) == 0, "%s", cmd);
+        snprintf(cmd, sizeof cmd, "ffmpeg -nostdin -v error -threads 1 -i '%s' -map 0:v:0 -fps_mode passthrough "
+                 "-pix_fmt rgb24 -f rawvideo -y '%s'", packed, raw);
+        CHECK(system(cmd) == 0, "%s", cmd);
+        size_t rn;
+        uint8_t *ref = (uint8_t *)slurp(raw, &rn);
+        const size_t fsz = (size_t)W * H * 3;
+        const int64_t nref = (int64_t)(rn / fsz);
+        int64_t n, nu;
+        uint8_t *ours = read_all(packed, &n), *unp = read_all(unpacked, &nu);
+        CHECK(nref > 1 && (n == nref || n == nref + 1), "%s: %lld frames, ffmpeg decodes %lld", packed, (long long)n,
+              (long long)nref);
+        CHECK(nu == nref, "%s: %lld frames, ffmpeg decodes %lld", unpacked, (long long)nu, (long long)nref);
+        if (n == nref) equal++;
+        else short_by_one++;
+        for (int64_t k = 0; k < n; k++) {
+            int64_t j = n == nref || k < n - 2 ? k : k == n - 1 ? nref - 1 : -1; // ffmpeg's picture k
+            if (j < 0) continue;
+            double p = psnr_rgb(ours + fsz * k, ref + fsz * j, fsz);
+            CHECK(p >= 30, "%s: frame %lld: %.1f dB against ffmpeg's", packed, (long long)k, p);
+            CHECK(!memcmp(ours + fsz * k, unp + fsz * j, fsz), "%s: frame %lld differs from frame %lld of %s",
+                  packed, (long long)k, (long long)j, unpacked);
+        }
+        free(ref);
+        free(ours);
+        free(unp);
+        check_random_access(packed, (int)n, (uint64_t)c);
+    }
+    // The plain case is in the set (with the libxvid this was written against: 3 files, 4 one more).
+    CHECK(equal >= 1, "%d files decode as many frames as ffmpeg's decode, %d one more", equal, short_by_one);
 }
 
 TEST(vfr_h264_mkv) {
