@@ -1436,7 +1436,10 @@ static int build_pipeline(vm_decoder *d, vm_error *err) {
         return vm_fail(err, VM_EUNSUPPORTED, "%s: cannot link videoconvertscale to RGB %dx%d", d->name,
                        d->info.out_width, d->info.out_height);
     g_signal_connect(dec, "pad-added", G_CALLBACK(dec_pad_added), d);
-    g_signal_connect(dec, "autoplug-select", G_CALLBACK(autoplug_select), GINT_TO_POINTER(d->opt.hw == VM_DEC_HW_OFF));
+    // An ordinal stream is read by counting pictures after a seek, which relies on libavcodec
+    // dropping the leading B-VOPs (index_from_vops): no hardware decoder for it, whatever hw says.
+    int hw_off = d->opt.hw == VM_DEC_HW_OFF || d->ordinal;
+    g_signal_connect(dec, "autoplug-select", G_CALLBACK(autoplug_select), GINT_TO_POINTER(hw_off));
     g_signal_connect(d->pipe, "deep-element-added", G_CALLBACK(deep_element_added), d);
     GstPad *sp = gst_element_get_static_pad(d->conv, "sink");
     gst_pad_add_probe(sp, GST_PAD_PROBE_TYPE_BUFFER, want_probe, d, NULL);

@@ -38,7 +38,9 @@
 // PTS for reordered frames and GStreamer then repeats and shifts timestamps, so such a stream is
 // indexed by order instead: display order from decode order and the VOP types (parse pass), checked
 // against the picture count of a full decode (index_source "decode"); frame k is at k / fps, and a
-// read counts the pictures after a seek to a keyframe rather than matching timestamps.  DivX/Xvid
+// read counts the pictures after a seek to a keyframe rather than matching timestamps (always with
+// the software decoder, whatever options.hw says: the count relies on libavcodec dropping the
+// B-VOPs that reference the GOP before the seek).  DivX/Xvid
 // "packed bitstream" (what ffmpeg's libxvid writes to AVI: an anchor VOP and the B-VOP shown before
 // it in one chunk, an N-VOP placeholder chunk later) is read the same way: GStreamer's parser splits
 // the chunks into one packet per VOP, every coded VOP is a picture and an N-VOP none.  Where such a
