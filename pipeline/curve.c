@@ -195,7 +195,9 @@ int vm_curve_keygen(vm_curve_key *out, vm_error *err) {
 
 static int write_new(const char *path, mode_t mode, const char *text, vm_error *err) {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (fd < 0) return vm_fail(err, errno == EEXIST ? VM_EINVAL : VM_EIO, "%s: %s", path, strerror(errno));
+    if (fd < 0)
+        return vm_fail(err, errno == EEXIST ? VM_EINVAL : VM_EIO, "%s: %s%s", path, strerror(errno),
+                       errno == ENOENT ? " (create its directory first)" : "");
     // The umask may only clear bits; fchmod makes the public file readable whatever it is.
     fchmod(fd, mode);
     size_t len = strlen(text), done = 0;
