@@ -300,35 +300,20 @@ int vm_curve_clients_parse(vm_curve_clients *c, const char *text, const char *or
     return 0;
 }
 
-static int has_suffix(const char *s, const char *suf) {
-    size_t n = strlen(s), m = strlen(suf);
-    return n > m && !strcmp(s + n - m, suf);
+static int is_key_file(const struct dirent *e) {
+    size_t n = strlen(e->d_name);
+    return n > 4 && !strcmp(e->d_name + n - 4, ".key");
 }
-
-static int names_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+// By name in bytes (not alphasort's locale order): the first bad file named is the same every time.
+static int names_cmp(const struct dirent **a, const struct dirent **b) { return strcmp((*a)->d_name, (*b)->d_name); }
 
 static int load_dir(vm_curve_clients *c, const char *path, vm_error *err) {
-    DIR *d = opendir(path);
-    if (!d) return vm_fail(err, VM_EIO, "%s: %s", path, strerror(errno));
-    char **names = NULL;
-    int n = 0, cap = 0, rc = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!has_suffix(e->d_name, ".key")) continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            char **nn = realloc(names, (size_t)cap * sizeof *nn);
-            if (!nn) { rc = vm_fail(err, VM_ENOMEM, "%s: out of memory", path); break; }
-            names = nn;
-        }
-        if (!(names[n] = strdup(e->d_name))) { rc = vm_fail(err, VM_ENOMEM, "%s: out of memory", path); break; }
-        n++;
-    }
-    closedir(d);
-    if (!rc) qsort(names, n, sizeof *names, names_cmp);  // the first bad file named is the same every time
+    struct dirent **names;
+    int n = scandir(path, &names, is_key_file, names_cmp), rc = 0;
+    if (n < 0) return vm_fail(err, VM_EIO, "%s: %s", path, strerror(errno));
     for (int i = 0; i < n && !rc; i++) {
         char file[4096 + 512];
-        snprintf(file, sizeof file, "%s/%s", path, names[i]);
+        snprintf(file, sizeof file, "%s/%s", path, names[i]->d_name);
         vm_curve_key k;
         if ((rc = load_key_file(file, 0, &k, err))) break;
         if (k.sec[0])  // a renamed .key_secret: refused, as a secret-key line in a clients file is

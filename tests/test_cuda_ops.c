@@ -700,6 +700,19 @@ static void check_matmul_act16(int N, int C, int OC, int with_bias, int with_din
     FREE_ALL(free, x, out, w, b, g, dw0, db0, dx, dw, db);
 }
 
+// check_matmul_act16 with a bias and dinp; with cuBLASLt on, also that the forward ran through its
+// epilogue (bf16 output and bias) once: a fallback would pass the checks on the workspace path.
+static void check_matmul_act16_epilogue(int N, int C, int OC) {
+    long runs0, fallbacks0, runs1, fallbacks1;
+    vm_backend_cuda_lt_counts(&runs0, &fallbacks0);
+    check_matmul_act16(N, C, OC, 1, 1);
+    vm_backend_cuda_lt_counts(&runs1, &fallbacks1);
+    if (vm_backend_cuda_lt())
+        CHECK(runs1 == runs0 + 1 && fallbacks1 == fallbacks0,
+              "%s: N=%d C=%d OC=%d ran %ld times through cuBLASLt and fell back %ld times (want 1 and 0)", bmode, N,
+              C, OC, runs1 - runs0, fallbacks1 - fallbacks0);
+}
+
 static void check_attention_act16(int B, int T, int C, int NH) {
     snprintf(bcase, sizeof bcase, "%s; B=%d T=%d C=%d NH=%d", bmode, B, T, C, NH);
     size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
@@ -786,27 +799,12 @@ TEST(cuda_bf16_activations) {
         for (int lt = 0; lt < 2; lt++) {
             vm_backend_cuda_set_lt(lt);
             snprintf(bmode, sizeof bmode, "%s, cuBLASLt %s", modes[m].name, vm_backend_cuda_lt() ? "on" : "off");
-            long runs0, fallbacks0, runs1, fallbacks1;
-            vm_backend_cuda_lt_counts(&runs0, &fallbacks0);
-            check_matmul_act16(96, 64, 80, 1, 1);
-            vm_backend_cuda_lt_counts(&runs1, &fallbacks1);
-            // with cuBLASLt on, the bf16 output and bias went through its epilogue (a fallback
-            // would pass the checks above on the workspace path instead)
-            if (vm_backend_cuda_lt())
-                CHECK(runs1 == runs0 + 1 && fallbacks1 == fallbacks0,
-                      "%s: N=96 C=64 OC=80 ran %ld times through cuBLASLt and fell back %ld times (want 1 and 0)",
-                      bmode, runs1 - runs0, fallbacks1 - fallbacks0);
+            check_matmul_act16_epilogue(96, 64, 80);
             check_matmul_act16(37, 50, 30, 1, 1);  // N, C, OC not multiples of 8
             check_matmul_act16(37, 50, 30, 0, 1);  // no bias
             if (m == 0 && !quick) {
                 check_matmul_act16(200, 192, 576, 1, 0);  // no dinp (first layer)
-                vm_backend_cuda_lt_counts(&runs0, &fallbacks0);
-                check_matmul_act16(50, 768, 2304, 1, 1);  // ViT-B qkv of one encoder sample
-                vm_backend_cuda_lt_counts(&runs1, &fallbacks1);
-                if (vm_backend_cuda_lt())
-                    CHECK(runs1 == runs0 + 1 && fallbacks1 == fallbacks0,
-                          "%s: N=50 C=768 OC=2304 ran %ld times through cuBLASLt, fell back %ld times", bmode,
-                          runs1 - runs0, fallbacks1 - fallbacks0);
+                check_matmul_act16_epilogue(50, 768, 2304);  // ViT-B qkv of one encoder sample
                 check_matmul_act16(101, 384, 96, 0, 1);
             }
         }

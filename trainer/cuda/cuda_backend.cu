@@ -285,17 +285,23 @@ static void lt_run(const char *op, struct lt_plan *p, void *out, const void *W, 
                                     g_cu.blas_ws, CUBLAS_WS_BYTES, g_cu.stream));
 }
 
+// The plan of this product (operands of type t, out and bias of type dt) when cuBLASLt has an
+// algorithm for it; else NULL, counted as a fallback (the caller takes the GEMM + bias path).
+static struct lt_plan *lt_plan_usable(const char *op, int N, int C, int OC, cudaDataType_t t, cudaDataType_t dt,
+                                      const void *W, const void *X, const void *out, const void *bias) {
+    struct lt_plan *p = lt_plan_get(op, N, C, OC, t, dt, compute_type(t), W, X, out, bias);
+    if (p->ok) return p;
+    g_lt_fallbacks++;
+    return NULL;
+}
+
 // out = W^T-product + bias through cuBLASLt (out and bias of type dt); 0 when no cuBLASLt algorithm
 // fits (the caller falls back).
 static int lt_matmul_bias(const char *op, void *out, cudaDataType_t dt, const void *W, const void *X, const void *bias,
                           int N, int C, int OC, cudaDataType_t t) {
-    struct lt_plan *p = lt_plan_get(op, N, C, OC, t, dt, compute_type(t), W, X, out, bias);
-    if (!p->ok) {
-        g_lt_fallbacks++;
-        return 0;
-    }
-    lt_run(op, p, out, W, X, bias);
-    return 1;
+    struct lt_plan *p = lt_plan_usable(op, N, C, OC, t, dt, W, X, out, bias);
+    if (p) lt_run(op, p, out, W, X, bias);
+    return p != NULL;
 }
 
 extern "C" void vm_backend_cuda_set_lt(int on) { g_use_lt = on && g_lt ? 1 : 0; }
@@ -361,14 +367,12 @@ void cu_matmul_forward_bf16(vm_bf16 *out, const vm_bf16 *inp, const float *weigh
     __nv_bfloat16 *b16 = bias ? (__nv_bfloat16 *)cuda_ws(&off, (size_t)OC * 2, op) : NULL;
     // (the plan is looked up before anything is launched: the fallback's workspace is carved only
     // when no cuBLASLt algorithm fits, and every carving must precede the op's launches)
-    struct lt_plan *p = b16 && g_use_lt ? lt_plan_get(op, N, C, OC, CUDA_R_16BF, CUDA_R_16BF,
-                                                      compute_type(CUDA_R_16BF), w16, inp, out, b16)
+    struct lt_plan *p = b16 && g_use_lt ? lt_plan_usable(op, N, C, OC, CUDA_R_16BF, CUDA_R_16BF, w16, inp, out, b16)
                                         : NULL;
-    if (p && !p->ok) g_lt_fallbacks++;
-    float *prod = p && p->ok ? NULL : (float *)cuda_ws(&off, total * sizeof(float), op);
+    float *prod = p ? NULL : (float *)cuda_ws(&off, total * sizeof(float), op);
     cuda_to_bf16(w16, weight, (size_t)OC * C, op);
     if (b16) cuda_to_bf16(b16, bias, OC, op);
-    if (!prod) {
+    if (p) {
         lt_run(op, p, out, w16, inp, b16);
         return;
     }
