@@ -117,11 +117,18 @@ static int run_trainer(const vm_config *cfg, int argc_orig, char **argv_orig, in
         return 2;
     }
     // The trainer gets the same --config/--set options, plus the resolved endpoint and epochs.
-    char *targv[92];  // up to 74 copied options + endpoint, epochs, resume, stop-after, curve-admit, NULL
+    // "train", the copied options (at most argc_orig), endpoint, epochs, resume, stop-after, curve-admit
+    // (two each), NULL.
+    char **targv = malloc((size_t)(argc_orig + 12) * sizeof *targv);
+    if (!targv) {
+        vm_local_curve_wipe(&lc);
+        fprintf(stderr, "vicmae run: out of memory\n");
+        return 1;
+    }
     char setep[400], setepochs[64];
     int n = 0;
     targv[n++] = "train";
-    for (int i = 1; i < argc_orig && n < 74; i++) {
+    for (int i = 1; i < argc_orig; i++) {
         if (!strcmp(argv_orig[i], "--config") || !strcmp(argv_orig[i], "--set")) {
             targv[n++] = argv_orig[i];
             if (i + 1 < argc_orig) targv[n++] = argv_orig[++i];
@@ -145,6 +152,7 @@ static int run_trainer(const vm_config *cfg, int argc_orig, char **argv_orig, in
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     pid_t trainer = vm_local_spawn(targv, 0, NULL);
+    free(targv);  // the child has its copy
     if (trainer < 0) {
         vm_local_curve_wipe(&lc);
         fprintf(stderr, "vicmae run: cannot start the trainer: %s\n", strerror(errno));

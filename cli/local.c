@@ -51,14 +51,19 @@ pid_t vm_local_spawn(char *const argv[], int quiet, const char *env) {
     char **envp = child_environ(quiet, env);
     if (!envp) return -1;
     const char *self = vm_cli_self();
-    char *args[100];  // `vicmae run` passes its trainer up to 91 arguments (cmd_run.c)
-    int n = 0;
-    args[n++] = (char *)self;
-    for (int i = 0; argv[i] && n < 99; i++) args[n++] = argv[i];
-    args[n] = NULL;
+    size_t argc = 0;
+    while (argv[argc]) argc++;
+    char **args = malloc((argc + 2) * sizeof *args);  // self, argv..., NULL
+    if (!args) {
+        free(envp);
+        return -1;
+    }
+    args[0] = (char *)self;
+    memcpy(args + 1, argv, (argc + 1) * sizeof *args);
     pid_t pid = fork();
     if (pid != 0) {
         free(envp);  // the strings are ours or the caller's
+        free(args);
         return pid;
     }
     // Own process group: the terminal's Ctrl-C reaches only `vicmae run`, which forwards it.

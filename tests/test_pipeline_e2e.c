@@ -360,3 +360,34 @@ TEST(cli_run_starts_trainer_and_workers_and_reports_a_dead_worker) {
     snprintf(cmd, sizeof cmd, "test -s %s/run/metrics.jsonl", vt_tmpdir());
     CHECK(system(cmd) == 0, "the trainer wrote no metrics.jsonl in %s/run", vt_tmpdir());
 }
+
+// `vicmae run` hands the trainer every --config/--set option it was given, however many (it once
+// kept the first 74 arguments and silently dropped the rest): the last of 50 run.out_dir settings
+// is where the trainer writes.
+TEST(cli_run_passes_every_option_to_the_trainer) {
+    alarm(120);
+    const char *b = bin();
+    const char *d = synth_dir();
+    if (access("configs/tiny.ini", R_OK)) SKIP("configs/tiny.ini not found (run from the repository root)");
+    enum { DECOYS = 50 };
+    static char sets[DECOYS + 4][800];
+    char *argv[2 * (DECOYS + 4) + 10];
+    int n = 0;
+    argv[n++] = (char *)b, argv[n++] = "run", argv[n++] = "--config", argv[n++] = "configs/tiny.ini";
+    argv[n++] = "--workers", argv[n++] = "1";
+    snprintf(sets[0], sizeof sets[0], "data.path=%s", d);
+    snprintf(sets[1], sizeof sets[1], "decoder.index_cache=%s/index-cache", vt_tmpdir());
+    snprintf(sets[2], sizeof sets[2], "optim.steps=2");
+    for (int i = 0; i < DECOYS; i++) snprintf(sets[3 + i], sizeof sets[3 + i], "run.out_dir=%s/decoy", vt_tmpdir());
+    snprintf(sets[3 + DECOYS], sizeof sets[3 + DECOYS], "run.out_dir=%s/last", vt_tmpdir());
+    for (int i = 0; i < DECOYS + 4; i++) argv[n++] = "--set", argv[n++] = sets[i];
+    argv[n++] = "--set", argv[n++] = "pipeline.endpoint=tcp://127.0.0.1:*";
+    argv[n++] = "--set", argv[n++] = "decoder.decode_short_side=48";
+    argv[n] = NULL;
+    CHECK_EQ_INT(reap(spawn(argv), 100), 0);
+    char cmd[1000];
+    snprintf(cmd, sizeof cmd, "test -s %s/last/metrics.jsonl", vt_tmpdir());
+    CHECK(system(cmd) == 0, "the trainer did not write into the last run.out_dir given (%s/last)", vt_tmpdir());
+    snprintf(cmd, sizeof cmd, "test -e %s/decoy", vt_tmpdir());
+    CHECK(system(cmd) != 0, "the trainer wrote into an earlier run.out_dir (%s/decoy)", vt_tmpdir());
+}
