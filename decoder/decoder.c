@@ -28,6 +28,7 @@
 
 #include "common/io.h"
 #include "common/log.h"
+#include "decoder/bitstream.h"
 
 #define POLL_NS (20 * GST_MSECOND)
 // A seek costs a flush, a demuxer index lookup and decoder restart: about this many decoded frames.
@@ -306,17 +307,6 @@ static void ix_pad_added(GstElement *el, GstPad *pad, gpointer data) {
     if (caps) gst_caps_unref(caps);
 }
 
-// MPEG-4 Part 2 (ISO 14496-2) packets: the VOP coding type of each, so that display order can be
-// derived from decode order when the container gives no PTS (AVI).
-enum { VOP_I = 0, VOP_P = 1, VOP_B = 2, VOP_S = 3, VOP_NOT_CODED = 4, VOP_NONE = 5 };
-typedef struct {
-    int active;               // the stream is MPEG-4 Part 2
-    int vti_bits;             // bits of vop_time_increment (from the VOL header), 0 = not seen yet
-    int packed;               // DivX packed bitstream seen (see m4v_scan)
-    int multi;                // a packet with several coded VOPs (a chunk the parser did not split)
-    int bvops;                // B-VOPs seen
-} m4v_state;
-
 typedef struct {
     int64_t *pts, *dts;
     uint8_t *key;
@@ -339,16 +329,6 @@ static void ix_result_free(ix_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-// ---- MPEG-4 Part 2 headers ---------------------------------------------------------------------
-typedef struct { const uint8_t *p; size_t n, bit; } bitreader;
-static unsigned br_get(bitreader *b, int k) { // past the end reads zeros; br_over says so
-    unsigned v = 0;
-    for (int i = 0; i < k; i++, b->bit++)
-        v = v << 1 | (b->bit / 8 < b->n ? (b->p[b->bit / 8] >> (7 - b->bit % 8)) & 1 : 0);
-    return v;
-}
-static int br_over(const bitreader *b) { return b->bit > b->n * 8; }
-
 static int is_m4v_caps(GstCaps *caps) {
     if (!caps || gst_caps_is_empty(caps)) return 0;
     const GstStructure *st = gst_caps_get_structure(caps, 0);
@@ -362,73 +342,6 @@ static int is_m4v_caps(GstCaps *caps) {
         return gst_structure_get_int(st, "mpegversion", &v) && v == 4 && !sys;
     }
     return 0;
-}
-
-// VOL header (after its start code 00 00 01 2x): the bits of vop_time_increment, or 0.
-static int m4v_vol_vti_bits(const uint8_t *p, size_t n) {
-    bitreader b = {p, n, 0};
-    br_get(&b, 1);                       // random_accessible_vol
-    br_get(&b, 8);                       // video_object_type_indication
-    int verid = 1;
-    if (br_get(&b, 1)) { verid = br_get(&b, 4); br_get(&b, 3); } // is_object_layer_identifier
-    if (br_get(&b, 4) == 15) br_get(&b, 16); // aspect_ratio_info: extended PAR
-    if (br_get(&b, 1)) {                 // vol_control_parameters
-        br_get(&b, 3);                   // chroma_format, low_delay
-        if (br_get(&b, 1)) {             // vbv_parameters: 79 bits
-            br_get(&b, 16); br_get(&b, 16); br_get(&b, 16); br_get(&b, 3);
-            br_get(&b, 12); br_get(&b, 16);
-        }
-    }
-    int shape = br_get(&b, 2);
-    if (shape == 3 && verid != 1) br_get(&b, 4);
-    if (!br_get(&b, 1)) return 0;        // marker
-    unsigned res = br_get(&b, 16);
-    if (!br_get(&b, 1) || br_over(&b) || res == 0) return 0;
-    int bits = 1;
-    while ((1u << bits) < res) bits++;
-    return bits;
-}
-
-// Scan a packet (or codec_data) for VOL and VOP headers.  Returns the VOP_* type of the packet's
-// picture: VOP_NONE when it holds no VOP, VOP_NOT_CODED for an N-VOP (nothing shown); marks the
-// stream multi (and packed) when a packet holds several coded VOPs.  DivX packed bitstream (an
-// anchor and the B-VOP shown before it in one AVI chunk, an N-VOP placeholder chunk later):
-// mpeg4videoparse splits such chunks into one packet per VOP (the second one stamped with the next
-// chunk's time: ix_run marks the stream packed when two coded packets share a time), in the parse
-// pass and before the decoder alike, so the packets are the VOPs in bitstream order and the display
-// order rule of index_from_vops applies to them as to unpacked streams.  (DivX's "p" user-data
-// marker is no proof: ffmpeg's mpeg4_unpack_bframes leaves it in some packets of the streams it
-// unpacks.)
-static int m4v_scan(m4v_state *m, const uint8_t *p, size_t n) {
-    int type = VOP_NONE, vops = 0;
-    for (size_t i = 0; i + 4 <= n; i++) {
-        if (p[i] || p[i + 1] || p[i + 2] != 1) continue;
-        uint8_t code = p[i + 3];
-        if (code >= 0x20 && code <= 0x2f) {
-            int bits = m4v_vol_vti_bits(p + i + 4, n - i - 4);
-            if (bits) m->vti_bits = bits;
-        } else if (code == 0xb6) {
-            bitreader b = {p + i + 4, n - i - 4, 0};
-            int t = br_get(&b, 2);
-            int coded = 1;
-            if (m->vti_bits) {
-                while (br_get(&b, 1) && !br_over(&b)) {} // modulo_time_base
-                br_get(&b, 1);                            // marker
-                br_get(&b, m->vti_bits);                  // vop_time_increment
-                br_get(&b, 1);                            // marker
-                coded = br_get(&b, 1);
-            }
-            if (br_over(&b)) continue;
-            if (!coded) {
-                if (type == VOP_NONE) type = VOP_NOT_CODED;
-                continue;
-            }
-            if (++vops > 1) m->multi = m->packed = 1;
-            type = t;
-            i += 4;
-        }
-    }
-    return type;
 }
 
 // Run source -> (parsebin | decodebin) -> appsink; record up to max_samples samples (0 = all).
@@ -511,7 +424,7 @@ static int ix_run(vm_decoder *d, int decode, int64_t max_samples, ix_result *r, 
                         GstBuffer *cd = v && G_VALUE_HOLDS(v, GST_TYPE_BUFFER) ? gst_value_get_buffer(v) : NULL;
                         GstMapInfo m;
                         if (cd && gst_buffer_map(cd, &m, GST_MAP_READ)) {
-                            m4v_scan(&r->m4v, m.data, m.size);
+                            vm_m4v_scan(&r->m4v, m.data, m.size);
                             gst_buffer_unmap(cd, &m);
                         }
                     }
@@ -526,7 +439,7 @@ static int ix_run(vm_decoder *d, int decode, int64_t max_samples, ix_result *r, 
                         GstMapInfo m;
                         r->vop[r->n] = VOP_NONE;
                         if (gst_buffer_map(b, &m, GST_MAP_READ)) {
-                            r->vop[r->n] = m4v_scan(&r->m4v, m.data, m.size);
+                            r->vop[r->n] = vm_m4v_scan(&r->m4v, m.data, m.size);
                             gst_buffer_unmap(b, &m);
                         }
                         if (r->vop[r->n] == VOP_B) r->m4v.bvops++;
@@ -729,7 +642,7 @@ static int index_from_decode(vm_decoder *d, const ix_result *r) {
 // B-VOPs that reference the previous GOP (they show before the I-VOP), so the first picture out is
 // the keyframe's and the following ones come in order: read_one counts them (see want_probe).
 // Packed bitstream needs nothing more: its packets, as the parser splits them, are the VOPs in
-// bitstream order (m4v_scan); the B packed with an I-VOP shows before it and is dropped after a seek
+// bitstream order (vm_m4v_scan); the B packed with an I-VOP shows before it and is dropped after a seek
 // like any leading B, and its N-VOP placeholders show nothing.
 // `decoded` is the number of pictures a full decode gave; the index must agree.  Returns 0 or an
 // error.
@@ -1273,32 +1186,6 @@ static GstPadProbeReturn caps_probe(GstPad *pad, GstPadProbeInfo *info, gpointer
     return GST_PAD_PROBE_OK;
 }
 
-// H.264 access unit: is it a non-reference picture (nal_ref_idc 0 on its first slice)?  Such a
-// picture is never used to decode another, so one that shows before the wanted frame need not be
-// decoded at all.  nal_len: 1-4 for avc (length-prefixed), 0 for byte-stream (start codes).
-static int h264_is_nonref(const uint8_t *p, size_t n, int nal_len) {
-    size_t i = 0;
-    while (i < n) {
-        size_t start, len;
-        if (nal_len) {
-            if (i + nal_len > n) return 0;
-            len = 0;
-            for (int k = 0; k < nal_len; k++) len = len << 8 | p[i + k];
-            start = i + nal_len;
-            i = start + len;
-        } else {
-            while (i + 3 <= n && !(p[i] == 0 && p[i + 1] == 0 && p[i + 2] == 1)) i++;
-            if (i + 3 > n) return 0;
-            start = i + 3;
-            i = start;
-        }
-        if (start >= n) return 0;
-        int type = p[start] & 0x1f;
-        if (type == 1 || type == 5) return (p[start] & 0x60) == 0; // first slice decides
-    }
-    return 0;
-}
-
 // Packets into the video decoder: counted (frames decoded), and non-reference H.264 pictures
 // before the wanted frame are dropped here instead of decoded.
 static GstPadProbeReturn decoder_in_probe(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
@@ -1310,7 +1197,7 @@ static GstPadProbeReturn decoder_in_probe(GstPad *pad, GstPadProbeInfo *info, gp
         if ((int64_t)GST_BUFFER_PTS(b) - d->off + d->tol < want) {
             GstMapInfo m;
             if (gst_buffer_map(b, &m, GST_MAP_READ)) {
-                int drop = h264_is_nonref(m.data, m.size, d->h264_nal_len);
+                int drop = vm_h264_is_nonref(m.data, m.size, d->h264_nal_len);
                 gst_buffer_unmap(b, &m);
                 if (drop) {
                     __atomic_add_fetch(&d->skipped, 1, __ATOMIC_RELAXED);
