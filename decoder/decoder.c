@@ -7,6 +7,10 @@
 //                                          the packets carry no usable timestamps)
 //   decode: uridecodebin -> [want probe] videoconvertscale -> capsfilter I420 -> appsink, then
 //           libyuv scale + rotation (the orientation tag) + RGB in copy_sample
+// AVI gives no PTS to reordered pictures, and GStreamer's decoders then invent wrong times: MPEG-4
+// Part 2 with B-frames is indexed by display order from the VOP types (index_from_vops, read by
+// counting pictures after a seek), H.264 by the order the decoder gives its pictures, each naming
+// its packet (index_from_h264_order, read by stamping the packets with their pictures' times).
 // Every wait is bounded: samples are pulled with a short timeout while the bus is polled for errors,
 // and no progress for timeout_ms is VM_ETIMEOUT.
 #include "decoder/decoder.h"
@@ -35,18 +39,21 @@
 #define SEEK_COST_FRAMES 4
 // 005: the orientation gained its mirror flag (flip-rotate-* tags, before cached as no rotation)
 // 006: MPEG-4 Part 2 B-frames in AVI are indexed by ordinal (header flag + seek times)
-#define INDEX_MAGIC "VMIDX006"
+// 007: H.264 in AVI is indexed by decode order (ordinal 2 + each packet's display index)
+#define INDEX_MAGIC "VMIDX007"
 // Pictures decoded at index time to check the head of the stream against the index.
 #define HEAD_FRAMES 16
 
 // ---- gst_init once --------------------------------------------------------------------------
 static pthread_once_t gst_once = PTHREAD_ONCE_INIT;
 static int gst_ok;
+static GstCaps *src_meta_caps; // the index decode pass's packet meta (src_meta_probe)
 static void gst_init_once(void) {
     GError *e = NULL;
     gst_ok = gst_init_check(NULL, NULL, &e);
     if (e) g_error_free(e);
     if (gst_ok) gst_pb_utils_init();
+    if (gst_ok) src_meta_caps = gst_caps_new_empty_simple("timestamp/x-vicmae-packet");
 }
 
 void vm_decoder_options_default(vm_decoder_options *o) {
@@ -79,8 +86,13 @@ struct vm_decoder {
     int64_t *from;            // [frames] owned: frame to seek to so that frame i decodes (a keyframe,
                               // the one before when i is a leading picture of an open GOP)
     char source[16];
-    int ordinal;              // pictures are identified by their rank after a seek, not their PTS
-                              // (MPEG-4 Part 2 with B-frames in AVI: GStreamer's times are wrong)
+    int ordinal;              // 0: pictures are identified by the PTS the demuxer gave; AVI, whose
+                              // packets carry no PTS (GStreamer's decoded times are wrong):
+                              // 1 (MPEG-4 Part 2 with B-frames) by their rank after a seek,
+                              // 2 (H.264) by the PTS stamped on their packet (h264_order_stamp)
+    int64_t *order;           // [frames] owned when ordinal 2: the display index of the j-th packet
+                              // in decode order (whose decode time is pts[j])
+    gint lost;                // ordinal 2: a packet not in the index reached the decoder (atomic)
     int64_t *seekt;           // [frames] owned when ordinal: a demuxer time inside keyframe i's
                               // packet slot (decode order), what a seek to frame i asks for
     gint64 ord_next;          // ordinal: the frame the next decoded picture is (streaming thread)
@@ -312,6 +324,12 @@ typedef struct {
     uint8_t *key;
     uint8_t *vop;             // [n] VOP_* per packet when the stream is MPEG-4 Part 2, else NULL
     m4v_state m4v;
+    int h264;                 // parse pass: the stream is H.264 (nal_len as vm_h264_scan's)
+    int nal_len;              // h264: 0 byte-stream, 1-4 avc
+    uint8_t *idr;             // [n] when h264: the packet is an IDR access unit
+    int64_t not_one;          // h264: packets that hold other than one picture
+    int64_t not_one_at, not_one_pics; // the first of them, and its picture count
+    int64_t *src;             // decode pass: [n] the decode time of each picture's packet, -1 unknown
     int64_t n, cap;
     GstCaps *caps;            // caps of the first sample (ref)
     GstSegment seg;           // segment of the first sample
@@ -325,6 +343,8 @@ static void ix_result_free(ix_result *r) {
     free(r->dts);
     free(r->key);
     free(r->vop);
+    free(r->idr);
+    free(r->src);
     if (r->caps) gst_caps_unref(r->caps);
     memset(r, 0, sizeof *r);
 }
@@ -342,6 +362,43 @@ static int is_m4v_caps(GstCaps *caps) {
         return gst_structure_get_int(st, "mpegversion", &v) && v == 4 && !sys;
     }
     return 0;
+}
+
+// H.264 caps: the NAL length size of avc (1-4, from codec_data), 0 for byte-stream; -1 otherwise.
+static int h264_nal_len_of(GstCaps *caps) {
+    const GstStructure *st = caps && !gst_caps_is_empty(caps) ? gst_caps_get_structure(caps, 0) : NULL;
+    if (!st || strcmp(gst_structure_get_name(st), "video/x-h264")) return -1;
+    const char *fmt = gst_structure_get_string(st, "stream-format");
+    if (fmt && !strcmp(fmt, "byte-stream")) return 0;
+    const GValue *v = gst_structure_get_value(st, "codec_data");
+    GstBuffer *cd = v && G_VALUE_HOLDS(v, GST_TYPE_BUFFER) ? gst_value_get_buffer(v) : NULL;
+    guint8 b4;
+    return cd && gst_buffer_extract(cd, 4, &b4, 1) == 1 ? (b4 & 3) + 1 : -1;
+}
+
+// Index decode pass: every packet into the video decoder carries its decode time in a meta, which
+// the decoder copies to the picture it becomes (GstVideoDecoder keeps untagged metas): so each
+// decoded picture names its packet, whatever order and times the decoder gives.
+static GstPadProbeReturn src_meta_probe(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
+    GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER(info);
+    if (!b || !GST_BUFFER_DTS_IS_VALID(b)) return GST_PAD_PROBE_OK;
+    b = gst_buffer_make_writable(b);
+    GST_PAD_PROBE_INFO_DATA(info) = b;
+    gst_buffer_add_reference_timestamp_meta(b, src_meta_caps, GST_BUFFER_DTS(b), GST_CLOCK_TIME_NONE);
+    return GST_PAD_PROBE_OK;
+}
+static int is_video_decoder(GstElement *el) {
+    GstElementFactory *f = gst_element_get_factory(el);
+    const char *klass = f ? gst_element_factory_get_metadata(f, GST_ELEMENT_METADATA_KLASS) : NULL;
+    return klass && strstr(klass, "Decoder") && (strstr(klass, "Video") || strstr(klass, "Image"));
+}
+static void ix_decoder_added(GstBin *bin, GstBin *sub, GstElement *el, gpointer data) {
+    if (!is_video_decoder(el)) return;
+    GstPad *sp = gst_element_get_static_pad(el, "sink");
+    if (sp) {
+        gst_pad_add_probe(sp, GST_PAD_PROBE_TYPE_BUFFER, src_meta_probe, NULL, NULL);
+        gst_object_unref(sp);
+    }
 }
 
 // Run source -> (parsebin | decodebin) -> appsink; record up to max_samples samples (0 = all).
@@ -379,6 +436,7 @@ static int ix_run(vm_decoder *d, int decode, int64_t max_samples, ix_result *r, 
     demux_watch dw;
     demux_watch_init(&dw);
     g_signal_connect(c.pipe, "deep-element-added", G_CALLBACK(demux_watch_added), &dw);
+    if (decode) g_signal_connect(c.pipe, "deep-element-added", G_CALLBACK(ix_decoder_added), NULL);
     if (decode)
         g_signal_connect(bin, "autoplug-select", G_CALLBACK(autoplug_select),
                          GINT_TO_POINTER(d->opt.hw == VM_DEC_HW_OFF));
@@ -418,6 +476,35 @@ static int ix_run(vm_decoder *d, int decode, int64_t max_samples, ix_result *r, 
                     r->pts[r->n] = GST_BUFFER_PTS_IS_VALID(b) ? (int64_t)GST_BUFFER_PTS(b) : -1;
                     r->dts[r->n] = GST_BUFFER_DTS_IS_VALID(b) ? (int64_t)GST_BUFFER_DTS(b) : -1;
                     r->key[r->n] = !GST_BUFFER_FLAG_IS_SET(b, GST_BUFFER_FLAG_DELTA_UNIT);
+                    if (decode) {
+                        int64_t *ns = realloc(r->src, r->cap * sizeof *r->src);
+                        if (!ns) {
+                            gst_sample_unref(s);
+                            rc = vm_fail(err, VM_ENOMEM, "%s: index of %lld frames", d->name, (long long)r->n);
+                            break;
+                        }
+                        r->src = ns;
+                        GstReferenceTimestampMeta *m = gst_buffer_get_reference_timestamp_meta(b, src_meta_caps);
+                        r->src[r->n] = m ? (int64_t)m->timestamp : -1;
+                    }
+                    if (!decode && r->n == 0 && (r->nal_len = h264_nal_len_of(r->caps)) >= 0) r->h264 = 1;
+                    if (r->h264) {
+                        uint8_t *ni = realloc(r->idr, r->cap);
+                        if (!ni) {
+                            gst_sample_unref(s);
+                            rc = vm_fail(err, VM_ENOMEM, "%s: index of %lld frames", d->name, (long long)r->n);
+                            break;
+                        }
+                        r->idr = ni;
+                        int pics = 0, idr = 0;
+                        GstMapInfo m;
+                        if (gst_buffer_map(b, &m, GST_MAP_READ)) {
+                            vm_h264_scan(m.data, m.size, r->nal_len, &pics, &idr);
+                            gst_buffer_unmap(b, &m);
+                        }
+                        r->idr[r->n] = idr;
+                        if (pics != 1 && !r->not_one++) { r->not_one_at = r->n; r->not_one_pics = pics; }
+                    }
                     if (!decode && r->n == 0 && is_m4v_caps(r->caps)) {
                         r->m4v.active = 1;
                         const GValue *v = gst_structure_get_value(gst_caps_get_structure(r->caps, 0), "codec_data");
@@ -533,6 +620,9 @@ static int64_t seg_offset(const ix_result *r) {
     return (int64_t)r->seg.start - (int64_t)r->seg.time;
 }
 
+// The remedy for an AVI whose pictures cannot be identified: a re-encode, which times every picture.
+#define REMUX_HINT " (re-encode it: ffmpeg -i file.avi -c:v libx264 file.mp4; a stream copy to MP4 or MKV keeps pictures without a timestamp)"
+
 // Codecs that never reorder frames: their decode order is presentation order, so a packet without
 // a PTS shows at its DTS.
 static int never_reorders(GstCaps *caps) {
@@ -609,6 +699,9 @@ static int index_from_packets(vm_decoder *d, const ix_result *r) {
     free(pk);
     return d->info.frames > 0 ? 0 : 1;
 }
+
+static void set_tolerance(vm_decoder *d);
+static int64_t match_pts(const vm_decoder *d, int64_t t);
 
 static int index_from_decode(vm_decoder *d, const ix_result *r) {
     if (r->n == 0) return 1;
@@ -722,6 +815,83 @@ static int index_from_vops(vm_decoder *d, const ix_result *r, int64_t decoded, v
     return 0;
 }
 
+// H.264 in AVI: the packets carry no PTS for reordered pictures and GStreamer's decoder then gives
+// wrong times, so the order comes from the decoder itself.  Each picture of a full decode names the
+// packet it was decoded from (src_meta_probe); given one picture per packet (h264_avi_check), the
+// k-th picture out is frame k, at the decode time of the k-th packet (AVI is constant-rate: k / fps).
+// A read stamps every packet with its picture's display time before the decoder (h264_order_stamp),
+// so the pictures come out with exact times and are matched as in any timed stream.  Seek points
+// are IDR access units whose packet is a keyframe and before which, in decode order, exactly the
+// pictures shown before it come: decoding from there needs nothing earlier and shows the IDR first.
+// Non-IDR keyframes (the I-frames of open GOPs: their leading pictures reference the GOP before)
+// are no seek points: reads go back to the IDR before.  Returns 0 or an error.
+static int index_from_h264_order(vm_decoder *d, const ix_result *r, const ix_result *dr, vm_error *err) {
+    const int64_t n = r->n;
+    if (dr->n != n)
+        return vm_fail(err, VM_EUNSUPPORTED, "%s: H.264 in AVI without timestamps: %lld packets, a full decode gives %lld "
+                       "pictures: frame-accurate access impossible%s", d->name, (long long)n, (long long)dr->n, REMUX_HINT);
+    d->info.frames = n;
+    d->pts = malloc(n * sizeof *d->pts);
+    d->key = calloc(n, 1);
+    d->from = malloc(n * sizeof *d->from);
+    d->seekt = malloc(n * sizeof *d->seekt);
+    d->order = malloc(n * sizeof *d->order);
+    if (!d->pts || !d->key || !d->from || !d->seekt || !d->order)
+        return vm_fail(err, VM_ENOMEM, "%s: index of %lld frames", d->name, (long long)n);
+    for (int64_t j = 0; j < n; j++) {
+        d->pts[j] = r->dts[j]; // frame k's time: the decode time of the k-th packet
+        d->order[j] = -1;
+    }
+    set_tolerance(d);
+    for (int64_t k = 0; k < n; k++) {
+        int64_t j = dr->src[k] >= 0 ? match_pts(d, dr->src[k]) : -1;
+        if (j < 0 || d->order[j] >= 0)
+            return vm_fail(err, VM_EUNSUPPORTED, "%s: H.264 in AVI without timestamps: decoded picture %lld %s: "
+                           "frame-accurate access impossible%s", d->name, (long long)k,
+                           j < 0 ? "names no packet" : "comes from a packet already decoded", REMUX_HINT);
+        d->order[j] = k;
+    }
+    int64_t shown = -1; // the largest display index among the packets before j
+    for (int64_t j = 0; j < n; j++) {
+        if (j == 0 || (r->idr[j] && r->key[j] && d->order[j] == j && shown == j - 1)) {
+            d->key[j] = 1;
+            d->seekt[j] = j ? r->dts[j] + (j + 1 < n ? (r->dts[j + 1] - r->dts[j]) / 2 : 0) : r->dts[0];
+        } else {
+            d->seekt[j] = -1;
+        }
+        if (d->order[j] > shown) shown = d->order[j];
+    }
+    for (int64_t k = 0, f = 0; k < n; k++) {
+        if (d->key[k]) f = k;
+        d->from[k] = f;
+    }
+    d->off = 0;
+    d->ordinal = 2;
+    return 0;
+}
+
+// H.264 in AVI: what index_from_h264_order needs of the packets (parse pass): one coded frame
+// each, with distinct increasing decode times.  0 or an error.
+static int h264_avi_check(vm_decoder *d, const ix_result *r, vm_error *err) {
+    const GstStructure *st = gst_caps_get_structure(r->caps, 0);
+    const char *cps = gst_structure_get_string(st, "coded-picture-structure");
+    if (!cps || strcmp(cps, "frame"))
+        return vm_fail(err, VM_EUNSUPPORTED, "%s: H.264 in AVI without timestamps, %s: frame-accurate access "
+                       "impossible%s", d->name, cps ? "interlaced coding (PAFF/MBAFF: field pictures or field "
+                       "macroblock pairs)" : "the parser does not say whether pictures are frames or fields",
+                       REMUX_HINT);
+    if (r->not_one)
+        return vm_fail(err, VM_EUNSUPPORTED, "%s: H.264 in AVI without timestamps: %lld packets hold other than one "
+                       "picture (packet %lld: %lld): frame-accurate access impossible%s", d->name,
+                       (long long)r->not_one, (long long)r->not_one_at, (long long)r->not_one_pics, REMUX_HINT);
+    for (int64_t i = 0; i < r->n; i++)
+        if (r->dts[i] < 0 || (i && r->dts[i] <= r->dts[i - 1]))
+            return vm_fail(err, VM_EUNSUPPORTED, "%s: H.264 in AVI without timestamps: packet %lld has %s decode "
+                           "time: frame-accurate access impossible%s", d->name, (long long)i,
+                           r->dts[i] < 0 ? "no" : "a repeated or decreasing", REMUX_HINT);
+    return 0;
+}
+
 static void set_tolerance(vm_decoder *d) {
     int64_t gap = INT64_MAX;
     for (int64_t i = 1; i < d->info.frames; i++)
@@ -744,7 +914,8 @@ static int64_t match_pts(const vm_decoder *d, int64_t t) {
 
 // ---- index cache ------------------------------------------------------------------------------
 // File: header | path bytes | pts[frames] int64 | from[frames] int64 | key[frames] uint8 |
-// bad[frames] uint8 | (ordinal only) seekt[frames] int64.  Native byte order
+// bad[frames] uint8 | (ordinal only) seekt[frames] int64 | (ordinal 2 only) order[frames] int64.
+// Native byte order
 // (a cache is local to a machine).  Keyed by path, size and mtime through the file name and the
 // header; anything that does not match is rebuilt.
 typedef struct {
@@ -774,7 +945,9 @@ static void index_free(vm_decoder *d) {
     free(d->from);
     free(d->bad);
     free(d->seekt);
+    free(d->order);
     d->seekt = NULL;
+    d->order = NULL;
     d->ordinal = 0;
     d->pts = NULL;
     d->key = NULL;
@@ -813,6 +986,15 @@ static int cache_load(vm_decoder *d) {
             for (int64_t i = 0; ok && i < h.frames; i++) ok = !d->key[i] || d->seekt[i] >= 0;
             for (int64_t i = 0; ok && i < h.frames; i++) ok = d->key[d->from[i]];
         }
+        if (ok && h.ordinal == 2) { // a permutation of the frames
+            d->order = malloc(h.frames * sizeof *d->order);
+            uint8_t *seen = calloc(h.frames, 1);
+            ok = d->order && seen && fread(d->order, sizeof *d->order, h.frames, fp) == (size_t)h.frames;
+            for (int64_t i = 0; ok && i < h.frames; i++)
+                if ((ok = d->order[i] >= 0 && d->order[i] < h.frames && !seen[d->order[i]])) seen[d->order[i]] = 1;
+            free(seen);
+        }
+        ok = ok && h.ordinal >= 0 && h.ordinal <= 2;
         for (int64_t i = 1; ok && i < h.frames; i++) ok = d->pts[i] > d->pts[i - 1];
         for (int64_t i = 0; ok && i < h.frames; i++) ok = d->from[i] >= 0 && d->from[i] <= i;
     }
@@ -823,7 +1005,7 @@ static int cache_load(vm_decoder *d) {
     }
     h.codec[63] = h.container[63] = h.source[15] = 0;
     d->info.frames = h.frames;
-    d->ordinal = h.ordinal != 0;
+    d->ordinal = h.ordinal;
     d->off = h.off;
     d->info.duration_ns = h.duration_ns;
     d->info.width = h.width;
@@ -860,7 +1042,7 @@ static void cache_store(const vm_decoder *d) {
     snprintf(h.codec, sizeof h.codec, "%s", d->info.codec);
     snprintf(h.container, sizeof h.container, "%s", d->info.container);
     snprintf(h.source, sizeof h.source, "%s", d->source);
-    size_t size = sizeof h + h.path_len + h.frames * (d->ordinal ? 26 : 18);
+    size_t size = sizeof h + h.path_len + h.frames * (d->ordinal == 2 ? 34 : d->ordinal ? 26 : 18);
     char *buf = malloc(size);
     if (!buf) return;
     char *p = buf;
@@ -872,7 +1054,8 @@ static void cache_store(const vm_decoder *d) {
     if (d->bad) memcpy(p, d->bad, h.frames);
     else memset(p, 0, h.frames);
     p += h.frames;
-    if (d->ordinal) memcpy(p, d->seekt, h.frames * 8);
+    if (d->ordinal) memcpy(p, d->seekt, h.frames * 8), p += h.frames * 8;
+    if (d->ordinal == 2) memcpy(p, d->order, h.frames * 8);
     vm_write_file_atomic(fn, buf, size, NULL);
     free(buf);
 }
@@ -940,7 +1123,14 @@ static int build_index(vm_decoder *d, vm_error *err) {
     // Packed bitstream is indexed like the rest once the parser has split it into one packet per
     // VOP; a chunk left whole would have libavcodec hold its second VOP back and decode it in the
     // next packet's place (its packed-bitstream path), which the index does not model.
-    if (ordinal && pr.m4v.multi) {
+    // H.264 with packets without PTS (AVI): indexed by decode order (index_from_h264_order).
+    if (!usable && pr.h264)
+        for (int64_t i = 0; i < pr.n && !ordinal; i++) ordinal = pr.pts[i] < 0 ? 2 : 0;
+    if (ordinal == 2 && (rc = h264_avi_check(d, &pr, err))) {
+        ix_result_free(&pr);
+        return rc;
+    }
+    if (ordinal == 1 && pr.m4v.multi) {
         ix_result_free(&pr);
         return vm_fail(err, VM_EUNSUPPORTED, "%s: MPEG-4 Part 2 packed bitstream (DivX: several VOPs per AVI chunk) "
                        "with B-frames that the parser does not split is not supported: unpack it with ffmpeg "
@@ -998,7 +1188,7 @@ static int build_index(vm_decoder *d, vm_error *err) {
             if ((rc = ix_run(d, 1, 0, &dr, err))) { ix_result_free(&pr); return rc; }
         }
         if (ordinal) {
-            rc = index_from_vops(d, &pr, dr.n, err);
+            rc = ordinal == 2 ? index_from_h264_order(d, &pr, &dr, err) : index_from_vops(d, &pr, dr.n, err);
             ix_result_free(&pr);
             ix_result_free(&dr);
             if (rc) return rc;
@@ -1130,13 +1320,13 @@ int64_t vm_decoder_frame_at(const vm_decoder *d, int64_t t) {
 // ---- decode pipeline --------------------------------------------------------------------------
 // Drop decoded pictures before the next wanted one before they reach the converter: skipped
 // frames cost their decode only, never a colour conversion or scale.
-// An ordinal stream (see index_from_vops): the n-th picture since the last seek to keyframe f is
+// An ordinal MPEG-4 stream (see index_from_vops): the n-th picture since the last seek to keyframe f is
 // frame f + n, whatever GStreamer stamped on it; it is stamped here with that frame's index PTS,
 // so that everything downstream (and read_one) identifies it as for any other stream.
 static GstPadProbeReturn want_probe(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
     vm_decoder *d = data;
     GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER(info);
-    if (d->ordinal && b) {
+    if (d->ordinal == 1 && b) {
         int64_t k = __atomic_fetch_add(&d->ord_next, 1, __ATOMIC_RELAXED);
         b = gst_buffer_make_writable(b);
         GST_PAD_PROBE_INFO_DATA(info) = b;
@@ -1186,11 +1376,29 @@ static GstPadProbeReturn caps_probe(GstPad *pad, GstPadProbeInfo *info, gpointer
     return GST_PAD_PROBE_OK;
 }
 
+// An ordinal H.264 stream (see index_from_h264_order): the packet whose decode time is pts[j]
+// carries the picture shown as frame order[j]; stamped with that frame's time, the decoder gives
+// it to its picture.  A packet the index does not know (the file changed?) fails the read.
+static GstBuffer *h264_order_stamp(vm_decoder *d, GstBuffer *b) {
+    int64_t j = GST_BUFFER_DTS_IS_VALID(b) ? match_pts(d, (int64_t)GST_BUFFER_DTS(b)) : -1;
+    if (j < 0) {
+        g_atomic_int_set(&d->lost, 1);
+        return NULL;
+    }
+    b = gst_buffer_make_writable(b);
+    GST_BUFFER_PTS(b) = (GstClockTime)d->pts[d->order[j]];
+    return b;
+}
+
 // Packets into the video decoder: counted (frames decoded), and non-reference H.264 pictures
 // before the wanted frame are dropped here instead of decoded.
 static GstPadProbeReturn decoder_in_probe(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
     vm_decoder *d = data;
     GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER(info);
+    if (d->ordinal == 2 && b) {
+        if (!(b = h264_order_stamp(d, b))) return GST_PAD_PROBE_DROP;
+        GST_PAD_PROBE_INFO_DATA(info) = b;
+    }
     if (d->h264_nal_len >= 0 && b && GST_BUFFER_PTS_IS_VALID(b)) {
         int64_t want = __atomic_load_n(&d->want_pts, __ATOMIC_RELAXED);
         // d->off is the container's offset; a seek's segment keeps it (see read_one)
@@ -1217,19 +1425,7 @@ static GstPadProbeReturn decoder_caps_probe(GstPad *pad, GstPadProbeInfo *info, 
     if (GST_EVENT_TYPE(ev) != GST_EVENT_CAPS) return GST_PAD_PROBE_OK;
     GstCaps *caps = NULL;
     gst_event_parse_caps(ev, &caps);
-    const GstStructure *st = caps ? gst_caps_get_structure(caps, 0) : NULL;
-    d->h264_nal_len = -1;
-    if (st && !strcmp(gst_structure_get_name(st), "video/x-h264")) {
-        const char *fmt = gst_structure_get_string(st, "stream-format");
-        if (fmt && !strcmp(fmt, "byte-stream")) {
-            d->h264_nal_len = 0;
-        } else {
-            const GValue *v = gst_structure_get_value(st, "codec_data");
-            GstBuffer *cd = v && G_VALUE_HOLDS(v, GST_TYPE_BUFFER) ? gst_value_get_buffer(v) : NULL;
-            guint8 b4;
-            if (cd && gst_buffer_extract(cd, 4, &b4, 1) == 1) d->h264_nal_len = (b4 & 3) + 1;
-        }
-    }
+    d->h264_nal_len = h264_nal_len_of(caps);
     return GST_PAD_PROBE_OK;
 }
 
@@ -1238,10 +1434,7 @@ static GstPadProbeReturn decoder_caps_probe(GstPad *pad, GstPadProbeInfo *info, 
 static void deep_element_added(GstBin *bin, GstBin *sub, GstElement *el, gpointer data) {
     vm_decoder *d = data;
     demux_watch_add(&d->demux, el);
-    GstElementFactory *f = gst_element_get_factory(el);
-    if (!f) return;
-    const char *klass = gst_element_factory_get_metadata(f, GST_ELEMENT_METADATA_KLASS);
-    if (!klass || !strstr(klass, "Decoder") || !(strstr(klass, "Video") || strstr(klass, "Image"))) return;
+    if (!is_video_decoder(el)) return;
     GstPad *sp = gst_element_get_static_pad(el, "sink");
     if (sp) {
         gst_pad_add_probe(sp, GST_PAD_PROBE_TYPE_BUFFER, decoder_in_probe, d, NULL);
@@ -1323,8 +1516,9 @@ static int build_pipeline(vm_decoder *d, vm_error *err) {
         return vm_fail(err, VM_EUNSUPPORTED, "%s: cannot link videoconvertscale to RGB %dx%d", d->name,
                        d->info.out_width, d->info.out_height);
     g_signal_connect(dec, "pad-added", G_CALLBACK(dec_pad_added), d);
-    // An ordinal stream is read by counting pictures after a seek, which relies on libavcodec
-    // dropping the leading B-VOPs (index_from_vops): no hardware decoder for it, whatever hw says.
+    // An ordinal MPEG-4 stream is read by counting pictures after a seek, which relies on libavcodec
+    // dropping the leading B-VOPs (index_from_vops), an ordinal H.264 one by the decoder keeping
+    // each packet's PTS for its picture: no hardware decoder for either, whatever hw says.
     int hw_off = d->opt.hw == VM_DEC_HW_OFF || d->ordinal;
     g_signal_connect(dec, "autoplug-select", G_CALLBACK(autoplug_select), GINT_TO_POINTER(hw_off));
     g_signal_connect(d->pipe, "deep-element-added", G_CALLBACK(deep_element_added), d);
@@ -1386,6 +1580,9 @@ static int pull(vm_decoder *d, GstSample **out, vm_error *err) {
             gst_message_unref(msg);
             return rc;
         }
+        if (g_atomic_int_get(&d->lost))
+            return vm_fail(err, VM_ECORRUPT, "%s: a packet that is not in the frame index reached the decoder (the "
+                           "file changed since it was indexed?)", d->name);
         if (gst_app_sink_is_eos(GST_APP_SINK(d->sink))) return 0;
         if ((g_get_monotonic_time() - start) / 1000 > d->opt.timeout_ms)
             return vm_fail(err, VM_ETIMEOUT, "%s: stalled: no decoded picture for %d ms", d->name, d->opt.timeout_ms);

@@ -47,11 +47,21 @@
 // file ends on a packed chunk with no N-VOP after it, we show one picture more than ffmpeg, whose
 // decoder (and mpeg4_unpack_bframes) loses the next to last one.
 //
+// H.264 in AVI (any, with or without B-frames, closed or open GOPs): also indexed by order, from the
+// decoder itself: in the full decode pass every picture names the packet it came from (a meta the
+// decoder carries over), frame k is the k-th picture out, at the k-th packet's time (k / fps); a
+// read stamps each packet with its picture's time before the decoder (software, as above), so the
+// pictures come out timed exactly.  Seeks go to IDR pictures only (non-IDR keyframes, the I-frames
+// of open GOPs, are no seek points: an open-GOP file is read from its start or its last IDR).
+//
 // Limits: packed bitstream whose chunks the parser leaves whole (several coded VOPs in one packet)
 // is refused at open (VM_EUNSUPPORTED; unpack it with ffmpeg -bsf:v mpeg4_unpack_bframes), as is an
-// MPEG-4 B-frame AVI whose VOP headers and full decode disagree on the picture count, and so are other
-// codecs with B-frames in AVI (e.g. H.264) whose decoded timestamps repeat; in an MPEG-4 B-frame AVI,
-// zero-size "dropped frame" chunks take no time slot (frame k stays at k / fps); at a damaged start
+// MPEG-4 B-frame AVI whose VOP headers and full decode disagree on the picture count, and an H.264
+// AVI with interlaced coding (PAFF/MBAFF), packets holding other than one picture, packets without
+// distinct decode times, or a full decode that does not give each packet's picture once (the
+// message says to re-encode: a stream copy to MP4/MKV keeps pictures without a time); other codecs
+// with B-frames in AVI whose decoded timestamps repeat are refused too; in an ordinal AVI (MPEG-4 with
+// B-frames, H.264), zero-size "dropped frame" chunks take no time slot (frame k stays at k / fps); at a damaged start
 // where the decoder drops pictures and repeats timestamps, the frames that cannot be identified are
 // refused (vm_video_info.unreadable_at).
 // The orientation is what GStreamer reports: GStreamer 1.22's qtdemux maps 7 of the 8 MP4 matrices

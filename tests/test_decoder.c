@@ -1,7 +1,7 @@
 // Tests of decoder/ on videos generated here: every frame shows its own number as a 4x3 grid of big
 // black/white blocks (12 bits), pushed through appsrc -> encoder -> muxer, so a decoded frame says
 // which frame it is.  Codecs and containers: H.264 in MP4 and Matroska with B-frames and GOP 1/30/250,
-// VP8 and VP9 in WebM (the VP9 one streamable: no duration in the header), MJPEG and MPEG-4 part 2
+// VP8 and VP9 in WebM (the VP9 one streamable: no duration in the header), MJPEG, H.264 and MPEG-4 part 2
 // with and without B-frames in AVI, and variable frame rate H.264.  Then the error cases.
 #include <math.h>
 #include <stdlib.h>
@@ -382,6 +382,107 @@ TEST(mpeg4_xvid_packed_matches_ffmpeg_and_unpacked) {
     CHECK(equal >= 1, "%d files decode as many frames as ffmpeg's decode, %d one more", equal, short_by_one);
 }
 
+// ffprobe's count of the pictures a full decode gives (-count_frames), or -1 without ffprobe.
+static int64_t ffprobe_frames(const char *path) {
+    char cmd[1400], out[64] = "";
+    snprintf(cmd, sizeof cmd, "ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames "
+             "-of csv=p=0 '%s' 2>/dev/null", path);
+    FILE *fp = have_tool("ffprobe") ? popen(cmd, "r") : NULL;
+    if (!fp) return -1;
+    int ok = fgets(out, sizeof out, fp) != NULL;
+    pclose(fp);
+    return ok ? atoll(out) : -1;
+}
+
+// H.264 in AVI (no PTS for reordered pictures; GStreamer's decoded times are wrong): indexed by the
+// order of the decoder's pictures, each naming its packet, and read by stamping every packet with
+// its picture's time.  Numbered frames, 0-3 B-frames, closed GOPs (IDR seek points: the keyframe
+// flags of the index are the IDRs), open GOPs (non-IDR I-frames: no seek points, still exact),
+// x264enc through avimux and ffmpeg's libx264 AVI writer; the count matches ffprobe -count_frames;
+// the ball: random, repeated and batch reads byte-identical to a sequential one, fresh and cached.
+#define X264_AVI(b, extra) "x264enc speed-preset=veryfast b-adapt=false key-int-max=30 bframes=" #b " " extra " ! avimux"
+static void check_h264_avi(const char *p, int frames, int idr_every) {
+    check_video(p, frames, 0, VM_DEC_SHORT_SIDE, 60, 0, 80, 60);
+    int64_t ff = ffprobe_frames(p);
+    CHECK(ff < 0 || ff == frames, "%s: ffprobe counts %lld frames", p, (long long)ff);
+    vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
+    vm_error err = {0};
+    vm_decoder *d = vm_decoder_open(p, &o, &err);
+    CHECK(d, "%s", err.msg);
+    const vm_video_info *vi = vm_decoder_info(d);
+    CHECK(strstr(vi->index_source, "decode"), "%s", vi->index_source);
+    for (int i = 0; i < frames; i++)
+        CHECK_EQ_INT(vi->keyframe[i], idr_every ? i % idr_every == 0 : i == 0);
+    vm_decoder_close(d);
+}
+
+TEST(h264_avi_bframes_closed_gop) {
+    static const struct { const char *name, *chain; int frames; } v[] = {
+        {"h264_b1.avi", X264_AVI(1, "option-string=scenecut=0"), 97},
+        {"h264_b2.avi", X264_AVI(2, "option-string=scenecut=0"), 120},
+        {"h264_b3.avi", X264_AVI(3, "option-string=scenecut=0"), 101},
+        {"h264_b3_pyramid.avi", X264_AVI(3, "b-pyramid=true option-string=scenecut=0"), 90},
+        {"h264_b0.avi", X264_AVI(0, "option-string=scenecut=0"), 75}, // no B-frames: as before
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        check_h264_avi(gen_video(v[i].name, v[i].chain, v[i].frames, 0), v[i].frames, 30);
+}
+
+TEST(h264_avi_open_gop) {
+    const char *p = gen_video("h264_open.avi", X264_AVI(3, "option-string=\"open-gop=1:scenecut=0:min-keyint=30\""), 150, 0);
+    check_h264_avi(p, 150, 0);
+}
+
+// ffmpeg's AVI writer with libx264 (adaptive B-frames, scene cuts: IDRs wherever x264 puts them),
+// closed and open GOPs, from the numbered frames; and the remedy our refusals give (re-encode to MP4:
+// a stream copy, -fflags +genpts or not, keeps pictures without a time) gives a frame-accurate file.
+TEST(h264_avi_ffmpeg) {
+    if (!have_tool("ffmpeg")) SKIP("ffmpeg not installed");
+    const char *y4m = gen_video("numbered.y4m", "y4menc", 120, 0);
+    for (int bf = 1; bf <= 3; bf++)
+        for (int og = 0; og < 2; og++) {
+            char out[1100], cmd[3000];
+            snprintf(out, sizeof out, "%s/ff_b%d_og%d.avi", vt_tmpdir(), bf, og);
+            snprintf(cmd, sizeof cmd, "ffmpeg -nostdin -v error -y -i '%s' -c:v libx264 -bf %d -g 30%s '%s'", y4m, bf,
+                     og ? " -x264-params open-gop=1" : "", out);
+            if (system(cmd) != 0) SKIP("ffmpeg without libx264");
+            check_video(out, 120, 0, VM_DEC_NATIVE, 0, 0, W, H);
+            CHECK_EQ_INT(ffprobe_frames(out), 120);
+            if (bf == 2) {
+                char mkv[1200];
+                snprintf(mkv, sizeof mkv, "%s.mp4", out);
+                snprintf(cmd, sizeof cmd, "ffmpeg -nostdin -v error -y -i '%s' -c:v libx264 '%s'", out, mkv);
+                CHECK(system(cmd) == 0, "%s", cmd);
+                check_video(mkv, 120, 0, VM_DEC_NATIVE, 0, 0, W, H);
+            }
+        }
+}
+
+TEST(h264_avi_ball_random_access) {
+    static const struct { int frames, bf; } v[] = {{100, 2}, {77, 3}, {61, 1}};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        char path[1100], desc[1400];
+        snprintf(path, sizeof path, "%s/ball_h264_b%d.avi", vt_tmpdir(), v[i].bf);
+        snprintf(desc, sizeof desc, "videotestsrc num-buffers=%d pattern=ball ! video/x-raw,width=160,height=120,"
+                 "framerate=25/1 ! x264enc speed-preset=veryfast bframes=%d b-adapt=false key-int-max=12 "
+                 "! avimux ! filesink location=%s", v[i].frames, v[i].bf, path);
+        gst_init(NULL, NULL);
+        GError *ge = NULL;
+        GstElement *pl = gst_parse_launch(desc, &ge);
+        CHECK(pl && !ge, "%s: %s", desc, ge ? ge->message : "?");
+        gst_element_set_state(pl, GST_STATE_PLAYING);
+        GstBus *bus = gst_element_get_bus(pl);
+        GstMessage *msg = gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+        int ok = msg && GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS;
+        if (msg) gst_message_unref(msg);
+        gst_object_unref(bus);
+        gst_element_set_state(pl, GST_STATE_NULL);
+        gst_object_unref(pl);
+        CHECK(ok, "encoding %s", path);
+        check_random_access(path, v[i].frames, i);
+    }
+}
+
 TEST(vfr_h264_mkv) {
     const char *p = gen_video("vfr.mkv", X264(30) " ! matroskamux", 100, 1);
     check_video(p, 100, 1, VM_DEC_NATIVE, 0, 0, W, H);
@@ -745,4 +846,19 @@ TEST(error_bad_arguments) {
     CHECK(strstr(err.msg, "90") && strstr(err.msg, "90 frames"), "%s", err.msg);
     free(f);
     vm_decoder_close(d);
+}
+
+// Interlaced H.264 in AVI (ffmpeg's libx264 with +ildct: MBAFF, frame_mbs_only_flag 0): refused,
+// naming the file, the reason and the remedy.
+TEST(error_h264_avi_interlaced) {
+    if (!have_tool("ffmpeg")) SKIP("ffmpeg not installed");
+    char out[1100], cmd[1400];
+    snprintf(out, sizeof out, "%s/interlaced.avi", vt_tmpdir());
+    snprintf(cmd, sizeof cmd, "ffmpeg -nostdin -v error -y -f lavfi -i testsrc=size=160x120:rate=25 -frames:v 40 "
+             "-vf setfield=tff -c:v libx264 -bf 2 -flags +ildct+ilme '%s'", out);
+    if (system(cmd) != 0) SKIP("ffmpeg without libx264");
+    expect_open_error(out, VM_EUNSUPPORTED, "interlaced");
+    vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
+    vm_error err = {0};
+    CHECK(!vm_decoder_open(out, &o, &err) && strstr(err.msg, "re-encode"), "%s", err.msg);
 }
