@@ -526,8 +526,10 @@ __global__ void attention_softmax_backward_kernel(float *dpre32, __nv_bfloat16 *
 // its fp32 accumulation), and always the bf16 products whatever the precision and bf16 path.
 static void attention_forward_impl(const char *op, void *out, float *att, const void *qkv, int io16, int B, int T,
                                    int C, int NH) {
-    if (io16 ? cuda_attention_fused_forward((__nv_bfloat16 *)out, att, (const __nv_bfloat16 *)qkv, B, T, C, NH, op)
-             : convert_bf16() && cuda_attention_fused_forward((float *)out, att, (const float *)qkv, B, T, C, NH, op))
+    if (io16 ? cuda_attention_flash_forward((__nv_bfloat16 *)out, att, (const __nv_bfloat16 *)qkv, B, T, C, NH, op) ||
+                   cuda_attention_fused_forward((__nv_bfloat16 *)out, att, (const __nv_bfloat16 *)qkv, B, T, C, NH, op)
+             : convert_bf16() && (cuda_attention_flash_forward((float *)out, att, (const float *)qkv, B, T, C, NH, op) ||
+                                  cuda_attention_fused_forward((float *)out, att, (const float *)qkv, B, T, C, NH, op)))
         return;
     int hs = C / NH, count = B * NH;
     float scale = 1.0f / sqrtf((float)hs);
@@ -571,8 +573,10 @@ void cu_attention_forward_bf16(vm_bf16 *out, float *att, const vm_bf16 *qkv, int
 // qkv16_in: qkv is bf16 (see attention_forward_impl); dout, dqkv, scratch and att are fp32 either way.
 static void attention_backward_impl(const char *op, float *dqkv, float *scratch, const float *dout, const void *qkv,
                                     int qkv16_in, const float *att, int B, int T, int C, int NH) {
-    if (qkv16_in ? cuda_attention_fused_backward(dqkv, dout, (const __nv_bfloat16 *)qkv, att, B, T, C, NH, op)
-                 : convert_bf16() && cuda_attention_fused_backward(dqkv, dout, (const float *)qkv, att, B, T, C, NH, op))
+    if (qkv16_in ? cuda_attention_flash_backward(dqkv, dout, (const __nv_bfloat16 *)qkv, att, B, T, C, NH, op) ||
+                       cuda_attention_fused_backward(dqkv, dout, (const __nv_bfloat16 *)qkv, att, B, T, C, NH, op)
+                 : convert_bf16() && (cuda_attention_flash_backward(dqkv, dout, (const float *)qkv, att, B, T, C, NH, op) ||
+                                      cuda_attention_fused_backward(dqkv, dout, (const float *)qkv, att, B, T, C, NH, op)))
         return;
     int hs = C / NH, count = B * NH;
     float scale = 1.0f / sqrtf((float)hs);
@@ -638,7 +642,8 @@ extern "C" void vm_backend_cuda_set_bf16_path(int fast) { g_cu.bf16_fast = fast 
 extern "C" int vm_backend_cuda_bf16_path(void) { return g_cu.bf16_fast; }
 extern "C" int vm_backend_cuda_precision(void) { return g_cu.bf16; }
 extern "C" void vm_backend_cuda_set_fused_attention(int mode) {
-    g_cu.fused_attention = mode == VM_ATTENTION_FUSED || mode == VM_ATTENTION_AUTO ? mode : VM_ATTENTION_CUBLAS;
+    g_cu.fused_attention =
+        mode == VM_ATTENTION_FUSED || mode == VM_ATTENTION_AUTO || mode == VM_ATTENTION_FLASH ? mode : VM_ATTENTION_CUBLAS;
 }
 extern "C" int vm_backend_cuda_fused_attention(void) { return g_cu.fused_attention; }
 extern "C" void vm_backend_cuda_describe(char *buf, size_t cap) {
@@ -646,9 +651,11 @@ extern "C" void vm_backend_cuda_describe(char *buf, size_t cap) {
     const char *products = !g_cu.bf16 ? "fp32 products"
                            : g_cu.bf16_fast ? "bf16 products (cuBLAS FAST_16BF)" : "bf16 products (bf16 operand copies)";
     // the fused kernels serve the bf16 convert path and the bf16-activation ops (whatever the path)
-    char mode[64], att[128];
+    char mode[80], att[160];
     if (g_cu.fused_attention == VM_ATTENTION_AUTO)
         snprintf(mode, sizeof mode, "auto (fused forward; fused backward for T >= %d)", FUSED_BACKWARD_MIN_T);
+    else if (g_cu.fused_attention == VM_ATTENTION_FLASH)
+        snprintf(mode, sizeof mode, "flash where the shape allows (else fused, else cuBLAS)");
     else
         snprintf(mode, sizeof mode, "%s",
                  g_cu.fused_attention == VM_ATTENTION_FUSED ? "fused where the shape allows" : "batched cuBLAS");
@@ -742,7 +749,8 @@ static int cuda_init(char *why, size_t cap) {
         if (!strcmp(s, "auto")) g_cu.fused_attention = VM_ATTENTION_AUTO;
         else if (!strcmp(s, "fused")) g_cu.fused_attention = VM_ATTENTION_FUSED;
         else if (!strcmp(s, "cublas")) g_cu.fused_attention = VM_ATTENTION_CUBLAS;
-        else { snprintf(why, cap, "VICMAE_CUDA_ATTENTION=%s: use auto, fused or cublas", s); return -1; }
+        else if (!strcmp(s, "flash")) g_cu.fused_attention = VM_ATTENTION_FLASH;
+        else { snprintf(why, cap, "VICMAE_CUDA_ATTENTION=%s: use auto, fused, flash or cublas", s); return -1; }
     }
     g_cu.num_sms = p.multiProcessorCount;
     snprintf(g_cu.device_name, sizeof g_cu.device_name, "%.180s, sm_%d%d, %d SMs, %.0f GiB", p.name, p.major,

@@ -50,13 +50,22 @@ void vm_backend_cuda_lt_counts(long *runs, long *fallbacks);
 // where it measured faster (T >= 128: the decoder); VM_ATTENTION_FUSED: fused wherever taken.
 // Shapes the fused kernels do not take (head size other than 16/32/64/128, T > 256, too little
 // shared memory) use cuBLAS in every mode.  Both save the fp32 probabilities, so the forward and
-// backward paths mix freely.  VICMAE_CUDA_ATTENTION=cublas|auto|fused sets it when the backend starts.
-enum { VM_ATTENTION_CUBLAS = 0, VM_ATTENTION_AUTO = 1, VM_ATTENTION_FUSED = 2 };
+// backward paths mix freely.  VM_ATTENTION_FLASH (trainer/cuda/cuda_attention_flash.cu: FA2-style,
+// scores and softmax in registers, mma.sync through inline PTX; written and compiled, not yet
+// measured on a GPU): flash wherever vm_backend_cuda_flash_attention_takes, elsewhere as FUSED.  Its
+// forward saves no probabilities: att holds the per-row softmax statistics (row max, 1 / row sum)
+// in its first B*NH*T*2 floats, the rest is left as it was, and only the flash backward can read
+// it (the model treats att as opaque; one predicate decides both directions).
+// VICMAE_CUDA_ATTENTION=cublas|auto|fused|flash sets the mode when the backend starts.
+enum { VM_ATTENTION_CUBLAS = 0, VM_ATTENTION_AUTO = 1, VM_ATTENTION_FUSED = 2, VM_ATTENTION_FLASH = 3 };
 void vm_backend_cuda_set_fused_attention(int mode);
 int vm_backend_cuda_fused_attention(void);
 // Would the fused kernels take this shape (backward = 0: forward, 1: backward)?  0 before
 // vm_backend_cuda() has set the backend up.
 int vm_backend_cuda_fused_attention_takes(int T, int C, int NH, int backward);
+// Would the flash kernels take this shape (both directions: head size 16, 32 or 64, 2 <= T <= 256,
+// within the device's shared memory)?  0 before vm_backend_cuda() has set the backend up.
+int vm_backend_cuda_flash_attention_takes(int T, int C, int NH);
 
 // Name of the device in use ("NVIDIA H100 80GB HBM3, sm_90, 79 GiB") into buf; 0 on success,
 // -1 when the backend is not initialised (or built without CUDA).

@@ -27,6 +27,10 @@ int vm_backend_cuda_fused_attention_takes(int T, int C, int NH, int backward) {
     (void)T, (void)C, (void)NH, (void)backward;
     return 0;
 }
+int vm_backend_cuda_flash_attention_takes(int T, int C, int NH) {
+    (void)T, (void)C, (void)NH;
+    return 0;
+}
 int vm_backend_cuda_device_name(char *buf, size_t cap) {
     if (buf && cap) snprintf(buf, cap, "none (built without CUDA)");
     return -1;
