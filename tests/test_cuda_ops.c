@@ -254,6 +254,10 @@ TEST(cuda_batchnorm) {
 }
 
 // ---- attention ---------------------------------------------------------------------------------------
+// Flash mode: att holds the forward's row statistics, not probabilities (cuda_backend.h), so the
+// flash tests compare out and dqkv only.
+static int skip_att;
+
 static void check_attention(int B, int T, int C, int NH) {
     size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
     float *qkv = hrand(nq, -1.5f, 1.5f), *g = hrand(no, -1, 1);
@@ -264,7 +268,7 @@ static void check_attention(int B, int T, int C, int NH) {
     float *d_out = dpoison(no), *d_att = dpoison(na), *d_dqkv = dpoison(nq), *d_scr = dpoison(na);
     cu->attention_forward(d_out, d_att, d_qkv, B, T, C, NH);
     CHECK_DEV("attention out", d_out, out, no);
-    CHECK_DEV("attention att", d_att, att, na);
+    if (!skip_att) CHECK_DEV("attention att", d_att, att, na);
     cu->attention_backward(d_dqkv, d_scr, d_g, d_qkv, d_att, B, T, C, NH);
     CHECK_DEV("attention dqkv", d_dqkv, dqkv, nq);
     FREE_ALL(cu->free, d_qkv, d_g, d_out, d_att, d_dqkv, d_scr);
@@ -312,6 +316,43 @@ TEST(cuda_attention_fused_bf16) {
     }
     CHECK(!vm_backend_cuda_fused_attention_takes(13, 32, 4, 0), "head size 8 is not taken");
     CHECK(!vm_backend_cuda_fused_attention_takes(257, 128, 4, 0), "T = 257 is not taken");
+    vm_backend_cuda_set_fused_attention(VM_ATTENTION_AUTO);
+    vm_backend_cuda_set_precision(0);
+}
+
+// The flash kernels (trainer/cuda/cuda_attention_flash.cu), on shapes they must take: every head size
+// they serve, T a multiple of 16 and not, the shortest (2) and longest (256) sequences, one and
+// several key/query tiles per warp in the backward (more than its 8 warps' worth).  Same reference
+// and tolerance as the other paths (the rounding points are the same); att is not compared.  Under
+// compute-sanitizer (VICMAE_MEMCHECK) the shapes marked quick only: racecheck is slow.
+static const int flash_shapes[][5] = {  // B, T, C, NH, quick
+    {2, 13, 32, 2, 1},    // hs 16, one partial tile
+    {3, 50, 128, 2, 1},   // encoder-like: 1 + 49 visible tokens, hs 64
+    {2, 197, 512, 16, 0}, // decoder-like: 1 + 196 tokens, hs 32 (13 tiles: two rounds of 8 warps)
+    {1, 197, 64, 1, 1},   // decoder length, hs 64 (the largest backward shared memory taken: 205 KB)
+    {2, 64, 128, 2, 0},   // hs 64, no padding
+    {2, 100, 192, 3, 0},  // hs 64, padding rows and columns
+    {1, 256, 32, 1, 1},   // the longest sequence, hs 32 (16 tiles: the largest score registers)
+    {3, 2, 64, 2, 1},     // the shortest sequence (2 floats of statistics per row fill att)
+};
+static int flash_shape_skipped(const int *s) { return !s[4] && getenv("VICMAE_MEMCHECK") != NULL; }
+
+TEST(cuda_attention_flash_bf16) {
+    setup(1, 29);
+    vm_backend_cuda_set_fused_attention(VM_ATTENTION_FLASH);
+    CHECK(vm_backend_cuda_fused_attention() == VM_ATTENTION_FLASH, "flash mode is selectable");
+    skip_att = 1;
+    for (size_t i = 0; i < sizeof flash_shapes / sizeof *flash_shapes; i++) {
+        const int *s = flash_shapes[i];
+        CHECK(vm_backend_cuda_flash_attention_takes(s[1], s[2], s[3]), "flash takes T=%d C=%d NH=%d", s[1], s[2], s[3]);
+        if (!flash_shape_skipped(s)) check_attention(s[0], s[1], s[2], s[3]);
+    }
+    CHECK(!vm_backend_cuda_flash_attention_takes(64, 256, 2), "head size 128 is not taken");
+    CHECK(!vm_backend_cuda_flash_attention_takes(13, 32, 4), "head size 8 is not taken");
+    CHECK(!vm_backend_cuda_flash_attention_takes(257, 128, 4), "T = 257 is not taken");
+    CHECK(!vm_backend_cuda_flash_attention_takes(1, 64, 2), "T = 1 is not taken (att too small for the statistics)");
+    check_attention(2, 64, 256, 2);  // hs 128 in flash mode: the fused kernels, as FUSED
+    skip_att = 0;
     vm_backend_cuda_set_fused_attention(VM_ATTENTION_AUTO);
     vm_backend_cuda_set_precision(0);
 }
@@ -725,7 +766,7 @@ static void check_attention_act16(int B, int T, int C, int NH) {
     float *d_g = dputf(g, no), *d_att = dpoison(na), *d_dqkv = dpoison(nq), *d_scr = dpoison(na);
     cu->attention_forward_bf16(d_out, d_att, d_qkv, B, T, C, NH);
     CHECK_DEV16(at("attention_forward_bf16 out"), d_out, out, no);
-    CHECK_DEV(at("attention_forward_bf16 att"), d_att, att, na);
+    if (!skip_att) CHECK_DEV(at("attention_forward_bf16 att"), d_att, att, na);
     cu->attention_backward_bf16(d_dqkv, d_scr, d_g, d_qkv, d_att, B, T, C, NH);
     CHECK_DEV(at("attention_backward_bf16 dqkv"), d_dqkv, dqkv, nq);
     FREE_ALL(cu->free, d_qkv, d_out, d_g, d_att, d_dqkv, d_scr);
@@ -851,6 +892,24 @@ TEST(cuda_attention_fused_bf16_qkv) {
               "fused attention takes T=%d C=%d NH=%d both ways", s[1], s[2], s[3]);
         check_attention_act16(s[0], s[1], s[2], s[3]);
     }
+    vm_backend_cuda_set_fused_attention(VM_ATTENTION_AUTO);
+    set_mode(0, 0);
+}
+
+// The flash kernels instantiated for a bf16 qkv (bf16 out rounded once: CHECK_DEV16), alone, as
+// cuda_attention_fused_bf16_qkv: gpu-check's racecheck and synccheck run cuda_attention_flash_bf16*.
+TEST(cuda_attention_flash_bf16_qkv) {
+    setup(1, 31);  // ref: the cpu-bf16 table
+    set_mode(1, 0);
+    vm_backend_cuda_set_fused_attention(VM_ATTENTION_FLASH);
+    snprintf(bmode, sizeof bmode, "flash attention, bf16 qkv");
+    skip_att = 1;
+    for (size_t i = 0; i < sizeof flash_shapes / sizeof *flash_shapes; i++) {
+        const int *s = flash_shapes[i];
+        CHECK(vm_backend_cuda_flash_attention_takes(s[1], s[2], s[3]), "flash takes T=%d C=%d NH=%d", s[1], s[2], s[3]);
+        if (!flash_shape_skipped(s)) check_attention_act16(s[0], s[1], s[2], s[3]);
+    }
+    skip_att = 0;
     vm_backend_cuda_set_fused_attention(VM_ATTENTION_AUTO);
     set_mode(0, 0);
 }
