@@ -7,7 +7,8 @@
 #            steps on the device-resident slot) with its data-wait;
 #            a profiled run that says where the time goes; the alternatives the defaults replaced
 #            (attention through batched cuBLAS GEMMs, the bias kernel instead of the cuBLASLt
-#            epilogue, cuBLAS FAST_16BF); fp32 at 64 when time allows)
+#            epilogue, cuBLAS FAST_16BF); flash attention, not yet the default (rows
+#            vicmae-flashatt); fp32 at 64 when time allows)
 #   baseline bench/torch_vitb_step.py with the GPU node's PyTorch (plain `python3`), bf16 autocast:
 #            eager (timm 0.3.2 attention, as MAE), eager + SDPA, and torch.compile when time allows
 # all in the same run on the same GPU, and prints a summary table with ratios against PyTorch eager
@@ -57,6 +58,8 @@ run 45 90 "vicmae bf16, bf16 activations, 64 pairs, profiled" \
     "$BENCH" --batch 64 --steps 3 --warmup 2 --precision bf16 --set train.activations=bf16 --profile || rc=1
 run 45 120 "vicmae bf16, attention through batched cuBLAS GEMMs (not fused), 64 pairs" \
     "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --attention cublas || rc=1
+run 45 120 "vicmae bf16, flash attention (registers-only softmax, mma.sync), 64 pairs" \
+    "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --attention flash || rc=1
 run 45 120 "vicmae bf16, bias kernel instead of the cuBLASLt epilogue, 64 pairs" \
     "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --no-lt || rc=1
 run 45 120 "vicmae bf16 (cuBLAS FAST_16BF path), 64 pairs" "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --bf16-path fast || rc=1

@@ -1,7 +1,7 @@
 // bench/gpu_bench.c — training-step throughput of the model on the CUDA backend (bench/gpu.sh).
 //
 //   gpu_bench [--config configs/vit_b16.ini] [--batch 64] [--steps 10] [--warmup 3]
-//             [--precision bf16|fp32] [--bf16-path convert|fast] [--no-lt] [--attention auto|fused|cublas]
+//             [--precision bf16|fp32] [--bf16-path convert|fast] [--no-lt] [--attention auto|fused|flash|cublas]
 //             [--profile] [--peak-n 8192] [--input] [--attention-alone]
 //
 // Synthetic in-memory batches (random uint8 views, uploaded every step as the trainer does),
@@ -15,8 +15,8 @@
 // which copies them to the GPU on its own stream; each step trains on its slot where it lies on the
 // device (vm_model_forward_backward_dev), as the training loop does.  It reports the path's capacity
 // alone (pairs/s) and the data-wait per step beside the model.  --attention-alone first times the
-// attention op by itself on the model's encoder and decoder shapes, batched cuBLAS vs fused, forward
-// and backward, with the effective bandwidth of the bytes its contract moves.  The last line is one
+// attention op by itself on the model's encoder and decoder shapes, batched cuBLAS vs fused vs flash,
+// forward and backward, with the effective bandwidth of the bytes its contract moves.  The last line is one
 // machine-readable "result ..." line that bench/gpu.sh collects.
 #include <math.h>
 #include <stdio.h>
@@ -151,8 +151,9 @@ static double time_attention(const vm_backend_ops *be, int bwd, int iters, float
 }
 
 // Prints, for the encoder (1 + K tokens) and decoder (1 + L tokens) of B images, forward and backward
-// times of the batched-cuBLAS and fused paths, and the bytes the op's contract moves at least (qkv,
-// out, att written then read; dout, dqkv) as an effective bandwidth.
+// times of the batched-cuBLAS, fused and flash paths, and the bytes the op's contract moves at least
+// (qkv, out, att written then read; dout, dqkv) as an effective bandwidth (the same bytes for flash,
+// which writes only att's row statistics, so that the columns compare times).
 static void attention_micro(const vm_backend_ops *be, const vm_config *cfg, int B) {
     const typeof(cfg->model) *mc = &cfg->model;
     int L = (mc->img_size / mc->patch_size) * (mc->img_size / mc->patch_size);
@@ -177,14 +178,20 @@ static void attention_micro(const vm_backend_ops *be, const vm_config *cfg, int 
         be->to_device(qkv, h, nq * 4);
         be->to_device(g, h, no * 4);
         double bytes_f = 4.0 * (nq + no + na), bytes_b = 4.0 * (nq + no + na + nq);
-        for (int fused = 0; fused < 2; fused++) {
-            vm_backend_cuda_set_fused_attention(fused ? VM_ATTENTION_FUSED : VM_ATTENTION_CUBLAS);
+        static const struct { int mode; const char *name; } paths[] = {
+            {VM_ATTENTION_CUBLAS, "cuBLAS"}, {VM_ATTENTION_FUSED, "fused"}, {VM_ATTENTION_FLASH, "flash"}};
+        for (int p = 0; p < 3; p++) {
+            vm_backend_cuda_set_fused_attention(paths[p].mode);
             double f = time_attention(be, 0, 10, out, att, qkv, g, dqkv, scr, B, T, C, NH);
             double b = time_attention(be, 1, 10, out, att, qkv, g, dqkv, scr, B, T, C, NH);
+            const char *note = "";
+            if (paths[p].mode == VM_ATTENTION_FUSED && !vm_backend_cuda_fused_attention_takes(T, C, NH, 0))
+                note = " (shape not taken: cuBLAS)";
+            if (paths[p].mode == VM_ATTENTION_FLASH && !vm_backend_cuda_flash_attention_takes(T, C, NH))
+                note = " (shape not taken: as fused)";
             printf("attention alone, %s (B %d, T %d, %d heads of %d), %-6s: forward %.3f ms (%.0f GB/s), backward %.3f ms "
-                   "(%.0f GB/s)%s\n", sh[k].name, B, T, NH, C / NH, fused ? "fused" : "cuBLAS", f, bytes_f / f / 1e6, b,
-                   bytes_b / b / 1e6,
-                   fused && !vm_backend_cuda_fused_attention_takes(T, C, NH, 0) ? " (shape not taken: cuBLAS)" : "");
+                   "(%.0f GB/s)%s\n", sh[k].name, B, T, NH, C / NH, paths[p].name, f, bytes_f / f / 1e6, b,
+                   bytes_b / b / 1e6, note);
         }
         be->free(qkv), be->free(g), be->free(out), be->free(att), be->free(dqkv), be->free(scr), free(h);
     }
@@ -246,7 +253,7 @@ static int make_messages(void ***msgs, size_t **lens, int nmsg, int B, int S) {
 
 static int usage(void) {
     fprintf(stderr, "usage: gpu_bench [--config INI] [--batch PAIRS] [--steps N] [--warmup N] "
-                    "[--precision bf16|fp32] [--bf16-path convert|fast] [--no-lt] [--attention auto|fused|cublas] "
+                    "[--precision bf16|fp32] [--bf16-path convert|fast] [--no-lt] [--attention auto|fused|flash|cublas] "
                     "[--profile] [--input] [--attention-alone]\n"
                     "                 [--peak-n N (0: skip the GEMM rate)]\n"
                     "                 [--set section.key=value]...\n");
@@ -290,8 +297,10 @@ int main(int argc, char **argv) {
         if (vm_config_override(&cfg, sets[i], &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 1; }
     if (vm_config_validate(&cfg, &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 2; }
     cfg.optim.warmup_steps = 0;  // a real lr from the first step (speed does not depend on it)
-    int fused = !strcmp(attention, "fused") ? VM_ATTENTION_FUSED : !strcmp(attention, "auto") ? VM_ATTENTION_AUTO
-                                                                   : VM_ATTENTION_CUBLAS;
+    int fused = !strcmp(attention, "fused") ? VM_ATTENTION_FUSED
+                : !strcmp(attention, "flash")  ? VM_ATTENTION_FLASH
+                : !strcmp(attention, "auto")   ? VM_ATTENTION_AUTO
+                                               : VM_ATTENTION_CUBLAS;
     if (fused == VM_ATTENTION_CUBLAS && strcmp(attention, "cublas")) return usage();
     if (micro && (!bf16 || fast)) {
         fprintf(stderr, "gpu_bench: --attention-alone compares the bf16 convert paths\n");
@@ -421,7 +430,7 @@ int main(int argc, char **argv) {
     if (input) snprintf(extra, sizeof extra, " input_pairs_per_s=%.0f data_wait_pct=%.3f", capacity,
                         100 * data_wait / (t_fb + t_opt));
     printf("result impl=vicmae%s%s%s%s precision=%s%s batch=%d step_ms=%.3f pairs_per_s=%.2f tflops=%.2f mfu=%.4f peak=%.1f%s%s\n",
-           act16 ? "-bf16act" : "", vm_backend_cuda_lt() ? "" : "-nolt", bf16 && !fast && fused != VM_ATTENTION_AUTO ? (fused ? "-fusedatt" : "-cublasatt") : "", input ? "-input" : "", precision, bf16 && fast ? "-fast" : "", B, step * 1e3, B / step,
+           act16 ? "-bf16act" : "", vm_backend_cuda_lt() ? "" : "-nolt", bf16 && !fast && fused != VM_ATTENTION_AUTO ? (fused == VM_ATTENTION_FLASH ? "-flashatt" : fused ? "-fusedatt" : "-cublasatt") : "", input ? "-input" : "", precision, bf16 && fast ? "-fast" : "", B, step * 1e3, B / step,
            tflops, tflops / peak, peak, profile ? " profiled=1" : "", extra);
     vm_model_free(m);
     free(views);

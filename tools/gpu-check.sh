@@ -5,7 +5,7 @@
 #      debug step and 20 training steps vs the CPU; `train --replay` vs the CPU; the input ring);
 #   2. compute-sanitizer memcheck over the op tests, model debug steps (bf16) and a short training
 #      (the training loop on stored batch files: test_cuda_train, fp32 and bf16); racecheck and
-#      synccheck over the fused attention kernels (fp32 and bf16 qkv);
+#      synccheck over the fused and the flash attention kernels (fp32 and bf16 qkv);
 #   3. the GPU benchmark (bench/gpu.sh: ViT-B/16, ours vs PyTorch on the same GPU);
 #   4. the trainer's CPU tests test_trainer_*, in the time that is left;
 # and prints a short table LAST.  Logs: with OUT set, two files $OUT/gpu-check-summary.txt and
@@ -125,6 +125,10 @@ if command -v compute-sanitizer >/dev/null; then
   # (the filter also selects cuda_attention_fused_bf16_qkv: the instantiations for a bf16 qkv)
   TOOL=racecheck sanitize fused-attention "$TESTBIN/test_cuda_ops" cuda_attention_fused_bf16
   TOOL=synccheck sanitize fused-attention "$TESTBIN/test_cuda_ops" cuda_attention_fused_bf16
+  # the flash kernels (shared K/V/Q/dO between warps, the row sums across the backward's barrier);
+  # the filter also selects cuda_attention_flash_bf16_qkv
+  TOOL=racecheck sanitize flash-attention "$TESTBIN/test_cuda_ops" cuda_attention_flash_bf16
+  TOOL=synccheck sanitize flash-attention "$TESTBIN/test_cuda_ops" cuda_attention_flash_bf16
   unset VICMAE_MEMCHECK
 else
   row memcheck FAIL "compute-sanitizer not found in PATH ($CUDA_HOME/bin)"
