@@ -253,6 +253,7 @@ typedef struct {
     FILE *fp;          // source: a file, or
     const char *text;  // a string (advanced as it is read)
     int lineno;        // lines read so far: Debian's inih does not pass line numbers to the handler
+    int seen[NFIELDS]; // line that set each key (0: not yet): a key set twice is an error
 } load_ctx;
 
 static char *count_lines_reader(char *buf, int size, void *stream) {
@@ -286,14 +287,24 @@ static int on_key(void *user, const char *section, const char *name, const char 
         ctx->failed = 1;
         return 1;
     }
+    // A key given twice in one file is refused: the first value would be silently lost (a
+    // copy-and-edit slip, or an indented line that inih reads as a continuation of the key above).
+    const field *f = find(section, name);
+    if (f && ctx->seen[f - schema]) {
+        vm_fail(ctx->err, VM_EINVAL, "%s: [%s] %s is set again (first on line %d); a key may appear once per file",
+                origin, section, name, ctx->seen[f - schema]);
+        ctx->failed = 1;
+        return 1;
+    }
     if (vm_config_set(ctx->cfg, section, name, value, origin, ctx->err)) ctx->failed = 1;
+    else ctx->seen[f - schema] = lineno;
     return 1;
 }
 
 int vm_config_load(vm_config *cfg, const char *path, vm_error *err) {
     FILE *fp = fopen(path, "r");
     if (!fp) return vm_fail(err, VM_EIO, "%s: %s", path, strerror(errno));
-    load_ctx ctx = {cfg, path, err, 0, fp, NULL, 0};
+    load_ctx ctx = {cfg, path, err, 0, fp, NULL, 0, {0}};
     int rc = ini_parse_stream(count_lines_reader, &ctx, on_key, &ctx);
     fclose(fp);
     if (ctx.failed) return VM_EINVAL;
@@ -303,7 +314,7 @@ int vm_config_load(vm_config *cfg, const char *path, vm_error *err) {
 }
 
 int vm_config_load_text(vm_config *cfg, const char *text, const char *origin, vm_error *err) {
-    load_ctx ctx = {cfg, origin, err, 0, NULL, text, 0};
+    load_ctx ctx = {cfg, origin, err, 0, NULL, text, 0, {0}};
     int rc = ini_parse_stream(count_lines_reader, &ctx, on_key, &ctx);
     if (ctx.failed) return VM_EINVAL;
     if (rc > 0) return vm_fail(err, VM_EINVAL, "%s:%d: syntax error (expected [section] or key = value)", origin, rc);

@@ -3,7 +3,7 @@
 // INI files (configs/*.ini) read with inih; every key has a type, a default and a range or a set of
 // allowed values, listed in one schema table (common/config.c, also printed by
 // `vicmae config keys`).  An unknown key or bad value is an error naming file, line, key and what
-// is allowed.  `--set section.key=value` overrides after the file.  Key names follow the official
+// is allowed; so is a key set twice in one file (sections may repeat).  `--set section.key=value` overrides after the file.  Key names follow the official
 // ViC-MAE/MAE code where it has one.
 #pragma once
 #include <stdio.h>

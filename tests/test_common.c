@@ -70,6 +70,35 @@ TEST(config_bad_values_name_allowed) {
     CHECK(strstr(err.msg, "/nonexistent/x.ini"), "%s", err.msg);
 }
 
+// A key set twice in one file is refused (naming both lines), not silently overridden by the last
+// value; so is an indented line, which inih reads as a continuation of the key above.  Sections may
+// be repeated; --set still overrides a key of the file.
+TEST(config_duplicate_key_refused) {
+    vm_config cfg;
+    vm_config_defaults(&cfg);
+    vm_error err = {0};
+    const char *p = write_tmp("dup.ini", "[optim]\nbatch_size = 16\nbase_lr = 1e-3\n\n[optim]\nbatch_size = 32\n");
+    CHECK(vm_config_load(&cfg, p, &err) == VM_EINVAL);
+    CHECK(strstr(err.msg, "dup.ini:6") && strstr(err.msg, "batch_size") && strstr(err.msg, "line 2"), "%s", err.msg);
+    vm_config_defaults(&cfg);
+    p = write_tmp("cont.ini", "[data]\npath = /videos\n  /more\n");
+    CHECK(vm_config_load(&cfg, p, &err) == VM_EINVAL);
+    CHECK(strstr(err.msg, "cont.ini:3") && strstr(err.msg, "path"), "%s", err.msg);
+    vm_config_defaults(&cfg);
+    CHECK(vm_config_load_text(&cfg, "[model]\ndepth = 2\ndepth = 3\n", "stored", &err) == VM_EINVAL);
+    CHECK(strstr(err.msg, "stored:3") && strstr(err.msg, "depth"), "%s", err.msg);
+    vm_config_defaults(&cfg);
+    p = write_tmp("twosec.ini", "[optim]\nbatch_size = 16\n[model]\ndepth = 2\n[optim]\nbase_lr = 1e-3\n");
+    CHECK_OK(vm_config_load(&cfg, p, &err), err);
+    CHECK_EQ_INT(cfg.optim.batch_size, 16);
+    CHECK_OK(vm_config_override(&cfg, "optim.batch_size=8", &err), err);
+    CHECK_EQ_INT(cfg.optim.batch_size, 8);
+    // two files (or a stored config and a file) each set it once: the later one wins
+    p = write_tmp("again.ini", "[optim]\nbatch_size = 24\n");
+    CHECK_OK(vm_config_load(&cfg, p, &err), err);
+    CHECK_EQ_INT(cfg.optim.batch_size, 24);
+}
+
 TEST(config_load_text_names_origin_and_line) {
     vm_config cfg;
     vm_config_defaults(&cfg);
