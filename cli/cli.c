@@ -1,4 +1,5 @@
 #include "cli/cli.h"
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -95,6 +96,18 @@ int vm_cli_config_ckpt(int *argc, char **argv, const char *ckpt, vm_config *cfg)
         return 2;
     }
     return cli_config_stored(argc, argv, cfg, ini, ckpt);
+}
+
+int vm_cli_int(const char *cmd, const char *flag, const char *v, long lo, long hi, int *out) {
+    char *end = NULL;
+    errno = 0;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || end == v || *end || errno || x < lo || x > hi) {
+        fprintf(stderr, "vicmae %s: %s '%s': expected an integer in [%ld, %ld]\n", cmd, flag, v ? v : "", lo, hi);
+        return 2;
+    }
+    *out = (int)x;
+    return 0;
 }
 
 const char *vm_cli_self(void) {

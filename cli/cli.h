@@ -21,6 +21,9 @@ int vm_cli_config_ckpt(int *argc, char **argv, const char *ckpt, vm_config *cfg)
 // readable, and without --config its stored configuration is the base that --set applies to.
 // --resume stays in argv for the command's own parsing.  1 when it cannot be read (the reason printed), 2 on a config error.
 int vm_cli_config_resume(int *argc, char **argv, char *state_path, size_t cap, vm_config *cfg);
+// A command's integer option: v must be a whole decimal number in [lo, hi], else
+// "vicmae CMD: FLAG 'V': expected an integer in [LO, HI]" on stderr and 2 (the usage status).
+int vm_cli_int(const char *cmd, const char *flag, const char *v, long lo, long hi, int *out);
 // Path of the running binary's sibling (e.g. to start `vicmae worker` processes).
 const char *vm_cli_self(void);
 

@@ -42,13 +42,15 @@ int cmd_bench(int argc, char **argv) {
     int epochs = 2, batch = 0, warmup = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) { usage(stderr); return 2; }
+        if (!v) { fprintf(stderr, "vicmae bench: unexpected argument '%s' (or its value is missing)\n", a); usage(stderr); return 2; }
+        int bad = 0;
         if (!strcmp(a, "--data")) data = v;
         else if (!strcmp(a, "--workers")) wlist = v;
-        else if (!strcmp(a, "--epochs")) epochs = atoi(v);
-        else if (!strcmp(a, "--batch")) batch = atoi(v);
-        else if (!strcmp(a, "--warmup")) warmup = atoi(v);
-        else { usage(stderr); return 2; }
+        else if (!strcmp(a, "--epochs")) bad = vm_cli_int("bench", a, v, 1, 1000000, &epochs);
+        else if (!strcmp(a, "--batch")) bad = vm_cli_int("bench", a, v, 1, 1000000, &batch);
+        else if (!strcmp(a, "--warmup")) bad = vm_cli_int("bench", a, v, 0, 1000000, &warmup);
+        else { fprintf(stderr, "vicmae bench: unexpected argument '%s'\n", a); usage(stderr); return 2; }
+        if (bad) return bad;
         i++;
     }
     snprintf(cfg.data.path, sizeof cfg.data.path, "%s", data);

@@ -8,10 +8,11 @@ int cmd_config(int argc, char **argv) {
         vm_config_print_schema(stdout);
         return 0;
     }
+    int help = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
     if (argc < 2 || strcmp(argv[1], "show")) {
-        fprintf(stderr, "usage: vicmae config show [FILE] [--set section.key=value]...\n"
-                        "       vicmae config keys        (every key: type, default, allowed values)\n");
-        return 2;
+        fprintf(help ? stdout : stderr, "usage: vicmae config show [FILE] [--set section.key=value]...\n"
+                                        "       vicmae config keys        (every key: type, default, allowed values)\n");
+        return help ? 0 : 2;
     }
     // "config show FILE" is the same as "config show --config FILE".
     char *args[512];

@@ -29,11 +29,12 @@
 // Absent from builds without the CUDA backend (resolved at link time).
 extern const vm_backend_ops *vm_backend_cuda(char *why, size_t why_cap) __attribute__((weak));
 
-static int usage(void) {
-    fprintf(stderr, "usage: vicmae debug-step --config FILE --batch BATCH_FILE --out STEP.safetensors\n"
-                    "                         [--backend cpu|cuda] [--steps N] [--set section.key=value]...\n");
+static int usage_to(FILE *f) {
+    fprintf(f, "usage: vicmae debug-step --config FILE --batch BATCH_FILE --out STEP.safetensors\n"
+               "                         [--backend cpu|cuda] [--steps N] [--set section.key=value]...\n");
     return 2;
 }
+static int usage(void) { return usage_to(stderr); }
 
 // Minimal .npy reader for uint8 (B, 2, H, W, 3) C-order arrays (numpy format 1.0 / 2.0).
 static int read_npy_u8(const unsigned char *buf, size_t len, const char *path, uint8_t **pix, int shape[5],
@@ -108,14 +109,15 @@ int cmd_debug_step(int argc, char **argv) {
         if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch_path = argv[++i];
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
         else if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
-        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(), 0;
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) {
+            if (vm_cli_int("debug-step", "--steps", argv[++i], 1, 10000, &steps)) return 2;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage_to(stdout), 0;
         else {
             fprintf(stderr, "vicmae debug-step: unexpected argument '%s'\n", argv[i]);
             return usage();
         }
     }
-    if (!batch_path || !out_path || steps < 1 || steps > 10000) return usage();
+    if (!batch_path || !out_path) return usage();
 
     const vm_backend_ops *be = NULL;
     char why[512] = "built without CUDA";

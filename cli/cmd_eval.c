@@ -17,8 +17,8 @@
 
 extern const vm_backend_ops *vm_backend_cuda(char *why, size_t why_cap) __attribute__((weak));
 
-static int usage(void) {
-    fprintf(stderr,
+static int usage_to(FILE *f) {
+    fprintf(f,
             "usage: vicmae eval knn|linear|all (--ckpt CKPT | --random-init) --train DIR --val DIR\n"
             "                   [--config FILE] [--set section.key=value]... [options]\n"
             "  --ckpt CKPT          model.safetensors or train_state.safetensors of a run\n"
@@ -38,6 +38,7 @@ static int usage(void) {
             "  --quiet              no progress lines\n");
     return 2;
 }
+static int usage(void) { return usage_to(stderr); }
 
 static int parse_int(const char *opt, const char *v, int lo, int *out) {
     char *end;
@@ -82,7 +83,7 @@ static int save_features(const char *path, const vm_feature_set *tr, const vm_fe
 }
 
 int cmd_eval(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) return argc < 2 ? usage() : (usage(), 0);
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) return argc < 2 ? usage() : (usage_to(stdout), 0);
     const char *mode = argv[1];
     int do_knn = !strcmp(mode, "knn") || !strcmp(mode, "all"), do_lin = !strcmp(mode, "linear") || !strcmp(mode, "all");
     if (!do_knn && !do_lin) {

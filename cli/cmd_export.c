@@ -9,15 +9,16 @@
 #include "cli/cli.h"
 #include "eval/export.h"
 
-static int usage(void) {
-    fprintf(stderr, "usage: vicmae export --ckpt CKPT --timm OUT.safetensors [--config FILE] [--set section.key=value]...\n");
+static int usage_to(FILE *f) {
+    fprintf(f, "usage: vicmae export --ckpt CKPT --timm OUT.safetensors [--config FILE] [--set section.key=value]...\n");
     return 2;
 }
+static int usage(void) { return usage_to(stderr); }
 
 int cmd_export(int argc, char **argv) {
     const char *ckpt = NULL, *out = NULL;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(), 0;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage_to(stdout), 0;
         if (!strcmp(argv[i], "--ckpt") && i + 1 < argc) ckpt = argv[i + 1];
     }
     if (!ckpt) {

@@ -13,11 +13,12 @@ static int cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static int usage(void) {
-    fprintf(stderr, "usage: vicmae frames FILE --at I,J,... [--size WxH | --short-side N] --out DIR [--stats]\n"
-                    "       (--config F / --set decoder.k=v as everywhere; indices are 0-based, presentation order)\n");
+static int usage_to(FILE *f) {
+    fprintf(f, "usage: vicmae frames FILE --at I,J,... [--size WxH | --short-side N] --out DIR [--stats]\n"
+               "       (--config F / --set decoder.k=v as everywhere; indices are 0-based, presentation order)\n");
     return 2;
 }
+static int usage(void) { return usage_to(stderr); }
 
 int cmd_frames(int argc, char **argv) {
     vm_config cfg;
@@ -39,7 +40,7 @@ int cmd_frames(int argc, char **argv) {
             ss = atoi(argv[++i]);
             if (ss <= 0) { fprintf(stderr, "vicmae frames: --short-side wants a positive number\n"); return 2; }
         } else if (!strcmp(a, "--stats")) stats = 1;
-        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(); return 0; }
+        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_to(stdout); return 0; }
         else if (a[0] != '-' && !file) file = a;
         else { fprintf(stderr, "vicmae frames: unexpected argument '%s'\n", a); return usage(); }
     }

@@ -14,12 +14,13 @@
 #include <unistd.h>
 #include "common/error.h"
 
-static int usage(void) {
-    fprintf(stderr, "usage: vicmae plot RUN_DIR [--out FILE.png] [--smooth ALPHA]\n"
-                    "  draws total, reconstruction and contrastive loss and the lr of RUN_DIR/metrics.jsonl\n"
-                    "  as RUN_DIR/loss.png (gnuplot); ALPHA (0..1, default 0.1) weights the moving average\n");
+static int usage_to(FILE *f) {
+    fprintf(f, "usage: vicmae plot RUN_DIR [--out FILE.png] [--smooth ALPHA]\n"
+               "  draws total, reconstruction and contrastive loss and the lr of RUN_DIR/metrics.jsonl\n"
+               "  as RUN_DIR/loss.png (gnuplot); ALPHA (0..1, default 0.1) weights the moving average\n");
     return 2;
 }
+static int usage(void) { return usage_to(stderr); }
 
 // The number after "key": in a JSON line, or 0 when absent.  Our writer puts numbers only.
 static int json_num(const char *line, const char *key, double *out) {
@@ -68,7 +69,7 @@ int cmd_plot(int argc, char **argv) {
     const char *dir = NULL, *out = NULL;
     double alpha = 0.1;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(), 0;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage_to(stdout), 0;
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--smooth") && i + 1 < argc) alpha = atof(argv[++i]);
         else if (argv[i][0] != '-' && !dir) dir = argv[i];

@@ -17,6 +17,8 @@ static void json_str(FILE *out, const char *s) {
     fputc('"', out);
 }
 
+#define USAGE "usage: vicmae probe FILE... [--json] [--no-cache] [--config F] [--set decoder.k=v]\n"
+
 int cmd_probe(int argc, char **argv) {
     vm_config cfg;
     int rc = vm_cli_config(&argc, argv, &cfg);
@@ -25,13 +27,16 @@ int cmd_probe(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--no-cache")) nocache = 1;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") || argv[i][0] == '-') {
-            fprintf(stderr, "usage: vicmae probe FILE... [--json] [--no-cache] [--config F] [--set decoder.k=v]\n");
-            return argv[i][1] == 'h' || argv[i][2] == 'h' ? 0 : 2;
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("%s", USAGE);
+            return 0;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "vicmae probe: unknown option '%s'\n%s", argv[i], USAGE);
+            return 2;
         } else nfiles++;
     }
     if (!nfiles) {
-        fprintf(stderr, "usage: vicmae probe FILE... [--json] [--no-cache]\n");
+        fprintf(stderr, "%s", USAGE);
         return 2;
     }
     vm_decoder_options o;

@@ -29,7 +29,7 @@ static void usage(FILE *f) {
             "  --save-batches  (with --sink) store each batch as DIR/batch-NNNNNN.vmb (proto format),\n"
             "                  for `vicmae train --replay DIR` and `vicmae inspect`\n"
             "  --epochs N      stop after N epochs (sets [pipeline] epochs)\n"
-            "  --batch B       samples per batch (default [optim] batch_size)\n"
+            "  --batch B       samples per batch (sets [optim] batch_size)\n"
             "  --resume X      continue the run of X (`vicmae train --resume`: its stored configuration\n"
             "                  unless --config is given; with ordered delivery at the exact sample)\n"
             "  --stop-after N  stop with a checkpoint once N steps are done (`vicmae train --stop-after`)\n"
@@ -89,9 +89,9 @@ static int endpoint_ready(const char *ep) {
     return ok;
 }
 
-// The trainer runs `vicmae train` with the same --config/--set options, the resolved endpoint and
-// epochs, and --resume / --stop-after when given (NULL: not given).
-static int run_trainer(const vm_config *cfg, int argc_orig, char **argv_orig, int workers, int epochs,
+// The trainer runs `vicmae train` with the same --config/--set options, the resolved endpoint,
+// epochs and batch (0: not given), and --resume / --stop-after when given (NULL: not given).
+static int run_trainer(const vm_config *cfg, int argc_orig, char **argv_orig, int workers, int epochs, int batch,
                        const char *resume, const char *stop_after) {
     if (!have_trainer()) {
         fprintf(stderr, "vicmae run: the trainer (`vicmae train`) is not built yet in this binary; "
@@ -116,16 +116,16 @@ static int run_trainer(const vm_config *cfg, int argc_orig, char **argv_orig, in
         fprintf(stderr, "vicmae run: %s\n", err.msg);
         return 2;
     }
-    // The trainer gets the same --config/--set options, plus the resolved endpoint and epochs.
-    // "train", the copied options (at most argc_orig), endpoint, epochs, resume, stop-after, curve-admit
-    // (two each), NULL.
-    char **targv = malloc((size_t)(argc_orig + 12) * sizeof *targv);
+    // The trainer gets the same --config/--set options, plus the resolved endpoint, epochs and batch.
+    // "train", the copied options (at most argc_orig), endpoint, epochs, batch, resume, stop-after,
+    // curve-admit (two each), NULL.
+    char **targv = malloc((size_t)(argc_orig + 14) * sizeof *targv);
     if (!targv) {
         vm_local_curve_wipe(&lc);
         fprintf(stderr, "vicmae run: out of memory\n");
         return 1;
     }
-    char setep[400], setepochs[64];
+    char setep[400], setepochs[64], setbatch[64];
     int n = 0;
     targv[n++] = "train";
     for (int i = 1; i < argc_orig; i++) {
@@ -143,6 +143,11 @@ static int run_trainer(const vm_config *cfg, int argc_orig, char **argv_orig, in
         snprintf(setepochs, sizeof setepochs, "pipeline.epochs=%d", epochs);
         targv[n++] = "--set";
         targv[n++] = setepochs;
+    }
+    if (batch > 0) {
+        snprintf(setbatch, sizeof setbatch, "optim.batch_size=%d", batch);
+        targv[n++] = "--set";
+        targv[n++] = setbatch;
     }
     if (resume) targv[n++] = "--resume", targv[n++] = (char *)resume;
     if (stop_after) targv[n++] = "--stop-after", targv[n++] = (char *)stop_after;
@@ -229,14 +234,16 @@ int cmd_run(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--sink")) { sink = 1; continue; }
-        if (!v) { usage(stderr); return 2; }
-        if (!strcmp(a, "--workers")) workers = atoi(v);
-        else if (!strcmp(a, "--epochs")) epochs = atoi(v);
-        else if (!strcmp(a, "--batch")) batch = atoi(v);
+        if (!v) { fprintf(stderr, "vicmae run: unexpected argument '%s' (or its value is missing)\n", a); usage(stderr); return 2; }
+        int bad = 0, n;
+        if (!strcmp(a, "--workers")) bad = vm_cli_int("run", a, v, 0, 1024, &workers);
+        else if (!strcmp(a, "--epochs")) bad = vm_cli_int("run", a, v, 1, 1000000000, &epochs);
+        else if (!strcmp(a, "--batch")) bad = vm_cli_int("run", a, v, 1, 1000000, &batch);
         else if (!strcmp(a, "--save-batches")) save = v;
         else if (!strcmp(a, "--resume")) resume = v;
-        else if (!strcmp(a, "--stop-after")) stop_after = v;
-        else { usage(stderr); return 2; }
+        else if (!strcmp(a, "--stop-after")) bad = vm_cli_int("run", a, v, 1, 2147483647, &n), stop_after = v;
+        else { fprintf(stderr, "vicmae run: unexpected argument '%s'\n", a); usage(stderr); return 2; }
+        if (bad) return bad;
         i++;
     }
     if (workers < 0) workers = cfg.pipeline.workers ? cfg.pipeline.workers : vm_local_default_workers();
@@ -246,7 +253,7 @@ int cmd_run(int argc, char **argv) {
         return 2;
     }
     vm_log_set_role("run");
-    if (!sink) return run_trainer(&cfg, argc_orig, orig, workers, epochs, resume, stop_after);
+    if (!sink) return run_trainer(&cfg, argc_orig, orig, workers, epochs, batch, resume, stop_after);
 
     vm_sink_opts o = {.cfg = &cfg, .workers = workers, .epochs = epochs, .batch = batch, .save_dir = save};
     vm_sink_result res;

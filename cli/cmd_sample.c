@@ -12,12 +12,13 @@
 #include "common/io.h"
 #include "sampler/sampler.h"
 
-static int usage(void) {
-    fprintf(stderr, "usage: vicmae sample [--config FILE] [--set k=v] --video FILE --count N --out DIR\n"
-                    "                     [--epoch E] [--first-draw D] [--video-id ID]\n"
-                    "       writes DIR/sNNNN_vJ.png per view and DIR/samples.jsonl (one JSON line per view)\n");
+static int usage_to(FILE *f) {
+    fprintf(f, "usage: vicmae sample [--config FILE] [--set k=v] --video FILE --count N --out DIR\n"
+               "                     [--epoch E] [--first-draw D] [--video-id ID]\n"
+               "       writes DIR/sNNNN_vJ.png per view and DIR/samples.jsonl (one JSON line per view)\n");
     return 2;
 }
+static int usage(void) { return usage_to(stderr); }
 
 // A JSON string body: quotes, backslashes and control characters escaped.
 static void json_str(FILE *f, const char *s) {
@@ -46,7 +47,7 @@ int cmd_sample(int argc, char **argv) {
         else if (!strcmp(a, "--epoch") && more) epoch = strtol(argv[++i], NULL, 10);
         else if (!strcmp(a, "--first-draw") && more) first = strtol(argv[++i], NULL, 10);
         else if (!strcmp(a, "--video-id") && more) vid = strtol(argv[++i], NULL, 10);
-        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(); return 0; }
+        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_to(stdout); return 0; }
         else { fprintf(stderr, "vicmae sample: unexpected argument '%s'\n", a); return usage(); }
     }
     if (!video || !out) return usage();

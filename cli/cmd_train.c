@@ -24,8 +24,8 @@ static void on_signal(int sig) {
 
 int cmd_plot(int argc, char **argv);  // cli/cmd_plot.c: the loss curves of the run, at the end
 
-static int usage(void) {
-    fprintf(stderr,
+static int usage_to(FILE *f) {
+    fprintf(f,
             "usage: vicmae train --config FILE [--set section.key=value]... [--replay DIR] [--backend cpu|cuda]\n"
             "                    [--resume RUN_DIR|CKPT] [--stop-after STEPS] [--save-batches DIR] [--curve-admit KEY]\n"
             "  --replay DIR        train on stored proto batch files instead of the pipeline\n"
@@ -38,10 +38,11 @@ static int usage(void) {
             "                      `vicmae run` passes its local workers' key for the run)\n");
     return 2;
 }
+static int usage(void) { return usage_to(stderr); }
 
 int cmd_train(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(), 0;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage_to(stdout), 0;
     char state_path[VM_PATH_MAX + 64];
     vm_config cfg;
     int rc = vm_cli_config_resume(&argc, argv, state_path, sizeof state_path, &cfg);

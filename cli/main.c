@@ -20,10 +20,10 @@ typedef int (*cmd_fn)(int argc, char **argv);
     X(train, "train from the pipeline (or --replay DIR of stored batches)")                      \
     X(run, "start the trainer and N local workers: the one-command pipeline")                    \
     X(debug_step, "one forward/backward on a stored batch, written as safetensors")              \
-    X(eval, "evaluate a checkpoint: eval knn|linear --ckpt CKPT --train DIR --val DIR")          \
+    X(eval, "evaluate a checkpoint: eval knn|linear|all --ckpt CKPT --train DIR --val DIR")      \
     X(export, "export the encoder of a checkpoint under timm names")                             \
     X(plot, "draw the loss curves of a run directory as PNG")                                    \
-    X(bench, "benchmarks: bench pipeline|proto|decoder|sampler|train")
+    X(bench, "benchmark the pipeline: bench pipeline (`make bench` runs every benchmark)")
 
 #define DECLARE(name, help)                                                                      \
     int cmd_##name(int argc, char **argv) __attribute__((weak));                                 \

@@ -1,0 +1,114 @@
+"""The command line as a user meets it: `vicmae --help` and every `vicmae <command> --help`, integer
+options refused with the option and the reason, config mistakes named with file and line."""
+import os, re, subprocess, tempfile
+from harness import test, skip, run, repo_root, vicmae_bin
+
+
+def vicmae(*args, timeout=60):
+    b = vicmae_bin()
+    if not os.path.exists(b):
+        skip(f"{b} not built")
+    return subprocess.run([b, *args], cwd=repo_root(), capture_output=True, text=True, timeout=timeout)
+
+
+def commands(binary):
+    out = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stderr == "", out
+    names = re.findall(r"^  ([a-z][a-z-]*) ", out.stdout.split("commands:", 1)[1], re.M)
+    assert "train" in names and "config" in names, out.stdout
+    return names
+
+
+# `vicmae <command> --help` prints its usage on stdout (so that `| less` shows it) and exits 0, in both
+# binaries; a command the GStreamer-free vicmae-trainer does not carry says so and exits 2.
+@test
+def test_every_command_help_on_stdout():
+    b = vicmae_bin()
+    if not os.path.exists(b):
+        skip(f"{b} not built")
+    trainer = os.path.join(os.path.dirname(b), "vicmae-trainer")
+    for binary in (b, trainer):
+        if not os.path.exists(binary):
+            continue
+        for name in commands(binary):
+            for flag in ("--help", "-h"):
+                r = subprocess.run([binary, name, flag], cwd=repo_root(), capture_output=True, text=True, timeout=30)
+                if r.returncode == 2 and "not available in this binary" in r.stderr:
+                    assert binary == trainer, (binary, name, r)
+                    continue
+                assert r.returncode == 0, (binary, name, flag, r.returncode, r.stderr)
+                assert r.stdout.startswith("usage: vicmae " + name), (binary, name, flag, r.stdout[:200])
+                assert r.stderr == "", (binary, name, flag, r.stderr)
+
+
+# The one-line summaries of `vicmae --help` name only what the commands accept.
+@test
+def test_summaries_match_commands():
+    r = vicmae("--help")
+    eval_line = next(l for l in r.stdout.splitlines() if l.startswith("  eval "))
+    assert "knn|linear|all" in eval_line, eval_line
+    bench_line = next(l for l in r.stdout.splitlines() if l.startswith("  bench "))
+    for other in ("proto", "decoder", "sampler"):
+        assert other not in bench_line, bench_line
+    r = vicmae("bench", "proto")
+    assert r.returncode == 2 and "make bench" in r.stderr, r
+
+
+# An integer option that is not one (or out of range) is refused naming the option, the value and the
+# range, before anything starts (was: atoi, so `--workers two` ran with no local workers).
+@test
+def test_integer_options_refused():
+    cases = [
+        (["run", "--workers", "two"], "--workers 'two'"),
+        (["run", "--workers", "-1"], "--workers '-1'"),
+        (["run", "--epochs", "0"], "--epochs '0'"),
+        (["run", "--batch", "8x"], "--batch '8x'"),
+        (["run", "--stop-after", "ten"], "--stop-after 'ten'"),
+        (["bench", "pipeline", "--epochs", "x"], "--epochs 'x'"),
+        (["bench", "pipeline", "--warmup", "-2"], "--warmup '-2'"),
+        (["debug-step", "--batch", "b.vmb", "--out", "o.safetensors", "--steps", "0"], "--steps '0'"),
+    ]
+    for args, want in cases:
+        r = vicmae(*args)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        assert want in r.stderr and "expected an integer in [" in r.stderr, (args, r.stderr)
+    r = vicmae("run", "--frobnicate", "1")
+    assert r.returncode == 2 and "unexpected argument '--frobnicate'" in r.stderr, r.stderr
+
+
+# `vicmae run --batch B` reaches the trainer as [optim] batch_size (was: used by --sink only, and
+# silently ignored when training): batch 1 with InfoNCE is refused by the trainer's validation.
+@test
+def test_run_batch_reaches_trainer():
+    r = vicmae("run", "--config", "configs/tiny.ini", "--set", "pipeline.endpoint=tcp://127.0.0.1:*",
+               "--set", "run.out_dir=" + tempfile.mkdtemp(prefix="vicmae-cli-"), "--workers", "0", "--batch", "1")
+    if "not built yet" in r.stderr:
+        skip("no trainer in this binary")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "batch_size 1" in r.stderr and "InfoNCE" in r.stderr, r.stderr
+
+
+# Config mistakes through the command line: the file and line, the key and the reason.
+@test
+def test_config_errors_name_file_line_key():
+    d = tempfile.mkdtemp(prefix="vicmae-cli-")
+    cases = [
+        ("[optim]\nbatch_size = -4\n", ":2: [optim] batch_size = '-4': expected an integer in [1, 1000000]"),
+        ("[optim]\nbatchsize = 4\n", ":2: unknown key 'batchsize' in [optim]; keys are: batch_size"),
+        ("[optimizer]\nbatch_size = 4\n", ":2: unknown section [optimizer]"),
+        ("[loss]\ncontrastive = byol\n", ":2: [loss] contrastive = 'byol': allowed values are infonce|simsiam|vicreg|none"),
+        ("[optim]\nbatch_size = 16\nepochs = 2\nbatch_size = 32\n", ":4: [optim] batch_size is set again (first on line 2)"),
+    ]
+    for i, (text, want) in enumerate(cases):
+        p = os.path.join(d, f"c{i}.ini")
+        with open(p, "w") as f:
+            f.write(text)
+        r = vicmae("config", "show", p)
+        assert r.returncode == 2 and r.stdout == "", (text, r)
+        assert p + want in r.stderr, (text, r.stderr)
+    r = vicmae("config", "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: vicmae config"), r
+
+
+if __name__ == "__main__":
+    run()
