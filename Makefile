@@ -18,8 +18,9 @@ GPU_ARCH  ?= sm_90
 CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,$(patsubst %/bin/nvcc,%,$(shell command -v nvcc 2>/dev/null)))
 NVCC      := $(CUDA_HOME)/bin/nvcc
 
-# V=1 prints every compile command; by default one short line per file.
-Q := $(if $(filter 1,$(V)),,@echo "  $(if $(filter %.cu,$<),NVCC,CC) $<";)
+# V=1 prints every compile command; by default one short line per file (`=`, not `:=`: $< is the
+# file being compiled only inside the recipe).
+Q = $(if $(filter 1,$(V)),,@echo "  $(if $(filter %.cu,$<),NVCC,CC) $<";)
 
 ifeq ($(SAN),)
 BUILD ?= build
