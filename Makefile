@@ -4,6 +4,8 @@
 #   make run        install, build, run the demo pipeline + trainer (configs/demo.ini)
 #   make bench      benchmarks against their named baselines (never part of `make test`)
 #   make gpu-check  GPU parity tests, compute-sanitizer run and GPU benchmark (needs a GPU)
+#   make install    libvicmae-video (decoder + sampler), its headers and vicmae-video.pc (PREFIX, DESTDIR)
+#   make uninstall  removes them
 # Knobs: SAN=address|undefined  CUDA=auto|0|1  GPU_ARCH=sm_90  CUDA_HOME=/usr/local/cuda  CI=true (-Werror)
 #
 # Each module declares its libraries in <module>/module.mk (sources, pkg-config names, Debian
@@ -104,6 +106,77 @@ $(BUILD)/vicmae: $(CLI_ALL_OBJS) $(foreach l,$(ALL_LIBS),$(call lib_a,$(l)))
 $(BUILD)/vicmae-trainer: $(CLI_TRAINER_OBJS) $(foreach l,$(TRAINER_LIBS),$(call lib_a,$(l)))
 	$(CC) $(LDFLAGS) -o $@ $(CLI_TRAINER_OBJS) $(foreach l,$(TRAINER_LIBS),$(call lib_a,$(l))) $(call ldlibs_of,$(TRAINER_LIBS))
 
+# ---- the installable video library ---------------------------------------------------------
+# libvicmae-video: the decoder and the sampler for other programs (clip classification, multi-view
+# testing), with what their headers need: common/ (errors, config, RNG, .npy/PNG) and proto/ (the
+# sampler writes proto.h's vm_sample_meta / vm_view_meta; the whole module, so that every function
+# an installed header declares links).  One library, not four: the parts are used together and one
+# -l is what a pkg-config user expects.  Archive and shared library (soname .so.$(VIDEO_ABI)) come
+# from the module objects as they are: CFLAGS has -fPIC for every object already, so there is no
+# second object set and the sampler's hot path is the code `vicmae` runs.  `make` builds both, so
+# `sudo make install` only copies.
+#   make install   [PREFIX=/usr/local] [DESTDIR=] [LIBDIR=$(PREFIX)/lib] [INCLUDEDIR=$(PREFIX)/include]
+#                  [PKGCONFIGDIR=$(LIBDIR)/pkgconfig]
+#   make uninstall (same variables)
+# Headers go to $(INCLUDEDIR)/vicmae/ in the source layout (vicmae/sampler/sampler.h); their
+# "common/error.h" includes become <vicmae/common/error.h>, so that a user's own common/ on the
+# include path cannot stand in for ours.  vicmae-video.pc is written at install time and is
+# relocatable: prefix=${pcfiledir}/../.. (as many .. as PKGCONFIGDIR lies below PREFIX; the absolute
+# PREFIX when it lies elsewhere), libdir and includedir ${prefix}/... where they are under PREFIX,
+# so a DESTDIR install or a moved tree is found through PKG_CONFIG_PATH alone
+# (tests/test_install.py).  pkg-config --define-variable=prefix would not do: it moves the prefix
+# of every package, gstreamer's too.
+PREFIX       ?= /usr/local
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+VIDEO_ABI     := 0
+VIDEO_VERSION := 0.1.0
+VIDEO_LIBS    := $(foreach l,sampler decoder proto common,$(filter $(l),$(LIBS)))
+VIDEO_OBJS    := $(foreach l,$(VIDEO_LIBS),$($(l)_OBJS))
+VIDEO_HEADERS := $(wildcard common/config.h common/error.h common/io.h common/log.h common/rng.h \
+                            proto/proto.h decoder/decoder.h sampler/sampler.h)
+VIDEO_A       := $(BUILD)/libvicmae-video.a
+VIDEO_SO      := $(BUILD)/libvicmae-video.so.$(VIDEO_VERSION)
+
+$(VIDEO_A): $(VIDEO_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+# --no-undefined: every library the objects need is on this line (and so in the .pc file).
+$(VIDEO_SO): $(VIDEO_OBJS)
+	$(CC) -shared -Wl,-soname,libvicmae-video.so.$(VIDEO_ABI) -Wl,--no-undefined $(filter-out -fopenmp,$(LDFLAGS)) \
+	    -o $@ $^ $(call ldlibs_of,$(VIDEO_LIBS))
+
+# vicmae-video.pc, one quoted line per field (printf '%s\n' writes them).
+VIDEO_PC_UP    := $(subst / ,/,$(patsubst %,../,$(subst /, ,$(patsubst $(PREFIX)/%,%,$(PKGCONFIGDIR)))))
+VIDEO_PC_LINES := 'prefix=$(if $(filter $(PREFIX)/%,$(PKGCONFIGDIR)),$${pcfiledir}/$(VIDEO_PC_UP:%/=%),$(PREFIX))' \
+    'libdir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))' \
+    'includedir=$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))' '' \
+    'Name: vicmae-video' \
+    'Description: ViC-MAE video decoding (GStreamer, frame-accurate random access) and frame-pair/clip sampling' \
+    'Version: $(VIDEO_VERSION)' \
+    'Requires.private: $(call pkgs_of,$(VIDEO_LIBS))' \
+    'Libs: -L$${libdir} -lvicmae-video' \
+    'Libs.private: $(strip $(foreach l,$(VIDEO_LIBS),$($(l)_LDLIBS)) -lm -lpthread)' \
+    'Cflags: -I$${includedir}'
+
+.PHONY: install uninstall
+install: $(VIDEO_A) $(VIDEO_SO)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) $(addprefix $(DESTDIR)$(INCLUDEDIR)/vicmae/,$(sort $(dir $(VIDEO_HEADERS))))
+	install -m 644 $(VIDEO_A) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(VIDEO_SO) $(DESTDIR)$(LIBDIR)/
+	ln -sf libvicmae-video.so.$(VIDEO_VERSION) $(DESTDIR)$(LIBDIR)/libvicmae-video.so.$(VIDEO_ABI)
+	ln -sf libvicmae-video.so.$(VIDEO_ABI) $(DESTDIR)$(LIBDIR)/libvicmae-video.so
+	for h in $(VIDEO_HEADERS); do \
+	    sed -E 's,^#include "([a-z]+/[^"]+)",#include <vicmae/\1>,' $$h > $(DESTDIR)$(INCLUDEDIR)/vicmae/$$h && \
+	    chmod 644 $(DESTDIR)$(INCLUDEDIR)/vicmae/$$h || exit 1; done
+	printf '%s\n' $(VIDEO_PC_LINES) > $(DESTDIR)$(PKGCONFIGDIR)/vicmae-video.pc
+	chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/vicmae-video.pc
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(LIBDIR)/libvicmae-video.,a so so.$(VIDEO_ABI) so.$(VIDEO_VERSION)) \
+	      $(DESTDIR)$(PKGCONFIGDIR)/vicmae-video.pc $(addprefix $(DESTDIR)$(INCLUDEDIR)/vicmae/,$(VIDEO_HEADERS))
+	rmdir $(addprefix $(DESTDIR)$(INCLUDEDIR)/vicmae/,$(sort $(dir $(VIDEO_HEADERS)))) $(DESTDIR)$(INCLUDEDIR)/vicmae 2>/dev/null || true
+
 # ---- tests ---------------------------------------------------------------------------------
 # tests/test_<name>.c is one test binary.  Those named test_{common,proto,trainer,cuda,eval}* link
 # without GStreamer (they must run on a GPU node); the others link every library.
@@ -130,7 +203,7 @@ EXTRA_BINS ?=
 
 # ---- top-level targets ---------------------------------------------------------------------
 .PHONY: all deps test check test-core run bench bench-gpu gpu-check clean fuzz
-all: $(BUILD)/vicmae $(BUILD)/vicmae-trainer $(TEST_BINS) $(EXTRA_BINS)
+all: $(BUILD)/vicmae $(BUILD)/vicmae-trainer $(VIDEO_A) $(VIDEO_SO) $(TEST_BINS) $(EXTRA_BINS)
 
 deps:
 	@tools/deps.sh $(sort $(DEBS))
