@@ -36,7 +36,7 @@ static const field schema[] = {
 
     F(decoder, hw, T_ENUM, decoder.hw, "auto", 0, 0, "auto|off", "use hardware decoders when GStreamer offers them"),
     F(decoder, timeout_ms, T_INT, decoder.timeout_ms, "10000", 100, 3.6e6, NULL, "longest wait on the pipeline bus before a stall is an error"),
-    F(decoder, index_cache, T_STR, decoder.index_cache, "", 0, 0, NULL, "frame-index cache directory (empty = ~/.cache/vicmae)"),
+    F(decoder, index_cache, T_STR, decoder.index_cache, "", 0, 0, NULL, "frame-index cache directory (empty = $XDG_CACHE_HOME/vicmae/index, else ~/.cache/vicmae/index; off = no cache)"),
     F(decoder, decode_short_side, T_INT, decoder.decode_short_side, "256", 0, 8192, NULL, "scale while decoding so the short side is this (0 = native)"),
 
     F(sampler, policy, T_ENUM, sampler.policy, "pair", 0, 0, "pair|clip|multiview", "what one sample is"),
@@ -55,7 +55,7 @@ static const field schema[] = {
     F(sampler, ratio_min, T_FLOAT, sampler.ratio_min, "0.75", 1e-3, 1e3, NULL, "RandomResizedCrop smallest aspect ratio w/h"),
     F(sampler, ratio_max, T_FLOAT, sampler.ratio_max, "1.3333333333", 1e-3, 1e3, NULL, "RandomResizedCrop largest aspect ratio w/h"),
     F(sampler, flip_p, T_FLOAT, sampler.flip_p, "0.5", 0, 1, NULL, "horizontal flip probability"),
-    F(sampler, aug_preset, T_ENUM, sampler.aug_preset, "none", 0, 0, "none|simclr|byol", "colour augmentation preset (sets the jitter/blur/... keys)"),
+    F(sampler, aug_preset, T_ENUM, sampler.aug_preset, "none", 0, 0, "none|simclr|byol", "colour augmentation preset: simclr and byol replace the jitter_*, grayscale_p, blur_p and solarize_p keys (ignored then) by the official recipes"),
     F(sampler, jitter_p, T_FLOAT, sampler.jitter_p, "0", 0, 1, NULL, "colour jitter probability"),
     F(sampler, jitter_brightness, T_FLOAT, sampler.jitter_brightness, "0.4", 0, 10, NULL, "colour jitter brightness"),
     F(sampler, jitter_contrast, T_FLOAT, sampler.jitter_contrast, "0.4", 0, 10, NULL, "colour jitter contrast"),

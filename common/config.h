@@ -40,7 +40,7 @@ typedef struct vm_config {
     struct {
         int hw;                      // vm_hw_mode
         int timeout_ms;              // bus timeout for any decoder wait
-        char index_cache[VM_PATH_MAX]; // "" = $XDG_CACHE_HOME/vicmae or ~/.cache/vicmae
+        char index_cache[VM_PATH_MAX]; // "" = $XDG_CACHE_HOME/vicmae/index or ~/.cache/vicmae/index; "off" = none
         int decode_short_side;       // decode scaled so the short side is this (0 = native)
     } decoder;
     struct {
