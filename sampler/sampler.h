@@ -2,7 +2,9 @@
 //
 // A library of its own: it needs the decoder (to read frames) and proto.h's metadata records, not
 // the pipeline or the trainer, so other video tasks (clip classification, multi-view testing) can
-// reuse it.  tools/clip_example.c is a short program doing exactly that.
+// reuse it.  tools/clip_example.c is a short program doing exactly that.  Installed with the decoder
+// as libvicmae-video (`make install`; #include <vicmae/sampler/sampler.h>, pkg-config vicmae-video):
+// README.md, "Using the sampler from your own program".
 //
 //   vm_sampler *s;  vm_sampler_create(&cfg, &s, &err);            // [sampler], [decoder], [model] img_size
 //   int V = vm_sampler_views(s), S = vm_sampler_size(s);          // views per sample, view side
