@@ -110,6 +110,17 @@ int vm_cli_int(const char *cmd, const char *flag, const char *v, long lo, long h
     return 0;
 }
 
+int vm_cli_num(const char *cmd, const char *flag, const char *v, double lo, double hi, double *out) {
+    char *end = NULL;
+    double x = v ? strtod(v, &end) : 0;
+    if (!v || end == v || *end || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "vicmae %s: %s '%s': expected a number in [%g, %g]\n", cmd, flag, v ? v : "", lo, hi);
+        return 2;
+    }
+    *out = x;
+    return 0;
+}
+
 const char *vm_cli_self(void) {
     static char self[4096];
     if (!self[0]) {

@@ -24,6 +24,8 @@ int vm_cli_config_resume(int *argc, char **argv, char *state_path, size_t cap, v
 // A command's integer option: v must be a whole decimal number in [lo, hi], else
 // "vicmae CMD: FLAG 'V': expected an integer in [LO, HI]" on stderr and 2 (the usage status).
 int vm_cli_int(const char *cmd, const char *flag, const char *v, long lo, long hi, int *out);
+// The same for a number (e.g. seconds): "expected a number in [LO, HI]".
+int vm_cli_num(const char *cmd, const char *flag, const char *v, double lo, double hi, double *out);
 // Path of the running binary's sibling (e.g. to start `vicmae worker` processes).
 const char *vm_cli_self(void);
 

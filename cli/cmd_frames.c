@@ -37,8 +37,7 @@ int cmd_frames(int argc, char **argv) {
                 return 2;
             }
         } else if (!strcmp(a, "--short-side") && more) {
-            ss = atoi(argv[++i]);
-            if (ss <= 0) { fprintf(stderr, "vicmae frames: --short-side wants a positive number\n"); return 2; }
+            if (vm_cli_int("frames", "--short-side", argv[++i], 1, 16384, &ss)) return 2;
         } else if (!strcmp(a, "--stats")) stats = 1;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_to(stdout); return 0; }
         else if (a[0] != '-' && !file) file = a;

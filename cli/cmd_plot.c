@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "cli/cli.h"
 #include "common/error.h"
 
 static int usage_to(FILE *f) {
@@ -71,7 +72,9 @@ int cmd_plot(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage_to(stdout), 0;
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
-        else if (!strcmp(argv[i], "--smooth") && i + 1 < argc) alpha = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--smooth") && i + 1 < argc) {
+            if (vm_cli_num("plot", "--smooth", argv[++i], 0, 1, &alpha)) return 2;
+        }
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else return usage();
     }

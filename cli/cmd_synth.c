@@ -26,15 +26,17 @@ int cmd_synth(int argc, char **argv) {
     o.seed = (uint64_t)cfg.run.seed;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) { usage(stderr); return 2; }
+        if (!v) { fprintf(stderr, "vicmae synth: unexpected argument '%s' (or its value is missing)\n", a); usage(stderr); return 2; }
+        int bad = 0;
         if (!strcmp(a, "--out")) o.out_dir = v;
-        else if (!strcmp(a, "--videos")) o.videos = atoi(v);
-        else if (!strcmp(a, "--frames")) o.frames = atoi(v);
-        else if (!strcmp(a, "--fps")) o.fps = atoi(v);
+        else if (!strcmp(a, "--videos")) bad = vm_cli_int("synth", a, v, 1, 1000000, &o.videos);
+        else if (!strcmp(a, "--frames")) bad = vm_cli_int("synth", a, v, 2, 1000000, &o.frames);
+        else if (!strcmp(a, "--fps")) bad = vm_cli_int("synth", a, v, 1, 1000, &o.fps);
         else if (!strcmp(a, "--seed")) o.seed = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--size")) {
             if (sscanf(v, "%dx%d", &o.width, &o.height) != 2) { usage(stderr); return 2; }
-        } else { usage(stderr); return 2; }
+        } else { fprintf(stderr, "vicmae synth: unexpected argument '%s'\n", a); usage(stderr); return 2; }
+        if (bad) return bad;
         i++;
     }
     vm_error err = {0};

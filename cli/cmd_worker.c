@@ -52,14 +52,16 @@ int cmd_worker(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-        if (!v) { usage(stderr); return 2; }
+        if (!v) { fprintf(stderr, "vicmae worker: unexpected argument '%s' (or its value is missing)\n", a); usage(stderr); return 2; }
+        int bad = 0;
         if (!strcmp(a, "--connect")) o.connect = v;
-        else if (!strcmp(a, "--idle-exit")) o.idle_exit_s = atof(v);
-        else if (!strcmp(a, "--stats-every")) o.stats_every_s = atof(v);
+        else if (!strcmp(a, "--idle-exit")) bad = vm_cli_num("worker", a, v, 0, 1e9, &o.idle_exit_s);
+        else if (!strcmp(a, "--stats-every")) bad = vm_cli_num("worker", a, v, 0, 1e9, &o.stats_every_s);
         else if (!strcmp(a, "--name")) name = v;
         else if (!strcmp(a, "--server-key")) server_file = v;
         else if (!strcmp(a, "--key")) key_file = v;
-        else { usage(stderr); return 2; }
+        else { fprintf(stderr, "vicmae worker: unexpected argument '%s'\n", a); usage(stderr); return 2; }
+        if (bad) return bad;
         i++;
     }
     // Read before anything can start a child (GStreamer's plugin scanner is one): it would inherit

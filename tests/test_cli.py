@@ -54,25 +54,32 @@ def test_summaries_match_commands():
     assert r.returncode == 2 and "make bench" in r.stderr, r
 
 
-# An integer option that is not one (or out of range) is refused naming the option, the value and the
-# range, before anything starts (was: atoi, so `--workers two` ran with no local workers).
+# A numeric option that is not one (or out of range) is refused naming the option, the value and the
+# range, before anything starts (was: atoi/atof, so `--workers two` ran with no local workers and a
+# worker's `--idle-exit 2m` gave up after 2 seconds).
 @test
-def test_integer_options_refused():
+def test_numeric_options_refused():
     cases = [
         (["run", "--workers", "two"], "--workers 'two'"),
         (["run", "--workers", "-1"], "--workers '-1'"),
         (["run", "--epochs", "0"], "--epochs '0'"),
         (["run", "--batch", "8x"], "--batch '8x'"),
         (["run", "--stop-after", "ten"], "--stop-after 'ten'"),
+        (["worker", "--connect", "tcp://127.0.0.1:9", "--idle-exit", "2m"], "--idle-exit '2m'"),
+        (["synth", "--videos", "8x"], "--videos '8x'"),
+        (["frames", "v.mp4", "--at", "0", "--out", "d", "--short-side", "0"], "--short-side '0'"),
+        (["plot", "runs/x", "--smooth", "abc"], "--smooth 'abc'"),
         (["bench", "pipeline", "--epochs", "x"], "--epochs 'x'"),
         (["bench", "pipeline", "--warmup", "-2"], "--warmup '-2'"),
         (["debug-step", "--batch", "b.vmb", "--out", "o.safetensors", "--steps", "0"], "--steps '0'"),
     ]
+    # should a check regress, the run stays out of runs/demo and off the default port
+    iso = ["--set", "run.out_dir=" + tempfile.mkdtemp(prefix="vicmae-cli-"), "--set", "pipeline.endpoint=tcp://127.0.0.1:*"]
     for args, want in cases:
-        r = vicmae(*args)
+        r = vicmae(*args, *(iso if args[0] == "run" else []), timeout=30)
         assert r.returncode == 2, (args, r.returncode, r.stderr)
-        assert want in r.stderr and "expected an integer in [" in r.stderr, (args, r.stderr)
-    r = vicmae("run", "--frobnicate", "1")
+        assert want in r.stderr and re.search(r"expected an? (integer|number) in \[", r.stderr), (args, r.stderr)
+    r = vicmae("run", "--frobnicate", "1", *iso, timeout=30)
     assert r.returncode == 2 and "unexpected argument '--frobnicate'" in r.stderr, r.stderr
 
 
