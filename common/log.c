@@ -22,6 +22,8 @@ void vm_log_init_from_env(void) {
     else if (!strcasecmp(e, "info")) current = VM_LOG_INFO;
     else if (!strcasecmp(e, "warn")) current = VM_LOG_WARN;
     else if (!strcasecmp(e, "error")) current = VM_LOG_ERROR;
+    else fprintf(stderr, "vicmae: VICMAE_LOG=%s is not a level (debug, info, warn or error): logging at %s\n", e,
+                 current == VM_LOG_DEBUG ? "debug" : current == VM_LOG_INFO ? "info" : current == VM_LOG_WARN ? "warn" : "error");
 }
 
 void vm_log(vm_log_level level, const char *fmt, ...) {

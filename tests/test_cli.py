@@ -117,5 +117,20 @@ def test_config_errors_name_file_line_key():
     assert r.returncode == 0 and r.stdout.startswith("usage: vicmae config"), r
 
 
+
+# VICMAE_LOG (named by `vicmae --help`) with a value that is no level says so instead of being ignored.
+@test
+def test_bad_log_level_named():
+    b = vicmae_bin()
+    if not os.path.exists(b):
+        skip(f"{b} not built")
+    r = subprocess.run([b, "config", "keys"], cwd=repo_root(), capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, VICMAE_LOG="loud"))
+    assert r.returncode == 0 and "VICMAE_LOG=loud is not a level" in r.stderr, r.stderr
+    r = subprocess.run([b, "config", "keys"], cwd=repo_root(), capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, VICMAE_LOG="warn"))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
 if __name__ == "__main__":
     run()
