@@ -5,6 +5,7 @@
 //   DIR/samples.jsonl          one line per view: sample, view, png, video, video_id, epoch, draw,
 //                              frame, pts_ns, time_s, crop [x, y, w, h] in decoded pixels, flip, src [w, h]
 // Same seed, epoch, video id and draw number give the same samples as the pipeline's workers.
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,23 +38,24 @@ int cmd_sample(int argc, char **argv) {
     int rc = vm_cli_config(&argc, argv, &cfg);
     if (rc) return rc;
     const char *video = NULL, *out = NULL;
-    long count = 0, epoch = 0, first = 0, vid = 0;
+    int count = 0, epoch = 0, first = 0, vid = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        int more = i + 1 < argc;
+        int more = i + 1 < argc, bad = 0;
         if (!strcmp(a, "--video") && more) video = argv[++i];
         else if (!strcmp(a, "--out") && more) out = argv[++i];
-        else if (!strcmp(a, "--count") && more) count = strtol(argv[++i], NULL, 10);
-        else if (!strcmp(a, "--epoch") && more) epoch = strtol(argv[++i], NULL, 10);
-        else if (!strcmp(a, "--first-draw") && more) first = strtol(argv[++i], NULL, 10);
-        else if (!strcmp(a, "--video-id") && more) vid = strtol(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--count") && more) bad = vm_cli_int("sample", a, argv[++i], 1, 100000, &count);
+        else if (!strcmp(a, "--epoch") && more) bad = vm_cli_int("sample", a, argv[++i], 0, INT_MAX, &epoch);
+        else if (!strcmp(a, "--first-draw") && more) bad = vm_cli_int("sample", a, argv[++i], 0, INT_MAX, &first);
+        else if (!strcmp(a, "--video-id") && more) bad = vm_cli_int("sample", a, argv[++i], 0, INT_MAX, &vid);
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage_to(stdout); return 0; }
         else { fprintf(stderr, "vicmae sample: unexpected argument '%s'\n", a); return usage(); }
+        if (bad) return bad;
     }
     if (!video || !out) return usage();
-    if (count < 1 || count > 100000 || epoch < 0 || first < 0 || vid < 0) {
-        fprintf(stderr, "vicmae sample: --count wants 1..100000; --epoch, --first-draw, --video-id >= 0\n");
-        return 2;
+    if (count < 1) {
+        fprintf(stderr, "vicmae sample: --count N is required\n");
+        return usage();
     }
     vm_error err = {0};
     vm_sampler *s = NULL;
@@ -95,9 +97,9 @@ int cmd_sample(int argc, char **argv) {
             fprintf(jl, "{\"sample\": %d, \"view\": %d, \"png\": \"%s\", \"video\": ", b, j, png);
             json_str(jl, video);
             fprintf(jl,
-                    ", \"video_id\": %llu, \"epoch\": %ld, \"draw\": %ld, \"frame\": %lld, \"pts_ns\": %lld, "
+                    ", \"video_id\": %llu, \"epoch\": %d, \"draw\": %lld, \"frame\": %lld, \"pts_ns\": %lld, "
                     "\"time_s\": %.6f, \"crop\": [%d, %d, %d, %d], \"flip\": %s, \"src\": [%u, %u]}\n",
-                    (unsigned long long)sm[b].video_id, epoch, first + b, (long long)m->frame, (long long)m->pts_ns,
+                    (unsigned long long)sm[b].video_id, epoch, (long long)first + b, (long long)m->frame, (long long)m->pts_ns,
                     m->pts_ns / 1e9, m->crop_x, m->crop_y, m->crop_w, m->crop_h, m->flip ? "true" : "false",
                     sm[b].src_width, sm[b].src_height);
         }

@@ -67,6 +67,8 @@ def test_numeric_options_refused():
         (["run", "--stop-after", "ten"], "--stop-after 'ten'"),
         (["worker", "--connect", "tcp://127.0.0.1:9", "--idle-exit", "2m"], "--idle-exit '2m'"),
         (["synth", "--videos", "8x"], "--videos '8x'"),
+        (["sample", "--video", "v.mp4", "--out", "d", "--count", "3x"], "--count '3x'"),
+        (["sample", "--video", "v.mp4", "--out", "d", "--count", "3", "--epoch", "-1"], "--epoch '-1'"),
         (["frames", "v.mp4", "--at", "0", "--out", "d", "--short-side", "0"], "--short-side '0'"),
         (["plot", "runs/x", "--smooth", "abc"], "--smooth 'abc'"),
         (["bench", "pipeline", "--epochs", "x"], "--epochs 'x'"),
