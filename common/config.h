@@ -9,6 +9,10 @@
 #include <stdio.h>
 #include "common/error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define VM_PATH_MAX 1024
 
 typedef enum { VM_BACKEND_AUTO, VM_BACKEND_CPU, VM_BACKEND_CUDA } vm_backend;
@@ -132,3 +136,7 @@ void vm_config_print(const vm_config *cfg, FILE *out);
 void vm_config_print_schema(FILE *out);
 // Name of an enum value as written in INI files ("infonce"), for logs.
 const char *vm_config_enum_name(const char *section, const char *key, int value);
+
+#ifdef __cplusplus
+}
+#endif

@@ -6,6 +6,10 @@
 #pragma once
 #include <stdarg.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum {
     VM_OK = 0,
     VM_EINVAL = -1,       // bad argument or configuration value
@@ -33,3 +37,7 @@ int vm_vfail(vm_error *err, int code, const char *fmt, va_list ap);
 // Prefix an existing message: "opening dataset: " + err->msg.  Returns err->code.
 int vm_error_prefix(vm_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 const char *vm_strerror(int code);
+
+#ifdef __cplusplus
+}
+#endif

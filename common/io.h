@@ -4,6 +4,10 @@
 #include <stdint.h>
 #include "common/error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 // Write an 8-bit RGB image (H, W, 3), rows tightly packed, as PNG.
 int vm_png_write(const char *path, const uint8_t *rgb, int width, int height, vm_error *err);
 // Read a PNG as 8-bit RGB; *rgb is malloc'ed (caller frees).
@@ -17,3 +21,7 @@ int vm_write_file_atomic(const char *path, const void *data, size_t size, vm_err
 int vm_mkdirs(const char *path, vm_error *err);
 // Monotonic clock in seconds.
 double vm_now(void);
+
+#ifdef __cplusplus
+}
+#endif

@@ -2,6 +2,10 @@
 // The level is process-wide (set once by the CLI from -v/-q or VICMAE_LOG=debug|info|warn|error).
 #pragma once
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { VM_LOG_ERROR = 0, VM_LOG_WARN, VM_LOG_INFO, VM_LOG_DEBUG } vm_log_level;
 
 void vm_log_init_from_env(void);
@@ -15,3 +19,7 @@ void vm_log(vm_log_level level, const char *fmt, ...) __attribute__((format(prin
 #define vm_warn(...) vm_log(VM_LOG_WARN, __VA_ARGS__)
 #define vm_info(...) vm_log(VM_LOG_INFO, __VA_ARGS__)
 #define vm_debug(...) vm_log(VM_LOG_DEBUG, __VA_ARGS__)
+
+#ifdef __cplusplus
+}
+#endif

@@ -6,6 +6,10 @@
 #pragma once
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 // Domains keep unrelated draws apart even when their ids coincide.
 enum { VM_RNG_SAMPLER = 1, VM_RNG_AUGMENT = 2, VM_RNG_MASK = 3, VM_RNG_INIT = 4, VM_RNG_DATA_ORDER = 5,
        VM_RNG_SYNTH = 6, VM_RNG_EVAL = 7 };
@@ -31,3 +35,7 @@ float vm_rng_uniformf(vm_rng *r);                  // [0, 1), 24 bits
 double vm_rng_range(vm_rng *r, double lo, double hi);  // [lo, hi)
 int64_t vm_rng_int(vm_rng *r, int64_t lo, int64_t hi); // uniform integer in [lo, hi], unbiased
 double vm_rng_normal(vm_rng *r);                   // standard normal (Box-Muller)
+
+#ifdef __cplusplus
+}
+#endif

@@ -71,6 +71,10 @@
 #include <stdint.h>
 #include "common/error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct vm_decoder vm_decoder;
 
 typedef enum {
@@ -157,3 +161,7 @@ void vm_decoder_stats_get(const vm_decoder *d, vm_decoder_stats *out);
 
 // Release the pipeline and every buffer.  NULL is a no-op.
 void vm_decoder_close(vm_decoder *d);
+
+#ifdef __cplusplus
+}
+#endif

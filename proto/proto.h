@@ -29,6 +29,10 @@
 #include <stdint.h>
 #include "common/error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define VM_BATCH_MAGIC 0x54424d56u        // "VMBT" as the first 4 bytes of the message
 #define VM_BATCH_VERSION_MAJOR 1          // a receiver rejects any other major version
 #define VM_BATCH_VERSION_MINOR 0          // a newer minor is accepted (it only appends fields)
@@ -136,3 +140,7 @@ int vm_batch_file_write(const char *path, const void *msg, size_t len, vm_error 
 int vm_batch_file_read(const char *path, void **msg, size_t *len, vm_error *err);
 
 const char *vm_batch_codec_name(uint32_t codec);   // "none", "lz4", "unknown"
+
+#ifdef __cplusplus
+}
+#endif

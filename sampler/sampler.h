@@ -74,6 +74,10 @@
 #include "decoder/decoder.h"
 #include "proto/proto.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct vm_sampler vm_sampler;
 
 // Everything decided about one view before any pixel is touched.
@@ -153,3 +157,7 @@ void vm_color_jitter_rgb(uint8_t *img, int w, int h, const vm_view_plan *p);
 void vm_grayscale_rgb(uint8_t *img, int w, int h);
 void vm_solarize_rgb(uint8_t *img, int w, int h, int threshold);
 int vm_gaussian_blur_rgb(uint8_t *img, int w, int h, int ksize, float sigma, vm_scratch *scratch, vm_error *err);
+
+#ifdef __cplusplus
+}
+#endif

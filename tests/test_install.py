@@ -153,6 +153,32 @@ def test_headers_compile_alone():
 
 
 @test
+def test_cplusplus_program():
+    # The headers declare C linkage under C++ (a C++ extension or tool links the library as is):
+    # every header in one C++17 unit, a call through each of three of them, linked and run.
+    st = _setup()
+    if not shutil.which("c++"):
+        skip("c++ not installed")
+    d = os.path.join(st["tmp"], "cplusplus")
+    os.makedirs(d)
+    includes = "".join(f"#include <vicmae/{h}>\n" for h in HEADERS)
+    open(os.path.join(d, "one.cc"), "w").write(includes + """#include <cstdio>
+int main() {
+    vm_decoder_options o;
+    vm_decoder_options_default(&o);
+    vm_rng r;
+    vm_rng_init(&r, 7, 0);
+    std::printf("%s %d\\n", vm_strerror(0), (int)vm_rng_int(&r, 3, 3));
+    return 0;
+}
+""")
+    _sh(["c++", "-std=c++17", "-Wall", "-Werror", *st["san"], "-o", "one", "one.cc", *_pkg_config("--cflags", "--libs")],
+        cwd=d)
+    out = _sh([os.path.join(d, "one")], env=dict(os.environ, LD_LIBRARY_PATH=os.path.join(st["root"], "lib")))
+    assert out.endswith(" 3\n"), out
+
+
+@test
 def test_shared_and_static_programs():
     exe_so, needed_so = _build("shared", static=False)
     exe_a, needed_a = _build("static", static=True)
