@@ -4,11 +4,11 @@ import os, re, subprocess, tempfile
 from harness import test, skip, run, repo_root, vicmae_bin
 
 
-def vicmae(*args, timeout=60):
+def vicmae(*args, timeout=60, cwd=None):
     b = vicmae_bin()
     if not os.path.exists(b):
         skip(f"{b} not built")
-    return subprocess.run([b, *args], cwd=repo_root(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([b, *args], cwd=cwd or repo_root(), capture_output=True, text=True, timeout=timeout)
 
 
 def commands(binary):
@@ -75,13 +75,15 @@ def test_numeric_options_refused():
         (["bench", "pipeline", "--warmup", "-2"], "--warmup '-2'"),
         (["debug-step", "--batch", "b.vmb", "--out", "o.safetensors", "--steps", "0"], "--steps '0'"),
     ]
-    # should a check regress, the run stays out of runs/demo and off the default port
-    iso = ["--set", "run.out_dir=" + tempfile.mkdtemp(prefix="vicmae-cli-"), "--set", "pipeline.endpoint=tcp://127.0.0.1:*"]
+    # Should a check regress, whatever the command does stays in a temporary directory (relative
+    # paths, the built-in defaults' runs/ and data/synth) and off the default port.
+    d = tempfile.mkdtemp(prefix="vicmae-cli-")
+    iso = ["--set", "pipeline.endpoint=tcp://127.0.0.1:*"]
     for args, want in cases:
-        r = vicmae(*args, *(iso if args[0] == "run" else []), timeout=30)
+        r = vicmae(*args, *(iso if args[0] == "run" else []), timeout=30, cwd=d)
         assert r.returncode == 2, (args, r.returncode, r.stderr)
         assert want in r.stderr and re.search(r"expected an? (integer|number) in \[", r.stderr), (args, r.stderr)
-    r = vicmae("run", "--frobnicate", "1", *iso, timeout=30)
+    r = vicmae("run", "--frobnicate", "1", *iso, timeout=30, cwd=d)
     assert r.returncode == 2 and "unexpected argument '--frobnicate'" in r.stderr, r.stderr
 
 
