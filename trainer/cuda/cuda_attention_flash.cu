@@ -142,7 +142,7 @@ FLASH_HD float dscore(float p, float dp, float dot, float scale) { return mul_rn
 // stride ldr = hs + 8 and transposed ones (hs rows of Tp) ldt = Tp + 8: both are 4 mod 8 words, so
 // the 32-bit fragment loads of a warp (8 rows x 4 consecutive words) hit 32 distinct banks.
 constexpr int FWD_WARPS = 4;  // forward: query tiles per block, one per warp
-constexpr int BWD_WARPS = 8;  // backward: warps per block (one block per head)
+constexpr int BWD_WARPS = 8;  // backward: warps per block at most (one block per head)
 constexpr int MAX_T = 256;
 
 struct layout {
@@ -356,7 +356,8 @@ __device__ __forceinline__ void two_products(float (&s)[2][4], float (&dp)[2][4]
 }
 
 // dqkv (B, T, 3C) from dout (B, T, C), qkv and the forward's row statistics.  Grid: B * NH blocks of
-// BWD_WARPS warps.  TA: the type of qkv (dout and dqkv are fp32 either way).
+// min(BWD_WARPS, Tp / 16) warps (no warp without a tile in either phase).  TA: the type of qkv (dout
+// and dqkv are fp32 either way).
 template <int HS, typename TA>
 __global__ void __launch_bounds__(BWD_WARPS * 32)
 flash_backward_kernel(float *dqkv, const float *dout, const TA *qkv, const float *stats, int T, int C, int NH,
@@ -365,7 +366,7 @@ flash_backward_kernel(float *dqkv, const float *dout, const TA *qkv, const float
     constexpr int NK = HS / 16, NN = HS / 8;
     const layout l = layout_of(T, HS);
     const int ntiles = l.Tp / 16, bh = blockIdx.x, b = bh / NH, h = bh % NH;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
     const size_t rows = (size_t)l.Tp * l.ldr, cols = (size_t)HS * l.ldt;
     uint16_t *Qs = (uint16_t *)smem, *Ks = Qs + rows, *Vs = Ks + rows, *Gs = Vs + rows;  // G: dO
     uint16_t *Qt = Gs + rows, *Kt = Qt + cols, *Gt = Kt + cols;
@@ -385,7 +386,7 @@ flash_backward_kernel(float *dqkv, const float *dout, const TA *qkv, const float
     __syncthreads();
 
     // phase 1: warps own query tiles — rowsum(P * dP), then dS and dQ = bf16(dS) @ K
-    for (int qt = warp; qt < ntiles; qt += BWD_WARPS) {
+    for (int qt = warp; qt < ntiles; qt += nwarps) {
         uint32_t qa[NK][4], ga[NK][4];
 #pragma unroll
         for (int kk = 0; kk < NK; kk++) {
@@ -451,7 +452,7 @@ flash_backward_kernel(float *dqkv, const float *dout, const TA *qkv, const float
     __syncthreads();  // every row's rowsum(P * dP) is in rdot
 
     // phase 2: warps own key tiles — S^T, dP^T per 16 queries; dV = bf16(P)^T dO, dK = bf16(dS)^T Q
-    for (int kt = warp; kt < ntiles; kt += BWD_WARPS) {
+    for (int kt = warp; kt < ntiles; kt += nwarps) {
         uint32_t ka[NK][4], va[NK][4];
 #pragma unroll
         for (int kk = 0; kk < NK; kk++) {
@@ -559,8 +560,11 @@ template <int HS, typename TA>
 void backward_hs(float *dqkv, const float *dout, const TA *qkv, const float *stats, int B, int T, int C, int NH,
                  const char *op) {
     const size_t smem = layout_of(T, HS).bwd;
+    // one warp per tile up to BWD_WARPS: the encoder (T 50, 4 tiles) would otherwise hold 8 warps'
+    // registers (hs 64: 172 a thread, one block per SM) with 4 of them idle in both phases
+    const int tiles = (T + 15) / 16, warps = tiles < BWD_WARPS ? tiles : BWD_WARPS;
     allow_smem((const void *)flash_backward_kernel<HS, TA>, smem, op);
-    flash_backward_kernel<HS, TA><<<B * NH, BWD_WARPS * 32, smem, g_cu.stream>>>(
+    flash_backward_kernel<HS, TA><<<B * NH, warps * 32, smem, g_cu.stream>>>(
         dqkv, dout, qkv, stats, T, C, NH, 1.0f / sqrtf((float)HS), vec_flags(qkv, dout));
     LAUNCH_CHECK(op);
 }
