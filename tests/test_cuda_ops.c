@@ -255,8 +255,33 @@ TEST(cuda_batchnorm) {
 
 // ---- attention ---------------------------------------------------------------------------------------
 // Flash mode: att holds the forward's row statistics, not probabilities (cuda_backend.h), so the
-// flash tests compare out and dqkv only.
+// flash tests compare out and dqkv, and check the statistics with check_flash_stats instead.
 static int skip_att;
+
+// The flash forward's att: the first B*NH*T*2 floats are (row max, 1 / row sum) of each query row,
+// the rest is left as it was — still the poison, or the forward that ran was not the flash one (the
+// fused and cuBLAS paths write every probability, and the test would pass without running flash).
+// 1 / row sum is the row's largest probability (exp(max - max) = 1): the reference att's row max.
+static void check_flash_stats(const char *name, const float *d_att, const float *att, int B, int T, int NH) {
+    size_t rows = (size_t)B * NH * T, na = rows * T, touched = 0, bad_max = 0;
+    float *h = malloc(na * sizeof(float)), *inv = malloc(rows * sizeof(float)), *want = malloc(rows * sizeof(float));
+    CHECK(h && inv && want);
+    cu->to_host(h, d_att, na * sizeof(float));
+    for (size_t r = 0; r < rows; r++) {
+        float m = att[r * T];
+        for (int j = 1; j < T; j++) m = att[r * T + j] > m ? att[r * T + j] : m;
+        want[r] = m, inv[r] = h[2 * r + 1];
+        bad_max += !isfinite(h[2 * r]);
+    }
+    for (size_t i = 2 * rows; i < na; i++) touched += !isnan(h[i]);
+    double e = relerr(inv, want, rows);
+    free(h), free(inv), free(want);
+    CHECK(touched == 0, "%s: %zu floats of att past the row statistics were written (not the flash forward?)", name,
+          touched);
+    CHECK(bad_max == 0, "%s: %zu row maxima are not finite", name, bad_max);
+    CHECK(e < tol, "%s: 1 / row sum vs the reference's largest probability: relative error %.3g (tolerance %.0e)",
+          name, e, tol);
+}
 
 static void check_attention(int B, int T, int C, int NH) {
     size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
@@ -269,6 +294,7 @@ static void check_attention(int B, int T, int C, int NH) {
     cu->attention_forward(d_out, d_att, d_qkv, B, T, C, NH);
     CHECK_DEV("attention out", d_out, out, no);
     if (!skip_att) CHECK_DEV("attention att", d_att, att, na);
+    else check_flash_stats("attention att (flash statistics)", d_att, att, B, T, NH);
     cu->attention_backward(d_dqkv, d_scr, d_g, d_qkv, d_att, B, T, C, NH);
     CHECK_DEV("attention dqkv", d_dqkv, dqkv, nq);
     FREE_ALL(cu->free, d_qkv, d_g, d_out, d_att, d_dqkv, d_scr);
@@ -334,6 +360,8 @@ static const int flash_shapes[][5] = {  // B, T, C, NH, quick
     {2, 100, 192, 3, 0},  // hs 64, padding rows and columns
     {1, 256, 32, 1, 1},   // the longest sequence, hs 32 (16 tiles: the largest score registers)
     {3, 2, 64, 2, 1},     // the shortest sequence (2 floats of statistics per row fill att)
+    {2, 17, 128, 2, 1},   // hs 64, a second tile holding one row (15 padding rows and columns)
+    {2, 197, 64, 4, 0},   // hs 16 on the decoder length (13 tiles: score registers of 13 key tiles)
 };
 static int flash_shape_skipped(const int *s) { return !s[4] && getenv("VICMAE_MEMCHECK") != NULL; }
 
@@ -351,8 +379,8 @@ TEST(cuda_attention_flash_bf16) {
     CHECK(!vm_backend_cuda_flash_attention_takes(13, 32, 4), "head size 8 is not taken");
     CHECK(!vm_backend_cuda_flash_attention_takes(257, 128, 4), "T = 257 is not taken");
     CHECK(!vm_backend_cuda_flash_attention_takes(1, 64, 2), "T = 1 is not taken (att too small for the statistics)");
-    check_attention(2, 64, 256, 2);  // hs 128 in flash mode: the fused kernels, as FUSED
-    skip_att = 0;
+    skip_att = 0;  // hs 128 in flash mode: the fused kernels, as FUSED (att holds probabilities)
+    check_attention(2, 64, 256, 2);
     vm_backend_cuda_set_fused_attention(VM_ATTENTION_AUTO);
     vm_backend_cuda_set_precision(0);
 }
@@ -767,6 +795,7 @@ static void check_attention_act16(int B, int T, int C, int NH) {
     cu->attention_forward_bf16(d_out, d_att, d_qkv, B, T, C, NH);
     CHECK_DEV16(at("attention_forward_bf16 out"), d_out, out, no);
     if (!skip_att) CHECK_DEV(at("attention_forward_bf16 att"), d_att, att, na);
+    else check_flash_stats(at("attention_forward_bf16 att (flash statistics)"), d_att, att, B, T, NH);
     cu->attention_backward_bf16(d_dqkv, d_scr, d_g, d_qkv, d_att, B, T, C, NH);
     CHECK_DEV(at("attention_backward_bf16 dqkv"), d_dqkv, dqkv, nq);
     FREE_ALL(cu->free, d_qkv, d_out, d_g, d_att, d_dqkv, d_scr);
