@@ -272,6 +272,22 @@ static char *count_lines_reader(char *buf, int size, void *stream) {
         r = buf;
     }
     if (r) ctx->lineno++;
+    // inih calls no handler for a section header: an unknown section without keys (a typo of a
+    // section the keys below were meant for, or commented-out keys) would pass unnoticed.
+    if (r && r[0] == '[' && !ctx->failed) {
+        const char *end = strchr(r, ']');
+        char name[64];
+        if (end && (size_t)(end - r - 1) < sizeof name) {
+            snprintf(name, sizeof name, "%.*s", (int)(end - r - 1), r + 1);
+            if (!section_known(name)) {
+                char names[256];
+                known_names(NULL, names, sizeof names);
+                vm_fail(ctx->err, VM_EINVAL, "%s:%d: unknown section [%s]; sections are: %s", ctx->path, ctx->lineno,
+                        name, names);
+                ctx->failed = 1;
+            }
+        }
+    }
     return r;
 }
 

@@ -106,7 +106,8 @@ def test_config_errors_name_file_line_key():
     cases = [
         ("[optim]\nbatch_size = -4\n", ":2: [optim] batch_size = '-4': expected an integer in [1, 1000000]"),
         ("[optim]\nbatchsize = 4\n", ":2: unknown key 'batchsize' in [optim]; keys are: batch_size"),
-        ("[optimizer]\nbatch_size = 4\n", ":2: unknown section [optimizer]"),
+        ("[optimizer]\nbatch_size = 4\n", ":1: unknown section [optimizer]"),
+        ("[optim]\nbatch_size = 8\n[optimiser]\n", ":3: unknown section [optimiser]"),
         ("[loss]\ncontrastive = byol\n", ":2: [loss] contrastive = 'byol': allowed values are infonce|simsiam|vicreg|none"),
         ("[optim]\nbatch_size = 16\nepochs = 2\nbatch_size = 32\n", ":4: [optim] batch_size is set again (first on line 2)"),
     ]

@@ -65,7 +65,11 @@ TEST(config_bad_values_name_allowed) {
     CHECK(strstr(err.msg, "integer"), "%s", err.msg);
     p = write_tmp("sec.ini", "[modle]\nx = 1\n");
     CHECK(vm_config_load(&cfg, p, &err) == VM_EINVAL);
-    CHECK(strstr(err.msg, "unknown section [modle]"), "%s", err.msg);
+    CHECK(strstr(err.msg, "sec.ini:1: unknown section [modle]"), "%s", err.msg);
+    // a section without keys is refused too (inih reports no header to the handler)
+    p = write_tmp("empty-sec.ini", "[optim]\nbatch_size = 8\n\n[optimiser]\n; warmup_steps = 10\n");
+    CHECK(vm_config_load(&cfg, p, &err) == VM_EINVAL);
+    CHECK(strstr(err.msg, "empty-sec.ini:4: unknown section [optimiser]") && strstr(err.msg, "optim,"), "%s", err.msg);
     CHECK(vm_config_load(&cfg, "/nonexistent/x.ini", &err) == VM_EIO);
     CHECK(strstr(err.msg, "/nonexistent/x.ini"), "%s", err.msg);
 }
