@@ -54,6 +54,9 @@ NVFLAGS := -O3 -g -lineinfo -std=c++17 -I. -Xcompiler -fPIC,-Wall \
            -gencode arch=compute_$(GPU_ARCH:sm_%=%),code=$(GPU_ARCH) \
            -gencode arch=compute_$(GPU_ARCH:sm_%=%),code=compute_$(GPU_ARCH:sm_%=%) -DVM_HAVE_CUDA=1
 CUDA_LDLIBS := -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart_static -ldl -lrt -lpthread -lstdc++
+ifeq ($(CI),true)
+NVFLAGS += -Werror all-warnings -Xcompiler -Werror
+endif
 endif
 
 # ---- modules -------------------------------------------------------------------------------
