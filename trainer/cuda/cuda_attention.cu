@@ -361,25 +361,6 @@ attention_fused_backward_kernel(float *dqkv, const float *dout, const TA *qkv, c
     }
 }
 
-int smem_optin(void) {
-    static int bytes = -1;
-    if (bytes < 0 && cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, g_cu.device) != cudaSuccess)
-        bytes = 48 * 1024;
-    return bytes;
-}
-
-// Kernels need an opt-in for more than 48 KB of dynamic shared memory; raised once per kernel to
-// the largest size launched so far.  (16 kernels: 2 directions x 4 head sizes x 2 element types.)
-void allow_smem(const void *kernel, size_t smem, const char *op) {
-    constexpr int MAX_KERNELS = 32;
-    static struct { const void *kernel; size_t bytes; } allowed[MAX_KERNELS];
-    int i = 0;
-    while (i < MAX_KERNELS && allowed[i].kernel && allowed[i].kernel != kernel) i++;
-    if (i < MAX_KERNELS && allowed[i].kernel == kernel && allowed[i].bytes >= smem) return;
-    CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    if (i < MAX_KERNELS) allowed[i].kernel = kernel, allowed[i].bytes = smem;
-}
-
 }  // namespace
 
 extern "C" int vm_backend_cuda_fused_attention_takes(int T, int C, int NH, int backward) {
@@ -387,17 +368,17 @@ extern "C" int vm_backend_cuda_fused_attention_takes(int T, int C, int NH, int b
     int hs = C / NH;
     if (hs != 16 && hs != 32 && hs != 64 && hs != 128) return 0;
     layout l = layout_of(T, hs);
-    if (!backward) return l.fwd <= (size_t)smem_optin();
-    return (l.Tp / 16) * (hs / 16) <= BWD_WARPS * BWD_TILES && l.bwd <= (size_t)smem_optin();
+    if (!backward) return l.fwd <= (size_t)cuda_smem_optin();
+    return (l.Tp / 16) * (hs / 16) <= BWD_WARPS * BWD_TILES && l.bwd <= (size_t)cuda_smem_optin();
 }
 
 // KERNEL<hs, TA> for the head size hs, TA the element type of qkv.
 #define FUSED_DISPATCH(KERNEL, TA, SMEM, WARPS, ...)                                                   \
     switch (hs) {                                                                                     \
-    case 16: allow_smem((const void *)KERNEL<16, TA>, SMEM, op); KERNEL<16, TA><<<B * NH, WARPS * 32, SMEM, g_cu.stream>>>(__VA_ARGS__); break; \
-    case 32: allow_smem((const void *)KERNEL<32, TA>, SMEM, op); KERNEL<32, TA><<<B * NH, WARPS * 32, SMEM, g_cu.stream>>>(__VA_ARGS__); break; \
-    case 64: allow_smem((const void *)KERNEL<64, TA>, SMEM, op); KERNEL<64, TA><<<B * NH, WARPS * 32, SMEM, g_cu.stream>>>(__VA_ARGS__); break; \
-    default: allow_smem((const void *)KERNEL<128, TA>, SMEM, op); KERNEL<128, TA><<<B * NH, WARPS * 32, SMEM, g_cu.stream>>>(__VA_ARGS__); break; \
+    case 16: cuda_allow_smem((const void *)KERNEL<16, TA>, SMEM, op); KERNEL<16, TA><<<B * NH, WARPS * 32, SMEM, g_cu.stream>>>(__VA_ARGS__); break; \
+    case 32: cuda_allow_smem((const void *)KERNEL<32, TA>, SMEM, op); KERNEL<32, TA><<<B * NH, WARPS * 32, SMEM, g_cu.stream>>>(__VA_ARGS__); break; \
+    case 64: cuda_allow_smem((const void *)KERNEL<64, TA>, SMEM, op); KERNEL<64, TA><<<B * NH, WARPS * 32, SMEM, g_cu.stream>>>(__VA_ARGS__); break; \
+    default: cuda_allow_smem((const void *)KERNEL<128, TA>, SMEM, op); KERNEL<128, TA><<<B * NH, WARPS * 32, SMEM, g_cu.stream>>>(__VA_ARGS__); break; \
     }
 
 namespace {

@@ -508,26 +508,6 @@ flash_backward_kernel(float *dqkv, const float *dout, const TA *qkv, const float
     }
 }
 
-int smem_optin(void) {
-    static int bytes = -1;
-    if (bytes < 0 && cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, g_cu.device) != cudaSuccess)
-        bytes = 48 * 1024;
-    return bytes;
-}
-
-// More than 48 KB of dynamic shared memory needs an opt-in per kernel; raised once per kernel to the
-// largest size launched so far (30 kernels: 3 head sizes x (4 forward score sizes + 1 backward) x 2
-// element types).
-void allow_smem(const void *kernel, size_t smem, const char *op) {
-    constexpr int MAX_KERNELS = 32;
-    static struct { const void *kernel; size_t bytes; } allowed[MAX_KERNELS];
-    int i = 0;
-    while (i < MAX_KERNELS && allowed[i].kernel && allowed[i].kernel != kernel) i++;
-    if (i < MAX_KERNELS && allowed[i].kernel == kernel && allowed[i].bytes >= smem) return;
-    CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    if (i < MAX_KERNELS) allowed[i].kernel = kernel, allowed[i].bytes = smem;
-}
-
 // vec flags for load_head: bit 0 qkv, bit 1 dout, aligned for 4-element vector loads
 template <typename TA>
 int vec_flags(const TA *qkv, const float *dout) {
@@ -540,7 +520,7 @@ template <int HS, int KT, typename TA>
 void launch_forward(TA *out, float *stats, const TA *qkv, int B, int T, int C, int NH, const char *op) {
     const layout l = layout_of(T, HS);
     const int groups = (l.Tp / 16 + FWD_WARPS - 1) / FWD_WARPS;
-    allow_smem((const void *)flash_forward_kernel<HS, KT, TA>, l.fwd, op);
+    cuda_allow_smem((const void *)flash_forward_kernel<HS, KT, TA>, l.fwd, op);
     flash_forward_kernel<HS, KT, TA><<<B * NH * groups, FWD_WARPS * 32, l.fwd, g_cu.stream>>>(
         out, stats, qkv, T, C, NH, 1.0f / sqrtf((float)HS), vec_flags(qkv, (const float *)nullptr) & 1);
     LAUNCH_CHECK(op);
@@ -563,7 +543,7 @@ void backward_hs(float *dqkv, const float *dout, const TA *qkv, const float *sta
     // one warp per tile up to BWD_WARPS: the encoder (T 50, 4 tiles) would otherwise hold 8 warps'
     // registers (hs 64: 172 a thread, one block per SM) with 4 of them idle in both phases
     const int tiles = (T + 15) / 16, warps = tiles < BWD_WARPS ? tiles : BWD_WARPS;
-    allow_smem((const void *)flash_backward_kernel<HS, TA>, smem, op);
+    cuda_allow_smem((const void *)flash_backward_kernel<HS, TA>, smem, op);
     flash_backward_kernel<HS, TA><<<B * NH, warps * 32, smem, g_cu.stream>>>(
         dqkv, dout, qkv, stats, T, C, NH, 1.0f / sqrtf((float)HS), vec_flags(qkv, dout));
     LAUNCH_CHECK(op);
@@ -600,7 +580,7 @@ int cuda_attention_flash_takes(int T, int C, int NH) {
     const int hs = C / NH;
     if (hs != 16 && hs != 32 && hs != 64) return 0;
     const flash::layout l = flash::layout_of(T, hs);
-    return l.fwd <= (size_t)flash::smem_optin() && l.bwd <= (size_t)flash::smem_optin();
+    return l.fwd <= (size_t)cuda_smem_optin() && l.bwd <= (size_t)cuda_smem_optin();
 }
 extern "C" int vm_backend_cuda_flash_attention_takes(int T, int C, int NH) { return cuda_attention_flash_takes(T, C, NH); }
 

@@ -139,6 +139,24 @@ static void cu_sync(void) {
     free_retired();
 }
 
+int cuda_smem_optin(void) {
+    static int bytes = -1;
+    if (bytes < 0 && cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, g_cu.device) != cudaSuccess)
+        bytes = 48 * 1024;
+    return bytes;
+}
+
+// A table of the kernels raised so far (the attention kernels: 16 fused, 30 flash instantiations).
+void cuda_allow_smem(const void *kernel, size_t smem, const char *op) {
+    constexpr int MAX_KERNELS = 64;
+    static struct { const void *kernel; size_t bytes; } allowed[MAX_KERNELS];
+    int i = 0;
+    while (i < MAX_KERNELS && allowed[i].kernel && allowed[i].kernel != kernel) i++;
+    if (i < MAX_KERNELS && allowed[i].kernel == kernel && allowed[i].bytes >= smem) return;
+    CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    if (i < MAX_KERNELS) allowed[i].kernel = kernel, allowed[i].bytes = smem;
+}
+
 float cuda_read_scalar(const float *dev, const char *op) {
     CUDA_CHECK(op, cudaMemcpyAsync(g_cu.host_scalar, dev, sizeof(float), cudaMemcpyDeviceToHost, g_cu.stream));
     CUDA_CHECK(op, cudaStreamSynchronize(g_cu.stream));

@@ -100,6 +100,11 @@ __device__ __forceinline__ void store_as(__nv_bfloat16 *p, float v) { *p = __flo
 void cuda_to_bf16(__nv_bfloat16 *dst, const float *src, size_t n, const char *op);
 // Deterministic sum of n doubles-in-float (two passes, fixed order) into dev_out[0] (device).
 void cuda_reduce_sum(float *dev_out, const float *x, size_t n, int squares, float scale, const char *op);
+// The device's opt-in limit of dynamic shared memory per block (bytes; 48 KB if it cannot be read).
+int cuda_smem_optin(void);
+// More than 48 KB of dynamic shared memory needs an opt-in per kernel: raised once per kernel to the
+// largest size launched so far.
+void cuda_allow_smem(const void *kernel, size_t smem, const char *op);
 // Copy one device float to the host (synchronises the stream).
 float cuda_read_scalar(const float *dev, const char *op);
 // C (m x n, col-major, ldc) = alpha * op(A) op(B) + beta * C in fp32 with fp32 operands (always fp32:
