@@ -71,7 +71,7 @@ include $(wildcard */module.mk)
 ALL_LIBS     := $(foreach l,eval trainer worker pipeline sampler decoder proto common,$(filter $(l),$(LIBS)))
 TRAINER_LIBS := $(filter-out worker sampler decoder,$(ALL_LIBS))
 # CLI commands that the trainer binary carries (cli/cmd_<name>.c); the others need GStreamer.
-TRAINER_CMDS := config inspect train replay debug_step eval export plot keygen
+TRAINER_CMDS := config inspect train debug_step eval export plot keygen
 
 lib_a   = $(BUILD)/lib$(1).a
 pkgs_of = $(sort $(foreach l,$(1),$($(l)_PKGS)))

@@ -1,5 +1,6 @@
 #include "cli/cli.h"
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -114,7 +115,21 @@ int vm_cli_num(const char *cmd, const char *flag, const char *v, double lo, doub
     char *end = NULL;
     double x = v ? strtod(v, &end) : 0;
     if (!v || end == v || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "vicmae %s: %s '%s': expected a number in [%g, %g]\n", cmd, flag, v ? v : "", lo, hi);
+        if (isinf(hi)) fprintf(stderr, "vicmae %s: %s '%s': expected a number >= %g\n", cmd, flag, v ? v : "", lo);
+        else fprintf(stderr, "vicmae %s: %s '%s': expected a number in [%g, %g]\n", cmd, flag, v ? v : "", lo, hi);
+        return 2;
+    }
+    *out = x;
+    return 0;
+}
+
+int vm_cli_u64(const char *cmd, const char *flag, const char *v, uint64_t *out) {
+    char *end = NULL;
+    errno = 0;
+    unsigned long long x = v && *v >= '0' && *v <= '9' ? strtoull(v, &end, 10) : 0;
+    if (!end || *end || errno) {
+        fprintf(stderr, "vicmae %s: %s '%s': expected an integer in [0, %llu]\n", cmd, flag, v ? v : "",
+                (unsigned long long)UINT64_MAX);
         return 2;
     }
     *out = x;

@@ -5,6 +5,7 @@
 // invalid input.  The table of subcommands is in cli/main.c.
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
 #include "common/config.h"
 
 // Standard config options, shared by every command that takes a config:
@@ -24,8 +25,10 @@ int vm_cli_config_resume(int *argc, char **argv, char *state_path, size_t cap, v
 // A command's integer option: v must be a whole decimal number in [lo, hi], else
 // "vicmae CMD: FLAG 'V': expected an integer in [LO, HI]" on stderr and 2 (the usage status).
 int vm_cli_int(const char *cmd, const char *flag, const char *v, long lo, long hi, int *out);
-// The same for a number (e.g. seconds): "expected a number in [LO, HI]".
+// The same for a number (e.g. seconds): "expected a number in [LO, HI]" (">= LO" when hi is INFINITY).
 int vm_cli_num(const char *cmd, const char *flag, const char *v, double lo, double hi, double *out);
+// The same for an unsigned 64-bit integer (a seed): digits only.
+int vm_cli_u64(const char *cmd, const char *flag, const char *v, uint64_t *out);
 // Path of the running binary's sibling (e.g. to start `vicmae worker` processes).
 const char *vm_cli_self(void);
 

@@ -3,6 +3,7 @@
 // Other benchmarks of the project are bench/bench_<name>.sh scripts (bench/run.sh runs them all);
 // this command is the measuring half of bench/bench_pipeline.sh, which adds the PyTorch DataLoader
 // baseline (bench/torch_dataloader.py) and prints the ratios.
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,14 +57,18 @@ int cmd_bench(int argc, char **argv) {
     snprintf(cfg.data.path, sizeof cfg.data.path, "%s", data);
     snprintf(cfg.pipeline.endpoint, sizeof cfg.pipeline.endpoint, "tcp://127.0.0.1:*");
     int counts[16], nc = 0, maxw = 1;
-    for (const char *p = wlist; *p && nc < 16;) {
-        counts[nc] = atoi(p);
-        if (counts[nc] < 1) { usage(stderr); return 2; }
-        if (counts[nc] > maxw) maxw = counts[nc];
-        nc++;
-        p = strchr(p, ',');
-        if (!p) break;
-        p++;
+    for (const char *p = wlist;; p++) {  // "1,2,4": each in [1, 64], at most 16 of them
+        char *end;
+        errno = 0;
+        long w = *p >= '0' && *p <= '9' ? strtol(p, &end, 10) : 0;
+        if (!w || errno || w > 64 || (*end && *end != ',') || nc == 16) {
+            fprintf(stderr, "vicmae bench: --workers '%s': expected a comma-separated list of up to 16 counts in [1, 64]\n",
+                    wlist);
+            return 2;
+        }
+        counts[nc++] = (int)w;
+        if (w > maxw) maxw = (int)w;
+        if (!*(p = end)) break;
     }
     vm_dataset ds;
     vm_error err = {0};

@@ -4,6 +4,7 @@
 // weighted votes as DINO) and/or a linear probe (standardised features, SGD or L-BFGS).  The model
 // architecture comes from --config, else from the configuration stored in the checkpoint.
 // Prints one result line per evaluation; --json FILE appends them as JSON lines.
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,26 +41,6 @@ static int usage_to(FILE *f) {
 }
 static int usage(void) { return usage_to(stderr); }
 
-static int parse_int(const char *opt, const char *v, int lo, int *out) {
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*end || x < lo || x > 1 << 30) {
-        fprintf(stderr, "vicmae eval: %s '%s': expected an integer >= %d\n", opt, v, lo);
-        return 2;
-    }
-    *out = (int)x;
-    return 0;
-}
-static int parse_double(const char *opt, const char *v, double lo, double *out) {
-    char *end;
-    double x = strtod(v, &end);
-    if (*end || !(x >= lo)) {
-        fprintf(stderr, "vicmae eval: %s '%s': expected a number >= %g\n", opt, v, lo);
-        return 2;
-    }
-    *out = x;
-    return 0;
-}
 
 static void print_result(FILE *json, const char *what, const vm_eval_result *r, const char *ckpt, const char *params,
                          int ntrain) {
@@ -124,15 +105,15 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--save-features")) save_path = v;
         else if (!strcmp(a, "--backend")) backend = v;
         else if (!strcmp(a, "--pool")) pool = v;
-        else if (!strcmp(a, "--seed")) { if ((rc = parse_int(a, v, 0, &seed))) return rc; seed_set = 1; }
-        else if (!strcmp(a, "--train-per-class")) { if ((rc = parse_int(a, v, 1, &train_pc))) return rc; }
-        else if (!strcmp(a, "--val-per-class")) { if ((rc = parse_int(a, v, 1, &val_pc))) return rc; }
-        else if (!strcmp(a, "--batch")) { if ((rc = parse_int(a, v, 1, &fo.batch))) return rc; }
-        else if (!strcmp(a, "--k")) { if ((rc = parse_int(a, v, 1, &k))) return rc; }
-        else if (!strcmp(a, "--temperature")) { if ((rc = parse_double(a, v, 1e-6, &T))) return rc; }
-        else if (!strcmp(a, "--epochs")) { if ((rc = parse_int(a, v, 1, &po.epochs))) return rc; }
-        else if (!strcmp(a, "--lr")) { if ((rc = parse_double(a, v, 0, &po.lr))) return rc; }
-        else if (!strcmp(a, "--wd")) { if ((rc = parse_double(a, v, 0, &po.weight_decay))) return rc; }
+        else if (!strcmp(a, "--seed")) { if ((rc = vm_cli_int("eval", a, v, 0, 1 << 30, &seed))) return rc; seed_set = 1; }
+        else if (!strcmp(a, "--train-per-class")) { if ((rc = vm_cli_int("eval", a, v, 1, 1 << 30, &train_pc))) return rc; }
+        else if (!strcmp(a, "--val-per-class")) { if ((rc = vm_cli_int("eval", a, v, 1, 1 << 30, &val_pc))) return rc; }
+        else if (!strcmp(a, "--batch")) { if ((rc = vm_cli_int("eval", a, v, 1, 1 << 30, &fo.batch))) return rc; }
+        else if (!strcmp(a, "--k")) { if ((rc = vm_cli_int("eval", a, v, 1, 1 << 30, &k))) return rc; }
+        else if (!strcmp(a, "--temperature")) { if ((rc = vm_cli_num("eval", a, v, 1e-6, INFINITY, &T))) return rc; }
+        else if (!strcmp(a, "--epochs")) { if ((rc = vm_cli_int("eval", a, v, 1, 1 << 30, &po.epochs))) return rc; }
+        else if (!strcmp(a, "--lr")) { if ((rc = vm_cli_num("eval", a, v, 0, INFINITY, &po.lr))) return rc; }
+        else if (!strcmp(a, "--wd")) { if ((rc = vm_cli_num("eval", a, v, 0, INFINITY, &po.weight_decay))) return rc; }
         else if (!strcmp(a, "--optimizer")) {
             if (!strcmp(v, "sgd")) po.optimizer = VM_PROBE_SGD;
             else if (!strcmp(v, "lbfgs")) po.optimizer = VM_PROBE_LBFGS;

@@ -32,9 +32,15 @@ int cmd_synth(int argc, char **argv) {
         else if (!strcmp(a, "--videos")) bad = vm_cli_int("synth", a, v, 1, 1000000, &o.videos);
         else if (!strcmp(a, "--frames")) bad = vm_cli_int("synth", a, v, 2, 1000000, &o.frames);
         else if (!strcmp(a, "--fps")) bad = vm_cli_int("synth", a, v, 1, 1000, &o.fps);
-        else if (!strcmp(a, "--seed")) o.seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--seed")) bad = vm_cli_u64("synth", a, v, &o.seed);
         else if (!strcmp(a, "--size")) {
-            if (sscanf(v, "%dx%d", &o.width, &o.height) != 2) { usage(stderr); return 2; }
+            int w, h, n = -1;
+            if (sscanf(v, "%dx%d%n", &w, &h, &n) != 2 || v[n] || w < 16 || h < 16 || w > 8192 || h > 8192 || w % 2 ||
+                h % 2) {
+                fprintf(stderr, "vicmae synth: --size '%s': expected WxH, even, each in [16, 8192]\n", v);
+                return 2;
+            }
+            o.width = w, o.height = h;
         } else { fprintf(stderr, "vicmae synth: unexpected argument '%s'\n", a); usage(stderr); return 2; }
         if (bad) return bad;
         i++;

@@ -7,6 +7,7 @@
 // current step, write a checkpoint and exit 0; `--resume` continues from it.
 //
 // This file is part of the GStreamer-free vicmae-trainer binary: no decoder, sampler or worker.
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,12 +60,9 @@ int cmd_train(int argc, char **argv) {
         else if (i + 1 < argc && !strcmp(a, "--save-batches")) o.save_batches = argv[++i];
         else if (i + 1 < argc && !strcmp(a, "--curve-admit")) o.curve_admit = argv[++i];
         else if (i + 1 < argc && !strcmp(a, "--stop-after")) {
-            char *end;
-            o.stop_after = strtol(argv[++i], &end, 10);
-            if (*end || o.stop_after < 1) {
-                fprintf(stderr, "vicmae train: --stop-after '%s': expected a positive step count\n", argv[i]);
-                return 2;
-            }
+            int steps;
+            if (vm_cli_int("train", a, argv[++i], 1, INT_MAX, &steps)) return 2;
+            o.stop_after = steps;
         } else {
             fprintf(stderr, "vicmae train: unexpected argument '%s'\n", a);
             return usage();

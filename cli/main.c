@@ -1,7 +1,8 @@
 // cli/main.c — `vicmae <command> ...`: the table of subcommands.
 //
 // A command whose module is not in this binary (the GStreamer-free `vicmae-trainer` has no decoder,
-// sampler or worker) resolves to the weak fallback below and says so, instead of failing to link.
+// sampler or worker) resolves to the weak alias of its fallback below, which says so instead of
+// failing to link; the usage lists only the commands this binary has.
 #include <stdio.h>
 #include <string.h>
 #include "common/log.h"
@@ -26,28 +27,32 @@ typedef int (*cmd_fn)(int argc, char **argv);
     X(bench, "benchmark the pipeline: bench pipeline (`make bench` runs every benchmark)")
 
 #define DECLARE(name, help)                                                                      \
-    int cmd_##name(int argc, char **argv) __attribute__((weak));                                 \
-    int cmd_##name(int argc, char **argv) {                                                      \
+    static int missing_##name(int argc, char **argv) {                                           \
         (void)argc;                                                                              \
         fprintf(stderr, "vicmae %s: not available in this binary (%s)\n", argv[0],              \
                 "its module was not built in; the full `vicmae` binary has every command");     \
         return 2;                                                                                \
-    }
+    }                                                                                            \
+    int cmd_##name(int argc, char **argv) __attribute__((weak, alias("missing_" #name)));
 COMMANDS(DECLARE)
 
-static const struct { const char *name; cmd_fn fn; const char *help; } commands[] = {
-#define ENTRY(name, help) {#name, cmd_##name, help},
+static const struct { const char *name; cmd_fn fn, missing; const char *help; } commands[] = {
+#define ENTRY(name, help) {#name, cmd_##name, missing_##name, help},
     COMMANDS(ENTRY)
 };
 
 static void usage(FILE *out) {
     fprintf(out, "usage: vicmae <command> [options]   (vicmae <command> --help for details)\n\ncommands:\n");
+    int missing = 0;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         char name[32];
         snprintf(name, sizeof name, "%s", commands[i].name);
         for (char *p = name; *p; p++) if (*p == '_') *p = '-';
-        fprintf(out, "  %-11s %s\n", name, commands[i].help);
+        if (commands[i].fn == commands[i].missing) missing++;
+        else fprintf(out, "  %-11s %s\n", name, commands[i].help);
     }
+    if (missing)
+        fprintf(out, "  (%d more in the full `vicmae` binary: this one is built without GStreamer)\n", missing);
     fprintf(out, "\nenvironment: VICMAE_LOG=debug|info|warn|error\n");
 }
 
