@@ -7,6 +7,7 @@
 #   make install    libvicmae-video (decoder + sampler), its headers and vicmae-video.pc (PREFIX, DESTDIR)
 #   make uninstall  removes them
 # Knobs: SAN=address|undefined  CUDA=auto|0|1  GPU_ARCH=sm_90  CUDA_HOME=/usr/local/cuda  CI=true (-Werror)
+#        CUDA_SHARED=1 (the CUDA backend in one $(BUILD)/libvicmae-cuda.so; tools/gpu-dist.sh)
 #
 # Each module declares its libraries in <module>/module.mk (sources, pkg-config names, Debian
 # packages); this file only knows how to build a library, a binary and a test from that.
@@ -79,14 +80,31 @@ ldlibs_of = $(if $(call pkgs_of,$(1)),$(shell pkg-config --libs $(call pkgs_of,$
             $(foreach l,$(1),$($(l)_LDLIBS)) -lm -lpthread $(if $(filter trainer,$(1)),$(CUDA_LDLIBS))
 
 define lib_rules
-$(1)_OBJS := $$(patsubst %.c,$(BUILD)/%.o,$$($(1)_SRCS)) \
-             $$(if $$(filter 1,$(HAVE_CUDA)),$$(patsubst %.cu,$(BUILD)/%.cu.o,$$($(1)_CU_SRCS)))
+$(1)_CU_OBJS := $$(if $$(filter 1,$(HAVE_CUDA)),$$(patsubst %.cu,$(BUILD)/%.cu.o,$$($(1)_CU_SRCS)))
+$(1)_OBJS := $$(patsubst %.c,$(BUILD)/%.o,$$($(1)_SRCS)) $$(if $$(filter 1,$(CUDA_SHARED)),,$$($(1)_CU_OBJS))
 $$($(1)_OBJS): PKG_CFLAGS = $$(if $$($(1)_PKGS),$$(shell pkg-config --cflags $$($(1)_PKGS)))
 $(BUILD)/lib$(1).a: $$($(1)_OBJS)
 	@rm -f $$@
 	ar rcs $$@ $$^
 endef
 $(foreach l,$(LIBS),$(eval $(call lib_rules,$(l))))
+
+# CUDA_SHARED=1 (tools/gpu-dist.sh): the CUDA objects of every module go into ONE shared library,
+# $(BUILD)/libvicmae-cuda.so (with cudart_static inside: each .cu object registers its fatbin from a
+# constructor, which needs the one cudart that the library carries; no C file calls the CUDA
+# runtime), and not into the module archives; every program that links the trainer loads it, by
+# rpath $ORIGIN/../lib (gpu-dist's bin/ beside lib/), $ORIGIN or $ORIGIN/.. (this build tree).
+# One copy of the kernels instead of one per program: gpu-dist carries 9+ programs.
+# --exclude-libs: cudart's own symbols stay inside.  A BUILD directory is built one way or the other
+# (libtrainer.a differs): tools/gpu-dist.sh removes an archive of the other kind.
+ifeq ($(HAVE_CUDA)$(CUDA_SHARED),11)
+CUDA_SO := $(BUILD)/libvicmae-cuda.so
+CUDA_SO_LDLIBS := $(CUDA_LDLIBS)
+$(CUDA_SO): $(foreach l,$(LIBS),$($(l)_CU_OBJS))
+	$(CC) -shared -Wl,-soname,libvicmae-cuda.so -Wl,--no-undefined -Wl,--exclude-libs,ALL -o $@ $^ $(CUDA_SO_LDLIBS) -lm
+$(foreach l,$(LIBS),$(if $($(l)_CU_OBJS),$(call lib_a,$(l)))): | $(CUDA_SO)
+CUDA_LDLIBS := $(CUDA_SO) -Wl,-rpath,'$$ORIGIN/../lib:$$ORIGIN:$$ORIGIN/..'
+endif
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
