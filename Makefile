@@ -218,6 +218,15 @@ $(NOGST_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(HARNESS_OBJ) $(foreach l,
 	$(CC) $(LDFLAGS) -o $@ $^ $(call ldlibs_of,$(TRAINER_LIBS))
 $(GST_TESTS): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(HARNESS_OBJ) $(foreach l,$(ALL_LIBS),$(call lib_a,$(l)))
 	$(CC) $(LDFLAGS) -o $@ $^ $(call ldlibs_of,$(ALL_LIBS))
+# tests/test_*.cu: host-only programs built by nvcc (CUDA emulations that need no GPU: the .cu is
+# compiled as any other, by $(BUILD)/%.cu.o's rule, NVFLAGS without the SAN flags), linked by $(CC)
+# with LDFLAGS so that a SAN build's harness.o finds its runtime; only when nvcc exists.
+ifeq ($(HAVE_CUDA),1)
+CU_TEST_BINS := $(patsubst tests/%.cu,$(BUILD)/tests/%,$(wildcard tests/test_*.cu))
+TEST_BINS    += $(CU_TEST_BINS)
+$(CU_TEST_BINS): $(BUILD)/tests/%: $(BUILD)/tests/%.cu.o $(HARNESS_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread -lstdc++ -lm
+endif
 
 # Extra build products a module wants (fuzzers, bench programs): <module>.mk appends to EXTRA_BINS.
 EXTRA_BINS ?=

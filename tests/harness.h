@@ -11,6 +11,10 @@
 #include <stdio.h>
 #include <math.h>
 
+#ifdef __cplusplus  // tests/test_*.cu (nvcc, host code) link the C harness.o
+extern "C" {
+#endif
+
 typedef void (*vt_test_fn)(void);
 void vt_register(const char *name, vt_test_fn fn);
 void vt_fail(const char *file, int line, const char *expr, const char *fmt, ...)
@@ -21,6 +25,10 @@ void vt_skip(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)
 const char *vt_data_dir(void);
 // A fresh temporary directory for this test (removed when the binary exits if the test passed).
 const char *vt_tmpdir(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #define TEST(name)                                                                   \
     static void name(void);                                                          \
