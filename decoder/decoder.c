@@ -40,7 +40,8 @@
 // 005: the orientation gained its mirror flag (flip-rotate-* tags, before cached as no rotation)
 // 006: MPEG-4 Part 2 B-frames in AVI are indexed by ordinal (header flag + seek times)
 // 007: H.264 in AVI is indexed by decode order (ordinal 2 + each packet's display index)
-#define INDEX_MAGIC "VMIDX007"
+// 008: DivX 3 (MS-MPEG4v3) AVI indexed from its packets (keyframe flags; was a decode pass)
+#define INDEX_MAGIC "VMIDX008"
 // Pictures decoded at index time to check the head of the stream against the index.
 #define HEAD_FRAMES 16
 
@@ -630,9 +631,16 @@ static int never_reorders(GstCaps *caps) {
                                         "video/x-dv", "video/x-huffyuv", "video/x-theora", "image/png",
                                         "video/x-h263", "video/x-vp8", "video/x-vp9", "video/x-indeo"};
     if (!caps || gst_caps_is_empty(caps)) return 0;
-    const char *n = gst_structure_get_name(gst_caps_get_structure(caps, 0));
+    const GstStructure *st = gst_caps_get_structure(caps, 0);
+    const char *n = gst_structure_get_name(st);
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(n, names[i])) return 1;
+    // DivX 3 is MS-MPEG4v3 (avidemux's caps for DIV3/MP43 AVIs): no B-frames.  Indexed from the
+    // packets, it keeps the AVI's keyframe flags; the decode-pass index marked every frame a
+    // keyframe, so every read was a seek (avidemux going back to the real keyframe) and frames
+    // after one another were decoded twice.
+    int v = 0;
+    if (!strcmp(n, "video/x-divx") && gst_structure_get_int(st, "divxversion", &v) && v == 3) return 1;
     return 0;
 }
 
