@@ -41,7 +41,8 @@
 // 006: MPEG-4 Part 2 B-frames in AVI are indexed by ordinal (header flag + seek times)
 // 007: H.264 in AVI is indexed by decode order (ordinal 2 + each packet's display index)
 // 008: DivX 3 (MS-MPEG4v3) AVI indexed from its packets (keyframe flags; was a decode pass)
-#define INDEX_MAGIC "VMIDX008"
+// 009: keyed by ctime and inode too (header fields ctime_ns, ino)
+#define INDEX_MAGIC "VMIDX009"
 // Pictures decoded at index time to check the head of the stream against the index.
 #define HEAD_FRAMES 16
 
@@ -924,11 +925,14 @@ static int64_t match_pts(const vm_decoder *d, int64_t t) {
 // File: header | path bytes | pts[frames] int64 | from[frames] int64 | key[frames] uint8 |
 // bad[frames] uint8 | (ordinal only) seekt[frames] int64 | (ordinal 2 only) order[frames] int64.
 // Native byte order
-// (a cache is local to a machine).  Keyed by path, size and mtime through the file name and the
-// header; anything that does not match is rebuilt.
+// (a cache is local to a machine).  Keyed by path, size, mtime, ctime and inode through the file
+// name and the header; anything that does not match is rebuilt.  mtime alone is not enough: a file
+// rewritten in place with the same size and its mtime put back (cp -p, rsync -t, touch -r) kept
+// the old index, and its frames were read at the old file's times (silently other pictures);
+// ctime cannot be set back, and a file replaced by rename has another inode.
 typedef struct {
     char magic[8];
-    int64_t size, mtime_ns, frames, duration_ns, off;
+    int64_t size, mtime_ns, ctime_ns, ino, frames, duration_ns, off;
     int32_t width, height, rotation, flip, path_len, ordinal;
     char codec[64], container[64], source[16];
 } cache_header;
@@ -937,7 +941,8 @@ static void cache_file(const vm_decoder *d, const struct stat *st, char *out, si
     XXH64_state_t *h = XXH64_createState();
     XXH64_reset(h, 0);
     XXH64_update(h, d->path, strlen(d->path));
-    int64_t k[2] = {st->st_size, (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec};
+    int64_t k[4] = {st->st_size, (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec,
+                    (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec, (int64_t)st->st_ino};
     XXH64_update(h, k, sizeof k);
     unsigned long long x = XXH64_digest(h);
     XXH64_freeState(h);
@@ -972,7 +977,9 @@ static int cache_load(vm_decoder *d) {
     if (!fp) return 1;
     cache_header h;
     int ok = fread(&h, sizeof h, 1, fp) == 1 && !memcmp(h.magic, INDEX_MAGIC, 8) && h.size == st.st_size &&
-             h.mtime_ns == (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec && h.frames > 0 &&
+             h.mtime_ns == (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec &&
+             h.ctime_ns == (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec && h.ino == (int64_t)st.st_ino &&
+             h.frames > 0 &&
              h.frames < (1LL << 32) && h.path_len == (int32_t)strlen(d->path);
     if (ok) {
         char *p = malloc(h.path_len + 1);
@@ -1038,6 +1045,8 @@ static void cache_store(const vm_decoder *d) {
     memcpy(h.magic, INDEX_MAGIC, 8);
     h.size = st.st_size;
     h.mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    h.ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+    h.ino = (int64_t)st.st_ino;
     h.frames = d->info.frames;
     h.off = d->off;
     h.duration_ns = d->info.duration_ns;

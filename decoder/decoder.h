@@ -13,7 +13,8 @@
 //
 // The index (frame count, per-frame PTS, keyframes) comes from a parse-only pass (demuxer + parser
 // through parsebin: packets are read, no pixel is decoded) and is cached in a directory keyed by the
-// file's path, size and mtime, so workers do not re-index a dataset every epoch.  When the packets do
+// file's path, size, mtime, ctime and inode, so workers do not re-index a dataset every epoch (a
+// file rewritten in place with its size and mtime kept still changes its ctime: it is re-indexed).  When the packets do
 // not carry usable timestamps the index falls back to a decode pass (no colour conversion or scaling).
 // vm_video_info.index_source says which one produced it.
 //
