@@ -544,6 +544,14 @@ static int ix_run(vm_decoder *d, int decode, int64_t max_samples, ix_result *r, 
                 if (max_samples && r->n >= max_samples) break;
                 progressed = 1;
             } else if (gst_app_sink_is_eos(GST_APP_SINK(c.sink))) {
+                // An element that fails while streaming (qtdemux on a sample-table entry with a
+                // bogus size) posts its error, then sends EOS: the error is on the bus by now.
+                // Taking the EOS without it gave a short index or the error, by the race.
+                GstMessage *em = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+                if (em) {
+                    rc = fail_gst_error(err, d->name, em, r->notes.missing);
+                    gst_message_unref(em);
+                }
                 break;
             }
         }
