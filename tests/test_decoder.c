@@ -199,18 +199,7 @@ static void gen_ball(const char *path, int frames, int bframes, int gop) {
              "videotestsrc num-buffers=%d pattern=ball ! video/x-raw,width=160,height=120,framerate=25/1 "
              "! avenc_mpeg4 max-bframes=%d gop-size=%d ! avimux ! filesink location=%s",
              frames, bframes, gop, path);
-    GError *ge = NULL;
-    GstElement *pl = gst_parse_launch(desc, &ge);
-    CHECK(pl && !ge, "%s: %s", desc, ge ? ge->message : "?");
-    gst_element_set_state(pl, GST_STATE_PLAYING);
-    GstBus *bus = gst_element_get_bus(pl);
-    GstMessage *msg = gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
-    int ok = msg && GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS;
-    if (msg) gst_message_unref(msg);
-    gst_object_unref(bus);
-    gst_element_set_state(pl, GST_STATE_NULL);
-    gst_object_unref(pl);
-    CHECK(ok, "encoding %s", path);
+    launch_to_eos(desc, path);
 }
 
 // Random, repeated and sorted-batch reads of `path` (`frames` pictures, all different) against a
@@ -466,19 +455,7 @@ TEST(h264_avi_ball_random_access) {
         snprintf(desc, sizeof desc, "videotestsrc num-buffers=%d pattern=ball ! video/x-raw,width=160,height=120,"
                  "framerate=25/1 ! x264enc speed-preset=veryfast bframes=%d b-adapt=false key-int-max=12 "
                  "! avimux ! filesink location=%s", v[i].frames, v[i].bf, path);
-        gst_init(NULL, NULL);
-        GError *ge = NULL;
-        GstElement *pl = gst_parse_launch(desc, &ge);
-        CHECK(pl && !ge, "%s: %s", desc, ge ? ge->message : "?");
-        gst_element_set_state(pl, GST_STATE_PLAYING);
-        GstBus *bus = gst_element_get_bus(pl);
-        GstMessage *msg = gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
-        int ok = msg && GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS;
-        if (msg) gst_message_unref(msg);
-        gst_object_unref(bus);
-        gst_element_set_state(pl, GST_STATE_NULL);
-        gst_object_unref(pl);
-        CHECK(ok, "encoding %s", path);
+        launch_to_eos(desc, path);
         check_random_access(path, v[i].frames, i);
     }
 }
@@ -770,19 +747,8 @@ TEST(error_audio_only) {
     char p[1100];
     snprintf(p, sizeof p, "%s/audio.ogg", vt_tmpdir());
     char desc[1400];
-    gst_init(NULL, NULL);
     snprintf(desc, sizeof desc, "audiotestsrc num-buffers=20 ! audioconvert ! vorbisenc ! oggmux ! filesink location=%s", p);
-    GError *ge = NULL;
-    GstElement *pl = gst_parse_launch(desc, &ge);
-    CHECK(pl && !ge);
-    gst_element_set_state(pl, GST_STATE_PLAYING);
-    GstBus *bus = gst_element_get_bus(pl);
-    GstMessage *m = gst_bus_timed_pop_filtered(bus, 30 * GST_SECOND, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
-    CHECK(m && GST_MESSAGE_TYPE(m) == GST_MESSAGE_EOS);
-    gst_message_unref(m);
-    gst_object_unref(bus);
-    gst_element_set_state(pl, GST_STATE_NULL);
-    gst_object_unref(pl);
+    launch_to_eos(desc, p);
     expect_open_error(p, VM_ENOTFOUND, "no video stream");
 }
 

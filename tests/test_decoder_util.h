@@ -20,6 +20,36 @@ static __attribute__((unused)) int64_t frame_time(int n, int vfr) {
     return t;
 }
 
+// Play pipeline p (PLAYING already asked for) until EOS or an error, at most 60 s; release it.  A
+// failure ends the test, naming `what` and GStreamer's reason.
+static __attribute__((unused)) void play_to_eos(GstElement *p, const char *what) {
+    GstBus *bus = gst_element_get_bus(p);
+    GstMessage *msg = gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+    int ok = msg && GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS;
+    char why[512] = "timeout";
+    if (msg && !ok) {
+        GError *e = NULL;
+        gst_message_parse_error(msg, &e, NULL);
+        snprintf(why, sizeof why, "%s", e->message);
+        g_error_free(e);
+    }
+    if (msg) gst_message_unref(msg);
+    gst_object_unref(bus);
+    gst_element_set_state(p, GST_STATE_NULL);
+    gst_object_unref(p);
+    CHECK(ok, "%s: %s", what, why);
+}
+
+// Run a gst-launch style pipeline description to its end (e.g. "videotestsrc ... ! filesink ...").
+static __attribute__((unused)) void launch_to_eos(const char *desc, const char *what) {
+    gst_init(NULL, NULL);  // idempotent
+    GError *ge = NULL;
+    GstElement *p = gst_parse_launch(desc, &ge);
+    CHECK(p && !ge, "gst_parse_launch(%s): %s", desc, ge ? ge->message : "?");
+    gst_element_set_state(p, GST_STATE_PLAYING);
+    play_to_eos(p, what);
+}
+
 // Encode `frames` frames of w x h RGB, frame n drawn by draw(rgb, n) and timed by frame_time(n, vfr),
 // through "appsrc ! videoconvert ! <chain> ! filesink location=<out>"; a failure ends the test.
 static __attribute__((unused)) void encode_frames(const char *out, const char *chain, int w, int h, int frames,
@@ -46,22 +76,10 @@ static __attribute__((unused)) void encode_frames(const char *out, const char *c
         CHECK(gst_app_src_push_buffer(GST_APP_SRC(src), b) == GST_FLOW_OK, "%s: push frame %d", out, n);
     }
     gst_app_src_end_of_stream(GST_APP_SRC(src));
-    GstBus *bus = gst_element_get_bus(p);
-    GstMessage *msg = gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
-    int ok = msg && GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS;
-    char why[512] = "timeout";
-    if (msg && !ok) {
-        GError *e = NULL;
-        gst_message_parse_error(msg, &e, NULL);
-        snprintf(why, sizeof why, "%s", e->message);
-        g_error_free(e);
-    }
-    if (msg) gst_message_unref(msg);
-    gst_object_unref(bus);
-    gst_element_set_state(p, GST_STATE_NULL);
     gst_object_unref(src);
-    gst_object_unref(p);
-    CHECK(ok, "encoding %s: %s", out, why);
+    char what[1200];
+    snprintf(what, sizeof what, "encoding %s", out);
+    play_to_eos(p, what);
 }
 
 // The number a decoded frame of any size shows as 4 columns x rows of blocks, bit i in column
