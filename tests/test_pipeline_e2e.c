@@ -371,7 +371,7 @@ TEST(cli_run_passes_every_option_to_the_trainer) {
     if (access("configs/tiny.ini", R_OK)) SKIP("configs/tiny.ini not found (run from the repository root)");
     enum { DECOYS = 50 };
     static char sets[DECOYS + 4][800];
-    char *argv[2 * (DECOYS + 4) + 10];
+    char *argv[6 + 2 * (DECOYS + 4) + 4 + 1];  // run --config F --workers 1, the --set pairs, 2 more, NULL
     int n = 0;
     argv[n++] = (char *)b, argv[n++] = "run", argv[n++] = "--config", argv[n++] = "configs/tiny.ini";
     argv[n++] = "--workers", argv[n++] = "1";
