@@ -5,7 +5,8 @@ with only `pkg-config --cflags --libs vicmae-video` (PKG_CONFIG_PATH into the DE
 is relocatable, ${pcfiledir}): compiles every installed header on its own, builds
 tools/pkgconfig_example.c against the shared library and against the archive, runs both on a
 generated H.264 clip (moving colour bars, 30 frames of 160x120) and checks what they print: frame
-count, decoded size, clip shape, frames clip_stride apart, the same pixels from both links.  Last,
+count, decoded size, clip shape, frames clip_stride apart, the same pixels from both links; links
+and runs a C++17 program that includes every header (C linkage).  Last,
 `make uninstall` leaves the DESTDIR empty.
 
 The nested make gets this run's MAKEFLAGS minus the jobserver, so under `make SAN=address test` it
@@ -67,7 +68,8 @@ def _setup():
     san = [f for f, sym in (("address", "__asan_"), ("undefined", "__ubsan_")) if sym in nm]
     _state.update(tmp=tmp, dest=dest, root=root, video=video,
                   san=[f"-fsanitize={','.join(san)}"] if san else [],
-                  env=dict(os.environ, PKG_CONFIG_PATH=os.path.join(root, "lib", "pkgconfig")))
+                  env=dict(os.environ, PKG_CONFIG_PATH=os.path.join(root, "lib", "pkgconfig")),
+                  run_env=dict(os.environ, LD_LIBRARY_PATH=os.path.join(root, "lib")))
     return _state
 
 
@@ -95,8 +97,7 @@ def _build(name, static):
 
 def _run(exe):
     st = _setup()
-    env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(st["root"], "lib"))
-    out = _sh([exe, st["video"]], env=env, cwd=os.path.dirname(exe))
+    out = _sh([exe, st["video"]], env=st["run_env"], cwd=os.path.dirname(exe))
     lines = out.splitlines()
     assert len(lines) == 2, out
     m = re.fullmatch(r"frames (\d+) size (\d+)x(\d+)", lines[0])
@@ -174,7 +175,7 @@ int main() {
 """)
     _sh(["c++", "-std=c++17", "-Wall", "-Werror", *st["san"], "-o", "one", "one.cc", *_pkg_config("--cflags", "--libs")],
         cwd=d)
-    out = _sh([os.path.join(d, "one")], env=dict(os.environ, LD_LIBRARY_PATH=os.path.join(st["root"], "lib")))
+    out = _sh([os.path.join(d, "one")], env=st["run_env"])
     assert out.endswith(" 3\n"), out
 
 
