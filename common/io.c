@@ -98,6 +98,47 @@ int vm_write_file_atomic(const char *path, const void *data, size_t size, vm_err
     return 0;
 }
 
+int vm_read_file(const char *path, size_t max_bytes, int refused, void **data, size_t *len, unsigned *mode,
+                 vm_error *err) {
+    *data = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return vm_fail(err, VM_EIO, "%s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return vm_fail(err, refused, "%s: not a regular file", path);
+    }
+    if ((uint64_t)sb.st_size > max_bytes) {
+        close(fd);
+        return vm_fail(err, VM_ERANGE, "%s: %lld bytes, larger than %zu", path, (long long)sb.st_size, max_bytes);
+    }
+    size_t n = (size_t)sb.st_size;
+    uint8_t *buf = malloc(n + 1);
+    if (!buf) {
+        close(fd);
+        return vm_fail(err, VM_ENOMEM, "%s: cannot allocate %zu bytes", path, n);
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : 0;
+            free(buf);
+            close(fd);
+            return vm_fail(err, VM_EIO, "%s: %s", path, e ? strerror(e) : "file shrank while reading");
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[n] = 0;
+    *data = buf;
+    *len = n;
+    if (mode) *mode = (unsigned)sb.st_mode;
+    return 0;
+}
+
 int vm_mkdirs(const char *path, vm_error *err) {
     char buf[4096];
     snprintf(buf, sizeof buf, "%s", path);

@@ -17,6 +17,12 @@ int vm_npy_write(const char *path, const void *data, const char *dtype, size_t e
                  int ndim, vm_error *err);
 // Write a file atomically: content goes to path.tmp.<pid>, fsync'ed, then renamed over path.
 int vm_write_file_atomic(const char *path, const void *data, size_t size, vm_error *err);
+// The whole of a regular file into *data (malloc'ed, caller frees; a NUL follows the *len bytes, so a
+// text file is a C string).  Refused with code `refused`: a path that is not a regular file ("not a
+// regular file"); with VM_ERANGE: one larger than max_bytes.  VM_EIO: open or read failed (or the
+// file shrank meanwhile).  *mode, when mode is not NULL: the file's st_mode.
+int vm_read_file(const char *path, size_t max_bytes, int refused, void **data, size_t *len, unsigned *mode,
+                 vm_error *err);
 // Create a directory and its parents (mkdir -p).
 int vm_mkdirs(const char *path, vm_error *err);
 // Monotonic clock in seconds.

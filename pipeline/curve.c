@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
+#include "common/io.h"
 
 static const char z85_chars[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
 
@@ -117,7 +118,8 @@ int vm_curve_key_parse(const char *text, const char *origin, int need_secret, vm
     return 0;
 }
 
-// The whole of a small text file (at most max bytes) into a malloc'ed string; fd open, the caller stats it.
+// The whole of a small text file (at most max bytes) into a malloc'ed string, read to its end from fd:
+// a clients file may be a pipe (curve_clients = <(cat worker*.key)), which vm_read_file refuses.
 static int read_text(int fd, const char *path, size_t max, char **out, vm_error *err) {
     size_t cap = 4096, len = 0;
     char *buf = malloc(cap);
@@ -155,24 +157,21 @@ static int read_text(int fd, const char *path, size_t max, char **out, vm_error 
 // A key file into *out, its secret key too when the file has one (whatever need_secret says).
 static int load_key_file(const char *path, int need_secret, vm_curve_key *out, vm_error *err) {
     memset(out, 0, sizeof *out);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return vm_fail(err, VM_EIO, "%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return vm_fail(err, VM_EINVAL, "%s: not a regular file", path);
-    }
-    char *text = NULL;
-    int rc = read_text(fd, path, 64 << 10, &text, err);
-    close(fd);
+    const size_t max = 64 << 10;
+    char *text;
+    size_t len;
+    unsigned mode;
+    int rc = vm_read_file(path, max, VM_EINVAL, (void **)&text, &len, &mode, err);
+    if (rc == VM_ERANGE) return vm_fail(err, VM_EINVAL, "%s: larger than %zu bytes: not a key file", path, max);
     if (rc) return rc;
-    rc = vm_curve_key_parse(text, path, need_secret, out, err);
+    if (memchr(text, 0, len)) rc = vm_fail(err, VM_EINVAL, "%s: binary content: not a key file", path);
+    if (!rc) rc = vm_curve_key_parse(text, path, need_secret, out, err);
     // The mode matters once the file is known to hold a secret: a public .key may be 0644.
-    if (!rc && out->sec[0] && (st.st_mode & (S_IRWXG | S_IRWXO)))
+    if (!rc && out->sec[0] && (mode & (S_IRWXG | S_IRWXO)))
         rc = vm_fail(err, VM_EINVAL, "%s: holds a secret key but group or others may read it (mode %04o); "
-                     "run `chmod 600 %s`", path, (unsigned)(st.st_mode & 07777), path);
+                     "run `chmod 600 %s`", path, mode & 07777, path);
     // The secret key lived in this buffer: wipe it before handing the memory back.
-    memset(text, 0, strlen(text));
+    memset(text, 0, len);
     free(text);
     if (rc) memset(out, 0, sizeof *out);
     return rc;

@@ -6,14 +6,10 @@
 // what is left of the message before it is used.
 #include "proto/proto.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <lz4.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack (streaming hash, no allocation)
 #include <xxhash.h>
 #if defined(__x86_64__)
@@ -414,40 +410,6 @@ int vm_batch_file_write(const char *path, const void *msg, size_t len, vm_error 
 }
 
 int vm_batch_file_read(const char *path, void **msg, size_t *len, vm_error *err) {
-    *msg = NULL;
-    *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return vm_fail(err, VM_EIO, "%s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return vm_fail(err, VM_EIO, "%s: not a regular file", path);
-    }
     uint64_t max = VM_BATCH_MAX_RAW + (1ull << 30);  // pixels + generous metadata/block overhead
-    if ((uint64_t)sb.st_size > max) {
-        close(fd);
-        return vm_fail(err, VM_ERANGE, "%s: %lld bytes, larger than any batch message", path, (long long)sb.st_size);
-    }
-    size_t n = (size_t)sb.st_size;
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) {
-        close(fd);
-        return vm_fail(err, VM_ENOMEM, "%s: cannot allocate %zu bytes", path, n);
-    }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            int e = r < 0 ? errno : 0;
-            free(buf);
-            close(fd);
-            return vm_fail(err, VM_EIO, "%s: %s", path, e ? strerror(e) : "file shrank while reading");
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    *msg = buf;
-    *len = n;
-    return 0;
+    return vm_read_file(path, (size_t)max, VM_EIO, msg, len, NULL, err);
 }
