@@ -280,13 +280,7 @@ static void make_keys(void) {
 static void curve_config(vm_config *cfg, int videos, int curve) {
     make_keys();
     vm_config_defaults(cfg);
-    char path[1100];
-    snprintf(path, sizeof path, "%s/manifest-%d.txt", vt_tmpdir(), videos);
-    FILE *f = fopen(path, "w");
-    CHECK(f);
-    for (int i = 0; i < videos; i++) fprintf(f, "v%d.mp4 %d\n", i, i % 3);
-    fclose(f);
-    snprintf(cfg->data.path, sizeof cfg->data.path, "%s", path);
+    synthetic_manifest(cfg, videos, 0, -1);
     cfg->model.img_size = 16;
     cfg->model.patch_size = 8;
     cfg->sampler.pairs_per_video = 3;

@@ -21,14 +21,7 @@
 
 static void base_config(vm_config *cfg, int videos, int corrupt_every) {
     vm_config_defaults(cfg);
-    char path[700];
-    snprintf(path, sizeof path, "%s/manifest-%d-%d.txt", vt_tmpdir(), videos, corrupt_every);
-    FILE *f = fopen(path, "w");
-    CHECK(f);
-    for (int i = 0; i < videos; i++)
-        fprintf(f, "%s%d.mp4 %d\n", corrupt_every && i % corrupt_every == corrupt_every - 1 ? "corrupt" : "v", i, i % 3);
-    fclose(f);
-    snprintf(cfg->data.path, sizeof cfg->data.path, "%s", path);
+    synthetic_manifest(cfg, videos, corrupt_every, -1);
     snprintf(cfg->pipeline.endpoint, sizeof cfg->pipeline.endpoint, "tcp://127.0.0.1:*");
     cfg->model.img_size = 16;
     cfg->sampler.pairs_per_video = 3;

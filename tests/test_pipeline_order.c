@@ -22,18 +22,10 @@
 
 // ---- helpers ------------------------------------------------------------------------------------
 
-// videos: names "v<i>.mp4", "corrupt<i>.mp4" every corrupt_every-th, "stall<i>.mp4" for i == stall.
+// videos, corrupt_every, stall: the manifest (synthetic_manifest names the videos by them).
 static void base_config(vm_config *cfg, int videos, int corrupt_every, int stall) {
     vm_config_defaults(cfg);
-    char path[700];
-    snprintf(path, sizeof path, "%s/manifest-%d-%d-%d.txt", vt_tmpdir(), videos, corrupt_every, stall);
-    FILE *f = fopen(path, "w");
-    CHECK(f);
-    for (int i = 0; i < videos; i++)
-        fprintf(f, "%s%d.mp4 %d\n",
-                i == stall ? "stall" : corrupt_every && i % corrupt_every == corrupt_every - 1 ? "corrupt" : "v", i, i % 3);
-    fclose(f);
-    snprintf(cfg->data.path, sizeof cfg->data.path, "%s", path);
+    synthetic_manifest(cfg, videos, corrupt_every, stall);
     cfg->model.img_size = 16;
     cfg->model.patch_size = 8;
     cfg->sampler.pairs_per_video = 3;

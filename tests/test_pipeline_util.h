@@ -1,6 +1,6 @@
 // tests/test_pipeline_util.h — what the receiver-level pipeline tests (test_pipeline_net.c,
 // test_pipeline_order.c, test_pipeline_curve.c) share: the synthetic pixel rule, samples and unit
-// source, a free endpoint in the configuration, forked-worker plumbing (reaping them:
+// source and its manifest, a free endpoint in the configuration, forked-worker plumbing (reaping them:
 // test_binary_util.h), a quiet receiver.
 #pragma once
 #include <signal.h>
@@ -70,6 +70,21 @@ static __attribute__((unused)) void quiet_receiver_opts(vm_receiver_opts *o, int
     o->quiet = 1;
     o->stats_every_s = 0;
     o->drop_last = drop_last;
+}
+
+// The manifest of `videos` synthetic videos (label i % 3), written into the test's directory and set
+// as cfg's data.path: "v<i>.mp4", but "corrupt<i>.mp4" every corrupt_every-th (0: none) and
+// "stall<i>.mp4" for i == stall (-1: none); fake_produce acts on these names.
+static __attribute__((unused)) void synthetic_manifest(vm_config *cfg, int videos, int corrupt_every, int stall) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/manifest-%d-%d-%d.txt", vt_tmpdir(), videos, corrupt_every, stall);
+    FILE *f = fopen(path, "w");
+    CHECK(f, "cannot create %s", path);
+    for (int i = 0; i < videos; i++)
+        fprintf(f, "%s%d.mp4 %d\n",
+                i == stall ? "stall" : corrupt_every && i % corrupt_every == corrupt_every - 1 ? "corrupt" : "v", i, i % 3);
+    fclose(f);
+    snprintf(cfg->data.path, sizeof cfg->data.path, "%s", path);
 }
 
 // A forked worker stops cleanly on SIGTERM through its stop flag.
