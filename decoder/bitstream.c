@@ -35,16 +35,11 @@ static int m4v_vol_vti_bits(const uint8_t *p, size_t n) {
     return bits;
 }
 
-// Returns the VOP_* type of the packet's
-// picture: VOP_NONE when it holds no VOP, VOP_NOT_CODED for an N-VOP (nothing shown); marks the
-// stream multi (and packed) when a packet holds several coded VOPs.  DivX packed bitstream (an
-// anchor and the B-VOP shown before it in one AVI chunk, an N-VOP placeholder chunk later):
-// mpeg4videoparse splits such chunks into one packet per VOP (the second one stamped with the next
-// chunk's time: ix_run marks the stream packed when two coded packets share a time), in the parse
-// pass and before the decoder alike, so the packets are the VOPs in bitstream order and the display
-// order rule of index_from_vops applies to them as to unpacked streams.  (DivX's "p" user-data
-// marker is no proof: ffmpeg's mpeg4_unpack_bframes leaves it in some packets of the streams it
-// unpacks.)
+// DivX packed bitstream (an anchor and the B-VOP shown before it in one AVI chunk, an N-VOP
+// placeholder chunk later): mpeg4videoparse splits such chunks into one packet per VOP, so a
+// packet with several coded VOPs is a chunk it left whole (multi).  (DivX's "p" user-data marker
+// is no proof of packing: ffmpeg's mpeg4_unpack_bframes leaves it in some packets of the streams
+// it unpacks.)
 int vm_m4v_scan(m4v_state *m, const uint8_t *p, size_t n) {
     int type = VOP_NONE, vops = 0;
     for (size_t i = 0; i + 4 <= n; i++) {

@@ -326,12 +326,11 @@ typedef struct {
     uint8_t *key;
     uint8_t *vop;             // [n] VOP_* per packet when the stream is MPEG-4 Part 2, else NULL
     m4v_state m4v;
-    int h264;                 // parse pass: the stream is H.264 (nal_len as vm_h264_scan's)
-    int nal_len;              // h264: 0 byte-stream, 1-4 avc
-    uint8_t *idr;             // [n] when h264: the packet is an IDR access unit
+    int nal_len;              // parse pass, H.264: as vm_h264_scan's (0 byte-stream, 1-4 avc); else -1
+    uint8_t *idr;             // [n] when H.264 (nal_len >= 0): the packet is an IDR access unit
     int64_t not_one;          // h264: packets that hold other than one picture
     int64_t not_one_at, not_one_pics; // the first of them, and its picture count
-    int64_t *src;             // decode pass: [n] the decode time of each picture's packet, -1 unknown
+    int64_t *src;             // decode pass 2: [n] the decode time of each picture's packet, -1 unknown
     int64_t n, cap;
     GstCaps *caps;            // caps of the first sample (ref)
     GstSegment seg;           // segment of the first sample
@@ -366,14 +365,19 @@ static int is_m4v_caps(GstCaps *caps) {
     return 0;
 }
 
+// The caps' codec_data buffer (not a ref), or NULL.
+static GstBuffer *caps_codec_data(GstCaps *caps) {
+    const GValue *v = gst_structure_get_value(gst_caps_get_structure(caps, 0), "codec_data");
+    return v && G_VALUE_HOLDS(v, GST_TYPE_BUFFER) ? gst_value_get_buffer(v) : NULL;
+}
+
 // H.264 caps: the NAL length size of avc (1-4, from codec_data), 0 for byte-stream; -1 otherwise.
 static int h264_nal_len_of(GstCaps *caps) {
     const GstStructure *st = caps && !gst_caps_is_empty(caps) ? gst_caps_get_structure(caps, 0) : NULL;
     if (!st || strcmp(gst_structure_get_name(st), "video/x-h264")) return -1;
     const char *fmt = gst_structure_get_string(st, "stream-format");
     if (fmt && !strcmp(fmt, "byte-stream")) return 0;
-    const GValue *v = gst_structure_get_value(st, "codec_data");
-    GstBuffer *cd = v && G_VALUE_HOLDS(v, GST_TYPE_BUFFER) ? gst_value_get_buffer(v) : NULL;
+    GstBuffer *cd = caps_codec_data(caps);
     guint8 b4;
     return cd && gst_buffer_extract(cd, 4, &b4, 1) == 1 ? (b4 & 3) + 1 : -1;
 }
@@ -403,10 +407,63 @@ static void ix_decoder_added(GstBin *bin, GstBin *sub, GstElement *el, gpointer 
     }
 }
 
+// Parse pass, first packet: what the codec lets the packets say of their pictures (H.264: NAL
+// units, MPEG-4 Part 2: VOP headers, the VOL header in codec_data giving their layout).
+static void ix_codec_of(ix_result *r) {
+    r->nal_len = h264_nal_len_of(r->caps);
+    if (r->nal_len >= 0 || !is_m4v_caps(r->caps)) return;
+    r->m4v.active = 1;
+    GstBuffer *cd = caps_codec_data(r->caps);
+    GstMapInfo m;
+    if (cd && gst_buffer_map(cd, &m, GST_MAP_READ)) {
+        vm_m4v_scan(&r->m4v, m.data, m.size);
+        gst_buffer_unmap(cd, &m);
+    }
+}
+
+static int grow(void *arr, size_t cap, size_t size) { // *arr to cap elements: 0, or 1 (kept) on ENOMEM
+    void **a = arr, *p = realloc(*a, cap * size);
+    if (!p) return 1;
+    *a = p;
+    return 0;
+}
+
+// The per-packet arrays to twice their capacity: 0, or 1 on ENOMEM.
+static int ix_grow(ix_result *r, int decode) {
+    r->cap = r->cap ? r->cap * 2 : 1024;
+    return grow(&r->pts, r->cap, sizeof *r->pts) | grow(&r->dts, r->cap, sizeof *r->dts) |
+           grow(&r->key, r->cap, 1) | (decode == 2 && grow(&r->src, r->cap, sizeof *r->src)) |
+           (r->nal_len >= 0 && grow(&r->idr, r->cap, 1)) | (r->m4v.active && grow(&r->vop, r->cap, 1));
+}
+
+// Parse pass: packet r->n's IDR flag and picture count (H.264) or VOP type (MPEG-4 Part 2).
+static void ix_scan_packet(ix_result *r, GstBuffer *b) {
+    GstMapInfo m;
+    int ok = gst_buffer_map(b, &m, GST_MAP_READ);
+    const uint8_t *p = ok ? m.data : NULL;
+    size_t n = ok ? m.size : 0;
+    if (r->idr) {
+        int pics, idr;
+        vm_h264_scan(p, n, r->nal_len, &pics, &idr);
+        r->idr[r->n] = idr;
+        if (pics != 1 && !r->not_one++) { r->not_one_at = r->n; r->not_one_pics = pics; }
+    } else {
+        r->vop[r->n] = ok ? vm_m4v_scan(&r->m4v, p, n) : VOP_NONE;
+        if (r->vop[r->n] == VOP_B) r->m4v.bvops++;
+        // mpeg4videoparse splits packed chunks: two packets, one chunk time.
+        if (r->n && r->dts[r->n] >= 0 && r->dts[r->n] == r->dts[r->n - 1] && r->vop[r->n] <= VOP_S &&
+            r->vop[r->n - 1] <= VOP_S)
+            r->m4v.packed = 1;
+    }
+    if (ok) gst_buffer_unmap(b, &m);
+}
+
 // Run source -> (parsebin | decodebin) -> appsink; record up to max_samples samples (0 = all).
+// decode: 0 parse pass, 1 decode pass, 2 decode pass whose pictures name their packets (r->src).
 static int ix_run(vm_decoder *d, int decode, int64_t max_samples, ix_result *r, vm_error *err) {
     memset(r, 0, sizeof *r);
     r->duration = -1;
+    r->nal_len = -1;
     ix_ctx c = {0};
     g_mutex_init(&c.lock);
     GError *ge = NULL;
@@ -438,7 +495,7 @@ static int ix_run(vm_decoder *d, int decode, int64_t max_samples, ix_result *r, 
     demux_watch dw;
     demux_watch_init(&dw);
     g_signal_connect(c.pipe, "deep-element-added", G_CALLBACK(demux_watch_added), &dw);
-    if (decode) g_signal_connect(c.pipe, "deep-element-added", G_CALLBACK(ix_decoder_added), NULL);
+    if (decode == 2) g_signal_connect(c.pipe, "deep-element-added", G_CALLBACK(ix_decoder_added), NULL);
     if (decode)
         g_signal_connect(bin, "autoplug-select", G_CALLBACK(autoplug_select),
                          GINT_TO_POINTER(d->opt.hw == VM_DEC_HW_OFF));
@@ -464,79 +521,20 @@ static int ix_run(vm_decoder *d, int decode, int64_t max_samples, ix_result *r, 
                 }
                 // Zero-size packets are "dropped frame" placeholders (AVI): nothing is shown.
                 if (b && (decode || gst_buffer_get_size(b) > 0)) {
-                    if (r->n == r->cap) {
-                        r->cap = r->cap ? r->cap * 2 : 1024;
-                        r->pts = realloc(r->pts, r->cap * sizeof *r->pts);
-                        r->dts = realloc(r->dts, r->cap * sizeof *r->dts);
-                        r->key = realloc(r->key, r->cap);
-                        if (!r->pts || !r->dts || !r->key) {
-                            gst_sample_unref(s);
-                            rc = vm_fail(err, VM_ENOMEM, "%s: index of %lld frames", d->name, (long long)r->n);
-                            break;
-                        }
+                    if (r->n == 0 && !decode) ix_codec_of(r);
+                    if (r->n == r->cap && ix_grow(r, decode)) {
+                        gst_sample_unref(s);
+                        rc = vm_fail(err, VM_ENOMEM, "%s: index of %lld frames", d->name, (long long)r->n);
+                        break;
                     }
                     r->pts[r->n] = GST_BUFFER_PTS_IS_VALID(b) ? (int64_t)GST_BUFFER_PTS(b) : -1;
                     r->dts[r->n] = GST_BUFFER_DTS_IS_VALID(b) ? (int64_t)GST_BUFFER_DTS(b) : -1;
                     r->key[r->n] = !GST_BUFFER_FLAG_IS_SET(b, GST_BUFFER_FLAG_DELTA_UNIT);
-                    if (decode) {
-                        int64_t *ns = realloc(r->src, r->cap * sizeof *r->src);
-                        if (!ns) {
-                            gst_sample_unref(s);
-                            rc = vm_fail(err, VM_ENOMEM, "%s: index of %lld frames", d->name, (long long)r->n);
-                            break;
-                        }
-                        r->src = ns;
+                    if (r->src) {
                         GstReferenceTimestampMeta *m = gst_buffer_get_reference_timestamp_meta(b, src_meta_caps);
                         r->src[r->n] = m ? (int64_t)m->timestamp : -1;
                     }
-                    if (!decode && r->n == 0 && (r->nal_len = h264_nal_len_of(r->caps)) >= 0) r->h264 = 1;
-                    if (r->h264) {
-                        uint8_t *ni = realloc(r->idr, r->cap);
-                        if (!ni) {
-                            gst_sample_unref(s);
-                            rc = vm_fail(err, VM_ENOMEM, "%s: index of %lld frames", d->name, (long long)r->n);
-                            break;
-                        }
-                        r->idr = ni;
-                        int pics = 0, idr = 0;
-                        GstMapInfo m;
-                        if (gst_buffer_map(b, &m, GST_MAP_READ)) {
-                            vm_h264_scan(m.data, m.size, r->nal_len, &pics, &idr);
-                            gst_buffer_unmap(b, &m);
-                        }
-                        r->idr[r->n] = idr;
-                        if (pics != 1 && !r->not_one++) { r->not_one_at = r->n; r->not_one_pics = pics; }
-                    }
-                    if (!decode && r->n == 0 && is_m4v_caps(r->caps)) {
-                        r->m4v.active = 1;
-                        const GValue *v = gst_structure_get_value(gst_caps_get_structure(r->caps, 0), "codec_data");
-                        GstBuffer *cd = v && G_VALUE_HOLDS(v, GST_TYPE_BUFFER) ? gst_value_get_buffer(v) : NULL;
-                        GstMapInfo m;
-                        if (cd && gst_buffer_map(cd, &m, GST_MAP_READ)) {
-                            vm_m4v_scan(&r->m4v, m.data, m.size);
-                            gst_buffer_unmap(cd, &m);
-                        }
-                    }
-                    if (r->m4v.active) {
-                        uint8_t *nv = realloc(r->vop, r->cap);
-                        if (!nv) {
-                            gst_sample_unref(s);
-                            rc = vm_fail(err, VM_ENOMEM, "%s: index of %lld frames", d->name, (long long)r->n);
-                            break;
-                        }
-                        r->vop = nv;
-                        GstMapInfo m;
-                        r->vop[r->n] = VOP_NONE;
-                        if (gst_buffer_map(b, &m, GST_MAP_READ)) {
-                            r->vop[r->n] = vm_m4v_scan(&r->m4v, m.data, m.size);
-                            gst_buffer_unmap(b, &m);
-                        }
-                        if (r->vop[r->n] == VOP_B) r->m4v.bvops++;
-                        // mpeg4videoparse splits packed chunks: two packets, one chunk time.
-                        if (r->n && r->dts[r->n] >= 0 && r->dts[r->n] == r->dts[r->n - 1] &&
-                            r->vop[r->n] <= VOP_S && r->vop[r->n - 1] <= VOP_S)
-                            r->m4v.packed = 1;
-                    }
+                    if (r->idr || r->vop) ix_scan_packet(r, b);
                     r->n++;
                 }
                 gst_sample_unref(s);
@@ -645,9 +643,8 @@ static int never_reorders(GstCaps *caps) {
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(n, names[i])) return 1;
     // DivX 3 is MS-MPEG4v3 (avidemux's caps for DIV3/MP43 AVIs): no B-frames.  Indexed from the
-    // packets, it keeps the AVI's keyframe flags; the decode-pass index marked every frame a
-    // keyframe, so every read was a seek (avidemux going back to the real keyframe) and frames
-    // after one another were decoded twice.
+    // packets, it keeps the AVI's keyframe flags (a decode-pass index marks every frame a keyframe:
+    // every read would be a seek).
     int v = 0;
     if (!strcmp(n, "video/x-divx") && gst_structure_get_int(st, "divxversion", &v) && v == 3) return 1;
     return 0;
@@ -987,8 +984,8 @@ static int cache_load(vm_decoder *d) {
     int ok = fread(&h, sizeof h, 1, fp) == 1 && !memcmp(h.magic, INDEX_MAGIC, 8) && h.size == st.st_size &&
              h.mtime_ns == (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec &&
              h.ctime_ns == (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec && h.ino == (int64_t)st.st_ino &&
-             h.frames > 0 &&
-             h.frames < (1LL << 32) && h.path_len == (int32_t)strlen(d->path);
+             h.frames > 0 && h.frames < (1LL << 32) && h.path_len == (int32_t)strlen(d->path) &&
+             h.ordinal >= 0 && h.ordinal <= 2;
     if (ok) {
         char *p = malloc(h.path_len + 1);
         ok = p && fread(p, 1, h.path_len, fp) == (size_t)h.path_len && !memcmp(p, d->path, h.path_len);
@@ -1003,7 +1000,9 @@ static int cache_load(vm_decoder *d) {
              fread(d->key, 1, h.frames, fp) == (size_t)h.frames;
         d->bad = ok ? malloc(h.frames) : NULL;
         ok = ok && d->bad && fread(d->bad, 1, h.frames, fp) == (size_t)h.frames;
-        if (ok && h.ordinal) {
+        for (int64_t i = 1; ok && i < h.frames; i++) ok = d->pts[i] > d->pts[i - 1];
+        for (int64_t i = 0; ok && i < h.frames; i++) ok = d->from[i] >= 0 && d->from[i] <= i;
+        if (ok && h.ordinal) { // (from[] checked above: it indexes key[] here)
             d->seekt = malloc(h.frames * sizeof *d->seekt);
             ok = d->seekt && fread(d->seekt, sizeof *d->seekt, h.frames, fp) == (size_t)h.frames;
             for (int64_t i = 0; ok && i < h.frames; i++) ok = !d->key[i] || d->seekt[i] >= 0;
@@ -1017,9 +1016,6 @@ static int cache_load(vm_decoder *d) {
                 if ((ok = d->order[i] >= 0 && d->order[i] < h.frames && !seen[d->order[i]])) seen[d->order[i]] = 1;
             free(seen);
         }
-        ok = ok && h.ordinal >= 0 && h.ordinal <= 2;
-        for (int64_t i = 1; ok && i < h.frames; i++) ok = d->pts[i] > d->pts[i - 1];
-        for (int64_t i = 0; ok && i < h.frames; i++) ok = d->from[i] >= 0 && d->from[i] <= i;
     }
     fclose(fp);
     if (!ok) {
@@ -1067,7 +1063,8 @@ static void cache_store(const vm_decoder *d) {
     snprintf(h.codec, sizeof h.codec, "%s", d->info.codec);
     snprintf(h.container, sizeof h.container, "%s", d->info.container);
     snprintf(h.source, sizeof h.source, "%s", d->source);
-    size_t size = sizeof h + h.path_len + h.frames * (d->ordinal == 2 ? 34 : d->ordinal ? 26 : 18);
+    // pts, from: 8 bytes a frame; key, bad: 1; seekt (ordinal), order (ordinal 2): 8
+    size_t size = sizeof h + h.path_len + h.frames * (18 + (d->ordinal ? 8 : 0) + (d->ordinal == 2 ? 8 : 0));
     char *buf = malloc(size);
     if (!buf) return;
     char *p = buf;
@@ -1141,27 +1138,25 @@ static int build_index(vm_decoder *d, vm_error *err) {
     // Decode the head: where does decoding really start (a damaged first keyframe yields nothing),
     // and the display size of the decoded pictures.
     int usable = index_from_packets(d, &pr) == 0;
-    // MPEG-4 Part 2 with B-VOPs and packets without PTS (AVI): indexed by order (index_from_vops).
-    int ordinal = 0;
-    if (!usable && pr.m4v.active && (pr.m4v.bvops || pr.m4v.packed))
-        for (int64_t i = 0; i < pr.n && !ordinal; i++) ordinal = pr.pts[i] < 0;
-    // Packed bitstream is indexed like the rest once the parser has split it into one packet per
-    // VOP; a chunk left whole would have libavcodec hold its second VOP back and decode it in the
-    // next packet's place (its packed-bitstream path), which the index does not model.
-    // H.264 with packets without PTS (AVI): indexed by decode order (index_from_h264_order).
-    if (!usable && pr.h264)
-        for (int64_t i = 0; i < pr.n && !ordinal; i++) ordinal = pr.pts[i] < 0 ? 2 : 0;
+    // Packets without PTS (AVI): MPEG-4 Part 2 with B-VOPs is indexed by display order from the VOP
+    // types (index_from_vops), H.264 by the decoder's order (index_from_h264_order).
+    int untimed = 0;
+    for (int64_t i = 0; i < pr.n && !usable && !untimed; i++) untimed = pr.pts[i] < 0;
+    int ordinal = !untimed ? 0 : pr.m4v.active && (pr.m4v.bvops || pr.m4v.packed) ? 1 : pr.nal_len >= 0 ? 2 : 0;
     if (ordinal == 2 && (rc = h264_avi_check(d, &pr, err))) {
         ix_result_free(&pr);
         return rc;
     }
+    // Packed bitstream is indexed like the rest once the parser has split it into one packet per
+    // VOP; a chunk left whole would have libavcodec hold its second VOP back and decode it in the
+    // next packet's place (its packed-bitstream path), which the index does not model.
     if (ordinal == 1 && pr.m4v.multi) {
         ix_result_free(&pr);
         return vm_fail(err, VM_EUNSUPPORTED, "%s: MPEG-4 Part 2 packed bitstream (DivX: several VOPs per AVI chunk) "
                        "with B-frames that the parser does not split is not supported: unpack it with ffmpeg "
                        "-bsf:v mpeg4_unpack_bframes", d->name);
     }
-    rc = ix_run(d, 1, usable ? HEAD_FRAMES : 0, &dr, err);
+    rc = ix_run(d, ordinal == 2 ? 2 : 1, usable ? HEAD_FRAMES : 0, &dr, err);
     if (rc) { ix_result_free(&pr); return rc; }
     if (dr.n == 0) {
         ix_result_free(&pr);
@@ -1210,18 +1205,17 @@ static int build_index(vm_decoder *d, vm_error *err) {
         index_free(d);
         if (!ordinal) { // (an ordinal stream's head decode above was already a full one)
             ix_result_free(&dr);
-            if ((rc = ix_run(d, 1, 0, &dr, err))) { ix_result_free(&pr); return rc; }
+            rc = ix_run(d, 1, 0, &dr, err);
         }
-        if (ordinal) {
+        if (!rc && ordinal)
             rc = ordinal == 2 ? index_from_h264_order(d, &pr, &dr, err) : index_from_vops(d, &pr, dr.n, err);
+        else if (!rc && index_from_decode(d, &dr))
+            rc = vm_fail(err, VM_EUNSUPPORTED, "%s: decoded pictures carry no usable timestamps (missing or "
+                         "repeated, as GStreamer gives for B-frames in AVI): frame-accurate access impossible", d->name);
+        if (rc) {
             ix_result_free(&pr);
             ix_result_free(&dr);
-            if (rc) return rc;
-        } else if (index_from_decode(d, &dr)) {
-            ix_result_free(&pr);
-            ix_result_free(&dr);
-            return vm_fail(err, VM_EUNSUPPORTED, "%s: decoded pictures carry no usable timestamps (missing or "
-                           "repeated, as GStreamer gives for B-frames in AVI): frame-accurate access impossible", d->name);
+            return rc;
         }
         snprintf(d->source, sizeof d->source, "decode");
     }
