@@ -3,24 +3,24 @@
 //
 // It includes the kernel file with VM_FLASH_HELPERS_ONLY, which leaves the host-and-device helpers
 // (fragment coordinates a_row/a_col/b_k/b_n/c_row/c_col, a_block/a_elem, load_a/load_b, layout_of,
-// score/softmax_exp/prob/dscore, bf16 rounding and packing), and runs the kernels' per-lane loops
-// for the 32 lanes of a warp with those helpers.  mma.m16n8k16 (bf16 in, fp32 out) is emulated from
+// score/softmax_exp/prob/dscore, bf16 rounding and packing, load_head), and runs the kernels'
+// per-lane loops for the 32 lanes of a warp with those helpers.  mma.m16n8k16 (bf16 in, fp32 out) is emulated from
 // the PTX ISA's fragment description ("Matrix Fragments for mma.m16n8k16 with floating point type"),
 // written here independently of the helpers; the quad shuffles as xor-1 / xor-2 steps.
 //
 // Checks: the helpers' fragment maps against the ISA's (and load_a / load_b fetch those elements),
 // the FA2 register reuse (the A fragment of P V / dS K is the C fragment of S); the fragment loads
-// from shared memory are bank-conflict free for every T and head size taken; load_head (a host copy
-// of the kernel's, see below) writes every row of a head, zero padding rows, the group offsets of
+// from shared memory are bank-conflict free for every T and head size taken; load_head (the kernel's,
+// with element loads on the host) writes every row of a head, zero padding rows, the group offsets of
 // the forward; forward output and backward dq, dk, dv per shape against a double reference that
 // rounds at the kernels' bf16 points (relative error < 5e-5) and against an unrounded fp64 one
 // (< 2e-2).
 //
 // What it cannot check: the hardware's mma summation order and accumulation precision (emulated
 // here as an exact double sum rounded once to fp32), races and barriers between warps, the launch
-// configuration (grid, block, dynamic shared memory, the opt-in), the global-memory loads (load4,
-// __ldg, vector alignment) and anything the compiler does with the PTX.  Those are the GPU tests'
-// (test_cuda_ops' cuda_attention_flash_*, racecheck/synccheck in tools/gpu-check.sh).
+// configuration (grid, block, dynamic shared memory, the opt-in), the global-memory loads (load4's
+// device branch: __ldg, vector alignment) and anything the compiler does with the PTX.  Those are
+// the GPU tests' (test_cuda_ops' cuda_attention_flash_*, racecheck/synccheck in tools/gpu-check.sh).
 #define VM_FLASH_HELPERS_ONLY
 #include "trainer/cuda/cuda_attention_flash.cu"
 #include "tests/harness.h"
@@ -147,35 +147,7 @@ TEST(flash_fragment_loads_bank_conflict_free) {
     CHECK(worst == 1, "a fragment load hits one bank %d times (T %d, hs %d)", worst, worst_T, worst_hs);
 }
 
-// ---- load_head -----------------------------------------------------------------------------------
-// A host copy of the kernel's load_head (the kernel's is __device__, with __ldg / vector loads in
-// load4): the same index math, row-major stores split into elements.  KEEP IN STEP with
-// cuda_attention_flash.cu's load_head.
-static void load4(float (&v)[4], const float *p, int) {
-    for (int e = 0; e < 4; e++) v[e] = p[e];
-}
-template <int HS, typename TS>
-static void load_head(uint16_t *rm, int ldr, uint16_t *tr, int ldt, const TS *src, size_t ld, int first, int rows,
-                      int T, int vec, int tid, int nthreads) {
-    constexpr int LOADS = 8, Q4 = HS / 4;
-    const int n = rows * Q4;
-    for (int i0 = tid; i0 < n; i0 += LOADS * nthreads) {
-        float v[LOADS][4];
-        for (int u = 0; u < LOADS; u++) {
-            int i = i0 + u * nthreads, t = first + i / Q4;
-            if (i < n && t < T) load4(v[u], src + (size_t)t * ld + (i % Q4) * 4, vec);
-            else v[u][0] = v[u][1] = v[u][2] = v[u][3] = 0.0f;
-        }
-        for (int u = 0; u < LOADS; u++) {
-            int i = i0 + u * nthreads, r = i / Q4, d = (i % Q4) * 4;
-            if (i >= n) continue;
-            if (rm)
-                for (int e = 0; e < 4; e++) rm[r * ldr + d + e] = bf16_bits(v[u][e]);
-            if (tr)
-                for (int e = 0; e < 4; e++) tr[(d + e) * ldt + r] = bf16_bits(v[u][e]);
-        }
-    }
-}
+// ---- load_head ---------------------------------------------------------------------------------
 // Mismatches over the thread counts a block can have: K/V/Q/dO of a whole head (rows 0..Tp-1,
 // row-major and transposed, padding rows zero) and the forward's Q rows of each query group.
 template <int HS> static int load_head_mismatches(int T) {

@@ -38,14 +38,20 @@
 // 0 and the caller uses the fused kernels or cuBLAS (cuda_backend.cu).
 //
 // The part up to VM_FLASH_HELPERS_ONLY is host-and-device code (fragment coordinates, bf16 rounding,
-// the softmax steps): a host emulation of the kernels can include just that part and run the same
-// index math for 32 lanes.
+// the softmax steps, load_head): a host emulation of the kernels can include just that part and run
+// the same index math for 32 lanes.
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #define FLASH_HD __host__ __device__ __forceinline__
+// #pragma unroll in host-and-device code: the host compiler does not know it (-Werror unknown-pragmas)
+#ifdef __CUDA_ARCH__
+#define FLASH_UNROLL _Pragma("unroll")
+#else
+#define FLASH_UNROLL
+#endif
 
 namespace flash {
 
@@ -162,6 +168,79 @@ FLASH_HD layout layout_of(int T, int hs) {
     return l;
 }
 
+// ---- global -> shared: one head's rows as bf16 (load_head) ---------------------------------------
+// Four consecutive elements as floats: vector loads when the caller found the base 16-byte
+// (fp32) / 8-byte (bf16) aligned (every row and head offset is a multiple of 4 elements).  On the
+// host (the emulation) plain element loads.
+FLASH_HD void load4(float (&v)[4], const float *p, int vec) {
+#ifdef __CUDA_ARCH__
+    if (vec) {
+        float4 x = __ldg((const float4 *)p);
+        v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+    } else {
+#pragma unroll
+        for (int e = 0; e < 4; e++) v[e] = __ldg(p + e);
+    }
+#else
+    (void)vec;
+    for (int e = 0; e < 4; e++) v[e] = p[e];
+#endif
+}
+FLASH_HD void load4(float (&v)[4], const __nv_bfloat16 *p, int vec) {
+#ifdef __CUDA_ARCH__
+    if (vec) {
+        uint2 x = __ldg((const uint2 *)p);
+        v[0] = bits_float(x.x << 16), v[1] = bits_float(x.x & 0xffff0000u);
+        v[2] = bits_float(x.y << 16), v[3] = bits_float(x.y & 0xffff0000u);
+    } else {
+#pragma unroll
+        for (int e = 0; e < 4; e++) v[e] = __bfloat162float(p[e]);
+    }
+#else
+    (void)vec;
+    for (int e = 0; e < 4; e++) v[e] = __bfloat162float(p[e]);
+#endif
+}
+// Four values rounded to bf16 into p[0..3] (8-byte aligned): one 64-bit store (memcpy on the host).
+FLASH_HD void store4(uint16_t *p, const float (&v)[4]) {
+#ifdef __CUDA_ARCH__
+    *(uint2 *)p = make_uint2(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]));
+#else
+    const uint32_t u[2] = {pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3])};
+    memcpy(p, u, 8);
+#endif
+}
+
+// Rows first..first+rows-1 of one head's slice src (row stride ld elements of TS) as bf16 (rounded
+// to nearest even; a bf16 source is copied exactly) into rm (row-major, stride ldr; row r - first)
+// and/or tr (transposed, stride ldt: element (r, d) at tr[d * ldt + r - first]).  Rows at or past T
+// are zero.  Threads tid of nthreads; each issues LOADS loads before converting any (the loads are
+// what the block waits on).
+template <int HS, typename TS>
+__host__ __device__ void load_head(uint16_t *rm, int ldr, uint16_t *tr, int ldt, const TS *src, size_t ld, int first,
+                          int rows, int T, int vec, int tid, int nthreads) {
+    constexpr int LOADS = 8, Q4 = HS / 4;
+    const int n = rows * Q4;
+    for (int i0 = tid; i0 < n; i0 += LOADS * nthreads) {
+        float v[LOADS][4];
+        FLASH_UNROLL
+        for (int u = 0; u < LOADS; u++) {
+            int i = i0 + u * nthreads, t = first + i / Q4;
+            if (i < n && t < T) load4(v[u], src + (size_t)t * ld + (i % Q4) * 4, vec);
+            else v[u][0] = v[u][1] = v[u][2] = v[u][3] = 0.0f;
+        }
+        FLASH_UNROLL
+        for (int u = 0; u < LOADS; u++) {
+            int i = i0 + u * nthreads, r = i / Q4, d = (i % Q4) * 4;
+            if (i >= n) continue;
+            if (rm) store4(rm + r * ldr + d, v[u]);
+            if (tr)
+                FLASH_UNROLL
+                for (int e = 0; e < 4; e++) tr[(d + e) * ldt + r] = bf16_bits(v[u][e]);
+        }
+    }
+}
+
 }  // namespace flash
 
 #ifndef VM_FLASH_HELPERS_ONLY
@@ -185,58 +264,6 @@ __device__ __forceinline__ float quad_max(float v) {
 __device__ __forceinline__ float quad_sum(float v) {
     v += __shfl_xor_sync(0xffffffffu, v, 1);
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
-
-// Four consecutive elements as floats: vector loads when the caller found the base 16-byte
-// (fp32) / 8-byte (bf16) aligned (every row and head offset is a multiple of 4 elements).
-__device__ __forceinline__ void load4(float (&v)[4], const float *p, int vec) {
-    if (vec) {
-        float4 x = __ldg((const float4 *)p);
-        v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
-    } else {
-#pragma unroll
-        for (int e = 0; e < 4; e++) v[e] = __ldg(p + e);
-    }
-}
-__device__ __forceinline__ void load4(float (&v)[4], const __nv_bfloat16 *p, int vec) {
-    if (vec) {
-        uint2 x = __ldg((const uint2 *)p);
-        v[0] = bits_float(x.x << 16), v[1] = bits_float(x.x & 0xffff0000u);
-        v[2] = bits_float(x.y << 16), v[3] = bits_float(x.y & 0xffff0000u);
-    } else {
-#pragma unroll
-        for (int e = 0; e < 4; e++) v[e] = __bfloat162float(p[e]);
-    }
-}
-
-// Rows first..first+rows-1 of one head's slice src (row stride ld elements of TS) as bf16 (rounded
-// to nearest even; a bf16 source is copied exactly) into rm (row-major, stride ldr; row r - first)
-// and/or tr (transposed, stride ldt: element (r, d) at tr[d * ldt + r - first]).  Rows at or past T
-// are zero.  Threads tid of nthreads; each issues LOADS loads before converting any (the loads are
-// what the block waits on).
-template <int HS, typename TS>
-__device__ void load_head(uint16_t *rm, int ldr, uint16_t *tr, int ldt, const TS *src, size_t ld, int first,
-                          int rows, int T, int vec, int tid, int nthreads) {
-    constexpr int LOADS = 8, Q4 = HS / 4;
-    const int n = rows * Q4;
-    for (int i0 = tid; i0 < n; i0 += LOADS * nthreads) {
-        float v[LOADS][4];
-#pragma unroll
-        for (int u = 0; u < LOADS; u++) {
-            int i = i0 + u * nthreads, t = first + i / Q4;
-            if (i < n && t < T) load4(v[u], src + (size_t)t * ld + (i % Q4) * 4, vec);
-            else v[u][0] = v[u][1] = v[u][2] = v[u][3] = 0.0f;
-        }
-#pragma unroll
-        for (int u = 0; u < LOADS; u++) {
-            int i = i0 + u * nthreads, r = i / Q4, d = (i % Q4) * 4;
-            if (i >= n) continue;
-            if (rm) *(uint2 *)(rm + r * ldr + d) = make_uint2(pack_bf16(v[u][0], v[u][1]), pack_bf16(v[u][2], v[u][3]));
-            if (tr)
-#pragma unroll
-                for (int e = 0; e < 4; e++) tr[(d + e) * ldt + r] = bf16_bits(v[u][e]);
-        }
-    }
 }
 
 // out (B, T, C) and the row statistics (B, NH, T, 2) = (max, 1 / sum) from qkv (B, T, 3C).
@@ -508,12 +535,10 @@ flash_backward_kernel(float *dqkv, const float *dout, const TA *qkv, const float
     }
 }
 
-// vec flags for load_head: bit 0 qkv, bit 1 dout, aligned for 4-element vector loads
+// load_head's vec: p aligned for 4-element vector loads (the kernels' vec: bit 0 qkv, bit 1 dout)
 template <typename TA>
-int vec_flags(const TA *qkv, const float *dout) {
-    int v = (uintptr_t)qkv % (4 * sizeof(TA)) == 0 ? 1 : 0;
-    if (!dout || (uintptr_t)dout % 16 == 0) v |= 2;
-    return v;
+int vec4(const TA *p) {
+    return (uintptr_t)p % (4 * sizeof(TA)) == 0;
 }
 
 template <int HS, int KT, typename TA>
@@ -522,7 +547,7 @@ void launch_forward(TA *out, float *stats, const TA *qkv, int B, int T, int C, i
     const int groups = (l.Tp / 16 + FWD_WARPS - 1) / FWD_WARPS;
     cuda_allow_smem((const void *)flash_forward_kernel<HS, KT, TA>, l.fwd, op);
     flash_forward_kernel<HS, KT, TA><<<B * NH * groups, FWD_WARPS * 32, l.fwd, g_cu.stream>>>(
-        out, stats, qkv, T, C, NH, 1.0f / sqrtf((float)HS), vec_flags(qkv, (const float *)nullptr) & 1);
+        out, stats, qkv, T, C, NH, 1.0f / sqrtf((float)HS), vec4(qkv));
     LAUNCH_CHECK(op);
 }
 
@@ -545,13 +570,13 @@ void backward_hs(float *dqkv, const float *dout, const TA *qkv, const float *sta
     const int tiles = (T + 15) / 16, warps = tiles < BWD_WARPS ? tiles : BWD_WARPS;
     cuda_allow_smem((const void *)flash_backward_kernel<HS, TA>, smem, op);
     flash_backward_kernel<HS, TA><<<B * NH, warps * 32, smem, g_cu.stream>>>(
-        dqkv, dout, qkv, stats, T, C, NH, 1.0f / sqrtf((float)HS), vec_flags(qkv, dout));
+        dqkv, dout, qkv, stats, T, C, NH, 1.0f / sqrtf((float)HS), vec4(qkv) | vec4(dout) << 1);
     LAUNCH_CHECK(op);
 }
 
 template <typename TA>
 int forward(TA *out, float *att, const TA *qkv, int B, int T, int C, int NH, const char *op) {
-    if (g_cu.fused_attention != VM_ATTENTION_FLASH || !cuda_attention_flash_takes(T, C, NH)) return 0;
+    if (g_cu.fused_attention != VM_ATTENTION_FLASH || !vm_backend_cuda_flash_attention_takes(T, C, NH)) return 0;
     switch (C / NH) {
     case 16: forward_hs<16>(out, att, qkv, B, T, C, NH, op); break;
     case 32: forward_hs<32>(out, att, qkv, B, T, C, NH, op); break;
@@ -563,7 +588,7 @@ int forward(TA *out, float *att, const TA *qkv, int B, int T, int C, int NH, con
 template <typename TA>
 int backward(float *dqkv, const float *dout, const TA *qkv, const float *att, int B, int T, int C, int NH,
              const char *op) {
-    if (g_cu.fused_attention != VM_ATTENTION_FLASH || !cuda_attention_flash_takes(T, C, NH)) return 0;
+    if (g_cu.fused_attention != VM_ATTENTION_FLASH || !vm_backend_cuda_flash_attention_takes(T, C, NH)) return 0;
     switch (C / NH) {
     case 16: backward_hs<16>(dqkv, dout, qkv, att, B, T, C, NH, op); break;
     case 32: backward_hs<32>(dqkv, dout, qkv, att, B, T, C, NH, op); break;
@@ -575,14 +600,13 @@ int backward(float *dqkv, const float *dout, const TA *qkv, const float *att, in
 }  // namespace
 }  // namespace flash
 
-int cuda_attention_flash_takes(int T, int C, int NH) {
+extern "C" int vm_backend_cuda_flash_attention_takes(int T, int C, int NH) {
     if (!g_cu.ready || T < 2 || T > flash::MAX_T || NH < 1 || C % NH) return 0;  // T >= 2: att holds 2 floats a row
     const int hs = C / NH;
     if (hs != 16 && hs != 32 && hs != 64) return 0;
     const flash::layout l = flash::layout_of(T, hs);
     return l.fwd <= (size_t)cuda_smem_optin() && l.bwd <= (size_t)cuda_smem_optin();
 }
-extern "C" int vm_backend_cuda_flash_attention_takes(int T, int C, int NH) { return cuda_attention_flash_takes(T, C, NH); }
 
 int cuda_attention_flash_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH, const char *op) {
     return flash::forward(out, att, qkv, B, T, C, NH, op);
