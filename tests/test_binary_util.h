@@ -20,12 +20,18 @@
 
 extern char **environ;
 
+// The full binary ($VICMAE_BIN, set by tests/run.sh); skips the test where it is absent.
+static __attribute__((unused)) const char *vicmae_bin_or_skip(void) {
+    const char *b = getenv("VICMAE_BIN");
+    if (!b || access(b, X_OK) != 0) SKIP("no vicmae binary ($VICMAE_BIN, set by tests/run.sh)");
+    return b;
+}
+
 // The full binary ($VICMAE_BIN) and, in synth, a dataset of 8 short videos it generated into the
 // test's temporary directory (once per binary: the tests of a file share it).  Skips the test with
 // the reason where the binary is absent, has no pipeline or cannot encode the videos.
 static __attribute__((unused)) const char *bin_and_data(char *synth, size_t cap) {
-    const char *bin = getenv("VICMAE_BIN");
-    if (!bin || access(bin, X_OK) != 0) SKIP("VICMAE_BIN (the full vicmae binary) not set or not built");
+    const char *bin = vicmae_bin_or_skip();
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "%s run --help >/dev/null 2>&1", bin);
     if (system(cmd) != 0) SKIP("%s has no `run` command (built without the pipeline)", bin);

@@ -539,14 +539,9 @@ TEST(receiver_start_refuses_bad_curve_settings_naming_the_file) {
 
 // ---- the CLI ----------------------------------------------------------------------------------------
 
-static const char *binary(void) {
-    const char *b = getenv("VICMAE_BIN");
-    if (!b || access(b, X_OK)) SKIP("no vicmae binary ($VICMAE_BIN, set by tests/run.sh)");
-    return b;
-}
 
 TEST(cli_keygen_modes_refusal_and_the_trainer_binary) {
-    const char *b = binary();
+    const char *b = vicmae_bin_or_skip();
     char name[1100], log[1100], trainer_bin[1100];
     snprintf(name, sizeof name, "%s/cli-node", vt_tmpdir());
     snprintf(log, sizeof log, "%s/keygen.log", vt_tmpdir());
@@ -586,7 +581,7 @@ TEST(cli_keygen_modes_refusal_and_the_trainer_binary) {
 }
 
 TEST(cli_worker_key_errors_exit_2_naming_the_file_and_refusals_exit_4) {
-    const char *b = binary();
+    const char *b = vicmae_bin_or_skip();
     make_keys();
     char log[1100], good_sec[1100], trainer_pub[1100];
     snprintf(log, sizeof log, "%s/worker.log", vt_tmpdir());

@@ -15,24 +15,6 @@
 #include "tests/harness.h"
 #include "tests/test_binary_util.h"
 
-static const char *bin(void) {
-    const char *b = getenv("VICMAE_BIN");
-    if (!b || access(b, X_OK)) SKIP("no vicmae binary ($VICMAE_BIN, set by tests/run.sh)");
-    return b;
-}
-
-static int read_file(const char *path, uint8_t **data, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    *data = malloc(*len + 1);
-    size_t n = fread(*data, 1, *len, f);
-    fclose(f);
-    return n == *len ? 0 : -1;
-}
-
 // A small generated dataset (once per binary).
 static const char *synth_dir(void) {
     static char dir[700];
@@ -68,9 +50,9 @@ TEST(synth_is_deterministic_labeled_and_decodable) {
         char a[800], b[800];
         snprintf(a, sizeof a, "%s/%s/%04d.mp4", d, vm_synth_class_name(i), i);
         snprintf(b, sizeof b, "%s/%s/%04d.mp4", again, vm_synth_class_name(i), i);
-        uint8_t *x, *y;
         size_t xl, yl;
-        CHECK(read_file(a, &x, &xl) == 0 && read_file(b, &y, &yl) == 0);
+        char *x = read_whole_file(a, &xl), *y = read_whole_file(b, &yl);
+        CHECK(x && y);
         CHECK(xl == yl && !memcmp(x, y, xl), "video %d differs between two runs with the same seed", i);
         CHECK(xl > 1000);
         free(x);
@@ -78,11 +60,9 @@ TEST(synth_is_deterministic_labeled_and_decodable) {
     }
     char man[800];
     snprintf(man, sizeof man, "%s/manifest.txt", d);
-    uint8_t *m;
-    size_t ml;
-    CHECK(read_file(man, &m, &ml) == 0);
-    m[ml] = 0;
-    CHECK(strstr((char *)m, "0-disc/0000.mp4 0 0\n") && strstr((char *)m, "3-cross/0007.mp4 3 7\n"), "%s", m);
+    char *m = read_whole_file(man, NULL);
+    CHECK(m);
+    CHECK(strstr(m, "0-disc/0000.mp4 0 0\n") && strstr(m, "3-cross/0007.mp4 3 7\n"), "%s", m);
     free(m);
     // Classes differ in what they show: frame 0 of a disc video and of a square video differ.
     uint8_t *f0 = malloc(64 * 64 * 3), *f1 = malloc(64 * 64 * 3);
@@ -129,7 +109,7 @@ static pid_t spawn(char *const argv[]) {
 
 TEST(real_workers_deliver_every_video_corrupt_ones_fail_with_reason) {
     alarm(120);
-    const char *b = bin();
+    const char *b = vicmae_bin_or_skip();
     const char *d = synth_dir();
     char man[800], corrupt[800], trunc[800], src[800];
     snprintf(corrupt, sizeof corrupt, "%s/corrupt.mp4", vt_tmpdir());
@@ -139,9 +119,9 @@ TEST(real_workers_deliver_every_video_corrupt_ones_fail_with_reason) {
     for (size_t i = 0; i < sizeof junk; i++) junk[i] = (uint8_t)(i * 2654435761u >> 13);
     vm_error err = {0};
     CHECK_OK(vm_write_file_atomic(corrupt, junk, sizeof junk, &err), err);
-    uint8_t *v;
     size_t vl;
-    CHECK(read_file(src, &v, &vl) == 0);
+    char *v = read_whole_file(src, &vl);
+    CHECK(v);
     CHECK_OK(vm_write_file_atomic(trunc, v, vl / 3, &err), err);
     free(v);
     snprintf(man, sizeof man, "%s/e2e.txt", vt_tmpdir());
@@ -193,7 +173,7 @@ TEST(real_workers_deliver_every_video_corrupt_ones_fail_with_reason) {
 
 TEST(cli_run_sink_full_epoch_saves_batches_and_stops_on_ctrl_c) {
     alarm(120);
-    const char *b = bin();
+    const char *b = vicmae_bin_or_skip();
     const char *d = synth_dir();
     char setdata[800], setcache[800], save[700];
     snprintf(setdata, sizeof setdata, "data.path=%s", d);
@@ -254,7 +234,7 @@ static int enter_netns(const char *name) {
 
 TEST(worker_in_another_network_namespace_over_veth) {
     alarm(120);
-    const char *b = bin();
+    const char *b = vicmae_bin_or_skip();
     const char *d = synth_dir();
     if (geteuid() != 0) SKIP("needs root for ip netns (running as uid %d)", (int)geteuid());
     if (sh("ip -V")) SKIP("no ip command (iproute2)");
@@ -317,7 +297,7 @@ TEST(worker_in_another_network_namespace_over_veth) {
 
 TEST(cli_run_starts_trainer_and_workers_and_reports_a_dead_worker) {
     alarm(180);
-    const char *b = bin();
+    const char *b = vicmae_bin_or_skip();
     const char *d = synth_dir();
     if (access("configs/tiny.ini", R_OK)) SKIP("configs/tiny.ini not found (run from the repository root)");
     char *probe[] = {(char *)b, "train", "--help", NULL};
@@ -366,7 +346,7 @@ TEST(cli_run_starts_trainer_and_workers_and_reports_a_dead_worker) {
 // is where the trainer writes.
 TEST(cli_run_passes_every_option_to_the_trainer) {
     alarm(120);
-    const char *b = bin();
+    const char *b = vicmae_bin_or_skip();
     const char *d = synth_dir();
     if (access("configs/tiny.ini", R_OK)) SKIP("configs/tiny.ini not found (run from the repository root)");
     enum { DECOYS = 50 };
