@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # bench/gpu.sh — `make bench-gpu` (also step 3 of tools/gpu-check.sh): ViT-B/16 ViC-MAE training
 # steps at 224, mask 0.75, InfoNCE, on this machine's GPU:
-#   ours     bench/gpu_bench (CUDA backend, bf16 products; pair batches 64 and 128; at 64 also with
-#            bf16 activations ([train] activations = bf16, rows vicmae-bf16act); the real input
-#            path (the input feed: LZ4 messages decoded into pinned slots, copied on their own stream,
-#            steps on the device-resident slot) with its data-wait;
-#            a profiled run that says where the time goes; the alternatives the defaults replaced
-#            (attention through batched cuBLAS GEMMs, the bias kernel instead of the cuBLASLt
-#            epilogue, cuBLAS FAST_16BF); flash attention, not yet the default (rows
-#            vicmae-flashatt); fp32 at 64 when time allows)
+#   ours     bench/gpu_bench (CUDA backend, the configs/vit_b16.ini defaults: bf16 products, bf16
+#            activations, flash attention (auto); pair batches 64 and 128); the real input path
+#            (the input feed: LZ4 messages decoded into pinned slots, copied on their own stream,
+#            steps on the device-resident slot) with its data-wait; a profiled run that says where
+#            the time goes, with the attention op alone (cuBLAS vs fused vs flash); the alternatives
+#            the defaults replaced (fp32 activations, rows vicmae-fp32act; the fused attention
+#            kernels and batched cuBLAS GEMMs; the bias kernel instead of the cuBLASLt epilogue;
+#            cuBLAS FAST_16BF, on fp32 activations); fp32 at 64 when time allows)
 #   baseline bench/torch_vitb_step.py with the GPU node's PyTorch (plain `python3`), bf16 autocast:
 #            eager (timm 0.3.2 attention, as MAE), eager + SDPA, and torch.compile when time allows
 # all in the same run on the same GPU, and prints a summary table with ratios against PyTorch eager
@@ -45,8 +45,6 @@ run() {  # min_seconds_left timeout label command...
 rc=0
 # Most important first: the budget may cut the tail.
 run 60 120 "vicmae bf16, 64 pairs"  "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 || rc=1
-run 60 120 "vicmae bf16, bf16 activations, 64 pairs" \
-    "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --set train.activations=bf16 || rc=1
 run 60 150 "torch eager, 64 pairs"  "$PY" bench/torch_vitb_step.py --mode eager --batch 64 --steps "$STEPS" || rc=1
 run 60 120 "vicmae bf16, 128 pairs" "$BENCH" --batch 128 --steps "$STEPS" --warmup 3 --precision bf16 || rc=1
 run 60 150 "torch eager, 128 pairs" "$PY" bench/torch_vitb_step.py --mode eager --batch 128 --steps "$STEPS" || rc=1
@@ -54,15 +52,17 @@ run 45 120 "vicmae bf16, 64 pairs, the real input path (LZ4 -> pinned slots -> G
     "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --input || rc=1
 run 45 90 "vicmae bf16, 64 pairs, profiled (where the time goes)" \
     "$BENCH" --batch 64 --steps 3 --warmup 2 --precision bf16 --profile --attention-alone || rc=1
-run 45 90 "vicmae bf16, bf16 activations, 64 pairs, profiled" \
-    "$BENCH" --batch 64 --steps 3 --warmup 2 --precision bf16 --set train.activations=bf16 --profile || rc=1
-run 45 120 "vicmae bf16, attention through batched cuBLAS GEMMs (not fused), 64 pairs" \
+FP32ACT=(--set train.activations=fp32)
+run 60 120 "vicmae bf16, fp32 activations, 64 pairs" \
+    "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 "${FP32ACT[@]}" || rc=1
+run 45 120 "vicmae bf16, fused attention (scores in shared memory) instead of flash, 64 pairs" \
+    "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --attention fused || rc=1
+run 45 120 "vicmae bf16, attention through batched cuBLAS GEMMs, 64 pairs" \
     "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --attention cublas || rc=1
-run 45 120 "vicmae bf16, flash attention (registers-only softmax, mma.sync), 64 pairs" \
-    "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --attention flash || rc=1
 run 45 120 "vicmae bf16, bias kernel instead of the cuBLASLt epilogue, 64 pairs" \
     "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --no-lt || rc=1
-run 45 120 "vicmae bf16 (cuBLAS FAST_16BF path), 64 pairs" "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --bf16-path fast || rc=1
+run 45 120 "vicmae bf16 (cuBLAS FAST_16BF path, fp32 activations), 64 pairs" \
+    "$BENCH" --batch 64 --steps "$STEPS" --warmup 3 --precision bf16 --bf16-path fast "${FP32ACT[@]}" || rc=1
 run 45 150 "torch sdpa, 64 pairs"   "$PY" bench/torch_vitb_step.py --mode sdpa --batch 64 --steps "$STEPS" || rc=1
 run 45 120 "vicmae fp32, 64 pairs"  "$BENCH" --batch 64 --steps 3 --warmup 1 --precision fp32 || rc=1
 # torch.compile takes minutes to compile; it runs last, with what is left, and may not finish.

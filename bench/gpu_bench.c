@@ -293,6 +293,7 @@ int main(int argc, char **argv) {
     if ((!bf16 && strcmp(precision, "fp32")) || (!fast && strcmp(path, "convert"))) return usage();
     if (vm_config_load(&cfg, config, &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 1; }
     cfg.train.precision = bf16 ? VM_PREC_BF16 : VM_PREC_FP32;  // --precision, before --set
+    if (!bf16) cfg.train.activations = VM_ACT_FP32;              // (bf16 activations need bf16 products)
     for (int i = 0; i < nsets; i++)
         if (vm_config_override(&cfg, sets[i], &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 1; }
     if (vm_config_validate(&cfg, &err)) { fprintf(stderr, "gpu_bench: %s\n", err.msg); return 2; }
@@ -430,7 +431,7 @@ int main(int argc, char **argv) {
     if (input) snprintf(extra, sizeof extra, " input_pairs_per_s=%.0f data_wait_pct=%.3f", capacity,
                         100 * data_wait / (t_fb + t_opt));
     printf("result impl=vicmae%s%s%s%s precision=%s%s batch=%d step_ms=%.3f pairs_per_s=%.2f tflops=%.2f mfu=%.4f peak=%.1f%s%s\n",
-           act16 ? "-bf16act" : "", vm_backend_cuda_lt() ? "" : "-nolt", bf16 && !fast && fused != VM_ATTENTION_AUTO ? (fused == VM_ATTENTION_FLASH ? "-flashatt" : fused ? "-fusedatt" : "-cublasatt") : "", input ? "-input" : "", precision, bf16 && fast ? "-fast" : "", B, step * 1e3, B / step,
+           bf16 && !act16 ? "-fp32act" : "", vm_backend_cuda_lt() ? "" : "-nolt", bf16 && !fast && fused != VM_ATTENTION_AUTO ? (fused == VM_ATTENTION_FLASH ? "-flashatt" : fused ? "-fusedatt" : "-cublasatt") : "", input ? "-input" : "", precision, bf16 && fast ? "-fast" : "", B, step * 1e3, B / step,
            tflops, tflops / peak, peak, profile ? " profiled=1" : "", extra);
     vm_model_free(m);
     free(views);

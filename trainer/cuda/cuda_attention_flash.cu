@@ -574,9 +574,17 @@ void backward_hs(float *dqkv, const float *dout, const TA *qkv, const float *sta
     LAUNCH_CHECK(op);
 }
 
+// Flash runs in modes FLASH and AUTO (measured faster than fused in both directions on every shape
+// of the ViT configs: docs/GPU.md), on the shapes it takes.  One answer for both directions: its
+// forward leaves only row statistics in att, which no other backward can read.
+int selected(int T, int C, int NH) {
+    return (g_cu.fused_attention == VM_ATTENTION_FLASH || g_cu.fused_attention == VM_ATTENTION_AUTO) &&
+           vm_backend_cuda_flash_attention_takes(T, C, NH);
+}
+
 template <typename TA>
 int forward(TA *out, float *att, const TA *qkv, int B, int T, int C, int NH, const char *op) {
-    if (g_cu.fused_attention != VM_ATTENTION_FLASH || !vm_backend_cuda_flash_attention_takes(T, C, NH)) return 0;
+    if (!selected(T, C, NH)) return 0;
     switch (C / NH) {
     case 16: forward_hs<16>(out, att, qkv, B, T, C, NH, op); break;
     case 32: forward_hs<32>(out, att, qkv, B, T, C, NH, op); break;
@@ -588,7 +596,7 @@ int forward(TA *out, float *att, const TA *qkv, int B, int T, int C, int NH, con
 template <typename TA>
 int backward(float *dqkv, const float *dout, const TA *qkv, const float *att, int B, int T, int C, int NH,
              const char *op) {
-    if (g_cu.fused_attention != VM_ATTENTION_FLASH || !vm_backend_cuda_flash_attention_takes(T, C, NH)) return 0;
+    if (!selected(T, C, NH)) return 0;
     switch (C / NH) {
     case 16: backward_hs<16>(dqkv, dout, qkv, att, B, T, C, NH, op); break;
     case 32: backward_hs<32>(dqkv, dout, qkv, att, B, T, C, NH, op); break;

@@ -669,9 +669,10 @@ extern "C" void vm_backend_cuda_describe(char *buf, size_t cap) {
     const char *products = !g_cu.bf16 ? "fp32 products"
                            : g_cu.bf16_fast ? "bf16 products (cuBLAS FAST_16BF)" : "bf16 products (bf16 operand copies)";
     // the fused kernels serve the bf16 convert path and the bf16-activation ops (whatever the path)
-    char mode[80], att[160];
+    char mode[112], att[192];
     if (g_cu.fused_attention == VM_ATTENTION_AUTO)
-        snprintf(mode, sizeof mode, "auto (fused forward; fused backward for T >= %d)", FUSED_BACKWARD_MIN_T);
+        snprintf(mode, sizeof mode, "auto (flash where the shape allows; else fused forward, fused backward for T >= %d)",
+                 FUSED_BACKWARD_MIN_T);
     else if (g_cu.fused_attention == VM_ATTENTION_FLASH)
         snprintf(mode, sizeof mode, "flash where the shape allows (else fused, else cuBLAS)");
     else

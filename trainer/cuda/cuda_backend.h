@@ -43,19 +43,22 @@ int vm_backend_cuda_lt(void);
 // that the epilogue path really ran.
 void vm_backend_cuda_lt_counts(long *runs, long *fallbacks);
 
-// Attention in bf16 "convert" mode: batched cuBLAS GEMMs around a softmax kernel, or fused kernels
-// (trainer/cuda/cuda_attention.cu: one block per sample and head, scores in shared memory,
-// tensor-core products, the same rounding points as the cuBLAS path).  Modes: VM_ATTENTION_CUBLAS;
-// VM_ATTENTION_AUTO (default): the fused forward wherever it takes the shape, the fused backward
-// where it measured faster (T >= 128: the decoder); VM_ATTENTION_FUSED: fused wherever taken.
-// Shapes the fused kernels do not take (head size other than 16/32/64/128, T > 256, too little
-// shared memory) use cuBLAS in every mode.  Both save the fp32 probabilities, so the forward and
-// backward paths mix freely.  VM_ATTENTION_FLASH (trainer/cuda/cuda_attention_flash.cu: FA2-style,
-// scores and softmax in registers, mma.sync through inline PTX; written and compiled, not yet
-// measured on a GPU): flash wherever vm_backend_cuda_flash_attention_takes, elsewhere as FUSED.  Its
-// forward saves no probabilities: att holds the per-row softmax statistics (row max, 1 / row sum)
-// in its first B*NH*T*2 floats, the rest is left as it was, and only the flash backward can read
-// it (the model treats att as opaque; one predicate decides both directions).
+// Attention in bf16 "convert" mode and in the bf16-activation ops: batched cuBLAS GEMMs around a
+// softmax kernel; fused kernels (trainer/cuda/cuda_attention.cu: one block per sample and head,
+// scores in shared memory, WMMA products); or flash kernels (trainer/cuda/cuda_attention_flash.cu:
+// FA2-style, scores and softmax in registers, mma.sync through inline PTX).  All three have the same
+// rounding points.  Modes:
+//   VM_ATTENTION_AUTO (default): flash wherever vm_backend_cuda_flash_attention_takes (2.1x faster
+//     forward, 1.5-2.1x faster backward than fused on the ViT-B shapes, H100: docs/GPU.md); else
+//     the fused forward, the fused backward where it measured faster than cuBLAS (T >= 128);
+//   VM_ATTENTION_FLASH: as AUTO, but the fused backward wherever it takes the shape;
+//   VM_ATTENTION_FUSED: fused wherever taken;  VM_ATTENTION_CUBLAS: cuBLAS only.
+// Shapes no kernel takes (head size other than 16/32/64/128, T > 256, too little shared memory) use
+// cuBLAS in every mode.  The fused and cuBLAS forwards save the fp32 probabilities in att, so their
+// forward and backward mix freely; the flash forward saves no probabilities: att holds the per-row
+// softmax statistics (row max, 1 / row sum) in its first B*NH*T*2 floats, the rest is left as it
+// was, and only the flash backward can read it (the model treats att as opaque; one predicate
+// decides both directions).
 // VICMAE_CUDA_ATTENTION=cublas|auto|fused|flash sets the mode when the backend starts.
 enum { VM_ATTENTION_CUBLAS = 0, VM_ATTENTION_AUTO = 1, VM_ATTENTION_FUSED = 2, VM_ATTENTION_FLASH = 3 };
 void vm_backend_cuda_set_fused_attention(int mode);
@@ -71,8 +74,8 @@ int vm_backend_cuda_flash_attention_takes(int T, int C, int NH);
 // -1 when the backend is not initialised (or built without CUDA).
 int vm_backend_cuda_device_name(char *buf, size_t cap);
 // The paths the current settings take, in words, into buf ("bf16 products (bf16 operand copies),
-// attention auto (fused forward; fused backward for T >= 128), linear biases in the cuBLASLt
-// epilogue"), for logs and benchmarks.  The bf16-activation ops always make bf16 products.
+// attention auto (flash where the shape allows; ...), linear biases in the cuBLASLt epilogue"), for
+// logs and benchmarks.  The bf16-activation ops always make bf16 products.
 void vm_backend_cuda_describe(char *buf, size_t cap);
 
 // Bytes of the backend's private device workspace (bf16 operand copies, attention pointer

@@ -127,11 +127,11 @@ int cuda_attention_fused_backward(float *dqkv, const float *dout, const float *q
                                   int T, int C, int NH, const char *op);
 int cuda_attention_fused_backward(float *dqkv, const float *dout, const __nv_bfloat16 *qkv, const float *att,
                                   int B, int T, int C, int NH, const char *op);
-// Flash attention (cuda_attention_flash.cu; mode VM_ATTENTION_FLASH): 1 when it ran the op, 0 when
-// the mode is another or vm_backend_cuda_flash_attention_takes(T, C, NH) is 0 (the caller then tries
-// the fused kernels, then cuBLAS).  One predicate for both directions: the forward saves only row
-// statistics in att (B, NH, T, 2 of its floats), which only the flash backward reads.  Same element
-// types as the fused entries.
+// Flash attention (cuda_attention_flash.cu; modes VM_ATTENTION_AUTO and VM_ATTENTION_FLASH): 1 when
+// it ran the op, 0 when the mode is another or vm_backend_cuda_flash_attention_takes(T, C, NH) is 0
+// (the caller then tries the fused kernels, then cuBLAS).  One predicate for both directions: the
+// forward saves only row statistics in att (B, NH, T, 2 of its floats), which only the flash
+// backward reads.  Same element types as the fused entries.
 int cuda_attention_flash_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
                                  const char *op);
 int cuda_attention_flash_forward(__nv_bfloat16 *out, float *att, const __nv_bfloat16 *qkv, int B, int T, int C,
