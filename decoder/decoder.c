@@ -37,6 +37,7 @@
 #define POLL_NS (20 * GST_MSECOND)
 // A seek costs a flush, a demuxer index lookup and decoder restart: about this many decoded frames.
 #define SEEK_COST_FRAMES 4
+enum { DRAIN_OFF, DRAIN_ARMED, DRAIN_SEEN, DRAIN_SENT };
 // 005: the orientation gained its mirror flag (flip-rotate-* tags, before cached as no rotation)
 // 006: MPEG-4 Part 2 B-frames in AVI are indexed by ordinal (header flag + seek times)
 // 007: H.264 in AVI is indexed by decode order (ordinal 2 + each packet's display index)
@@ -114,6 +115,14 @@ struct vm_decoder {
     gint64 decoded;           // packets into the video decoder (atomic)
     gint64 skipped;           // non-reference packets before a wanted frame, never decoded (atomic)
     int h264_nal_len;         // streaming thread: -1 not H.264, 0 byte-stream, 1-4 avc length size
+    // Drain (see read_frames): once the packet of the last wanted frame of a call is in the
+    // decoder, the next packet is replaced by EOS, so the decoder outputs its pending pictures at
+    // once instead of decoding its output delay (up to 15 packets: H.264 without reorder info in
+    // its SPS) worth of packets past the frame.  The pipeline then needs a seek to go on.
+    gint drain_state;         // DRAIN_* (atomic; the streaming thread moves it forward)
+    gint64 drain_pts;         // stream time of the frame whose packet triggers the drain, -1 none (atomic)
+    int no_drain;             // a drained read missed its frame: never drain again on this decoder
+    int64_t cont_pos;         // pos the pipeline would have had without the last call's drain
     GstCaps *cur_caps;
     GstVideoInfo vinfo;
     uint8_t *yuv;             // scaled I420 scratch, yuv_cap bytes
@@ -1262,6 +1271,7 @@ vm_decoder *vm_decoder_open(const char *uri_or_path, const vm_decoder_options *o
     d->opt.index_cache = NULL; // the string is the caller's; we keep our copy in cache_dir
     d->pos = -1;
     d->h264_nal_len = -1;
+    d->drain_pts = -1;
     snprintf(d->name, sizeof d->name, "%s", uri_or_path);
     default_cache_dir(d->cache_dir, sizeof d->cache_dir, o.index_cache);
     int rc;
@@ -1411,12 +1421,31 @@ static GstBuffer *h264_order_stamp(vm_decoder *d, GstBuffer *b) {
 
 // Packets into the video decoder: counted (frames decoded), and non-reference H.264 pictures
 // before the wanted frame are dropped here instead of decoded.
+static int64_t dbg_target_at, dbg_sum, dbg_n;
 static GstPadProbeReturn decoder_in_probe(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
     vm_decoder *d = data;
     GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER(info);
     if (d->ordinal == 2 && b) {
         if (!(b = h264_order_stamp(d, b))) return GST_PAD_PROBE_DROP;
         GST_PAD_PROBE_INFO_DATA(info) = b;
+    }
+    int ds = g_atomic_int_get(&d->drain_state);
+    if (ds != DRAIN_OFF && b && GST_BUFFER_PTS_IS_VALID(b)) {
+        int64_t dt = (int64_t)GST_BUFFER_PTS(b) - d->off - __atomic_load_n(&d->drain_pts, __ATOMIC_RELAXED);
+        int at_target = dt >= -d->tol && dt <= d->tol;
+        if (ds == DRAIN_ARMED && at_target) {
+            g_atomic_int_set(&d->drain_state, DRAIN_SEEN);
+        } else if (ds == DRAIN_SEEN && !at_target) {
+            // Every packet up to the target's (decode order) is in: nothing after it is needed.
+            // EOS drains the decoder; the pad is then EOS and refuses what follows (FLOW_EOS
+            // stops the demuxer) until the next flushing seek.
+            g_atomic_int_set(&d->drain_state, DRAIN_SENT);
+            if (getenv("VM_DRAIN_DEBUG")) fprintf(stderr, "  EOS at decoded %lld\n", (long long)d->decoded);
+            gst_pad_send_event(pad, gst_event_new_eos());
+            return GST_PAD_PROBE_DROP;
+        } else if (ds == DRAIN_SENT) {
+            return GST_PAD_PROBE_DROP;
+        }
     }
     if (d->h264_nal_len >= 0 && b && GST_BUFFER_PTS_IS_VALID(b)) {
         int64_t want = __atomic_load_n(&d->want_pts, __ATOMIC_RELAXED);
@@ -1434,6 +1463,7 @@ static GstPadProbeReturn decoder_in_probe(GstPad *pad, GstPadProbeInfo *info, gp
         }
     }
     __atomic_add_fetch(&d->decoded, 1, __ATOMIC_RELAXED);
+    if (b && GST_BUFFER_PTS_IS_VALID(b)) { int64_t dt = (int64_t)GST_BUFFER_PTS(b) - d->off - __atomic_load_n(&d->want_pts, __ATOMIC_RELAXED); if (dt >= -d->tol && dt <= d->tol) dbg_target_at = d->decoded; }
     return GST_PAD_PROBE_OK;
 }
 
@@ -1441,6 +1471,10 @@ static GstPadProbeReturn decoder_in_probe(GstPad *pad, GstPadProbeInfo *info, gp
 static GstPadProbeReturn decoder_caps_probe(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
     vm_decoder *d = data;
     GstEvent *ev = GST_PAD_PROBE_INFO_EVENT(info);
+    if (GST_EVENT_TYPE(ev) == GST_EVENT_FLUSH_STOP) { // a seek: the drain starts over from its packets
+        g_atomic_int_set(&d->drain_state, __atomic_load_n(&d->drain_pts, __ATOMIC_RELAXED) >= 0 ? DRAIN_ARMED : DRAIN_OFF);
+        return GST_PAD_PROBE_OK;
+    }
     if (GST_EVENT_TYPE(ev) != GST_EVENT_CAPS) return GST_PAD_PROBE_OK;
     GstCaps *caps = NULL;
     gst_event_parse_caps(ev, &caps);
@@ -1457,7 +1491,8 @@ static void deep_element_added(GstBin *bin, GstBin *sub, GstElement *el, gpointe
     GstPad *sp = gst_element_get_static_pad(el, "sink");
     if (sp) {
         gst_pad_add_probe(sp, GST_PAD_PROBE_TYPE_BUFFER, decoder_in_probe, d, NULL);
-        gst_pad_add_probe(sp, GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM, decoder_caps_probe, d, NULL);
+        gst_pad_add_probe(sp, GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM | GST_PAD_PROBE_TYPE_EVENT_FLUSH, decoder_caps_probe,
+                          d, NULL);
         gst_object_unref(sp);
     }
     if (g_object_class_find_property(G_OBJECT_GET_CLASS(el), "max-threads"))
@@ -1551,7 +1586,7 @@ static int build_pipeline(vm_decoder *d, vm_error *err) {
     gst_element_set_state(d->pipe, GST_STATE_PAUSED);
     int rc = wait_async(d, err);
     if (rc) return rc;
-    d->pos = 0;
+    d->pos = d->cont_pos = 0;
     d->clean_start = 1;
     return 0;
 }
@@ -1698,7 +1733,9 @@ static int read_one(vm_decoder *d, int64_t i, uint8_t *dst, int64_t *pts_out, vm
         gst_element_set_state(d->pipe, GST_STATE_PLAYING);
         d->playing = 1;
     }
+    if (getenv("VM_DRAIN_DEBUG")) fprintf(stderr, "read %lld from %lld pos %lld decoded %lld\n", (long long)i, (long long)from, (long long)d->pos, (long long)d->decoded);
     int64_t unmatched = 0;
+    int corrupt_i = 0; // frame i came out flagged CORRUPTED (no clean entry point)
     for (;;) {
         GstSample *s = NULL;
         rc = pull(d, &s, err);
@@ -1728,9 +1765,13 @@ static int read_one(vm_decoder *d, int64_t i, uint8_t *dst, int64_t *pts_out, vm
             // decode shows it, so start earlier.  From the very start of the stream the flag is
             // what every decoder shows (a damaged first keyframe) and the picture is frame i.
             if (j == i && GST_BUFFER_FLAG_IS_SET(b, GST_BUFFER_FLAG_CORRUPTED) && !d->clean_start) {
+                corrupt_i = 1;
                 gst_sample_unref(s);
                 vm_debug("%s: frame %lld corrupted after a seek to frame %lld", d->name, (long long)i, (long long)from);
             } else if (j == i) {
+                if (getenv("VM_DRAIN_DEBUG")) fprintf(stderr, "  frame %lld from %lld out at decoded %lld state %d delay %lld\n", (long long)i, (long long)from, (long long)d->decoded, d->drain_state, (long long)(d->decoded - dbg_target_at));
+                dbg_sum += d->decoded - dbg_target_at; dbg_n++;
+                if (getenv("VM_DELAY") && dbg_n % 24 == 0) fprintf(stderr, "%s avg delay %.2f over %lld\n", d->name, (double)dbg_sum / dbg_n, (long long)dbg_n);
                 rc = copy_sample(d, s, dst, err);
                 if (pts_out) *pts_out = d->pts[i];
                 gst_sample_unref(s);
@@ -1739,6 +1780,15 @@ static int read_one(vm_decoder *d, int64_t i, uint8_t *dst, int64_t *pts_out, vm
             } else {
                 gst_sample_unref(s);
             }
+        }
+        // A drained read that ends without frame i (and not for a corrupted frame i, which the
+        // drain does not cause): the drain is what we cannot trust here; read again without it.
+        if (g_atomic_int_get(&d->drain_state) == DRAIN_SENT && !corrupt_i && j <= i) {
+            vm_debug("%s: frame %lld not produced after a drain: draining off", d->name, (long long)i);
+            d->no_drain = 1;
+            __atomic_store_n(&d->drain_pts, -1, __ATOMIC_RELAXED);
+            if ((rc = do_seek(d, from, err))) return rc;
+            continue;
         }
         // Frame i was not produced (end of stream, or decoding started too late for it, e.g. an
         // open GOP the index did not see): start one keyframe earlier, twice, then from the start.
@@ -1749,7 +1799,7 @@ static int read_one(vm_decoder *d, int64_t i, uint8_t *dst, int64_t *pts_out, vm
         from = ++retries == 3 ? 0 : key_before(d, from);
         // Remember: that keyframe is no clean entry point (an I-frame whose followers reference
         // frames before it).  Later reads of its GOP start further back at once.
-        if (j >= 0 && bad > 0) {
+        if ((j >= 0 || corrupt_i) && bad > 0) {
             d->key[bad] = 0;
             for (int64_t q = bad; q < d->info.frames && d->from[q] >= bad; q++)
                 if (d->from[q] == bad) d->from[q] = from;
@@ -1784,16 +1834,32 @@ int vm_decoder_read_frames(vm_decoder *d, const int64_t *idx, int n, uint8_t **d
         demux_watch_init(&d->demux);
         return rc;
     }
-    for (int k = 0; k < n; k++) {
+    // Drain after the last frame of the call unless the calls look like a sequential scan: the
+    // call before ended where this one can go on decoding (what a chunked read of a clip or of
+    // the whole video does, the first call from frame 0 included).  A drained pipeline needs a
+    // seek, which such a read would pay for each chunk; a random read seeks anyway.
+    int64_t cp = d->cont_pos;
+    int cont = n > 0 && cp >= 0 && idx[0] >= cp && d->from[idx[0]] <= cp + SEEK_COST_FRAMES;
+    int drain = n > 0 && !cont && !d->no_drain && !d->ordinal && d->h264_nal_len >= 0 && !getenv("VM_NO_DRAIN");
+    __atomic_store_n(&d->drain_pts, drain ? d->pts[idx[n - 1]] : -1, __ATOMIC_RELAXED);
+    g_atomic_int_set(&d->drain_state, drain ? DRAIN_ARMED : DRAIN_OFF);
+    rc = 0;
+    for (int k = 0; k < n && !rc; k++) {
         if (k && idx[k] == idx[k - 1]) {
             memcpy(dst[k], dst[k - 1], (size_t)d->info.out_width * d->info.out_height * 3);
             if (pts_out) pts_out[k] = pts_out[k - 1];
             d->st.frames_returned++;
             continue;
         }
-        if ((rc = read_one(d, idx[k], dst[k], pts_out ? &pts_out[k] : NULL, err))) return rc;
+        rc = read_one(d, idx[k], dst[k], pts_out ? &pts_out[k] : NULL, err);
     }
-    return 0;
+    d->cont_pos = d->pos;
+    if (drain) { // drained, or about to be (a frame out before its drain: EOS at the next packet
+                 // still stops the pipeline); only a seek goes on from here
+        __atomic_store_n(&d->drain_pts, -1, __ATOMIC_RELAXED);
+        d->pos = -1;
+    }
+    return rc;
 }
 
 void vm_decoder_close(vm_decoder *d) {

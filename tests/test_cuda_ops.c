@@ -407,6 +407,14 @@ TEST(cuda_pointwise) {
     cpu->relu_backward(ref, x, g, n); cu->relu_backward(d_o, d_x, d_g, n); CHECK_DEV("relu_backward", d_o, ref, n);
     cu->free(d_o); d_o = dpoison(n);
     cpu->add(ref, x, y, n); cu->add(d_o, d_x, d_y, n); CHECK_DEV("add", d_o, ref, n);
+    // views one element in (not 16-byte aligned): the one-at-a-time path of the 8-wide kernels
+    cu->free(d_o); d_o = dpoison(n);
+    cpu->gelu_forward(ref, x, n); cu->gelu_forward(d_o + 1, d_x + 1, n - 1);
+    CHECK_DEV("gelu_forward, unaligned", d_o + 1, ref + 1, n - 1);
+    cpu->gelu_backward(ref, x, g, n); cu->gelu_backward(d_o + 1, d_x + 1, d_g + 1, n - 1);
+    CHECK_DEV("gelu_backward, unaligned", d_o + 1, ref + 1, n - 1);
+    cpu->add(ref, x, y, n); cu->add(d_o + 1, d_x + 1, d_y + 1, n - 1);
+    CHECK_DEV("add, unaligned", d_o + 1, ref + 1, n - 1);
     // accumulate and scale work in place on a copy of x
     float *acc = hcopy(x, n), *d_acc = dputf(x, n);
     cpu->accumulate(acc, y, n); cu->accumulate(d_acc, d_y, n); CHECK_DEV("accumulate", d_acc, acc, n);
@@ -841,6 +849,15 @@ static void check_pointwise_act16(size_t n) {
     CHECK_DEV(at("add_bf16"), d_sum, sum, n);
     cu->add_bf16(d_a, d_a, d_x, n);  // in place, as a residual update
     CHECK_DEV(at("add_bf16 in place"), d_a, sum, n);
+    if (n > 1) {  // views one element in (not 16-byte aligned): the one-at-a-time path
+        cu->gelu_forward_bf16(d_out + 1, d_x + 1, n - 1);
+        CHECK_DEV16(at("gelu_forward_bf16, unaligned"), d_out + 1, out + 1, n - 1);
+        cu->gelu_backward_bf16(d_dx + 1, d_x + 1, d_g + 1, n - 1);
+        CHECK_DEV(at("gelu_backward_bf16, unaligned"), d_dx + 1, dx + 1, n - 1);
+        cu->add_bf16(d_sum + 1, d_a + 1, d_x + 1, n - 1);  // d_a holds sum now: sum + x
+        ref->add_bf16(a + 1, sum + 1, x + 1, n - 1);
+        CHECK_DEV(at("add_bf16, unaligned"), d_sum + 1, a + 1, n - 1);
+    }
     FREE_ALL(cu->free, d_x, d_out, d_a, d_g, d_dx, d_sum);
     FREE_ALL(free, x, out, a, g, dx, sum);
 }

@@ -63,6 +63,8 @@ static inline unsigned int grid_for(size_t n, int block) {
 }
 
 // ---- device helpers -------------------------------------------------------------------------
+#define GRID_STRIDE(i, n) \
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -94,6 +96,47 @@ __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ void store_as(float *p, float v) { *p = v; }
 __device__ __forceinline__ void store_as(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+// Eight consecutive elements at p (16-byte aligned) through 16-byte vector loads and stores; the
+// same values and rounding as to_float / store_as one by one.  Plain loads, not __ldg: the
+// pointwise ops may run in place.
+__device__ __forceinline__ void load8(float (&v)[8], const float *p) {
+    float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void load8(float (&v)[8], const __nv_bfloat16 *p) {
+    uint4 u = *reinterpret_cast<const uint4 *>(p);
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+    for (int k = 0; k < 4; k++) {
+        float2 f = __bfloat1622float2(h[k]);
+        v[2 * k] = f.x, v[2 * k + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void store8(float *p, const float (&v)[8]) {
+    reinterpret_cast<float4 *>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+    reinterpret_cast<float4 *>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ __forceinline__ void store8(__nv_bfloat16 *p, const float (&v)[8]) {
+    uint4 u;
+    __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&u);
+    for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+    *reinterpret_cast<uint4 *>(p) = u;
+}
+// cnt (1..8) elements at p: vectors when vec (every pointer of the kernel 16-byte aligned) and the
+// chunk is whole, else one by one.
+template <typename T>
+__device__ __forceinline__ void load_upto8(float (&v)[8], const T *p, int cnt, bool vec) {
+    if (vec && cnt == 8) load8(v, p);
+    else for (int k = 0; k < 8; k++) v[k] = k < cnt ? to_float(p[k]) : 0.0f;
+}
+template <typename T>
+__device__ __forceinline__ void store_upto8(T *p, const float (&v)[8], int cnt, bool vec) {
+    if (vec && cnt == 8) store8(p, v);
+    else for (int k = 0; k < cnt; k++) store_as(p + k, v[k]);
+}
+// 1 when every pointer given is 16-byte aligned (host side: picks the vector path above).
+static inline bool aligned16(const void *a, const void *b, const void *c = nullptr) {
+    return (((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) & 15) == 0;
+}
 
 // ---- shared between files ----------------------------------------------------------------------
 // Float -> bf16 copy (n elements) on the stream.

@@ -6,9 +6,6 @@
 #include <string.h>
 #include "trainer/cuda/cuda_internal.cuh"
 
-#define GRID_STRIDE(i, n) \
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
-
 // ---- deterministic sum -----------------------------------------------------------------------------
 #define REDUCE_BLOCKS 256
 // partial[blockIdx] = sum over this block's grid-stride share of (squares ? x^2 : x)
