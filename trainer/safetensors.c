@@ -1,11 +1,8 @@
 // trainer/safetensors.c — safetensors read/write with cJSON for the header.
 #include "trainer/safetensors.h"
 #include <cjson/cJSON.h>
-#include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include "common/io.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -204,28 +201,11 @@ bad_meta:
 
 int vm_st_read(vm_st_file **out, const char *path, vm_error *err) {
     *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return vm_fail(err, VM_EIO, "%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(fp);
-        return vm_fail(err, VM_EIO, "%s: not a regular file", path);
-    }
     vm_st_file *f = calloc(1, sizeof *f);
-    if (!f) {
-        fclose(fp);
-        return vm_fail(err, VM_ENOMEM, "%s: out of memory", path);
-    }
-    f->size = (size_t)st.st_size;
-    f->buf = malloc(f->size ? f->size : 1);
-    if (!f->buf || fread(f->buf, 1, f->size, fp) != f->size) {
-        int code = f->buf ? VM_EIO : VM_ENOMEM;
-        fclose(fp);
-        vm_st_close(f);
-        return vm_fail(err, code, "%s: could not read %zu bytes", path, (size_t)st.st_size);
-    }
-    fclose(fp);
-    int rc = parse(f, path, err);
+    if (!f) return vm_fail(err, VM_ENOMEM, "%s: out of memory", path);
+    void *buf = NULL;
+    int rc = vm_read_file(path, SIZE_MAX, VM_EIO, &buf, &f->size, NULL, err);
+    if (!rc) f->buf = buf, rc = parse(f, path, err);
     if (rc) {
         vm_st_close(f);
         return rc;
