@@ -38,6 +38,10 @@
 // A seek costs a flush, a demuxer index lookup and decoder restart: about this many decoded frames.
 #define SEEK_COST_FRAMES 4
 enum { DRAIN_OFF, DRAIN_ARMED, DRAIN_SEEN, DRAIN_SENT };
+// Drain only decoders whose output delay averages this many packets: below it, the seek a drained
+// pipeline needs to go on costs more than the packets it saves (see read_frames).
+#define DRAIN_MIN_DELAY 4
+#define RECENT 32 // > the largest output delay (16 pictures for H.264) plus what the appsink holds
 // 005: the orientation gained its mirror flag (flip-rotate-* tags, before cached as no rotation)
 // 006: MPEG-4 Part 2 B-frames in AVI are indexed by ordinal (header flag + seek times)
 // 007: H.264 in AVI is indexed by decode order (ordinal 2 + each packet's display index)
@@ -115,13 +119,20 @@ struct vm_decoder {
     gint64 decoded;           // packets into the video decoder (atomic)
     gint64 skipped;           // non-reference packets before a wanted frame, never decoded (atomic)
     int h264_nal_len;         // streaming thread: -1 not H.264, 0 byte-stream, 1-4 avc length size
-    // Drain (see read_frames): once the packet of the last wanted frame of a call is in the
-    // decoder, the next packet is replaced by EOS, so the decoder outputs its pending pictures at
-    // once instead of decoding its output delay (up to 15 packets: H.264 without reorder info in
-    // its SPS) worth of packets past the frame.  The pipeline then needs a seek to go on.
+    // Drain (see read_frames): once the packet of a frame read last before a seek (or at the end
+    // of a random read) is in the decoder, the next packet is replaced by EOS, so the decoder
+    // outputs its pending pictures at once instead of decoding its output delay worth of packets
+    // past the frame (up to 15: H.264 whose SPS declares a deep reorder buffer, or none, which
+    // libavcodec then guesses from the POCs).  The pipeline then needs a seek to go on.
     gint drain_state;         // DRAIN_* (atomic; the streaming thread moves it forward)
     gint64 drain_pts;         // stream time of the frame whose packet triggers the drain, -1 none (atomic)
-    int no_drain;             // a drained read missed its frame: never drain again on this decoder
+    int no_drain;             // never drain this decoder: a drained read missed its frame, or the
+                              // stream looks damaged (corrupted or unmatched pictures)
+    gint64 want_in, want_out; // packets into the decoder when the wanted frame's packet went in and
+                              // when its picture came out (streaming thread; -1 not yet)
+    int64_t recent[RECENT];   // streaming thread: stream times of the last packets into the decoder
+    int64_t nrecent;          // since the last seek (recent[] is a ring of the last RECENT)
+    int64_t delay_sum, delay_n; // output delays (want_out - want_in) measured on undrained reads
     int64_t cont_pos;         // pos the pipeline would have had without the last call's drain
     GstCaps *cur_caps;
     GstVideoInfo vinfo;
@@ -1366,6 +1377,8 @@ static GstPadProbeReturn want_probe(GstPad *pad, GstPadProbeInfo *info, gpointer
     int64_t want = __atomic_load_n(&d->want_pts, __ATOMIC_RELAXED);
     if (b && GST_BUFFER_PTS_IS_VALID(b) && (int64_t)GST_BUFFER_PTS(b) - d->off + d->tol < want)
         return GST_PAD_PROBE_DROP;
+    if (b && GST_BUFFER_PTS_IS_VALID(b) && (int64_t)GST_BUFFER_PTS(b) - d->off - d->tol <= want)
+        __atomic_store_n(&d->want_out, __atomic_load_n(&d->decoded, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
     return GST_PAD_PROBE_OK;
 }
 
@@ -1421,7 +1434,6 @@ static GstBuffer *h264_order_stamp(vm_decoder *d, GstBuffer *b) {
 
 // Packets into the video decoder: counted (frames decoded), and non-reference H.264 pictures
 // before the wanted frame are dropped here instead of decoded.
-static int64_t dbg_target_at, dbg_sum, dbg_n;
 static GstPadProbeReturn decoder_in_probe(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
     vm_decoder *d = data;
     GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER(info);
@@ -1433,6 +1445,11 @@ static GstPadProbeReturn decoder_in_probe(GstPad *pad, GstPadProbeInfo *info, gp
     if (ds != DRAIN_OFF && b && GST_BUFFER_PTS_IS_VALID(b)) {
         int64_t dt = (int64_t)GST_BUFFER_PTS(b) - d->off - __atomic_load_n(&d->drain_pts, __ATOMIC_RELAXED);
         int at_target = dt >= -d->tol && dt <= d->tol;
+        if (ds == DRAIN_ARMED && !at_target) { // armed late: is the target's packet in already?
+            int64_t target = __atomic_load_n(&d->drain_pts, __ATOMIC_RELAXED);
+            for (int q = 0; q < RECENT && q < d->nrecent; q++)
+                if (d->recent[q] - target >= -d->tol && d->recent[q] - target <= d->tol) ds = DRAIN_SEEN;
+        }
         if (ds == DRAIN_ARMED && at_target) {
             g_atomic_int_set(&d->drain_state, DRAIN_SEEN);
         } else if (ds == DRAIN_SEEN && !at_target) {
@@ -1440,7 +1457,6 @@ static GstPadProbeReturn decoder_in_probe(GstPad *pad, GstPadProbeInfo *info, gp
             // EOS drains the decoder; the pad is then EOS and refuses what follows (FLOW_EOS
             // stops the demuxer) until the next flushing seek.
             g_atomic_int_set(&d->drain_state, DRAIN_SENT);
-            if (getenv("VM_DRAIN_DEBUG")) fprintf(stderr, "  EOS at decoded %lld\n", (long long)d->decoded);
             gst_pad_send_event(pad, gst_event_new_eos());
             return GST_PAD_PROBE_DROP;
         } else if (ds == DRAIN_SENT) {
@@ -1463,7 +1479,11 @@ static GstPadProbeReturn decoder_in_probe(GstPad *pad, GstPadProbeInfo *info, gp
         }
     }
     __atomic_add_fetch(&d->decoded, 1, __ATOMIC_RELAXED);
-    if (b && GST_BUFFER_PTS_IS_VALID(b)) { int64_t dt = (int64_t)GST_BUFFER_PTS(b) - d->off - __atomic_load_n(&d->want_pts, __ATOMIC_RELAXED); if (dt >= -d->tol && dt <= d->tol) dbg_target_at = d->decoded; }
+    if (b && GST_BUFFER_PTS_IS_VALID(b)) { // the wanted frame's packet: its output delay counts from here
+        d->recent[d->nrecent++ % RECENT] = (int64_t)GST_BUFFER_PTS(b) - d->off;
+        int64_t dt = (int64_t)GST_BUFFER_PTS(b) - d->off - __atomic_load_n(&d->want_pts, __ATOMIC_RELAXED);
+        if (dt >= -d->tol && dt <= d->tol) __atomic_store_n(&d->want_in, d->decoded, __ATOMIC_RELAXED);
+    }
     return GST_PAD_PROBE_OK;
 }
 
@@ -1472,6 +1492,7 @@ static GstPadProbeReturn decoder_caps_probe(GstPad *pad, GstPadProbeInfo *info, 
     vm_decoder *d = data;
     GstEvent *ev = GST_PAD_PROBE_INFO_EVENT(info);
     if (GST_EVENT_TYPE(ev) == GST_EVENT_FLUSH_STOP) { // a seek: the drain starts over from its packets
+        d->nrecent = 0;
         g_atomic_int_set(&d->drain_state, __atomic_load_n(&d->drain_pts, __ATOMIC_RELAXED) >= 0 ? DRAIN_ARMED : DRAIN_OFF);
         return GST_PAD_PROBE_OK;
     }
@@ -1723,6 +1744,8 @@ static int64_t key_before(const vm_decoder *d, int64_t i) {
 
 static int read_one(vm_decoder *d, int64_t i, uint8_t *dst, int64_t *pts_out, vm_error *err) {
     int retries = 0;
+    __atomic_store_n(&d->want_in, -1, __ATOMIC_RELAXED);
+    __atomic_store_n(&d->want_out, -1, __ATOMIC_RELAXED);
     __atomic_store_n(&d->want_pts, d->pts[i], __ATOMIC_RELAXED);
     int rc;
     int64_t from = d->from[i];
@@ -1733,7 +1756,6 @@ static int read_one(vm_decoder *d, int64_t i, uint8_t *dst, int64_t *pts_out, vm
         gst_element_set_state(d->pipe, GST_STATE_PLAYING);
         d->playing = 1;
     }
-    if (getenv("VM_DRAIN_DEBUG")) fprintf(stderr, "read %lld from %lld pos %lld decoded %lld\n", (long long)i, (long long)from, (long long)d->pos, (long long)d->decoded);
     int64_t unmatched = 0;
     int corrupt_i = 0; // frame i came out flagged CORRUPTED (no clean entry point)
     for (;;) {
@@ -1750,6 +1772,10 @@ static int read_one(vm_decoder *d, int64_t i, uint8_t *dst, int64_t *pts_out, vm
                 if (sg && sg->format == GST_FORMAT_TIME && !d->ordinal) t = (int64_t)GST_BUFFER_PTS(b) - ((int64_t)sg->start - (int64_t)sg->time);
             }
             j = t >= 0 || (b && GST_BUFFER_PTS_IS_VALID(b)) ? match_pts(d, t) : -1;
+            // A damaged stream (pictures flagged corrupted, or timed off the index): what the
+            // decoder conceals and which picture gets which time can depend on what it was fed
+            // after a picture, so it is never drained (see read_frames).
+            if (j < 0 || (b && GST_BUFFER_FLAG_IS_SET(b, GST_BUFFER_FLAG_CORRUPTED))) d->no_drain = 1;
             if (j < 0) {
                 gst_sample_unref(s);
                 if (++unmatched > 1000)
@@ -1769,9 +1795,11 @@ static int read_one(vm_decoder *d, int64_t i, uint8_t *dst, int64_t *pts_out, vm
                 gst_sample_unref(s);
                 vm_debug("%s: frame %lld corrupted after a seek to frame %lld", d->name, (long long)i, (long long)from);
             } else if (j == i) {
-                if (getenv("VM_DRAIN_DEBUG")) fprintf(stderr, "  frame %lld from %lld out at decoded %lld state %d delay %lld\n", (long long)i, (long long)from, (long long)d->decoded, d->drain_state, (long long)(d->decoded - dbg_target_at));
-                dbg_sum += d->decoded - dbg_target_at; dbg_n++;
-                if (getenv("VM_DELAY") && dbg_n % 24 == 0) fprintf(stderr, "%s avg delay %.2f over %lld\n", d->name, (double)dbg_sum / dbg_n, (long long)dbg_n);
+                int64_t in = __atomic_load_n(&d->want_in, __ATOMIC_RELAXED), out = __atomic_load_n(&d->want_out, __ATOMIC_RELAXED);
+                if (g_atomic_int_get(&d->drain_state) == DRAIN_OFF && in >= 0 && out >= in) {
+                    d->delay_sum += out - in;
+                    d->delay_n++;
+                }
                 rc = copy_sample(d, s, dst, err);
                 if (pts_out) *pts_out = d->pts[i];
                 gst_sample_unref(s);
@@ -1834,15 +1862,15 @@ int vm_decoder_read_frames(vm_decoder *d, const int64_t *idx, int n, uint8_t **d
         demux_watch_init(&d->demux);
         return rc;
     }
-    // Drain after the last frame of the call unless the calls look like a sequential scan: the
-    // call before ended where this one can go on decoding (what a chunked read of a clip or of
-    // the whole video does, the first call from frame 0 included).  A drained pipeline needs a
-    // seek, which such a read would pay for each chunk; a random read seeks anyway.
+    // Drain (see decoder_in_probe) after a frame when nothing more is decoded from there: when the
+    // next frame of the call is read after a seek, and after the last frame unless the calls look
+    // like a sequential scan: the call before ended where this one goes on decoding (what a
+    // chunked read of a clip or of the whole video does, the first call from frame 0 included),
+    // so the next call may too, and a drained pipeline would make it seek.  Only for decoders
+    // whose output delay, measured on the reads that were not drained, makes it worth that risk.
     int64_t cp = d->cont_pos;
     int cont = n > 0 && cp >= 0 && idx[0] >= cp && d->from[idx[0]] <= cp + SEEK_COST_FRAMES;
-    int drain = n > 0 && !cont && !d->no_drain && !d->ordinal && d->h264_nal_len >= 0 && !getenv("VM_NO_DRAIN");
-    __atomic_store_n(&d->drain_pts, drain ? d->pts[idx[n - 1]] : -1, __ATOMIC_RELAXED);
-    g_atomic_int_set(&d->drain_state, drain ? DRAIN_ARMED : DRAIN_OFF);
+    int can = !d->ordinal && d->h264_nal_len >= 0 && !d->info.unreadable, drained = 0;
     rc = 0;
     for (int k = 0; k < n && !rc; k++) {
         if (k && idx[k] == idx[k - 1]) {
@@ -1851,14 +1879,25 @@ int vm_decoder_read_frames(vm_decoder *d, const int64_t *idx, int n, uint8_t **d
             d->st.frames_returned++;
             continue;
         }
+        int q = k + 1;
+        while (q < n && idx[q] == idx[k]) q++;
+        int arm = can && !d->no_drain && d->delay_n && d->delay_sum >= DRAIN_MIN_DELAY * d->delay_n &&
+                  (q < n ? d->from[idx[q]] > idx[k] + 1 + SEEK_COST_FRAMES : !cont);
+        // A read that is not armed seeks (the drain before it left pos -1) or comes after one
+        // that was not armed either: drain_state is DRAIN_OFF from that seek on.
+        __atomic_store_n(&d->drain_pts, arm ? d->pts[idx[k]] : -1, __ATOMIC_RELAXED);
+        if (arm) g_atomic_int_set(&d->drain_state, DRAIN_ARMED);
         rc = read_one(d, idx[k], dst[k], pts_out ? &pts_out[k] : NULL, err);
+        drained = arm;
+        // Drained, or about to be (the frame may come out before its drain, whose EOS then
+        // still stops the pipeline at the next packet): only a seek goes on from here.
+        if (arm) {
+            d->cont_pos = d->pos;
+            d->pos = -1;
+        }
     }
-    d->cont_pos = d->pos;
-    if (drain) { // drained, or about to be (a frame out before its drain: EOS at the next packet
-                 // still stops the pipeline); only a seek goes on from here
-        __atomic_store_n(&d->drain_pts, -1, __ATOMIC_RELAXED);
-        d->pos = -1;
-    }
+    if (!drained) d->cont_pos = d->pos;
+    __atomic_store_n(&d->drain_pts, -1, __ATOMIC_RELAXED);
     return rc;
 }
 

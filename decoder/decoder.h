@@ -23,7 +23,11 @@
 // is built on the first read.  Each returned picture is scaled in YUV with libyuv's box filter
 // (antialiased) and converted to RGB once, at the output size, straight into the caller's buffer;
 // pictures decoded only to reach a wanted one are dropped before any conversion, and non-reference
-// H.264 pictures before a wanted one are not decoded at all.  Untagged streams get BT.601 (what
+// H.264 pictures before a wanted one are not decoded at all.  Where the decoder holds pictures
+// back (an output delay of 4 packets or more, measured on earlier reads: H.264 whose SPS declares
+// a deep reorder buffer, or none), the frame read last before a seek or at the end of a random
+// read is drained out of it (EOS after its packet) instead of fed the packets that follow;
+// damaged streams are never drained.  Untagged streams get BT.601 (what
 // swscale/ffmpeg/PyAV assume), tagged ones their matrix and range.
 //
 // Frames come out upright: the image-orientation tag (an MP4's tkhd matrix, as phones write it;

@@ -476,6 +476,240 @@ TEST(vfr_h264_mkv) {
     vm_decoder_close(d);
 }
 
+// An RBSP bit reader over an escaped NAL payload (emulation prevention bytes skipped), for
+// sps_set_reorder.
+typedef struct {
+    uint8_t rbsp[256];
+    size_t n, bit;
+} rbsp_reader;
+
+static void rbsp_unescape(rbsp_reader *r, const uint8_t *nal, size_t len) {
+    for (size_t i = 1, zeros = 0; i < len && r->n < sizeof r->rbsp; i++) { // after the NAL header
+        if (zeros >= 2 && nal[i] == 3) { zeros = 0; continue; }
+        zeros = nal[i] ? 0 : zeros + 1;
+        r->rbsp[r->n++] = nal[i];
+    }
+}
+
+static unsigned rbsp_u(rbsp_reader *r, int k) {
+    unsigned v = 0;
+    for (int i = 0; i < k; i++, r->bit++) v = v << 1 | (r->bit / 8 < r->n ? r->rbsp[r->bit / 8] >> (7 - r->bit % 8) & 1 : 0);
+    return v;
+}
+
+static unsigned rbsp_ue(rbsp_reader *r) {
+    int z = 0;
+    while (!rbsp_u(r, 1) && z < 31) z++;
+    return (1u << z) - 1 + rbsp_u(r, z);
+}
+
+typedef struct {
+    uint8_t b[300];
+    size_t bit;
+} bit_writer;
+
+static void bw_u(bit_writer *w, unsigned v, int k) {
+    for (int i = k - 1; i >= 0; i--, w->bit++)
+        if (v >> i & 1) w->b[w->bit / 8] |= (uint8_t)(0x80 >> w->bit % 8);
+}
+
+static void bw_ue(bit_writer *w, unsigned v) {
+    int len = 0;
+    while ((v + 1) >> len) len++;
+    bw_u(w, 0, len - 1);
+    bw_u(w, v + 1, len);
+}
+
+// An x264 SPS NAL (header byte first, escaped) rewritten with max_num_reorder_frames = reorder
+// (max_dec_frame_buffering at least that) in its VUI bitstream restriction, into out (escaped);
+// returns its length.  libavcodec holds that many pictures back before it outputs one, whatever
+// the frame types: what encoders that declare the level's whole DPB, or none (libavcodec then
+// guesses from the POCs it sees), cost a reader fed packets until its frame comes out.
+static size_t sps_set_reorder(const uint8_t *sps, size_t len, unsigned reorder, uint8_t *out) {
+    rbsp_reader r = {.n = 0};
+    rbsp_unescape(&r, sps, len);
+    unsigned profile = rbsp_u(&r, 8);
+    rbsp_u(&r, 16); // constraint flags, level
+    rbsp_ue(&r);    // sps id
+    if (profile == 100 || profile == 110 || profile == 122 || profile == 244) {
+        if (rbsp_ue(&r) == 3) rbsp_u(&r, 1); // chroma format (separate planes)
+        rbsp_ue(&r), rbsp_ue(&r), rbsp_u(&r, 1); // bit depths, qpprime bypass
+        CHECK(!rbsp_u(&r, 1), "SPS with scaling lists");
+    }
+    rbsp_ue(&r); // log2 max frame num
+    unsigned poc = rbsp_ue(&r);
+    CHECK(poc != 1, "SPS with POC type 1");
+    if (poc == 0) rbsp_ue(&r);
+    rbsp_ue(&r), rbsp_u(&r, 1), rbsp_ue(&r), rbsp_ue(&r); // refs, gaps, width, height
+    if (!rbsp_u(&r, 1)) rbsp_u(&r, 1);                    // frame_mbs_only, else mbaff
+    rbsp_u(&r, 1);                                        // direct 8x8
+    if (rbsp_u(&r, 1)) rbsp_ue(&r), rbsp_ue(&r), rbsp_ue(&r), rbsp_ue(&r); // cropping
+    CHECK(rbsp_u(&r, 1), "SPS without VUI");
+    if (rbsp_u(&r, 1) && rbsp_u(&r, 8) == 255) rbsp_u(&r, 32); // aspect ratio
+    if (rbsp_u(&r, 1)) rbsp_u(&r, 1);                          // overscan
+    if (rbsp_u(&r, 1)) { rbsp_u(&r, 4); if (rbsp_u(&r, 1)) rbsp_u(&r, 24); } // video signal
+    if (rbsp_u(&r, 1)) rbsp_ue(&r), rbsp_ue(&r);               // chroma location
+    if (rbsp_u(&r, 1)) rbsp_u(&r, 32), rbsp_u(&r, 32), rbsp_u(&r, 1); // timing
+    CHECK(!rbsp_u(&r, 1) && !rbsp_u(&r, 1), "SPS with HRD parameters");
+    rbsp_u(&r, 1); // pic_struct_present
+    CHECK(rbsp_u(&r, 1) == 1, "SPS without bitstream_restriction");
+    size_t keep = r.bit;
+    unsigned mv = rbsp_u(&r, 1), f[4];
+    for (int k = 0; k < 4; k++) f[k] = rbsp_ue(&r); // max bytes/bits, log2 max mv lengths
+    unsigned old_reorder = rbsp_ue(&r), dpb = rbsp_ue(&r);
+    CHECK(r.bit <= 8 * r.n && old_reorder <= dpb, "SPS bitstream_restriction unreadable");
+    bit_writer w = {.bit = 0};
+    r.bit = 0;
+    while (r.bit < keep) bw_u(&w, rbsp_u(&r, 1), 1);
+    bw_u(&w, mv, 1);
+    for (int k = 0; k < 4; k++) bw_ue(&w, f[k]);
+    bw_ue(&w, reorder);
+    bw_ue(&w, dpb > reorder ? dpb : reorder);
+    bw_u(&w, 1, 1); // rbsp_stop_one_bit, then zeros to the byte
+    size_t n = (w.bit + 7) / 8, o = 0;
+    out[o++] = sps[0];
+    for (size_t i = 0, zeros = 0; i < n; i++) {
+        if (zeros >= 2 && w.b[i] <= 3) { out[o++] = 3; zeros = 0; }
+        out[o++] = w.b[i];
+        zeros = w.b[i] ? 0 : zeros + 1;
+    }
+    return o;
+}
+
+static int start_code_at(const uint8_t *p, size_t i, size_t n) { return i + 3 <= n && !p[i] && !p[i + 1] && p[i + 2] == 1; }
+
+// x264enc's byte-stream buffers with every SPS rewritten by sps_set_reorder (user data: reorder).
+static GstPadProbeReturn reorder_probe(GstPad *pad, GstPadProbeInfo *info, gpointer data) {
+    GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER(info);
+    GstMapInfo m;
+    if (!b || !gst_buffer_map(b, &m, GST_MAP_READ)) return GST_PAD_PROBE_OK;
+    uint8_t *out = malloc(2 * m.size + 64);
+    size_t i = 0, o = 0;
+    while (i < m.size && !start_code_at(m.data, i, m.size)) i++;
+    CHECK(i < m.size, "x264enc byte-stream buffer without a start code");
+    while (i < m.size) { // a start code at i; its NAL runs to the next one, less that one's leading zeros
+        size_t s = i + 3, j = s;
+        while (j < m.size && !start_code_at(m.data, j, m.size)) j++;
+        size_t end = j;
+        while (j < m.size && end > s && !m.data[end - 1]) end--;
+        memcpy(out + o, "\0\0\0\1", 4);
+        o += 4;
+        if (end > s && (m.data[s] & 31) == 7) o += sps_set_reorder(m.data + s, end - s, GPOINTER_TO_UINT(data), out + o);
+        else memcpy(out + o, m.data + s, end - s), o += end - s;
+        i = j;
+    }
+    gst_buffer_unmap(b, &m);
+    GstBuffer *nb = gst_buffer_new_wrapped(out, o);
+    gst_buffer_copy_into(nb, b, GST_BUFFER_COPY_METADATA, 0, -1);
+    gst_buffer_unref(b);
+    GST_PAD_PROBE_INFO_DATA(info) = nb;
+    return GST_PAD_PROBE_OK;
+}
+
+// encode_frames with x264 (GOP 30, 2 B-frames) into MP4, each SPS saying max_num_reorder_frames = reorder.
+static void encode_h264_reorder(const char *out, int frames, unsigned reorder) {
+    gst_init(NULL, NULL);
+    char desc[2048];
+    snprintf(desc, sizeof desc,
+             "appsrc name=src format=time caps=video/x-raw,format=RGB,width=%d,height=%d,framerate=25/1 ! videoconvert "
+             "! x264enc name=enc speed-preset=veryfast bframes=2 b-adapt=false key-int-max=30 "
+             "! video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! mp4mux ! filesink location=%s",
+             W, H, out);
+    GError *ge = NULL;
+    GstElement *p = gst_parse_launch(desc, &ge);
+    CHECK(p && !ge, "gst_parse_launch(%s): %s", desc, ge ? ge->message : "?");
+    GstElement *src = gst_bin_get_by_name(GST_BIN(p), "src"), *enc = gst_bin_get_by_name(GST_BIN(p), "enc");
+    GstPad *ep = gst_element_get_static_pad(enc, "src");
+    gst_pad_add_probe(ep, GST_PAD_PROBE_TYPE_BUFFER, reorder_probe, GUINT_TO_POINTER(reorder), NULL);
+    gst_object_unref(ep);
+    gst_object_unref(enc);
+    gst_element_set_state(p, GST_STATE_PLAYING);
+    for (int n = 0; n < frames; n++) {
+        GstBuffer *b = gst_buffer_new_allocate(NULL, (size_t)W * H * 3, NULL);
+        GstMapInfo m;
+        gst_buffer_map(b, &m, GST_MAP_WRITE);
+        draw_frame(m.data, n);
+        gst_buffer_unmap(b, &m);
+        GST_BUFFER_PTS(b) = frame_time(n, 0);
+        GST_BUFFER_DURATION(b) = frame_time(n + 1, 0) - frame_time(n, 0);
+        CHECK(gst_app_src_push_buffer(GST_APP_SRC(src), b) == GST_FLOW_OK, "%s: push frame %d", out, n);
+    }
+    gst_app_src_end_of_stream(GST_APP_SRC(src));
+    gst_object_unref(src);
+    play_to_eos(p, out);
+}
+
+// H.264 whose decoder holds pictures back: the SPS declares 14 reorder frames (as encoders that
+// state the level's whole DPB do; one without the field makes libavcodec guess from the POCs, up
+// to 15: car-detection.mp4 ~6, one-by-one-person-detection.mp4 ~14), so a read fed packets until
+// its frame comes out decodes ~14 more than it needs.  read_frames drains the decoder after the
+// packet of a frame it reads last before a seek or at the end of a random read: the frames must
+// stay exact (their numbers, B-frames included), the packets decoded must drop to about what
+// reaching the frames takes, and a chunked sequential read must still go on decoding between calls.
+TEST(h264_output_delay_drained) {
+    const int frames = 180;
+    char path[1100];
+    snprintf(path, sizeof path, "%s/h264_delay.mp4", vt_tmpdir());
+    encode_h264_reorder(path, frames, 14);
+    check_video(path, frames, 0, VM_DEC_NATIVE, 0, 0, W, H);
+    vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
+    vm_error err = {0};
+    vm_decoder *d = vm_decoder_open(path, &o, &err);
+    CHECK(d, "%s", err.msg);
+    CHECK_EQ_INT(vm_decoder_info(d)->frames, frames);
+    uint8_t *buf = malloc((size_t)W * H * 3 * 30);
+    uint8_t *dst[30];
+    for (int k = 0; k < 30; k++) dst[k] = buf + (size_t)W * H * 3 * k;
+    vm_decoder_stats s0, s1;
+    // The first read is not drained (no delay measured yet): it shows the delay is there.
+    int64_t idx[30] = {45};
+    vm_decoder_stats_get(d, &s0);
+    CHECK_OK(vm_decoder_read_frames(d, idx, 1, dst, NULL, &err), err);
+    vm_decoder_stats_get(d, &s1);
+    CHECK_EQ_INT(read_number(dst[0], W, H), 45);
+    CHECK(s1.frames_decoded - s0.frames_decoded >= 16 + 8, "%lld packets for frame 45 of a GOP at 30: no output delay?",
+          (long long)(s1.frames_decoded - s0.frames_decoded));
+    vm_rng rng;
+    vm_rng_init(&rng, 77, 0);
+    int64_t need = 0; // packets from the keyframe to each frame, when nothing is decoded twice
+    vm_decoder_stats_get(d, &s0);
+    for (int r = 0; r < 40; r++) {
+        // pairs as the sampler draws them (sometimes the same GOP, sometimes the next), then a
+        // frame of another GOP in the same call (a seek between), the same frame twice, single frames
+        int n = 2;
+        idx[0] = vm_rng_int(&rng, 0, frames - 75);
+        idx[1] = idx[0] + vm_rng_int(&rng, 1, 30);
+        if (r % 4 == 1) idx[1] = idx[0];
+        if (r % 4 == 2) { idx[2] = idx[1] + vm_rng_int(&rng, 35, 39); n = 3; }
+        if (r % 4 == 3) n = 1;
+        CHECK_OK(vm_decoder_read_frames(d, idx, n, dst, NULL, &err), err);
+        for (int k = 0; k < n; k++) CHECK_EQ_INT(read_number(dst[k], W, H), idx[k]);
+        int64_t pos = -1;
+        for (int k = 0; k < n; k++) {
+            int64_t from = idx[k] / 30 * 30;
+            need += idx[k] + 1 - (pos >= from ? pos : from);
+            if (idx[k] + 1 > pos) pos = idx[k] + 1;
+        }
+    }
+    vm_decoder_stats_get(d, &s1);
+    int64_t decoded = s1.frames_decoded - s0.frames_decoded;
+    // Undrained, each read costs ~14 more packets: 1175 here, against 390 drained; `need` counts
+    // the B-frames skipped before a wanted frame too (914).
+    CHECK(decoded <= need, "%lld packets decoded for reads that need %lld", (long long)decoded, (long long)need);
+    // Chunks of a sequential read after random ones: the first is taken for a random read (drained:
+    // the second seeks), from the third on each goes on decoding where the one before ended.
+    for (int c = 0; c < 4; c++) {
+        for (int k = 0; k < 30; k++) idx[k] = 30 + c * 30 + k;
+        vm_decoder_stats_get(d, &s0);
+        CHECK_OK(vm_decoder_read_frames(d, idx, 30, dst, NULL, &err), err);
+        vm_decoder_stats_get(d, &s1);
+        for (int k = 0; k < 30; k++) CHECK_EQ_INT(read_number(dst[k], W, H), idx[k]);
+        if (c >= 2) CHECK_EQ_INT(s1.seeks - s0.seeks, 0);
+    }
+    free(buf);
+    vm_decoder_close(d);
+}
+
 TEST(index_cache_reused) {
     const char *p = gen_video("h264_gop30.mp4", X264(30) " ! mp4mux", 120, 0);
     vm_decoder_options o = opts(VM_DEC_NATIVE, 0, 0);
