@@ -159,14 +159,17 @@ VIDEO_HEADERS := $(wildcard common/config.h common/error.h common/io.h common/lo
                             proto/proto.h decoder/decoder.h sampler/sampler.h)
 VIDEO_A       := $(BUILD)/libvicmae-video.a
 VIDEO_SO      := $(BUILD)/libvicmae-video.so.$(VIDEO_VERSION)
+VIDEO_MAP     := tools/libvicmae-video.map
 
 $(VIDEO_A): $(VIDEO_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
-# --no-undefined: every library the objects need is on this line (and so in the .pc file).
-$(VIDEO_SO): $(VIDEO_OBJS)
-	$(CC) -shared -Wl,-soname,libvicmae-video.so.$(VIDEO_ABI) -Wl,--no-undefined $(filter-out -fopenmp,$(LDFLAGS)) \
-	    -o $@ $^ $(call ldlibs_of,$(VIDEO_LIBS))
+# --no-undefined: every library the objects need is on this line (and so in the .pc file).  The
+# version script exports the installed headers' functions only (see the file).
+$(VIDEO_SO): $(VIDEO_OBJS) $(VIDEO_MAP)
+	$(CC) -shared -Wl,-soname,libvicmae-video.so.$(VIDEO_ABI) -Wl,--no-undefined -Wl,--version-script=$(VIDEO_MAP) \
+	    $(filter-out -fopenmp,$(LDFLAGS)) \
+	    -o $@ $(VIDEO_OBJS) $(call ldlibs_of,$(VIDEO_LIBS))
 
 # vicmae-video.pc, one quoted line per field (printf '%s\n' writes them).
 VIDEO_PC_UP    := $(subst / ,/,$(patsubst %,../,$(subst /, ,$(patsubst $(PREFIX)/%,%,$(PKGCONFIGDIR)))))

@@ -5,6 +5,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Internal to the decoder: hidden, not exported by libvicmae-video.so.
+#pragma GCC visibility push(hidden)
+
 // ---- MPEG-4 Part 2 (ISO 14496-2) ----
 enum { VOP_I = 0, VOP_P = 1, VOP_B = 2, VOP_S = 3, VOP_NOT_CODED = 4, VOP_NONE = 5 };
 typedef struct {
@@ -30,3 +33,5 @@ int vm_h264_is_nonref(const uint8_t *p, size_t n, int nal_len);
 // An access unit: *pictures = slices that start a picture (first_mb_in_slice 0), *idr = it holds an
 // IDR slice (NAL type 5).
 void vm_h264_scan(const uint8_t *p, size_t n, int nal_len, int *pictures, int *idr);
+
+#pragma GCC visibility pop

@@ -17,7 +17,10 @@ struct vm_sampler {
     int blur_ksize;
 };
 
+// Functions the sampler's files share: hidden, not exported by libvicmae-video.so.
+#pragma GCC visibility push(hidden)
 // vm_crop_resize_rgb with the SIMD loops on (simd = 1, where the target has them) or off; both give
 // the same bytes (tests/test_sampler.c checks).
 int vm_crop_resize_impl(const uint8_t *src, int sw, int sh, size_t sstride, int x, int y, int w, int h, uint8_t *dst,
                         int dw, int dh, int flip, int simd, vm_scratch *scratch, vm_error *err);
+#pragma GCC visibility pop

@@ -128,6 +128,14 @@ def test_install_layout():
         text = open(os.path.join(st["root"], "include", "vicmae", h)).read()
         assert not re.search(r'^#include "', text, re.M), f"{h} keeps a project-relative include"
     assert not os.path.exists(os.path.join(st["root"], "include", "vicmae", "sampler", "internal.h"))
+    # the shared library exports the installed headers' functions, under the ABI's version node
+    declared = "".join(open(os.path.join(st["root"], "include", "vicmae", h)).read() for h in HEADERS)
+    syms = [line.split() for line in _sh(["nm", "-D", "--defined-only", os.path.join(lib, "libvicmae-video.so")])
+            .splitlines()]
+    funcs = [s[2] for s in syms if len(s) == 3 and s[1] != "A"]
+    assert funcs and all(f.endswith("@@VICMAE_VIDEO_0") for f in funcs), funcs
+    leaked = [f for f in (f.split("@")[0] for f in funcs) if not re.search(rf"\b{f}\b", declared)]
+    assert not leaked, f"exported but in no installed header: {leaked}"
     pc = open(os.path.join(lib, "pkgconfig", "vicmae-video.pc")).read()
     assert "prefix=${pcfiledir}/../..\n" in pc and "libdir=${prefix}/lib\n" in pc, pc
     for want in ("gstreamer-1.0", "gstreamer-app-1.0", "libxxhash", "liblz4", "libpng", "inih"):
