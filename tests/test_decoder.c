@@ -608,35 +608,10 @@ static GstPadProbeReturn reorder_probe(GstPad *pad, GstPadProbeInfo *info, gpoin
 
 // encode_frames with x264 (GOP 30, 2 B-frames) into MP4, each SPS saying max_num_reorder_frames = reorder.
 static void encode_h264_reorder(const char *out, int frames, unsigned reorder) {
-    gst_init(NULL, NULL);
-    char desc[2048];
-    snprintf(desc, sizeof desc,
-             "appsrc name=src format=time caps=video/x-raw,format=RGB,width=%d,height=%d,framerate=25/1 ! videoconvert "
-             "! x264enc name=enc speed-preset=veryfast bframes=2 b-adapt=false key-int-max=30 "
-             "! video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! mp4mux ! filesink location=%s",
-             W, H, out);
-    GError *ge = NULL;
-    GstElement *p = gst_parse_launch(desc, &ge);
-    CHECK(p && !ge, "gst_parse_launch(%s): %s", desc, ge ? ge->message : "?");
-    GstElement *src = gst_bin_get_by_name(GST_BIN(p), "src"), *enc = gst_bin_get_by_name(GST_BIN(p), "enc");
-    GstPad *ep = gst_element_get_static_pad(enc, "src");
-    gst_pad_add_probe(ep, GST_PAD_PROBE_TYPE_BUFFER, reorder_probe, GUINT_TO_POINTER(reorder), NULL);
-    gst_object_unref(ep);
-    gst_object_unref(enc);
-    gst_element_set_state(p, GST_STATE_PLAYING);
-    for (int n = 0; n < frames; n++) {
-        GstBuffer *b = gst_buffer_new_allocate(NULL, (size_t)W * H * 3, NULL);
-        GstMapInfo m;
-        gst_buffer_map(b, &m, GST_MAP_WRITE);
-        draw_frame(m.data, n);
-        gst_buffer_unmap(b, &m);
-        GST_BUFFER_PTS(b) = frame_time(n, 0);
-        GST_BUFFER_DURATION(b) = frame_time(n + 1, 0) - frame_time(n, 0);
-        CHECK(gst_app_src_push_buffer(GST_APP_SRC(src), b) == GST_FLOW_OK, "%s: push frame %d", out, n);
-    }
-    gst_app_src_end_of_stream(GST_APP_SRC(src));
-    gst_object_unref(src);
-    play_to_eos(p, out);
+    encode_frames_probed(out,
+                         "x264enc name=enc speed-preset=veryfast bframes=2 b-adapt=false key-int-max=30 "
+                         "! video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! mp4mux",
+                         W, H, frames, 0, draw_frame, "enc", reorder_probe, GUINT_TO_POINTER(reorder));
 }
 
 // H.264 whose decoder holds pictures back: the SPS declares 14 reorder frames (as encoders that

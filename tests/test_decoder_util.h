@@ -52,8 +52,11 @@ static __attribute__((unused)) void launch_to_eos(const char *desc, const char *
 
 // Encode `frames` frames of w x h RGB, frame n drawn by draw(rgb, n) and timed by frame_time(n, vfr),
 // through "appsrc ! videoconvert ! <chain> ! filesink location=<out>"; a failure ends the test.
-static __attribute__((unused)) void encode_frames(const char *out, const char *chain, int w, int h, int frames,
-                                                  int vfr, void (*draw)(uint8_t *rgb, int n)) {
+// With probe: it sees the buffers leaving the src pad of the chain's element named probe_el.
+static __attribute__((unused)) void encode_frames_probed(const char *out, const char *chain, int w, int h, int frames,
+                                                         int vfr, void (*draw)(uint8_t *rgb, int n),
+                                                         const char *probe_el, GstPadProbeCallback probe,
+                                                         gpointer probe_data) {
     gst_init(NULL, NULL);  // idempotent; the decoder does its own
     char desc[2048];
     snprintf(desc, sizeof desc,
@@ -64,6 +67,14 @@ static __attribute__((unused)) void encode_frames(const char *out, const char *c
     GstElement *p = gst_parse_launch(desc, &ge);
     CHECK(p && !ge, "gst_parse_launch(%s): %s", desc, ge ? ge->message : "?");
     GstElement *src = gst_bin_get_by_name(GST_BIN(p), "src");
+    if (probe) {
+        GstElement *el = gst_bin_get_by_name(GST_BIN(p), probe_el);
+        CHECK(el, "%s: no element named %s", desc, probe_el);
+        GstPad *pad = gst_element_get_static_pad(el, "src");
+        gst_pad_add_probe(pad, GST_PAD_PROBE_TYPE_BUFFER, probe, probe_data, NULL);
+        gst_object_unref(pad);
+        gst_object_unref(el);
+    }
     gst_element_set_state(p, GST_STATE_PLAYING);
     for (int n = 0; n < frames; n++) {
         GstBuffer *b = gst_buffer_new_allocate(NULL, (size_t)w * h * 3, NULL);
@@ -80,6 +91,10 @@ static __attribute__((unused)) void encode_frames(const char *out, const char *c
     char what[1200];
     snprintf(what, sizeof what, "encoding %s", out);
     play_to_eos(p, what);
+}
+static __attribute__((unused)) void encode_frames(const char *out, const char *chain, int w, int h, int frames,
+                                                  int vfr, void (*draw)(uint8_t *rgb, int n)) {
+    encode_frames_probed(out, chain, w, h, frames, vfr, draw, NULL, NULL, NULL);
 }
 
 // The number a decoded frame of any size shows as 4 columns x rows of blocks, bit i in column
