@@ -326,6 +326,15 @@ TEST(cuda_attention_bf16) {  // the batched cuBLAS path
     vm_backend_cuda_set_precision(0);
 }
 
+// A shape {B, T, C, NH, backward} of the fused tests: the fused forward takes it, and the fused
+// backward takes it (1) or not (0), or as shared memory allows (-1).
+static void check_fused_takes(const int *s) {
+    CHECK(vm_backend_cuda_fused_attention_takes(s[1], s[2], s[3], 0), "fused forward takes T=%d C=%d NH=%d", s[1], s[2],
+          s[3]);
+    CHECK(s[4] < 0 || vm_backend_cuda_fused_attention_takes(s[1], s[2], s[3], 1) == s[4],
+          "fused backward takes T=%d C=%d NH=%d: %d", s[1], s[2], s[3], !s[4]);
+}
+
 // The fused kernels (trainer/cuda/cuda_attention.cu), on shapes they must take: every head size,
 // T a multiple of 16 and not (padding rows and columns), one and several query rounds of the
 // backward.  Same reference and tolerance as the cuBLAS path: the rounding points are the same.
@@ -342,9 +351,7 @@ TEST(cuda_attention_fused_bf16) {
     };
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
         const int *s = shapes[i];
-        CHECK(vm_backend_cuda_fused_attention_takes(s[1], s[2], s[3], 0), "fused forward takes T=%d C=%d NH=%d", s[1], s[2], s[3]);
-        CHECK(s[4] < 0 || vm_backend_cuda_fused_attention_takes(s[1], s[2], s[3], 1) == s[4],
-              "fused backward takes T=%d C=%d NH=%d: %d", s[1], s[2], s[3], !s[4]);
+        check_fused_takes(s);
         check_attention(s[0], s[1], s[2], s[3]);
     }
     CHECK(!vm_backend_cuda_fused_attention_takes(13, 32, 4, 0), "head size 8 is not taken");
@@ -942,10 +949,7 @@ TEST(cuda_attention_fused_bf16_qkv) {
                                     {2, 224, 128, 4, 1}, {2, 256, 128, 4, -1}};
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
         const int *s = shapes[i];
-        CHECK(vm_backend_cuda_fused_attention_takes(s[1], s[2], s[3], 0), "fused forward takes T=%d C=%d NH=%d",
-              s[1], s[2], s[3]);
-        CHECK(s[4] < 0 || vm_backend_cuda_fused_attention_takes(s[1], s[2], s[3], 1) == s[4],
-              "fused backward takes T=%d C=%d NH=%d: %d", s[1], s[2], s[3], !s[4]);
+        check_fused_takes(s);
         check_attention_act16(s[0], s[1], s[2], s[3]);
     }
     vm_backend_cuda_set_fused_attention(VM_ATTENTION_AUTO);

@@ -256,6 +256,15 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], const
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+// This lane's share of row `half` (C rows c_row(lane, 2 * half)) of a 16 x (8 * N) accumulator
+// tile, stored at row[n * 8 + c_col] (type T: rounded once by store_as).
+template <int N, typename T>
+__device__ __forceinline__ void store_tile_row(T *row, const float (&acc)[N][4], int half, int lane) {
+#pragma unroll
+    for (int n = 0; n < N; n++)
+#pragma unroll
+        for (int e = 2 * half; e < 2 * half + 2; e++) store_as(row + n * 8 + c_col(lane, e), acc[n][e]);
+}
 // max / sum over the 4 lanes of a quad (the lanes that hold one row of a C fragment)
 __device__ __forceinline__ float quad_max(float v) {
     v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
@@ -349,11 +358,7 @@ flash_forward_kernel(TA *out, float *stats, const TA *qkv, int T, int C, int NH,
     for (int half = 0; half < 2; half++) {
         const int t = qt * 16 + c_row(lane, 2 * half);
         if (t >= T) continue;
-        TA *orow = out + ((size_t)b * T + t) * C + (size_t)h * HS;
-#pragma unroll
-        for (int n = 0; n < HS / 8; n++)
-#pragma unroll
-            for (int e = 2 * half; e < 2 * half + 2; e++) store_as(orow + n * 8 + c_col(lane, e), o[n][e]);
+        store_tile_row(out + ((size_t)b * T + t) * C + (size_t)h * HS, o, half, lane);
         if ((lane & 3) == 0) {
             stats[((size_t)bh * T + t) * 2] = mx[half];
             stats[((size_t)bh * T + t) * 2 + 1] = inv[half];
@@ -468,12 +473,7 @@ flash_backward_kernel(float *dqkv, const float *dout, const TA *qkv, const float
         }
 #pragma unroll
         for (int half = 0; half < 2; half++) {
-            if (t[half] >= T) continue;
-            float *row = dhead + (size_t)t[half] * ld;
-#pragma unroll
-            for (int n = 0; n < NN; n++)
-#pragma unroll
-                for (int e = 2 * half; e < 2 * half + 2; e++) row[n * 8 + c_col(lane, e)] = dq[n][e];
+            if (t[half] < T) store_tile_row(dhead + (size_t)t[half] * ld, dq, half, lane);
         }
     }
     __syncthreads();  // every row's rowsum(P * dP) is in rdot
@@ -524,13 +524,8 @@ flash_backward_kernel(float *dqkv, const float *dout, const TA *qkv, const float
         for (int half = 0; half < 2; half++) {
             if (key[half] >= T) continue;
             float *row = dhead + (size_t)key[half] * ld;
-#pragma unroll
-            for (int n = 0; n < NN; n++)
-#pragma unroll
-                for (int e = 2 * half; e < 2 * half + 2; e++) {
-                    row[C + n * 8 + c_col(lane, e)] = dk[n][e];
-                    row[2 * C + n * 8 + c_col(lane, e)] = dv[n][e];
-                }
+            store_tile_row(row + C, dk, half, lane);
+            store_tile_row(row + 2 * C, dv, half, lane);
         }
     }
 }

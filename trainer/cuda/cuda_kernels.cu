@@ -260,33 +260,29 @@ __global__ void gelu_forward_kernel(TO *out, const TI *inp, size_t n, bool vec) 
         store_upto8(out + i, x, cnt, vec);
     }
 }
-template <typename TI>
-__global__ void gelu_backward_kernel(float *dinp, const TI *inp, const float *dout, size_t n, bool vec) {
-    GRID_STRIDE(j, (n + 7) / 8) {
-        CHUNK_OF_8(i, cnt, j, n);
-        float x[8], g[8];
-        load_upto8(x, inp + i, cnt, vec);
-        load_upto8(g, dout + i, cnt, vec);
-        for (int k = 0; k < 8; k++) x[k] = g[k] * gelu_grad(x[k]);
-        store_upto8(dinp + i, x, cnt, vec);
-    }
-}
-__global__ void relu_forward_kernel(float *out, const float *inp, size_t n) {
-    GRID_STRIDE(i, n) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
-}
-__global__ void relu_backward_kernel(float *dinp, const float *inp, const float *dout, size_t n) {
-    GRID_STRIDE(i, n) dinp[i] = inp[i] > 0.0f ? dout[i] : 0.0f;
-}
-template <typename TB>
-__global__ void add_kernel(float *out, const float *a, const TB *b, size_t n, bool vec) {
+// out = f(a, b) elementwise, 8 a thread as above: the GELU backward (a the GELU input) and add.
+template <typename TA, typename TB, typename F>
+__global__ void zip8_kernel(float *out, const TA *a, const TB *b, size_t n, bool vec, F f) {
     GRID_STRIDE(j, (n + 7) / 8) {
         CHUNK_OF_8(i, cnt, j, n);
         float x[8], y[8];
         load_upto8(x, a + i, cnt, vec);
         load_upto8(y, b + i, cnt, vec);
-        for (int k = 0; k < 8; k++) x[k] += y[k];
+        for (int k = 0; k < 8; k++) x[k] = f(x[k], y[k]);
         store_upto8(out + i, x, cnt, vec);
     }
+}
+struct GeluBackward {  // (GELU input, dout) -> dinp
+    __device__ float operator()(float x, float g) const { return g * gelu_grad(x); }
+};
+struct Add {
+    __device__ float operator()(float x, float y) const { return x + y; }
+};
+__global__ void relu_forward_kernel(float *out, const float *inp, size_t n) {
+    GRID_STRIDE(i, n) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+}
+__global__ void relu_backward_kernel(float *dinp, const float *inp, const float *dout, size_t n) {
+    GRID_STRIDE(i, n) dinp[i] = inp[i] > 0.0f ? dout[i] : 0.0f;
 }
 __global__ void accumulate_kernel(float *dst, const float *src, size_t n) {
     GRID_STRIDE(i, n) dst[i] += src[i];
@@ -319,23 +315,24 @@ void cu_gelu_forward(float *out, const float *inp, size_t N) {
     LAUNCH_CHUNKS_OF_8(gelu_forward, "gelu_forward", N, out, inp, N, aligned16(out, inp));
 }
 void cu_gelu_backward(float *dinp, const float *inp, const float *dout, size_t N) {
-    LAUNCH_CHUNKS_OF_8(gelu_backward, "gelu_backward", N, dinp, inp, dout, N, aligned16(dinp, inp, dout));
+    LAUNCH_CHUNKS_OF_8(zip8, "gelu_backward", N, dinp, inp, dout, N, aligned16(dinp, inp, dout), GeluBackward{});
 }
 void cu_relu_forward(float *out, const float *inp, size_t N) { LAUNCH_1D(relu_forward, N, out, inp, N); }
 void cu_relu_backward(float *dinp, const float *inp, const float *dout, size_t N) {
     LAUNCH_1D(relu_backward, N, dinp, inp, dout, N);
 }
 void cu_add(float *out, const float *a, const float *b, size_t N) {
-    LAUNCH_CHUNKS_OF_8(add, "add", N, out, a, b, N, aligned16(out, a, b));
+    LAUNCH_CHUNKS_OF_8(zip8, "add", N, out, a, b, N, aligned16(out, a, b), Add{});
 }
 void cu_gelu_forward_bf16(vm_bf16 *out, const vm_bf16 *inp, size_t N) {
     LAUNCH_CHUNKS_OF_8(gelu_forward, "gelu_forward_bf16", N, as_bf16(out), as_bf16(inp), N, aligned16(out, inp));
 }
 void cu_gelu_backward_bf16(float *dinp, const vm_bf16 *inp, const float *dout, size_t N) {
-    LAUNCH_CHUNKS_OF_8(gelu_backward, "gelu_backward_bf16", N, dinp, as_bf16(inp), dout, N, aligned16(dinp, inp, dout));
+    LAUNCH_CHUNKS_OF_8(zip8, "gelu_backward_bf16", N, dinp, as_bf16(inp), dout, N, aligned16(dinp, inp, dout),
+                       GeluBackward{});
 }
 void cu_add_bf16(float *out, const float *a, const vm_bf16 *b, size_t N) {
-    LAUNCH_CHUNKS_OF_8(add, "add_bf16", N, out, a, as_bf16(b), N, aligned16(out, a, b));
+    LAUNCH_CHUNKS_OF_8(zip8, "add_bf16", N, out, a, as_bf16(b), N, aligned16(out, a, b), Add{});
 }
 void cu_accumulate(float *dst, const float *src, size_t N) { LAUNCH_1D(accumulate, N, dst, src, N); }
 void cu_scale(float *x, float s, size_t N) { LAUNCH_1D(scale, N, x, s, N); }
